@@ -1,0 +1,237 @@
+//! Opening the database a URL names, and keeping its schema current.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::error::{CoreError, Result};
+
+/// The URL used when none is configured: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://crm.db";
+
+/// How long a SQLite writer waits for another writer before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A migration embedded in the binary, so an installed `crm` needs no files beside it.
+struct Embedded {
+    version: i64,
+    description: &'static str,
+    sql: &'static str,
+}
+
+/// The migrations of each backend, oldest first. A new migration is a new file and a new line
+/// here; an applied one is never edited (sqlx checks its checksum).
+const SQLITE_MIGRATIONS: &[Embedded] = &[
+    Embedded {
+        version: 1,
+        description: "crm",
+        sql: include_str!("../migrations/sqlite/0001_crm.sql"),
+    },
+];
+const POSTGRES_MIGRATIONS: &[Embedded] = &[
+    Embedded {
+        version: 1,
+        description: "crm",
+        sql: include_str!("../migrations/postgres/0001_crm.sql"),
+    },
+];
+
+#[derive(Debug)]
+struct EmbeddedSource(&'static [Embedded]);
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}_{}", self.version, self.description)
+    }
+}
+
+impl MigrationSource<'static> for EmbeddedSource {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        let migrations = self
+            .0
+            .iter()
+            .map(|m| {
+                Migration::new(
+                    m.version,
+                    Cow::Borrowed(m.description),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(m.sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(async move { Ok(migrations) })
+    }
+}
+
+/// A connection pool to the CRM's database: SQLite (the embedded default) or PostgreSQL.
+///
+/// Cheap to clone (the pools are reference-counted). [`crate::CrmStore`] is implemented on it.
+#[derive(Debug, Clone)]
+pub struct Database {
+    backend: Backend,
+}
+
+/// The pool of the backend in use. Crate-internal modules match on it to run their SQL.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Database {
+    /// Opens the database `url` names and applies any pending migrations (idempotent).
+    ///
+    /// `sqlite://PATH` (or `sqlite:PATH`) opens or creates a file, readable by its owner only
+    /// since it holds customers' e-mail addresses, in WAL mode with a busy timeout;
+    /// `sqlite::memory:` an in-memory database for tests; `postgres://…` a PostgreSQL pool.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let db = Self::open(url).await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Opens the database without migrating it.
+    pub async fn open(url: &str) -> Result<Self> {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(open_sqlite(url).await?)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = sqlx::postgres::PgConnectOptions::from_str(url)
+                .map_err(|e| CoreError::InvalidUrl(redact(url, &e.to_string())))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(CoreError::InvalidUrl(format!(
+                "'{}' is neither sqlite:… nor postgres://…",
+                redact_password(url)
+            )));
+        };
+        Ok(Self { backend })
+    }
+
+    /// Creates or upgrades the schema. Safe to run again, and from several processes at once.
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                Migrator::new(EmbeddedSource(SQLITE_MIGRATIONS))
+                    .await?
+                    .run(pool)
+                    .await?
+            }
+            Backend::Postgres(pool) => {
+                Migrator::new(EmbeddedSource(POSTGRES_MIGRATIONS))
+                    .await?
+                    .run(pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes every connection; waits for queries in flight.
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+}
+
+async fn open_sqlite(url: &str) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| CoreError::InvalidUrl(e.to_string()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        .foreign_keys(true);
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !in_memory {
+        create_private_file(options.get_filename())?;
+    }
+    let pool = SqlitePoolOptions::new()
+        // An in-memory database lives in one connection; a file is shared by several readers
+        // and one writer at a time (WAL).
+        .max_connections(if in_memory { 1 } else { 8 })
+        .min_connections(if in_memory { 1 } else { 0 })
+        .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
+        .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(3600)) })
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Creates the SQLite file with mode 0600 before SQLite does (it would use 0644): the file
+/// holds personal data. An existing file is left as it is.
+fn create_private_file(path: &std::path::Path) -> Result<()> {
+    use std::fs::OpenOptions;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(CoreError::Storage(sqlx::Error::Io(e))),
+    }
+}
+
+/// The URL with any password replaced by `***`, for error messages and logs.
+pub fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn redact(url: &str, message: &str) -> String {
+    format!("{}: {message}", redact_password(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_error_messages() {
+        assert_eq!(
+            redact_password("postgres://bob:s3cret@db:5432/crm"),
+            "postgres://bob:***@db:5432/crm"
+        );
+        assert_eq!(redact_password("postgres://bob@db/crm"), "postgres://bob@db/crm");
+        assert_eq!(redact_password("sqlite://crm.db"), "sqlite://crm.db");
+    }
+}

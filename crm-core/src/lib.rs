@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+mod database;
+mod domain;
+mod error;
+mod store;
+
+pub use database::{DEFAULT_DATABASE_URL, Database, redact_password};
+pub use domain::{
+    Customer, CustomerId, MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_ORDER_PRODUCTS, MAX_PRICE, Money,
+    NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId,
+};
+pub use error::{CoreError, Result};
+pub use store::{
+    CrmStore, CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
+    ProductField, ProductFilter, Sort, Totals,
+};

@@ -1,0 +1,226 @@
+//! The storage trait the server and the jobs use, and the query types it takes.
+//!
+//! Implementations: [`crate::Database`] (SQLite or PostgreSQL, chosen by URL). Every operation the
+//! jobs rest on is one statement or one transaction in the database, never a loop over rows here.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Customer, CustomerId, Money, NewCustomer, NewOrder, NewProduct, Order, OrderId, Product,
+    ProductId,
+};
+use crate::error::Result;
+
+/// Which rows of a list to return: `limit` rows after skipping `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    /// Rows to skip.
+    pub offset: u64,
+    /// Rows to return at most.
+    pub limit: u64,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self {
+            offset: 0,
+            limit: 100,
+        }
+    }
+}
+
+/// One sort key: a field and a direction. Lists always end with the id as a tie-breaker, so
+/// pages are stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort<F> {
+    /// The field to sort by.
+    pub field: F,
+    /// `true` for descending (the `-field` form of the API).
+    pub descending: bool,
+}
+
+/// Fields customers can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CustomerField {
+    /// Database id.
+    Id,
+    /// Name.
+    Name,
+    /// E-mail address.
+    Email,
+    /// Creation time.
+    CreatedAt,
+}
+
+/// Fields products can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProductField {
+    /// Database id.
+    Id,
+    /// Name.
+    Name,
+    /// Price.
+    Price,
+    /// Stock.
+    Stock,
+}
+
+/// Fields orders can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OrderField {
+    /// Database id.
+    Id,
+    /// Order date.
+    OrderDate,
+    /// Total amount.
+    TotalAmount,
+}
+
+/// Filters on customers; every given condition must hold. Text matches ignore letter case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CustomerFilter {
+    /// Name contains this text.
+    pub name_icontains: Option<String>,
+    /// E-mail contains this text.
+    pub email_icontains: Option<String>,
+    /// Phone starts with this text.
+    pub phone_startswith: Option<String>,
+    /// Created at or after this instant.
+    pub created_at_gte: Option<DateTime<Utc>>,
+    /// Created at or before this instant.
+    pub created_at_lte: Option<DateTime<Utc>>,
+}
+
+/// Filters on products; every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProductFilter {
+    /// Name contains this text, ignoring case.
+    pub name_icontains: Option<String>,
+    /// Price at least this.
+    pub price_gte: Option<Money>,
+    /// Price at most this.
+    pub price_lte: Option<Money>,
+    /// Stock at least this.
+    pub stock_gte: Option<i32>,
+    /// Stock at most this.
+    pub stock_lte: Option<i32>,
+    /// Stock below this.
+    pub stock_lt: Option<i32>,
+}
+
+/// Filters on orders; every given condition must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    /// The customer's e-mail equals this, ignoring case.
+    pub customer_email: Option<String>,
+    /// The customer's name contains this text, ignoring case.
+    pub customer_name_icontains: Option<String>,
+    /// Some product's name contains this text, ignoring case.
+    pub product_name_icontains: Option<String>,
+    /// Order date at or after this instant.
+    pub order_date_gte: Option<DateTime<Utc>>,
+    /// Order date at or before this instant.
+    pub order_date_lte: Option<DateTime<Utc>>,
+    /// Total at least this.
+    pub total_amount_gte: Option<Money>,
+    /// Total at most this.
+    pub total_amount_lte: Option<Money>,
+}
+
+/// One order due a reminder: the order and its customer's e-mail, from one joined query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderReminder {
+    /// The order.
+    pub order_id: OrderId,
+    /// Its customer's e-mail address.
+    pub customer_email: String,
+    /// When it was placed.
+    pub order_date: DateTime<Utc>,
+}
+
+/// Totals for the weekly report, computed by the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Number of customers.
+    pub customers: i64,
+    /// Number of orders.
+    pub orders: i64,
+    /// Sum of all orders' total amounts (zero when there are none).
+    pub revenue: Money,
+}
+
+/// What the server and the jobs need from storage.
+///
+/// Object-safe, so callers hold an `Arc<dyn CrmStore>`; every method is one statement or one
+/// transaction.
+#[async_trait]
+pub trait CrmStore: Send + Sync + 'static {
+    /// Creates a customer; a duplicate e-mail in any letter case is a `Conflict`.
+    async fn create_customer(&self, customer: &NewCustomer) -> Result<Customer>;
+    /// The customers with these ids that exist, in no particular order (one query).
+    async fn customers_by_ids(&self, ids: &[CustomerId]) -> Result<Vec<Customer>>;
+    /// A filtered, sorted page of customers.
+    async fn list_customers(
+        &self,
+        filter: &CustomerFilter,
+        sort: &[Sort<CustomerField>],
+        page: PageRequest,
+    ) -> Result<Vec<Customer>>;
+    /// How many customers match the filter.
+    async fn count_customers(&self, filter: &CustomerFilter) -> Result<i64>;
+
+    /// Creates a product.
+    async fn create_product(&self, product: &NewProduct) -> Result<Product>;
+    /// The products with these ids that exist, in no particular order (one query).
+    async fn products_by_ids(&self, ids: &[ProductId]) -> Result<Vec<Product>>;
+    /// A filtered, sorted page of products.
+    async fn list_products(
+        &self,
+        filter: &ProductFilter,
+        sort: &[Sort<ProductField>],
+        page: PageRequest,
+    ) -> Result<Vec<Product>>;
+    /// How many products match the filter.
+    async fn count_products(&self, filter: &ProductFilter) -> Result<i64>;
+
+    /// Creates an order in one transaction: the customer and every product must exist
+    /// (`NotFound` otherwise, and nothing is written); the total is the sum of the products'
+    /// current prices; the order date is `now` when the input has none.
+    async fn create_order(&self, order: &NewOrder, now: DateTime<Utc>) -> Result<Order>;
+    /// The orders with these ids that exist, in no particular order (one query).
+    async fn orders_by_ids(&self, ids: &[OrderId]) -> Result<Vec<Order>>;
+    /// A filtered, sorted page of orders.
+    async fn list_orders(
+        &self,
+        filter: &OrderFilter,
+        sort: &[Sort<OrderField>],
+        page: PageRequest,
+    ) -> Result<Vec<Order>>;
+    /// How many orders match the filter.
+    async fn count_orders(&self, filter: &OrderFilter) -> Result<i64>;
+    /// The products of each of these orders, as `(order, product)` pairs (one query), so a
+    /// page of orders costs a fixed number of queries.
+    async fn order_products(&self, order_ids: &[OrderId]) -> Result<Vec<(OrderId, Product)>>;
+
+    /// Deletes, in one transaction, every customer created more than 365 days before `as_of`
+    /// who has no order dated within the 365 days before `as_of`, with their orders; returns
+    /// how many customers. With `dry_run`, only counts.
+    async fn delete_inactive_customers(&self, as_of: DateTime<Utc>, dry_run: bool) -> Result<u64>;
+    /// Orders with `from <= order_date <= to`, each with its customer's e-mail, oldest first
+    /// (one joined query).
+    async fn orders_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<OrderReminder>>;
+    /// Atomically adds `amount` to the stock of every product whose stock is below
+    /// `threshold`; returns the updated products, by id. Concurrent restocks never lose an
+    /// update.
+    async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>>;
+    /// Customer count, order count and revenue, computed by the database.
+    async fn totals(&self) -> Result<Totals>;
+}
