@@ -1,7 +1,19 @@
 #![doc = include_str!("../README.md")]
 
+mod config;
+mod graphql;
 mod job;
+mod log_file;
 mod schedule;
 
+pub use config::{
+    ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
+    machine_time_zone, parse_time_zone,
+};
+pub use graphql::{
+    GraphqlClient, GraphqlError, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
+    readable_id,
+};
 pub use job::{CronJob, JobContext, JobError, JobOptions, MisfirePolicy};
+pub use log_file::{LogFile, file_names};
 pub use schedule::Schedule;
