@@ -358,9 +358,8 @@ impl GraphqlClient {
                 detail: http_error_detail(&text),
             });
         }
-        let response: GraphQlResponse<T> = serde_json::from_str(&text).map_err(|e| {
-            self.invalid(&format!("{e} in {}", quote(&text)))
-        })?;
+        let response: GraphQlResponse<T> = serde_json::from_str(&text)
+            .map_err(|e| self.invalid(&format!("{e} in {}", quote(&text))))?;
         if let Some(errors) = response.errors.filter(|errors| !errors.is_empty()) {
             return Err(GraphqlError::Graphql {
                 messages: errors.into_iter().map(|e| one_line(&e.message)).collect(),
@@ -375,7 +374,7 @@ impl GraphqlClient {
     async fn exchange(&self, body: Vec<u8>) -> Result<(u16, String), GraphqlError> {
         let transport = |e: surf::Error| GraphqlError::Transport {
             url: self.shown_url.clone(),
-            message: one_line(&e.to_string()),
+            message: transport_reason(e),
         };
         let mut request = surf::RequestBuilder::new(surf::http::Method::Post, self.url.clone())
             .header("Accept", "application/json")
@@ -388,6 +387,18 @@ impl GraphqlClient {
         let status = u16::from(response.status());
         let text = response.body_string().await.map_err(transport)?;
         Ok((status, text))
+    }
+}
+
+/// The network layer's reason, without the connection pool's wrapping ("An error occured while
+/// creating a new object: Connection refused" reads as "Connection refused").
+fn transport_reason(error: surf::Error) -> String {
+    const POOL_PREFIX: &str = "An error occured while creating a new object: ";
+    let error = error.into_inner();
+    let reason = one_line(&error.root_cause().to_string());
+    match reason.strip_prefix(POOL_PREFIX) {
+        Some(inner) => inner.to_owned(),
+        None => reason,
     }
 }
 
@@ -523,7 +534,10 @@ mod tests {
         )
         .unwrap();
         let shown = format!("{client:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("hunter2"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]

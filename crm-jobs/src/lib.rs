@@ -3,6 +3,7 @@
 mod config;
 mod graphql;
 mod job;
+mod jobs;
 mod log_file;
 mod schedule;
 
@@ -15,5 +16,9 @@ pub use graphql::{
     readable_id,
 };
 pub use job::{CronJob, JobContext, JobError, JobOptions, MisfirePolicy};
+pub use jobs::{
+    CleanInactiveCustomers, GenerateCrmReport, LogCrmHeartbeat, ORDER_REMINDERS_PROCESSED,
+    SendOrderReminders, UpdateLowStock, standard_jobs,
+};
 pub use log_file::{LogFile, file_names};
 pub use schedule::Schedule;

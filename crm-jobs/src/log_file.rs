@@ -162,7 +162,8 @@ mod tests {
     fn lines_are_appended_and_earlier_lines_kept() {
         let dir = tempfile::tempdir().unwrap();
         let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
-        log.append_events(at(2026, 1, 1, 0, 0, 0), &["first"]).unwrap();
+        log.append_events(at(2026, 1, 1, 0, 0, 0), &["first"])
+            .unwrap();
         log.append_events(at(2026, 1, 1, 0, 0, 1), &["second", "third"])
             .unwrap();
         assert_eq!(
