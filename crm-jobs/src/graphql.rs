@@ -298,7 +298,7 @@ impl GraphqlClient {
 
     /// The report's totals: customers, orders and revenue, counted by the server's database.
     pub async fn report_totals(&self) -> Result<ReportTotals, GraphqlError> {
-        let report = self.execute(queries::Report::build(())).await?.crm_report;
+        let report = self.execute(queries::Report::build(())).await?;
         Ok(ReportTotals {
             customers: report.total_customers.into(),
             orders: report.total_orders.into(),

@@ -71,6 +71,7 @@ pub(crate) struct OrdersBetween {
 }
 
 #[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "OrderTypeConnection")]
 pub(crate) struct OrderConnection {
     pub(crate) edges: Vec<OrderTypeEdge>,
     pub(crate) page_info: PageInfo,
@@ -117,6 +118,7 @@ pub(crate) struct ProductsBelow {
 }
 
 #[derive(cynic::QueryFragment, Debug)]
+#[cynic(graphql_type = "ProductTypeConnection")]
 pub(crate) struct ProductConnection {
     pub(crate) edges: Vec<ProductTypeEdge>,
     pub(crate) page_info: PageInfo,
@@ -152,11 +154,6 @@ pub(crate) struct UpdateLowStockProducts {
 #[derive(cynic::QueryFragment, Debug)]
 #[cynic(graphql_type = "Query")]
 pub(crate) struct Report {
-    pub(crate) crm_report: CrmReport,
-}
-
-#[derive(cynic::QueryFragment, Debug)]
-pub(crate) struct CrmReport {
     pub(crate) total_customers: i32,
     pub(crate) total_orders: i32,
     pub(crate) total_revenue: Money,
