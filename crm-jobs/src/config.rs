@@ -149,15 +149,15 @@ impl JobsConfig {
     }
 }
 
-/// An IANA zone name (`Europe/Paris`, `UTC`) as a zone.
-pub fn parse_time_zone(name: &str) -> Result<Tz, ConfigError> {
+/// An IANA zone name (`Europe/Paris`, `UTC`) as a zone, or the error naming the variable.
+pub(crate) fn parse_time_zone(name: &str) -> Result<Tz, ConfigError> {
     name.trim()
         .parse::<Tz>()
         .map_err(|_| ConfigError::TimeZone(name.to_owned()))
 }
 
 /// The machine's IANA zone (from `TZ` or `/etc/localtime`), or UTC when it has none we know.
-pub fn machine_time_zone() -> Tz {
+pub(crate) fn machine_time_zone() -> Tz {
     iana_time_zone::get_timezone()
         .ok()
         .and_then(|name| name.parse().ok())

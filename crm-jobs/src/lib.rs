@@ -9,7 +9,6 @@ mod schedule;
 
 pub use config::{
     ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
-    machine_time_zone, parse_time_zone,
 };
 pub use graphql::{
     GraphqlClient, GraphqlError, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
@@ -21,4 +20,6 @@ pub use jobs::{
     SendOrderReminders, UpdateLowStock, standard_jobs,
 };
 pub use log_file::{LogFile, file_names};
-pub use schedule::Schedule;
+pub use schedule::{
+    Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
+};

@@ -21,7 +21,7 @@ impl CleanInactiveCustomers {
     /// The job's code.
     pub const CODE: &'static str = "clean_inactive_customers";
     /// The contract's schedule: Sundays at 02:00.
-    pub const SCHEDULE: &'static str = "0 2 * * 0";
+    pub const SCHEDULE: &'static str = crate::schedule::schedules::CLEAN_INACTIVE_CUSTOMERS;
 
     /// The job over `store`, logging to `customer_cleanup_log.txt` in `config.log_dir`.
     pub fn new(store: Arc<dyn CrmStore>, config: &JobsConfig) -> Self {

@@ -18,7 +18,7 @@ impl GenerateCrmReport {
     /// The job's code.
     pub const CODE: &'static str = "generate_crm_report";
     /// The contract's schedule: Mondays at 06:00.
-    pub const SCHEDULE: &'static str = "0 6 * * 1";
+    pub const SCHEDULE: &'static str = crate::schedule::schedules::GENERATE_CRM_REPORT;
 
     /// The job asking `client`, logging to `crm_report_log.txt` in `config.log_dir`.
     pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {

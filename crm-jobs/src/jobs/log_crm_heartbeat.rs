@@ -19,7 +19,7 @@ impl LogCrmHeartbeat {
     /// The job's code.
     pub const CODE: &'static str = "log_crm_heartbeat";
     /// The contract's schedule: every five minutes.
-    pub const SCHEDULE: &'static str = "*/5 * * * *";
+    pub const SCHEDULE: &'static str = crate::schedule::schedules::LOG_CRM_HEARTBEAT;
 
     /// The job asking `client`, logging to `crm_heartbeat_log.txt` in `config.log_dir`.
     pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {

@@ -39,8 +39,40 @@ pub fn standard_jobs(
     ])
 }
 
-/// The schedule of a contract cron expression (a constant of one of the jobs).
-fn contract_schedule(_expression: &'static str) -> Schedule {
-    // Placeholder until the runner's `Schedule::cron` lands.
-    Schedule
+/// The schedule of one of the contract's cron expressions (a job's `SCHEDULE`), in no explicit
+/// zone: the runner places it in the configured one (`CRM_TIME_ZONE`, else the machine's).
+fn contract_schedule(expression: &'static str) -> Schedule {
+    Schedule::cron(expression).expect("the contract's cron expressions are valid (tested)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_schedule_is_its_contract_cron_expression() {
+        let shown: Vec<(&str, String)> = [
+            (
+                CleanInactiveCustomers::CODE,
+                CleanInactiveCustomers::SCHEDULE,
+            ),
+            (SendOrderReminders::CODE, SendOrderReminders::SCHEDULE),
+            (LogCrmHeartbeat::CODE, LogCrmHeartbeat::SCHEDULE),
+            (UpdateLowStock::CODE, UpdateLowStock::SCHEDULE),
+            (GenerateCrmReport::CODE, GenerateCrmReport::SCHEDULE),
+        ]
+        .into_iter()
+        .map(|(code, expr)| (code, contract_schedule(expr).to_string()))
+        .collect();
+        assert_eq!(
+            shown,
+            [
+                ("clean_inactive_customers", "0 2 * * 0".to_owned()),
+                ("send_order_reminders", "0 8 * * *".to_owned()),
+                ("log_crm_heartbeat", "*/5 * * * *".to_owned()),
+                ("update_low_stock", "0 */12 * * *".to_owned()),
+                ("generate_crm_report", "0 6 * * 1".to_owned()),
+            ]
+        );
+    }
 }

@@ -26,7 +26,7 @@ impl SendOrderReminders {
     /// The job's code.
     pub const CODE: &'static str = "send_order_reminders";
     /// The contract's schedule: every day at 08:00.
-    pub const SCHEDULE: &'static str = "0 8 * * *";
+    pub const SCHEDULE: &'static str = crate::schedule::schedules::SEND_ORDER_REMINDERS;
 
     /// The job asking `client`, logging to `order_reminders_log.txt` in `config.log_dir`.
     pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {

@@ -22,7 +22,7 @@ impl UpdateLowStock {
     /// The job's code.
     pub const CODE: &'static str = "update_low_stock";
     /// The contract's schedule: every twelve hours, at 00:00 and 12:00.
-    pub const SCHEDULE: &'static str = "0 */12 * * *";
+    pub const SCHEDULE: &'static str = crate::schedule::schedules::UPDATE_LOW_STOCK;
 
     /// The job calling `client`, logging to `low_stock_updates_log.txt` in `config.log_dir`.
     pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {

@@ -29,7 +29,7 @@ pub(crate) fn ctx_now(dry_run: bool) -> JobContext {
 /// configuration pointing at it with a fresh log directory.
 pub(crate) struct Crm {
     /// The database (kept alive as long as the test).
-    pub(crate) db: TestDb,
+    pub(crate) _db: TestDb,
     /// The same database as the store the cleanup uses.
     pub(crate) store: Arc<dyn CrmStore>,
     /// The server's GraphQL URL.
@@ -47,19 +47,15 @@ impl Crm {
     }
 }
 
-/// Starts the real server (token `token` if given) over `db` on port 0.
-pub(crate) async fn spawn_crm(db: TestDb, token: Option<&str>) -> Crm {
+/// The database alone, for the job that needs no server (the cleanup): the GraphQL URL is a
+/// closed port.
+pub(crate) async fn offline_crm(db: TestDb) -> Crm {
     let store: Arc<dyn CrmStore> = Arc::new(db.database().clone());
-    let server_config = crm_server::ServerConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        api_token: token.map(str::to_owned),
-        ..crm_server::ServerConfig::default()
-    };
-    let server = crm_server::BoundServer::bind(store.clone(), server_config)
-        .await
-        .expect("the server binds a free port");
-    let url = server.graphql_url();
-    async_std::task::spawn(server.run());
+    let url = closed_port_url().await;
+    crm(db, store, url, None)
+}
+
+fn crm(db: TestDb, store: Arc<dyn CrmStore>, url: String, token: Option<&str>) -> Crm {
     let logs = tempfile::tempdir().unwrap();
     let config = JobsConfig::default()
         .with_graphql_url(&url)
@@ -68,7 +64,7 @@ pub(crate) async fn spawn_crm(db: TestDb, token: Option<&str>) -> Crm {
         .with_log_dir(logs.path())
         .with_time_zone(chrono_tz::America::New_York);
     Crm {
-        db,
+        _db: db,
         store,
         url,
         logs,
@@ -126,7 +122,7 @@ pub(crate) async fn seed(db: &TestDb) -> Seeded {
     let mut revenue = Decimal::ZERO;
     let mut orders = 0;
 
-    let mut customer = |name: &str, email: &str, created: DateTime<Utc>| {
+    let customer = |name: &str, email: &str, created: DateTime<Utc>| {
         let new = NewCustomer::new(name, email, None).unwrap();
         async move {
             let c = store.create_customer(&new).await.unwrap();
