@@ -28,20 +28,16 @@ struct Embedded {
 
 /// The migrations of each backend, oldest first. A new migration is a new file and a new line
 /// here; an applied one is never edited (sqlx checks its checksum).
-const SQLITE_MIGRATIONS: &[Embedded] = &[
-    Embedded {
-        version: 1,
-        description: "crm",
-        sql: include_str!("../migrations/sqlite/0001_crm.sql"),
-    },
-];
-const POSTGRES_MIGRATIONS: &[Embedded] = &[
-    Embedded {
-        version: 1,
-        description: "crm",
-        sql: include_str!("../migrations/postgres/0001_crm.sql"),
-    },
-];
+const SQLITE_MIGRATIONS: &[Embedded] = &[Embedded {
+    version: 1,
+    description: "crm",
+    sql: include_str!("../migrations/sqlite/0001_crm.sql"),
+}];
+const POSTGRES_MIGRATIONS: &[Embedded] = &[Embedded {
+    version: 1,
+    description: "crm",
+    sql: include_str!("../migrations/postgres/0001_crm.sql"),
+}];
 
 #[derive(Debug)]
 struct EmbeddedSource(&'static [Embedded]);
@@ -177,8 +173,16 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
         // and one writer at a time (WAL).
         .max_connections(if in_memory { 1 } else { 8 })
         .min_connections(if in_memory { 1 } else { 0 })
-        .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
-        .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(3600)) })
+        .idle_timeout(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(600))
+        })
+        .max_lifetime(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(3600))
+        })
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await?;
@@ -231,7 +235,10 @@ mod tests {
             redact_password("postgres://bob:s3cret@db:5432/crm"),
             "postgres://bob:***@db:5432/crm"
         );
-        assert_eq!(redact_password("postgres://bob@db/crm"), "postgres://bob@db/crm");
+        assert_eq!(
+            redact_password("postgres://bob@db/crm"),
+            "postgres://bob@db/crm"
+        );
         assert_eq!(redact_password("sqlite://crm.db"), "sqlite://crm.db");
     }
 }

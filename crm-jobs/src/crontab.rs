@@ -129,7 +129,9 @@ pub fn shell_quote(word: &str) -> String {
 #[non_exhaustive]
 pub enum CrontabError {
     /// The `crontab` program could not be started (not installed?).
-    #[error("cannot run '{program}': {source} (is cron installed? On Debian: apt-get install cron)")]
+    #[error(
+        "cannot run '{program}': {source} (is cron installed? On Debian: apt-get install cron)"
+    )]
     Spawn {
         /// The program.
         program: String,
@@ -245,7 +247,8 @@ mod tests {
         }
     }
 
-    const FOREIGN: &str = "# my backups\nMAILTO=me@example.com\n30 3 * * * /usr/local/bin/backup --all\n";
+    const FOREIGN: &str =
+        "# my backups\nMAILTO=me@example.com\n30 3 * * * /usr/local/bin/backup --all\n";
 
     #[test]
     fn adding_keeps_foreign_lines_in_place_and_appends_ours() {
@@ -259,8 +262,14 @@ mod tests {
 
     #[test]
     fn adding_twice_adds_nothing() {
-        let once = merge(FOREIGN, &[entry("a", "*/5 * * * *"), entry("b", "0 8 * * *")]);
-        let twice = merge(&once.text, &[entry("a", "*/5 * * * *"), entry("b", "0 8 * * *")]);
+        let once = merge(
+            FOREIGN,
+            &[entry("a", "*/5 * * * *"), entry("b", "0 8 * * *")],
+        );
+        let twice = merge(
+            &once.text,
+            &[entry("a", "*/5 * * * *"), entry("b", "0 8 * * *")],
+        );
         assert_eq!(twice.text, once.text);
         assert!(twice.added.is_empty());
         assert_eq!(twice.unchanged, vec!["a", "b"]);
@@ -274,7 +283,9 @@ mod tests {
         assert_eq!(out.updated, vec!["a"]);
         assert_eq!(
             out.text,
-            format!("{FOREIGN}*/10 * * * * /usr/bin/crm jobs run a # crm-job:a\n15 * * * * /bin/true\n")
+            format!(
+                "{FOREIGN}*/10 * * * * /usr/bin/crm jobs run a # crm-job:a\n15 * * * * /bin/true\n"
+            )
         );
     }
 
