@@ -5,4 +5,6 @@ mod job;
 mod schedule;
 
 pub use job::{CronJob, JobContext, JobError, JobOptions, MisfirePolicy};
-pub use schedule::Schedule;
+pub use schedule::{
+    Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
+};
