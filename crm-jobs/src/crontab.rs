@@ -124,6 +124,65 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
+/// The one cron expression a crontab line needs for `schedule`, or why there is none.
+///
+/// cron knows only the machine's local time, so a schedule in another zone is refused rather
+/// than run at the wrong hour; so is an interval that cron cannot express (every 7 minutes
+/// does not divide an hour) and times of day that no single line holds.
+pub fn crontab_expression(
+    schedule: &crate::Schedule,
+    local_zone: chrono_tz::Tz,
+) -> Result<String, String> {
+    if schedule.time_zone() != local_zone {
+        return Err(format!(
+            "its schedule is in {}, but cron runs in the machine's zone {}",
+            schedule.time_zone().name(),
+            local_zone.name()
+        ));
+    }
+    let text = schedule.to_string();
+    let spec = text.split(" in ").next().unwrap_or(&text);
+    if let Some(rest) = spec.strip_prefix("every ") {
+        let minutes: u32 = rest
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("cannot read the schedule '{text}'"))?;
+        return match minutes {
+            1 => Ok("* * * * *".to_owned()),
+            m if m < 60 && 60 % m == 0 => Ok(format!("*/{m} * * * *")),
+            m => Err(format!("cron cannot run something every {m} minutes")),
+        };
+    }
+    if let Some(rest) = spec.strip_prefix("at ") {
+        let mut minutes = Vec::new();
+        let mut hours = Vec::new();
+        for time in rest.split(',') {
+            let (h, m) = time
+                .split_once(':')
+                .ok_or_else(|| format!("cannot read the schedule '{text}'"))?;
+            let (h, m) = (h.trim_start_matches('0'), m.trim_start_matches('0'));
+            let (h, m) = (
+                if h.is_empty() { "0" } else { h },
+                if m.is_empty() { "0" } else { m },
+            );
+            if !hours.contains(&h) {
+                hours.push(h);
+            }
+            if !minutes.contains(&m) {
+                minutes.push(m);
+            }
+        }
+        return match minutes.as_slice() {
+            [m] => Ok(format!("{m} {} * * *", hours.join(","))),
+            _ => Err(format!(
+                "no single crontab line runs at {rest}: give the job a cron expression"
+            )),
+        };
+    }
+    Ok(spec.to_owned())
+}
+
 /// Why reading or installing the crontab failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -303,6 +362,32 @@ mod tests {
         assert_eq!(our_code("0 1 * * * /usr/bin/crm jobs run a"), None);
         assert_eq!(our_code("0 1 * * * x # crm-job:"), None);
         assert_eq!(our_code("0 1 * * * x # crm-job:a"), Some("a"));
+    }
+
+    #[test]
+    fn schedules_become_the_crontab_expression_cron_runs() {
+        let utc = chrono_tz::UTC;
+        let expr = |s: &str| {
+            crontab_expression(
+                &s.parse::<crate::Schedule>().unwrap().in_time_zone(utc),
+                utc,
+            )
+        };
+        assert_eq!(expr("0 2 * * 0").unwrap(), "0 2 * * 0");
+        assert_eq!(expr("every 5 minutes").unwrap(), "*/5 * * * *");
+        assert_eq!(expr("every 1 minute").unwrap(), "* * * * *");
+        assert_eq!(expr("at 08:00,17:00").unwrap(), "0 8,17 * * *");
+        assert!(expr("every 7 minutes").is_err());
+        assert!(expr("at 08:00,17:30").is_err());
+        let london = "0 2 * * 0"
+            .parse::<crate::Schedule>()
+            .unwrap()
+            .in_time_zone(chrono_tz::Europe::London);
+        assert!(
+            crontab_expression(&london, utc)
+                .unwrap_err()
+                .contains("Europe/London")
+        );
     }
 
     #[test]
