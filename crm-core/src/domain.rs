@@ -23,7 +23,7 @@ pub const MAX_NAME_CHARS: usize = 255;
 /// Longest e-mail address we accept (RFC 5321's path limit).
 pub const MAX_EMAIL_CHARS: usize = 254;
 /// Largest price we accept; NUMERIC(12,2) holds it.
-pub const MAX_PRICE: Decimal = Decimal::from_parts(1_215_752_191, 23, 0, false, 2); // 9_999_999_999.99
+pub const MAX_PRICE: Decimal = Decimal::from_parts(3_567_587_327, 232, 0, false, 2); // 9_999_999_999.99
 /// Most products one order may hold.
 pub const MAX_ORDER_PRODUCTS: usize = 1_000;
 
