@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+pub mod crontab;
 mod graphql;
 mod job;
 mod jobs;
