@@ -192,8 +192,10 @@ impl GraphqlClient {
                 ));
             }
         };
+        // The timeout is applied around the whole exchange in `execute` (connection, request,
+        // whole answer), not by surf, whose own timeout would race it with a vaguer error.
         let http: surf::Client = surf::Config::new()
-            .set_timeout(Some(timeout))
+            .set_timeout(None)
             .try_into()
             .map_err(|e| GraphqlError::Config(format!("cannot set up HTTP: {e:?}")))?;
         Ok(Self {
