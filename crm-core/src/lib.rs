@@ -3,7 +3,13 @@
 mod database;
 mod domain;
 mod error;
+mod postgres;
+mod sql;
+mod sqlite;
 mod store;
+mod store_impl;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use database::{DEFAULT_DATABASE_URL, Database, redact_password};
 pub use domain::{
