@@ -4,6 +4,7 @@ mod database;
 mod domain;
 mod error;
 mod postgres;
+mod seed;
 mod sql;
 mod sqlite;
 mod store;
@@ -17,6 +18,7 @@ pub use domain::{
     NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId,
 };
 pub use error::{CoreError, Result};
+pub use seed::{SeedConfig, SeedProgress, SeedStage, SeedSummary, seed};
 pub use store::{
     CrmStore, CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
     ProductField, ProductFilter, Sort, Totals,

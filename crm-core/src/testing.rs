@@ -103,6 +103,14 @@ impl TestDb {
         }
     }
 
+    /// Another fresh database on the same backend, for tests that compare two databases.
+    pub async fn another(&self) -> Self {
+        match self.cleanup {
+            Cleanup::Sqlite(_) => Self::sqlite().await,
+            Cleanup::Postgres { .. } => Self::postgres().await,
+        }
+    }
+
     /// The URL of this database (as `CRM_DATABASE_URL` would name it).
     pub fn url(&self) -> &str {
         &self.url

@@ -60,6 +60,9 @@ conformance!(
     a_restock_of_nothing_is_rejected,
     revenue_sums_that_floats_would_get_wrong_are_exact,
     totals_of_an_empty_store_are_zero,
+    seeding_gives_every_job_work_with_consistent_totals,
+    seeding_is_deterministic_and_can_run_again,
+    seeding_orders_without_products_writes_nothing,
 );
 
 fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
@@ -938,4 +941,147 @@ async fn a_sqlite_database_file_is_readable_by_its_owner_only() {
     let path = t.url().strip_prefix("sqlite://").unwrap();
     let mode = std::fs::metadata(path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+fn seed_config(seed: u64) -> crm_core::SeedConfig {
+    crm_core::SeedConfig {
+        customers: 200,
+        products: 30,
+        orders: 2_000,
+        seed,
+        now: now(),
+    }
+}
+
+async fn everything(
+    db: &Database,
+) -> (Vec<Customer>, Vec<Product>, Vec<Order>, Vec<(i64, Product)>) {
+    let page = PageRequest {
+        offset: 0,
+        limit: u64::MAX,
+    };
+    let customers = db
+        .list_customers(&CustomerFilter::default(), &[], page)
+        .await
+        .unwrap();
+    let products = db
+        .list_products(&ProductFilter::default(), &[], page)
+        .await
+        .unwrap();
+    let orders = db
+        .list_orders(&OrderFilter::default(), &[], page)
+        .await
+        .unwrap();
+    let lines = db.order_products(&ids_of_orders(&orders)).await.unwrap();
+    (customers, products, orders, lines)
+}
+
+async fn seeding_gives_every_job_work_with_consistent_totals(t: TestDb) {
+    let db = t.database();
+    let mut reports = Vec::new();
+    let summary = crm_core::seed(db, &seed_config(7), &mut |p| reports.push(p))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.customers, summary.products, summary.orders),
+        (200, 30, 2_000)
+    );
+    let last = |stage| {
+        reports
+            .iter()
+            .rev()
+            .find(|p| p.stage == stage)
+            .copied()
+            .unwrap()
+    };
+    assert_eq!(last(crm_core::SeedStage::Orders).done, 2_000);
+    assert_eq!(last(crm_core::SeedStage::Customers).done, 200);
+    assert!(
+        reports
+            .windows(2)
+            .all(|w| w[0].stage != w[1].stage || w[0].done < w[1].done)
+    );
+
+    let (customers, _, orders, lines) = everything(db).await;
+    assert_eq!(customers.len(), 200);
+    assert_eq!(orders.len(), 2_000);
+    assert_eq!(lines.len() as u64, summary.order_lines);
+    // Every total is the exact sum of its products' prices, and revenue their sum.
+    let mut sums = std::collections::HashMap::<i64, Money>::new();
+    for (order_id, product) in &lines {
+        *sums.entry(*order_id).or_default() += product.price;
+    }
+    for o in &orders {
+        assert_eq!(sums[&o.id], o.total_amount, "order {}", o.id);
+        assert!(o.order_date <= now() && o.order_date >= now() - TimeDelta::days(731));
+    }
+    let revenue: Money = orders.iter().map(|o| o.total_amount).sum();
+    assert_eq!(db.totals().await.unwrap().revenue, revenue);
+    // Each job has work: recent orders, low stock, inactive customers; and new customers
+    // without orders that the cleanup must keep.
+    assert!(
+        db.orders_between(now() - TimeDelta::days(7), now())
+            .await
+            .unwrap()
+            .len()
+            >= 100
+    );
+    let low = ProductFilter {
+        stock_lt: Some(10),
+        ..Default::default()
+    };
+    assert!(db.count_products(&low).await.unwrap() >= 6);
+    let new = CustomerFilter {
+        created_at_gte: Some(now() - TimeDelta::days(30)),
+        ..Default::default()
+    };
+    let new_before = db.count_customers(&new).await.unwrap();
+    assert!(new_before >= 20);
+    let inactive = db.delete_inactive_customers(now(), true).await.unwrap();
+    assert!(inactive >= 40, "{inactive}");
+    assert_eq!(
+        db.delete_inactive_customers(now(), false).await.unwrap(),
+        inactive
+    );
+    assert_eq!(db.count_customers(&new).await.unwrap(), new_before);
+}
+
+async fn seeding_is_deterministic_and_can_run_again(t: TestDb) {
+    let db = t.database();
+    crm_core::seed(db, &seed_config(7), &mut |_| {})
+        .await
+        .unwrap();
+    let other = t.another().await;
+    crm_core::seed(other.database(), &seed_config(7), &mut |_| {})
+        .await
+        .unwrap();
+    let first = everything(db).await;
+    assert_eq!(first, everything(other.database()).await);
+    // A different seed gives different data.
+    let third = t.another().await;
+    crm_core::seed(third.database(), &seed_config(8), &mut |_| {})
+        .await
+        .unwrap();
+    assert_ne!(first.2, everything(third.database()).await.2);
+    // Seeding again adds rows after the existing ones; ordinary writes still work after it.
+    crm_core::seed(db, &seed_config(7), &mut |_| {})
+        .await
+        .unwrap();
+    let totals = db.totals().await.unwrap();
+    assert_eq!((totals.customers, totals.orders), (400, 4_000));
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let pen = product(db, "Pen", "1.00", 1).await;
+    let o = order(db, &alice, &[&pen], now()).await;
+    assert_eq!((alice.id, pen.id, o.id), (401, 61, 4_001));
+}
+
+async fn seeding_orders_without_products_writes_nothing(t: TestDb) {
+    let db = t.database();
+    let config = crm_core::SeedConfig {
+        products: 0,
+        ..seed_config(1)
+    };
+    let err = crm_core::seed(db, &config, &mut |_| {}).await.unwrap_err();
+    assert!(matches!(err, CoreError::Validation { .. }), "{err:?}");
+    assert_eq!(db.totals().await.unwrap().customers, 0);
 }

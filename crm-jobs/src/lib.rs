@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod crontab;
 mod job;
 mod schedule;
 
