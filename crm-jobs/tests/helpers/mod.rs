@@ -47,6 +47,22 @@ impl Crm {
     }
 }
 
+/// Starts the real server (token `token` if given) over `db` on port 0.
+pub(crate) async fn spawn_crm(db: TestDb, token: Option<&str>) -> Crm {
+    let store: Arc<dyn CrmStore> = Arc::new(db.database().clone());
+    let server_config = crm_server::ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        api_token: token.map(str::to_owned),
+        ..crm_server::ServerConfig::default()
+    };
+    let server = crm_server::BoundServer::bind(store.clone(), server_config)
+        .await
+        .expect("the server binds a free port");
+    let url = server.graphql_url();
+    async_std::task::spawn(server.run());
+    crm(db, store, url, token)
+}
+
 /// The database alone, for the job that needs no server (the cleanup): the GraphQL URL is a
 /// closed port.
 pub(crate) async fn offline_crm(db: TestDb) -> Crm {
