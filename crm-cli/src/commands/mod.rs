@@ -1,7 +1,10 @@
 //! One function per subcommand; each turns settings into library calls.
 
 mod crontab;
+mod seed;
+mod serve;
 
+use anyhow::Context as _;
 use crm_core::Database;
 
 use crate::cli::{Cli, Command, Settings};
@@ -13,6 +16,12 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
         Command::Migrate => {
             let db = connect(&settings).await?;
             println!("Database {} is up to date.", db.backend_name());
+            Ok(())
+        }
+        Command::Seed(args) => seed::run(&connect(&settings).await?, &args).await,
+        Command::Serve(args) => serve::run(connect(&settings).await?, &settings, &args).await,
+        Command::Schema => {
+            print!("{}", crm_server::schema().as_sdl());
             Ok(())
         }
         Command::Crontab(command) => {
@@ -35,4 +44,15 @@ async fn connect(settings: &Settings) -> CommandResult<Database> {
             crm_core::redact_password(url)
         )))),
     }
+}
+
+/// Resolves once SIGINT or SIGTERM arrives, so long-running commands can stop cleanly (let
+/// running jobs finish, close the database).
+fn shutdown_signal() -> anyhow::Result<async_std::channel::Receiver<()>> {
+    let (sender, receiver) = async_std::channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = sender.try_send(());
+    })
+    .context("Failed to install the SIGINT/SIGTERM handler")?;
+    Ok(receiver)
 }
