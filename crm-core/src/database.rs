@@ -34,12 +34,22 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         description: "crm",
         sql: include_str!("../migrations/sqlite/0001_crm.sql"),
     },
+    Embedded {
+        version: 2,
+        description: "job_runs",
+        sql: include_str!("../migrations/sqlite/0002_job_runs.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     Embedded {
         version: 1,
         description: "crm",
         sql: include_str!("../migrations/postgres/0001_crm.sql"),
+    },
+    Embedded {
+        version: 2,
+        description: "job_runs",
+        sql: include_str!("../migrations/postgres/0002_job_runs.sql"),
     },
 ];
 

@@ -3,6 +3,7 @@
 mod database;
 mod domain;
 mod error;
+pub mod ledger;
 mod store;
 
 pub use database::{DEFAULT_DATABASE_URL, Database, redact_password};
