@@ -5,8 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use sqlx::Connection;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -115,11 +116,23 @@ impl Database {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = sqlx::postgres::PgConnectOptions::from_str(url)
                 .map_err(|e| CoreError::InvalidUrl(redact(url, &e.to_string())))?;
-            let pool = PgPoolOptions::new()
+            let pool = match PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
-                .await?;
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => pool,
+                // The pool retries a refused connection until its timeout and then reports
+                // only "timed out"; one direct attempt tells the operator why.
+                Err(sqlx::Error::PoolTimedOut) => {
+                    return Err(match PgConnection::connect_with(&options).await {
+                        Err(cause) => CoreError::Storage(cause),
+                        Ok(_) => CoreError::Storage(sqlx::Error::PoolTimedOut),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
             Backend::Postgres(pool)
         } else {
             return Err(CoreError::InvalidUrl(format!(
@@ -187,8 +200,16 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
         // and one writer at a time (WAL).
         .max_connections(if in_memory { 1 } else { 8 })
         .min_connections(if in_memory { 1 } else { 0 })
-        .idle_timeout(if in_memory { None } else { Some(Duration::from_secs(600)) })
-        .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(3600)) })
+        .idle_timeout(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(600))
+        })
+        .max_lifetime(if in_memory {
+            None
+        } else {
+            Some(Duration::from_secs(3600))
+        })
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await?;
@@ -241,7 +262,10 @@ mod tests {
             redact_password("postgres://bob:s3cret@db:5432/crm"),
             "postgres://bob:***@db:5432/crm"
         );
-        assert_eq!(redact_password("postgres://bob@db/crm"), "postgres://bob@db/crm");
+        assert_eq!(
+            redact_password("postgres://bob@db/crm"),
+            "postgres://bob@db/crm"
+        );
         assert_eq!(redact_password("sqlite://crm.db"), "sqlite://crm.db");
     }
 }

@@ -23,7 +23,7 @@ pub const MAX_NAME_CHARS: usize = 255;
 /// Longest e-mail address we accept (RFC 5321's path limit).
 pub const MAX_EMAIL_CHARS: usize = 254;
 /// Largest price we accept; NUMERIC(12,2) holds it.
-pub const MAX_PRICE: Decimal = Decimal::from_parts(1_215_752_191, 23, 0, false, 2); // 9_999_999_999.99
+pub const MAX_PRICE: Decimal = Decimal::from_parts(3_567_587_327, 232, 0, false, 2); // 9_999_999_999.99
 /// Most products one order may hold.
 pub const MAX_ORDER_PRODUCTS: usize = 1_000;
 
@@ -219,7 +219,8 @@ fn validate_name(name: &str) -> Result<String> {
 /// digits and hyphens, no spaces or control characters.
 fn validate_email(email: &str) -> Result<String> {
     let email = email.trim();
-    let invalid = || CoreError::validation("email", format!("'{email}' is not a valid e-mail address"));
+    let invalid =
+        || CoreError::validation("email", format!("'{email}' is not a valid e-mail address"));
     if email.is_empty() || email.chars().count() > MAX_EMAIL_CHARS {
         return Err(invalid());
     }
@@ -241,7 +242,9 @@ fn validate_email(email: &str) -> Result<String> {
                 && !l.ends_with('-')
                 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-        && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
     if local_ok && domain_ok {
         Ok(email.to_owned())
     } else {
@@ -312,22 +315,49 @@ mod tests {
         assert_eq!(c.phone(), Some("+1234567890"));
         let c = NewCustomer::new("Bob", "bob@example.co.uk", Some("123-456-7890")).unwrap();
         assert_eq!(c.phone(), Some("123-456-7890"));
-        assert_eq!(NewCustomer::new("Bob", "b@ex.com", Some("")).unwrap().phone(), None);
+        assert_eq!(
+            NewCustomer::new("Bob", "b@ex.com", Some(""))
+                .unwrap()
+                .phone(),
+            None
+        );
     }
 
     #[test]
     fn malformed_emails_are_rejected_with_the_field_named() {
-        for bad in ["", "plain", "a@b", "a@@b.com", "a b@c.com", "@c.com", "a@.com", "a@c.c0m", "a..b@c.com"] {
+        for bad in [
+            "",
+            "plain",
+            "a@b",
+            "a@@b.com",
+            "a b@c.com",
+            "@c.com",
+            "a@.com",
+            "a@c.c0m",
+            "a..b@c.com",
+        ] {
             let err = NewCustomer::new("X", bad, None).unwrap_err();
-            assert!(matches!(err, CoreError::Validation { field: "email", .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, CoreError::Validation { field: "email", .. }),
+                "{bad}: {err}"
+            );
         }
     }
 
     #[test]
     fn phones_outside_the_two_forms_are_rejected() {
-        for bad in ["12345", "+12", "123-4567-890", "(123) 456-7890", "+123abc4567"] {
+        for bad in [
+            "12345",
+            "+12",
+            "123-4567-890",
+            "(123) 456-7890",
+            "+123abc4567",
+        ] {
             let err = NewCustomer::new("X", "x@ex.com", Some(bad)).unwrap_err();
-            assert!(matches!(err, CoreError::Validation { field: "phone", .. }), "{bad}");
+            assert!(
+                matches!(err, CoreError::Validation { field: "phone", .. }),
+                "{bad}"
+            );
         }
     }
 
@@ -357,6 +387,9 @@ mod tests {
     #[test]
     fn an_order_needs_a_product_and_counts_each_once() {
         assert!(NewOrder::new(1, &[], None).is_err());
-        assert_eq!(NewOrder::new(1, &[3, 2, 3], None).unwrap().product_ids(), &[3, 2]);
+        assert_eq!(
+            NewOrder::new(1, &[3, 2, 3], None).unwrap().product_ids(),
+            &[3, 2]
+        );
     }
 }

@@ -4,7 +4,14 @@ mod database;
 mod domain;
 mod error;
 pub mod ledger;
+mod postgres;
+mod seed;
+mod sql;
+mod sqlite;
 mod store;
+mod store_impl;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use database::{DEFAULT_DATABASE_URL, Database, redact_password};
 pub use domain::{
@@ -12,6 +19,7 @@ pub use domain::{
     NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId,
 };
 pub use error::{CoreError, Result};
+pub use seed::{SeedConfig, SeedProgress, SeedStage, SeedSummary, seed};
 pub use store::{
     CrmStore, CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
     ProductField, ProductFilter, Sort, Totals,

@@ -2,6 +2,7 @@
 
 mod alert;
 mod clock;
+pub mod crontab;
 mod job;
 mod runner;
 mod schedule;

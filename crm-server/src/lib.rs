@@ -1,1 +1,14 @@
 #![doc = include_str!("../README.md")]
+
+mod config;
+mod context;
+mod error;
+mod ids;
+mod scalars;
+mod schema;
+
+pub use config::{Clock, DEFAULT_BIND, ServerConfig};
+pub use context::Context;
+pub use error::ApiError;
+pub use scalars::{Money, Timestamp};
+pub use schema::{Mutation, Query, Schema, schema};

@@ -1,0 +1,140 @@
+//! The command line: every subcommand of the contract, with flags that fall back to `CRM_*`
+//! environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// A CRM backend with a GraphQL API and scheduled jobs.
+///
+/// Every setting comes from a flag or, failing that, from its `CRM_*` environment variable.
+#[derive(Debug, Parser)]
+#[command(name = "crm", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) settings: Settings,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Settings shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Settings {
+    /// A file of `KEY=VALUE` lines (such as CRM_API_TOKEN) read before anything else; keep it
+    /// readable by you only. Variables already set in the environment win.
+    #[arg(long, global = true, env = "CRM_ENV_FILE")]
+    pub(crate) env_file: Option<PathBuf>,
+    /// Database: `sqlite://FILE` (created on first use) or `postgres://USER@HOST/DB`.
+    #[arg(
+        long,
+        global = true,
+        env = "CRM_DATABASE_URL",
+        default_value = crm_core::DEFAULT_DATABASE_URL,
+        hide_env_values = true
+    )]
+    pub(crate) database_url: String,
+    /// Where the jobs reach the GraphQL API.
+    #[arg(
+        long,
+        global = true,
+        env = "CRM_GRAPHQL_URL",
+        default_value = "http://localhost:8000/graphql"
+    )]
+    pub(crate) graphql_url: String,
+    /// Bearer token mutations require (server) and send (jobs); none by default.
+    #[arg(long, global = true, env = "CRM_API_TOKEN", hide_env_values = true)]
+    pub(crate) api_token: Option<String>,
+    /// Directory of the jobs' log files.
+    #[arg(long, global = true, env = "CRM_LOG_DIR", default_value = "/tmp")]
+    pub(crate) log_dir: PathBuf,
+    /// IANA time zone of schedules and log timestamps [default: the machine's local zone].
+    #[arg(long, global = true, env = "CRM_TIME_ZONE")]
+    pub(crate) time_zone: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create or upgrade the database schema (idempotent).
+    Migrate,
+    /// Fill the database with deterministic demo data.
+    Seed(SeedArgs),
+    /// Serve the GraphQL API (migrates first).
+    Serve(ServeArgs),
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// List, run and inspect the jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Manage the jobs' lines in your crontab (django-crontab's way).
+    #[command(subcommand)]
+    Crontab(CrontabCommand),
+    /// Run each job when it is due, until stopped (SIGINT or SIGTERM).
+    Scheduler,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SeedArgs {
+    /// Customers to create.
+    #[arg(long, default_value_t = 1_000)]
+    pub(crate) customers: u64,
+    /// Products to create.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) products: u64,
+    /// Orders to create.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) orders: u64,
+    /// Seed of the random generator: the same seed gives the same data.
+    #[arg(long, default_value_t = 42)]
+    pub(crate) seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CRM_BIND", default_value = "127.0.0.1:8000")]
+    pub(crate) bind: SocketAddr,
+    /// Also run the job scheduler in this process.
+    #[arg(long)]
+    pub(crate) scheduler: bool,
+    /// Do not fill an empty SQLite database with demo data on start.
+    #[arg(long)]
+    pub(crate) no_demo_data: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// Code, schedule, next run, last run and its outcome of every job.
+    List,
+    /// Run one job now, recorded like any run.
+    Run {
+        /// The job's code, e.g. clean_inactive_customers.
+        code: String,
+        /// Run even if the job is not due or its last run failed recently.
+        #[arg(long)]
+        force: bool,
+        /// Report what the job would do, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run every job that is due, once (for a crontab line firing every minute).
+    RunDue,
+    /// Past runs: start, duration, outcome, message.
+    History {
+        /// Only this job's runs.
+        code: Option<String>,
+        /// At most this many runs, newest first.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CrontabCommand {
+    /// Print the crontab lines `crm` manages.
+    Show,
+    /// Add (or update) one line per job; lines you wrote are kept.
+    Add,
+    /// Remove the lines `crm` added, and only those.
+    Remove,
+}

@@ -1,0 +1,8 @@
+-- Customers the cleanup would delete. $1 is as_of minus 365 days: a customer created strictly
+-- before it, with no order dated at or after it.
+SELECT COUNT(*)
+FROM customers c
+WHERE c.created_at < $1
+  AND NOT EXISTS (
+      SELECT 1 FROM orders o WHERE o.customer_id = c.id AND o.order_date >= $1
+  )

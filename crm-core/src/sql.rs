@@ -1,0 +1,169 @@
+//! Helpers both backends share: LIKE escaping, money and time conversions, error mapping.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+
+use crate::domain::{Money, NewCustomer};
+use crate::error::CoreError;
+
+/// How far back "the last 365 days" of the cleanup rule reaches.
+pub(crate) const INACTIVITY: TimeDelta = TimeDelta::days(365);
+
+/// `text` as a `LIKE … ESCAPE '\'` pattern that matches it anywhere: `%`, `_` and `\` in user
+/// text match themselves, not any character.
+pub(crate) fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    push_escaped(&mut pattern, text);
+    pattern.push('%');
+    pattern
+}
+
+/// `text` as a `LIKE … ESCAPE '\'` pattern that matches values starting with it.
+pub(crate) fn prefix_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 1);
+    push_escaped(&mut pattern, text);
+    pattern.push('%');
+    pattern
+}
+
+fn push_escaped(pattern: &mut String, text: &str) {
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+}
+
+/// An instant truncated to whole microseconds, the precision both backends store.
+pub(crate) fn to_micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// The instant `micros` microseconds after the Unix epoch, or a storage error for a value no
+/// `DateTime` can hold (a corrupted row).
+pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, CoreError> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+        CoreError::Storage(sqlx::Error::Decode(
+            format!("timestamp {micros} µs is out of range").into(),
+        ))
+    })
+}
+
+/// `at` rounded down to whole microseconds, as the database will give it back.
+pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
+/// A stored amount of cents as money with two places.
+pub(crate) fn from_cents(cents: i64) -> Money {
+    Decimal::new(cents, 2)
+}
+
+/// Exact cents of a validated price (two places at most, so nothing is lost).
+pub(crate) fn to_cents(money: Money) -> i64 {
+    (money * Decimal::ONE_HUNDRED)
+        .trunc()
+        .to_i64()
+        .unwrap_or(i64::MAX)
+}
+
+/// The smallest whole number of cents that is `>= money`, for `>=` filters given with more
+/// than two places (`price >= 2.505` is `cents >= 251`). Saturates at the `i64` range.
+pub(crate) fn cents_ceil(money: Money) -> i64 {
+    saturate(
+        money.checked_mul(Decimal::ONE_HUNDRED).map(|c| c.ceil()),
+        money,
+    )
+}
+
+/// The largest whole number of cents that is `<= money`, for `<=` filters.
+pub(crate) fn cents_floor(money: Money) -> i64 {
+    saturate(
+        money.checked_mul(Decimal::ONE_HUNDRED).map(|c| c.floor()),
+        money,
+    )
+}
+
+fn saturate(cents: Option<Decimal>, money: Money) -> i64 {
+    match cents.and_then(|c| c.to_i64()) {
+        Some(c) => c,
+        None if money.is_sign_negative() => i64::MIN,
+        None => i64::MAX,
+    }
+}
+
+/// A page bound as the `i64` SQL takes; larger values mean "no limit".
+pub(crate) fn page_bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Maps a failed customer insert: a unique violation can only be the e-mail (in any case), and
+/// becomes a `Conflict` that names it rather than the database's own message.
+pub(crate) fn customer_insert_error(error: sqlx::Error, customer: &NewCustomer) -> CoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => CoreError::Conflict(format!(
+            "a customer with e-mail {} already exists",
+            customer.email()
+        )),
+        _ => CoreError::Storage(error),
+    }
+}
+
+/// The first id of `wanted` that is not in `found`, for a `NotFound` that names it.
+pub(crate) fn first_missing(wanted: &[i64], found: &[i64]) -> Option<i64> {
+    wanted.iter().copied().find(|id| !found.contains(id))
+}
+
+/// Ids as a JSON array, the one bound value SQLite's `json_each` expands into a list (so a
+/// list of any length is one query with one parameter).
+pub(crate) fn json_ids(ids: &[i64]) -> String {
+    let mut json = String::with_capacity(ids.len() * 8 + 2);
+    json.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&id.to_string());
+    }
+    json.push(']');
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn like_wildcards_in_user_text_match_only_themselves() {
+        assert_eq!(contains_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+        assert_eq!(prefix_pattern("+1"), "+1%");
+    }
+
+    #[test]
+    fn money_filters_with_extra_places_round_toward_the_condition() {
+        let m = |s| Decimal::from_str(s).unwrap();
+        assert_eq!(cents_ceil(m("2.505")), 251);
+        assert_eq!(cents_floor(m("2.505")), 250);
+        assert_eq!(cents_ceil(m("2.50")), 250);
+        assert_eq!(cents_floor(m("-0.001")), -1);
+        assert_eq!(cents_ceil(Decimal::MAX), i64::MAX);
+        assert_eq!(cents_floor(Decimal::MIN), i64::MIN);
+    }
+
+    #[test]
+    fn cents_round_trip_exactly() {
+        let price = Decimal::from_str("9999999999.99").unwrap();
+        assert_eq!(from_cents(to_cents(price)), price);
+        assert_eq!(from_cents(10).to_string(), "0.10");
+    }
+
+    #[test]
+    fn id_lists_become_json_arrays() {
+        assert_eq!(json_ids(&[]), "[]");
+        assert_eq!(json_ids(&[1, -2, 30]), "[1,-2,30]");
+    }
+}

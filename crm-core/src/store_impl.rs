@@ -1,0 +1,132 @@
+//! [`CrmStore`] on [`Database`]: each method hands the work to the backend's module.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::database::{Backend, Database};
+use crate::domain::{
+    Customer, CustomerId, NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId,
+};
+use crate::error::{CoreError, Result};
+use crate::sql::truncate_to_micros;
+use crate::store::{
+    CrmStore, CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
+    ProductField, ProductFilter, Sort, Totals,
+};
+use crate::{postgres, sqlite};
+
+/// Calls the function of the same name in the backend's module with the pool and arguments.
+macro_rules! dispatch {
+    ($db:expr, $name:ident($($arg:expr),*)) => {
+        match $db.backend() {
+            Backend::Sqlite(pool) => sqlite::$name(pool $(, $arg)*).await,
+            Backend::Postgres(pool) => postgres::$name(pool $(, $arg)*).await,
+        }
+    };
+}
+
+#[async_trait]
+impl CrmStore for Database {
+    /// The creation time is the wall clock's now (whole microseconds).
+    async fn create_customer(&self, customer: &NewCustomer) -> Result<Customer> {
+        let now = truncate_to_micros(Utc::now());
+        dispatch!(self, create_customer(customer, now))
+    }
+
+    async fn customers_by_ids(&self, ids: &[CustomerId]) -> Result<Vec<Customer>> {
+        dispatch!(self, customers_by_ids(ids))
+    }
+
+    async fn list_customers(
+        &self,
+        filter: &CustomerFilter,
+        sort: &[Sort<CustomerField>],
+        page: PageRequest,
+    ) -> Result<Vec<Customer>> {
+        dispatch!(self, list_customers(filter, sort, page))
+    }
+
+    async fn count_customers(&self, filter: &CustomerFilter) -> Result<i64> {
+        dispatch!(self, count_customers(filter))
+    }
+
+    async fn create_product(&self, product: &NewProduct) -> Result<Product> {
+        dispatch!(self, create_product(product))
+    }
+
+    async fn products_by_ids(&self, ids: &[ProductId]) -> Result<Vec<Product>> {
+        dispatch!(self, products_by_ids(ids))
+    }
+
+    async fn list_products(
+        &self,
+        filter: &ProductFilter,
+        sort: &[Sort<ProductField>],
+        page: PageRequest,
+    ) -> Result<Vec<Product>> {
+        dispatch!(self, list_products(filter, sort, page))
+    }
+
+    async fn count_products(&self, filter: &ProductFilter) -> Result<i64> {
+        dispatch!(self, count_products(filter))
+    }
+
+    /// The order date is kept to whole microseconds, the precision both backends store, so
+    /// the returned order equals what a later read gives.
+    async fn create_order(&self, order: &NewOrder, now: DateTime<Utc>) -> Result<Order> {
+        let order_date = truncate_to_micros(order.order_date().unwrap_or(now));
+        dispatch!(self, create_order(order, order_date))
+    }
+
+    async fn orders_by_ids(&self, ids: &[OrderId]) -> Result<Vec<Order>> {
+        dispatch!(self, orders_by_ids(ids))
+    }
+
+    async fn list_orders(
+        &self,
+        filter: &OrderFilter,
+        sort: &[Sort<OrderField>],
+        page: PageRequest,
+    ) -> Result<Vec<Order>> {
+        dispatch!(self, list_orders(filter, sort, page))
+    }
+
+    async fn count_orders(&self, filter: &OrderFilter) -> Result<i64> {
+        dispatch!(self, count_orders(filter))
+    }
+
+    async fn order_products(&self, order_ids: &[OrderId]) -> Result<Vec<(OrderId, Product)>> {
+        dispatch!(self, order_products(order_ids))
+    }
+
+    /// The boundary, to the microsecond: with `cutoff = as_of - 365 days`, a customer is
+    /// deleted when `created_at < cutoff` (one created exactly 365 days before `as_of` is not
+    /// "older than 365 days" and stays) and no order of theirs has `order_date >= cutoff` (an
+    /// order exactly 365 days old is "within the last 365 days" and keeps its customer; so does
+    /// any order dated after `as_of`, so the cleanup never destroys a future order). Their
+    /// orders and order lines are deleted with them; the count is customers only.
+    async fn delete_inactive_customers(&self, as_of: DateTime<Utc>, dry_run: bool) -> Result<u64> {
+        dispatch!(self, delete_inactive_customers(as_of, dry_run))
+    }
+
+    async fn orders_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<OrderReminder>> {
+        dispatch!(self, orders_between(from, to))
+    }
+
+    /// `amount` must be at least 1. A product whose stock would pass `i32::MAX` is left as it
+    /// is rather than failing the whole restock.
+    async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>> {
+        if amount < 1 {
+            return Err(CoreError::validation("amount", "must be at least 1"));
+        }
+        dispatch!(self, restock_low(threshold, amount))
+    }
+
+    async fn totals(&self) -> Result<Totals> {
+        dispatch!(self, totals())
+    }
+}

@@ -1,0 +1,1087 @@
+//! The storage conformance suite: every test body is written once and run against SQLite and
+//! against PostgreSQL (127.0.0.1:5432, or `CRM_TEST_POSTGRES_URL`), each in a fresh database.
+//! A missing PostgreSQL fails the `postgres::` tests; it never skips them.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use crm_core::testing::TestDb;
+use crm_core::{
+    CoreError, CrmStore, Customer, CustomerField, CustomerFilter, Database, Money, NewCustomer,
+    NewOrder, NewProduct, Order, OrderField, OrderFilter, PageRequest, Product, ProductField,
+    ProductFilter, Sort,
+};
+use futures::future::join_all;
+
+/// Instantiates each test body for both backends, as `sqlite::name` and `postgres::name`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[async_std::test]
+                async fn $name() {
+                    super::$name(crm_core::testing::TestDb::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[async_std::test]
+                async fn $name() {
+                    super::$name(crm_core::testing::TestDb::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    customers_read_back_as_they_were_created,
+    duplicate_emails_in_any_case_conflict,
+    customer_filters_ignore_case_and_treat_wildcards_as_text,
+    customers_sort_by_any_field_and_page_stably,
+    products_keep_exact_prices,
+    product_filters_compare_prices_exactly,
+    products_sort_by_price_and_stock_with_id_breaking_ties,
+    an_order_totals_its_products_prices_and_lists_them,
+    an_order_without_a_date_is_dated_now,
+    an_order_with_an_unknown_product_writes_nothing,
+    an_order_for_an_unknown_customer_writes_nothing,
+    concurrent_orders_all_succeed,
+    order_filters_select_by_customer_products_dates_and_totals,
+    orders_sort_by_date_and_total,
+    lookups_by_id_return_only_existing_rows,
+    cleanup_deletes_only_customers_inactive_past_the_boundary,
+    a_customer_created_yesterday_without_orders_is_not_deleted,
+    cleanup_dry_run_counts_without_deleting,
+    orders_between_includes_both_bounds_with_the_customer_email,
+    restock_raises_only_products_below_the_threshold,
+    two_concurrent_restocks_lose_no_update,
+    a_restock_of_nothing_is_rejected,
+    revenue_sums_that_floats_would_get_wrong_are_exact,
+    totals_of_an_empty_store_are_zero,
+    seeding_gives_every_job_work_with_consistent_totals,
+    seeding_is_deterministic_and_can_run_again,
+    seeding_orders_without_products_writes_nothing,
+);
+
+fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap()
+}
+
+/// The instant the tests call "now".
+fn now() -> DateTime<Utc> {
+    at(2026, 3, 1, 12, 0, 0)
+}
+
+fn money(s: &str) -> Money {
+    Money::from_str(s).unwrap()
+}
+
+async fn customer(db: &Database, name: &str, email: &str) -> Customer {
+    db.create_customer(&NewCustomer::new(name, email, None).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn product(db: &Database, name: &str, price: &str, stock: i32) -> Product {
+    db.create_product(&NewProduct::new(name, money(price), stock).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn order(
+    db: &Database,
+    customer: &Customer,
+    products: &[&Product],
+    date: DateTime<Utc>,
+) -> Order {
+    let ids: Vec<i64> = products.iter().map(|p| p.id).collect();
+    db.create_order(
+        &NewOrder::new(customer.id, &ids, Some(date)).unwrap(),
+        now(),
+    )
+    .await
+    .unwrap()
+}
+
+fn names_of_customers(list: &[Customer]) -> Vec<&str> {
+    list.iter().map(|c| c.name.as_str()).collect()
+}
+
+fn names_of_products(list: &[Product]) -> Vec<&str> {
+    list.iter().map(|p| p.name.as_str()).collect()
+}
+
+fn ids_of_orders(list: &[Order]) -> Vec<i64> {
+    list.iter().map(|o| o.id).collect()
+}
+
+const ALL: PageRequest = PageRequest {
+    offset: 0,
+    limit: 1000,
+};
+
+fn asc<F>(field: F) -> Sort<F> {
+    Sort {
+        field,
+        descending: false,
+    }
+}
+
+fn desc<F>(field: F) -> Sort<F> {
+    Sort {
+        field,
+        descending: true,
+    }
+}
+
+async fn customers_read_back_as_they_were_created(t: TestDb) {
+    let db = t.database();
+    let before = Utc::now() - TimeDelta::seconds(1);
+    let created = db
+        .create_customer(
+            &NewCustomer::new(" Alice ", "Alice@Example.com", Some("+1234567890")).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.name, "Alice");
+    assert_eq!(
+        created.email, "Alice@Example.com",
+        "the e-mail keeps its letter case"
+    );
+    assert_eq!(created.phone.as_deref(), Some("+1234567890"));
+    assert!(created.created_at >= before && created.created_at <= Utc::now());
+    let read = db.customers_by_ids(&[created.id]).await.unwrap();
+    assert_eq!(read, vec![created.clone()]);
+    let listed = db
+        .list_customers(&CustomerFilter::default(), &[], ALL)
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![created]);
+}
+
+async fn duplicate_emails_in_any_case_conflict(t: TestDb) {
+    let db = t.database();
+    customer(db, "Alice", "alice@example.com").await;
+    let err = db
+        .create_customer(&NewCustomer::new("Other Alice", "ALICE@Example.COM", None).unwrap())
+        .await
+        .unwrap_err();
+    match err {
+        CoreError::Conflict(message) => assert_eq!(
+            message,
+            "a customer with e-mail ALICE@Example.COM already exists"
+        ),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(
+        db.count_customers(&CustomerFilter::default())
+            .await
+            .unwrap(),
+        1
+    );
+    // The failed insert left the store usable.
+    customer(db, "Bob", "bob@example.com").await;
+    assert_eq!(
+        db.count_customers(&CustomerFilter::default())
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+async fn customer_filters_ignore_case_and_treat_wildcards_as_text(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice Smith", "alice@shop.com").await;
+    customer(db, "Bob 50% off", "bob@mail.org").await;
+    customer(db, "Carol_x", "carol@shop.com").await;
+    db.create_customer(
+        &NewCustomer::new("Dan\\Backslash", "dan@mail.org", Some("123-456-7890")).unwrap(),
+    )
+    .await
+    .unwrap();
+    let names = |filter: CustomerFilter| async move {
+        let found = db
+            .list_customers(&filter, &[asc(CustomerField::Id)], ALL)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.count_customers(&filter).await.unwrap(),
+            found.len() as i64
+        );
+        names_of_customers(&found)
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    let by_name = |text: &str| CustomerFilter {
+        name_icontains: Some(text.to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(names(by_name("aLIce")).await, ["Alice Smith"]);
+    assert_eq!(names(by_name("%")).await, ["Bob 50% off"]);
+    assert_eq!(names(by_name("_")).await, ["Carol_x"]);
+    assert_eq!(names(by_name("\\")).await, ["Dan\\Backslash"]);
+    assert!(names(by_name("zzz")).await.is_empty());
+    let by_email = CustomerFilter {
+        email_icontains: Some("SHOP.COM".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(names(by_email).await, ["Alice Smith", "Carol_x"]);
+    let by_phone = CustomerFilter {
+        phone_startswith: Some("123-".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(names(by_phone).await, ["Dan\\Backslash"]);
+
+    t.set_customer_created_at(alice.id, at(2025, 1, 1, 0, 0, 0))
+        .await
+        .unwrap();
+    let old = CustomerFilter {
+        created_at_lte: Some(at(2025, 1, 1, 0, 0, 0)),
+        ..Default::default()
+    };
+    assert_eq!(names(old).await, ["Alice Smith"]);
+    let newer = CustomerFilter {
+        created_at_gte: Some(at(2025, 1, 1, 0, 0, 1)),
+        email_icontains: Some("shop".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(newer).await,
+        ["Carol_x"],
+        "conditions combine with AND"
+    );
+}
+
+async fn customers_sort_by_any_field_and_page_stably(t: TestDb) {
+    let db = t.database();
+    let b = customer(db, "bob", "z@example.com").await;
+    let a = customer(db, "Alice", "y@example.com").await;
+    let c = customer(db, "Carol", "x@example.com").await;
+    let b2 = customer(db, "Bob", "w@example.com").await;
+    t.set_customer_created_at(b.id, at(2025, 5, 1, 0, 0, 0))
+        .await
+        .unwrap();
+    t.set_customer_created_at(a.id, at(2025, 4, 1, 0, 0, 0))
+        .await
+        .unwrap();
+    t.set_customer_created_at(c.id, at(2025, 6, 1, 0, 0, 0))
+        .await
+        .unwrap();
+    t.set_customer_created_at(b2.id, at(2025, 3, 1, 0, 0, 0))
+        .await
+        .unwrap();
+    let sorted = |sort: Vec<Sort<CustomerField>>, page: PageRequest| async move {
+        let found = db
+            .list_customers(&CustomerFilter::default(), &sort, page)
+            .await
+            .unwrap();
+        found.iter().map(|c| c.id).collect::<Vec<_>>()
+    };
+    // Names ignore case; the two Bobs tie and the id decides.
+    assert_eq!(
+        sorted(vec![asc(CustomerField::Name)], ALL).await,
+        [a.id, b.id, b2.id, c.id]
+    );
+    assert_eq!(
+        sorted(vec![desc(CustomerField::Name)], ALL).await,
+        [c.id, b.id, b2.id, a.id]
+    );
+    assert_eq!(
+        sorted(vec![asc(CustomerField::Email)], ALL).await,
+        [b2.id, c.id, a.id, b.id]
+    );
+    assert_eq!(
+        sorted(vec![desc(CustomerField::CreatedAt)], ALL).await,
+        [c.id, b.id, a.id, b2.id]
+    );
+    assert_eq!(
+        sorted(vec![desc(CustomerField::Id)], ALL).await,
+        [b2.id, c.id, a.id, b.id]
+    );
+    assert_eq!(
+        sorted(vec![], ALL).await,
+        [b.id, a.id, c.id, b2.id],
+        "no sort means by id"
+    );
+    let page = |offset, limit| PageRequest { offset, limit };
+    assert_eq!(
+        sorted(vec![asc(CustomerField::Name)], page(1, 2)).await,
+        [b.id, b2.id]
+    );
+    assert_eq!(
+        sorted(vec![asc(CustomerField::Name)], page(3, 2)).await,
+        [c.id]
+    );
+    assert!(
+        sorted(vec![asc(CustomerField::Name)], page(4, 2))
+            .await
+            .is_empty()
+    );
+    assert!(sorted(vec![], page(0, 0)).await.is_empty());
+    assert_eq!(sorted(vec![], page(0, u64::MAX)).await.len(), 4);
+}
+
+async fn products_keep_exact_prices(t: TestDb) {
+    let db = t.database();
+    let p = product(db, "Laptop", "999.9", 5).await;
+    assert_eq!(p.price.to_string(), "999.90");
+    let max = product(db, "Yacht", "9999999999.99", 0).await;
+    let read = db.products_by_ids(&[p.id, max.id]).await.unwrap();
+    let mut read: Vec<(String, String, i32)> = read
+        .into_iter()
+        .map(|p| (p.name, p.price.to_string(), p.stock))
+        .collect();
+    read.sort();
+    assert_eq!(
+        read,
+        [
+            ("Laptop".to_owned(), "999.90".to_owned(), 5),
+            ("Yacht".to_owned(), "9999999999.99".to_owned(), 0)
+        ]
+    );
+}
+
+async fn product_filters_compare_prices_exactly(t: TestDb) {
+    let db = t.database();
+    product(db, "Cheap pen", "2.50", 100).await;
+    product(db, "Pencil", "2.51", 3).await;
+    product(db, "Notebook", "10.00", 9).await;
+    product(db, "Fountain PEN", "120.00", 10).await;
+    let names = |filter: ProductFilter| async move {
+        let found = db
+            .list_products(&filter, &[asc(ProductField::Id)], ALL)
+            .await
+            .unwrap();
+        assert_eq!(
+            db.count_products(&filter).await.unwrap(),
+            found.len() as i64
+        );
+        names_of_products(&found)
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    let price = |gte: Option<&str>, lte: Option<&str>| ProductFilter {
+        price_gte: gte.map(money),
+        price_lte: lte.map(money),
+        ..Default::default()
+    };
+    assert_eq!(
+        names(price(Some("2.51"), Some("10"))).await,
+        ["Pencil", "Notebook"]
+    );
+    // More places than money has: compared exactly, not rounded to the nearest cent.
+    assert_eq!(
+        names(price(Some("2.505"), None)).await,
+        ["Pencil", "Notebook", "Fountain PEN"]
+    );
+    assert_eq!(names(price(None, Some("2.509"))).await, ["Cheap pen"]);
+    assert_eq!(
+        names(price(Some("100000000000000"), None)).await,
+        Vec::<String>::new()
+    );
+    let stock = |gte, lte, lt| ProductFilter {
+        stock_gte: gte,
+        stock_lte: lte,
+        stock_lt: lt,
+        ..Default::default()
+    };
+    assert_eq!(
+        names(stock(None, None, Some(10))).await,
+        ["Pencil", "Notebook"]
+    );
+    assert_eq!(
+        names(stock(Some(9), Some(10), None)).await,
+        ["Notebook", "Fountain PEN"]
+    );
+    let pens = ProductFilter {
+        name_icontains: Some("pen".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(names(pens).await, ["Cheap pen", "Pencil", "Fountain PEN"]);
+}
+
+async fn products_sort_by_price_and_stock_with_id_breaking_ties(t: TestDb) {
+    let db = t.database();
+    let a = product(db, "b", "5.00", 1).await;
+    let b = product(db, "A", "5.00", 7).await;
+    let c = product(db, "c", "1.99", 7).await;
+    let sorted = |sort: Vec<Sort<ProductField>>| async move {
+        let found = db
+            .list_products(&ProductFilter::default(), &sort, ALL)
+            .await
+            .unwrap();
+        found.iter().map(|p| p.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        sorted(vec![desc(ProductField::Price)]).await,
+        [a.id, b.id, c.id]
+    );
+    assert_eq!(
+        sorted(vec![asc(ProductField::Price)]).await,
+        [c.id, a.id, b.id]
+    );
+    assert_eq!(
+        sorted(vec![desc(ProductField::Stock)]).await,
+        [b.id, c.id, a.id]
+    );
+    assert_eq!(
+        sorted(vec![asc(ProductField::Name)]).await,
+        [b.id, a.id, c.id]
+    );
+    assert_eq!(
+        sorted(vec![desc(ProductField::Stock), asc(ProductField::Price)]).await,
+        [c.id, b.id, a.id]
+    );
+}
+
+async fn an_order_totals_its_products_prices_and_lists_them(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let laptop = product(db, "Laptop", "999.99", 5).await;
+    let mouse = product(db, "Mouse", "19.01", 50).await;
+    let date = at(2026, 2, 27, 9, 30, 15) + TimeDelta::microseconds(123_456);
+    let created = db
+        .create_order(
+            &NewOrder::new(alice.id, &[mouse.id, laptop.id, mouse.id], Some(date)).unwrap(),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.customer_id, alice.id);
+    assert_eq!(created.total_amount.to_string(), "1019.00");
+    assert_eq!(created.order_date, date);
+    assert_eq!(
+        db.orders_by_ids(&[created.id]).await.unwrap(),
+        vec![created.clone()]
+    );
+    let lines = db.order_products(&[created.id]).await.unwrap();
+    assert_eq!(
+        lines,
+        vec![(created.id, laptop.clone()), (created.id, mouse.clone())]
+    );
+    // Stock is not consumed by an order (as in the original).
+    assert_eq!(db.products_by_ids(&[laptop.id]).await.unwrap()[0].stock, 5);
+}
+
+async fn an_order_without_a_date_is_dated_now(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let pen = product(db, "Pen", "1.00", 5).await;
+    let now = now() + TimeDelta::nanoseconds(123_456_789);
+    let created = db
+        .create_order(&NewOrder::new(alice.id, &[pen.id], None).unwrap(), now)
+        .await
+        .unwrap();
+    let stored = now - TimeDelta::nanoseconds(789);
+    assert_eq!(
+        created.order_date, stored,
+        "kept to the microsecond, as stored"
+    );
+    assert_eq!(
+        db.orders_by_ids(&[created.id]).await.unwrap()[0].order_date,
+        stored
+    );
+}
+
+async fn an_order_with_an_unknown_product_writes_nothing(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let pen = product(db, "Pen", "1.00", 5).await;
+    let missing = pen.id + 1000;
+    let err = db
+        .create_order(
+            &NewOrder::new(alice.id, &[pen.id, missing], None).unwrap(),
+            now(),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        CoreError::NotFound { entity, id } => {
+            assert_eq!(entity, "product");
+            assert_eq!(id, missing.to_string());
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    assert_eq!(db.count_orders(&OrderFilter::default()).await.unwrap(), 0);
+    assert_eq!(db.totals().await.unwrap().revenue, Money::ZERO);
+    // Nothing half-written blocks the next order.
+    let ok = order(db, &alice, &[&pen], now()).await;
+    assert_eq!(db.order_products(&[ok.id]).await.unwrap().len(), 1);
+}
+
+async fn an_order_for_an_unknown_customer_writes_nothing(t: TestDb) {
+    let db = t.database();
+    let pen = product(db, "Pen", "1.00", 5).await;
+    let err = db
+        .create_order(&NewOrder::new(4242, &[pen.id], None).unwrap(), now())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CoreError::NotFound { entity: "customer", id } if id == "4242"),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "customer 4242 not found");
+    assert_eq!(db.count_orders(&OrderFilter::default()).await.unwrap(), 0);
+}
+
+async fn concurrent_orders_all_succeed(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let pen = product(db, "Pen", "1.25", 5).await;
+    let new = NewOrder::new(alice.id, &[pen.id], None).unwrap();
+    let results = join_all((0..16).map(|_| {
+        let db = db.clone();
+        let new = new.clone();
+        async_std::task::spawn(async move { db.create_order(&new, now()).await })
+    }))
+    .await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let totals = db.totals().await.unwrap();
+    assert_eq!(totals.orders, 16);
+    assert_eq!(totals.revenue.to_string(), "20.00");
+}
+
+async fn order_filters_select_by_customer_products_dates_and_totals(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "Alice@Example.com").await;
+    let bob = customer(db, "Bob", "bob@example.com").await;
+    let laptop = product(db, "Laptop", "1000.00", 5).await;
+    let mouse = product(db, "Mouse", "20.00", 5).await;
+    let o1 = order(db, &alice, &[&laptop], at(2026, 1, 1, 0, 0, 0)).await;
+    let o2 = order(db, &alice, &[&mouse], at(2026, 2, 1, 0, 0, 0)).await;
+    let o3 = order(db, &bob, &[&laptop, &mouse], at(2026, 2, 15, 0, 0, 0)).await;
+    let ids = |filter: OrderFilter| async move {
+        let found = db
+            .list_orders(&filter, &[asc(OrderField::Id)], ALL)
+            .await
+            .unwrap();
+        assert_eq!(db.count_orders(&filter).await.unwrap(), found.len() as i64);
+        ids_of_orders(&found)
+    };
+    let by_email = OrderFilter {
+        customer_email: Some("alice@EXAMPLE.com".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_email).await, [o1.id, o2.id]);
+    let by_partial_email = OrderFilter {
+        customer_email: Some("alice".to_owned()),
+        ..Default::default()
+    };
+    assert!(
+        ids(by_partial_email).await.is_empty(),
+        "customer_email is an exact match"
+    );
+    let by_name = OrderFilter {
+        customer_name_icontains: Some("BO".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_name).await, [o3.id]);
+    let by_product = OrderFilter {
+        product_name_icontains: Some("mOuSe".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_product).await, [o2.id, o3.id]);
+    let by_dates = OrderFilter {
+        order_date_gte: Some(at(2026, 2, 1, 0, 0, 0)),
+        order_date_lte: Some(at(2026, 2, 15, 0, 0, 0)),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_dates).await, [o2.id, o3.id], "both bounds included");
+    let by_total = OrderFilter {
+        total_amount_gte: Some(money("1000")),
+        total_amount_lte: Some(money("1019.999")),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_total).await, [o1.id]);
+    let combined = OrderFilter {
+        customer_email: Some("bob@example.com".to_owned()),
+        product_name_icontains: Some("laptop".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(ids(combined).await, [o3.id]);
+}
+
+async fn orders_sort_by_date_and_total(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let cheap = product(db, "Cheap", "1.00", 5).await;
+    let dear = product(db, "Dear", "9.00", 5).await;
+    let o1 = order(db, &alice, &[&dear], at(2026, 1, 3, 0, 0, 0)).await;
+    let o2 = order(db, &alice, &[&cheap], at(2026, 1, 1, 0, 0, 0)).await;
+    let o3 = order(db, &alice, &[&cheap], at(2026, 1, 2, 0, 0, 0)).await;
+    let sorted = |sort: Vec<Sort<OrderField>>| async move {
+        ids_of_orders(
+            &db.list_orders(&OrderFilter::default(), &sort, ALL)
+                .await
+                .unwrap(),
+        )
+    };
+    assert_eq!(
+        sorted(vec![asc(OrderField::OrderDate)]).await,
+        [o2.id, o3.id, o1.id]
+    );
+    assert_eq!(
+        sorted(vec![desc(OrderField::OrderDate)]).await,
+        [o1.id, o3.id, o2.id]
+    );
+    assert_eq!(
+        sorted(vec![desc(OrderField::TotalAmount)]).await,
+        [o1.id, o2.id, o3.id]
+    );
+    assert_eq!(
+        sorted(vec![
+            asc(OrderField::TotalAmount),
+            desc(OrderField::OrderDate)
+        ])
+        .await,
+        [o3.id, o2.id, o1.id]
+    );
+}
+
+async fn lookups_by_id_return_only_existing_rows(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let pen = product(db, "Pen", "1.00", 5).await;
+    let o = order(db, &alice, &[&pen], now()).await;
+    assert_eq!(
+        db.customers_by_ids(&[alice.id, 999]).await.unwrap(),
+        vec![alice]
+    );
+    assert_eq!(
+        db.products_by_ids(&[999, pen.id]).await.unwrap(),
+        vec![pen.clone()]
+    );
+    assert_eq!(
+        db.orders_by_ids(&[o.id, 999]).await.unwrap(),
+        vec![o.clone()]
+    );
+    assert_eq!(
+        db.order_products(&[999, o.id]).await.unwrap(),
+        vec![(o.id, pen)]
+    );
+    assert!(db.customers_by_ids(&[]).await.unwrap().is_empty());
+    assert!(db.products_by_ids(&[]).await.unwrap().is_empty());
+    assert!(db.orders_by_ids(&[]).await.unwrap().is_empty());
+    assert!(db.order_products(&[]).await.unwrap().is_empty());
+}
+
+/// Customers around the cleanup's boundary, as of `now()`; returns them by role.
+struct Cleanup {
+    deleted: Vec<Customer>,
+    kept: Vec<Customer>,
+}
+
+async fn cleanup_fixture(t: &TestDb) -> Cleanup {
+    let db = t.database();
+    let year = TimeDelta::days(365);
+    let us = TimeDelta::microseconds(1);
+    let pen = product(db, "Pen", "1.00", 5).await;
+    let mut deleted = Vec::new();
+    let mut kept = Vec::new();
+    let make = async |email: &str, created: DateTime<Utc>, orders: &[DateTime<Utc>]| {
+        let c = customer(db, email, email).await;
+        t.set_customer_created_at(c.id, created).await.unwrap();
+        for &date in orders {
+            order(db, &c, &[&pen], date).await;
+        }
+        db.customers_by_ids(&[c.id]).await.unwrap().remove(0)
+    };
+    let now = now();
+    deleted.push(
+        make(
+            "never-ordered@old.com",
+            now - year - TimeDelta::days(30),
+            &[],
+        )
+        .await,
+    );
+    deleted.push(make("just-older@old.com", now - year - us, &[]).await);
+    deleted.push(
+        make(
+            "old-orders@old.com",
+            now - year * 2,
+            &[now - year - us, now - year - TimeDelta::days(100)],
+        )
+        .await,
+    );
+    kept.push(make("exactly-a-year@new.com", now - year, &[]).await);
+    kept.push(make("order-at-boundary@old.com", now - year * 2, &[now - year]).await);
+    kept.push(
+        make(
+            "recent-order@old.com",
+            now - year * 2,
+            &[now - TimeDelta::days(3)],
+        )
+        .await,
+    );
+    kept.push(
+        make(
+            "future-order@old.com",
+            now - year * 2,
+            &[now + TimeDelta::days(1)],
+        )
+        .await,
+    );
+    kept.push(make("yesterday@new.com", now - TimeDelta::days(1), &[]).await);
+    Cleanup { deleted, kept }
+}
+
+async fn cleanup_deletes_only_customers_inactive_past_the_boundary(t: TestDb) {
+    let db = t.database();
+    let fixture = cleanup_fixture(&t).await;
+    let orders_before = db.count_orders(&OrderFilter::default()).await.unwrap();
+    assert_eq!(
+        db.delete_inactive_customers(now(), false).await.unwrap(),
+        3,
+        "customers only"
+    );
+    let left = db
+        .list_customers(&CustomerFilter::default(), &[asc(CustomerField::Id)], ALL)
+        .await
+        .unwrap();
+    assert_eq!(left, fixture.kept);
+    assert!(
+        db.customers_by_ids(&fixture.deleted.iter().map(|c| c.id).collect::<Vec<_>>())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The two orders of the deleted customer went with them, and nothing else.
+    assert_eq!(
+        db.count_orders(&OrderFilter::default()).await.unwrap(),
+        orders_before - 2
+    );
+    let orphan = OrderFilter {
+        customer_email: Some("old-orders@old.com".to_owned()),
+        ..Default::default()
+    };
+    assert_eq!(db.count_orders(&orphan).await.unwrap(), 0);
+    assert_eq!(
+        db.delete_inactive_customers(now(), false).await.unwrap(),
+        0,
+        "idempotent"
+    );
+}
+
+async fn a_customer_created_yesterday_without_orders_is_not_deleted(t: TestDb) {
+    let db = t.database();
+    let c = customer(db, "New", "new@example.com").await;
+    t.set_customer_created_at(c.id, now() - TimeDelta::days(1))
+        .await
+        .unwrap();
+    assert_eq!(db.delete_inactive_customers(now(), false).await.unwrap(), 0);
+    assert_eq!(
+        db.count_customers(&CustomerFilter::default())
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+async fn cleanup_dry_run_counts_without_deleting(t: TestDb) {
+    let db = t.database();
+    cleanup_fixture(&t).await;
+    let before = db.totals().await.unwrap();
+    assert_eq!(db.delete_inactive_customers(now(), true).await.unwrap(), 3);
+    assert_eq!(db.totals().await.unwrap(), before);
+    // A later as_of moves the boundary: a year on, the recent customers are old too.
+    let later = now() + TimeDelta::days(400);
+    assert_eq!(db.delete_inactive_customers(later, true).await.unwrap(), 8);
+}
+
+async fn orders_between_includes_both_bounds_with_the_customer_email(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "Alice@Example.com").await;
+    let bob = customer(db, "Bob", "bob@example.com").await;
+    let pen = product(db, "Pen", "1.00", 5).await;
+    let from = now() - TimeDelta::days(7);
+    let us = TimeDelta::microseconds(1);
+    order(db, &alice, &[&pen], from - us).await;
+    let first = order(db, &bob, &[&pen], from).await;
+    let middle = order(db, &alice, &[&pen], now() - TimeDelta::days(1)).await;
+    let last = order(db, &alice, &[&pen], now()).await;
+    order(db, &bob, &[&pen], now() + us).await;
+    let due = db.orders_between(from, now()).await.unwrap();
+    let seen: Vec<(i64, &str, DateTime<Utc>)> = due
+        .iter()
+        .map(|r| (r.order_id, r.customer_email.as_str(), r.order_date))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (first.id, "bob@example.com", from),
+            (middle.id, "Alice@Example.com", middle.order_date),
+            (last.id, "Alice@Example.com", now()),
+        ]
+    );
+    assert!(db.orders_between(now(), from).await.unwrap().is_empty());
+}
+
+async fn restock_raises_only_products_below_the_threshold(t: TestDb) {
+    let db = t.database();
+    let empty = product(db, "Empty", "1.00", 0).await;
+    let nine = product(db, "Nine", "1.00", 9).await;
+    let ten = product(db, "Ten", "1.00", 10).await;
+    let updated = db.restock_low(10, 10).await.unwrap();
+    let seen: Vec<(i64, &str, i32)> = updated
+        .iter()
+        .map(|p| (p.id, p.name.as_str(), p.stock))
+        .collect();
+    assert_eq!(seen, [(empty.id, "Empty", 10), (nine.id, "Nine", 19)]);
+    let stocks: Vec<i32> = db
+        .list_products(&ProductFilter::default(), &[asc(ProductField::Id)], ALL)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.stock)
+        .collect();
+    assert_eq!(stocks, [10, 19, 10]);
+    assert_eq!(ten.stock, 10);
+    assert!(
+        db.restock_low(10, 10).await.unwrap().is_empty(),
+        "nothing is low any more"
+    );
+}
+
+async fn two_concurrent_restocks_lose_no_update(t: TestDb) {
+    let db = t.database();
+    let a = product(db, "A", "1.00", 0).await;
+    let b = product(db, "B", "1.00", 5).await;
+    // A threshold every run passes: each of the runs must add its unit.
+    let runs = 20;
+    let results = join_all((0..runs).map(|_| {
+        let db = db.clone();
+        async_std::task::spawn(async move { db.restock_low(1_000_000, 1).await })
+    }))
+    .await;
+    for r in &results {
+        assert_eq!(r.as_ref().unwrap().len(), 2);
+    }
+    let after = db.products_by_ids(&[a.id, b.id]).await.unwrap();
+    let mut stocks: Vec<(i64, i32)> = after.iter().map(|p| (p.id, p.stock)).collect();
+    stocks.sort();
+    assert_eq!(stocks, [(a.id, runs), (b.id, 5 + runs)]);
+    // With the job's own rule, the second of two concurrent runs sees the first's result.
+    let c = product(db, "C", "1.00", 3).await;
+    let (x, y) = futures::join!(db.restock_low(10, 10), db.restock_low(10, 10));
+    let raised: usize = [x.unwrap(), y.unwrap()]
+        .iter()
+        .map(|v| v.iter().filter(|p| p.id == c.id).count())
+        .sum();
+    assert_eq!(raised, 1);
+    assert_eq!(db.products_by_ids(&[c.id]).await.unwrap()[0].stock, 13);
+}
+
+async fn a_restock_of_nothing_is_rejected(t: TestDb) {
+    let db = t.database();
+    product(db, "A", "1.00", 0).await;
+    for amount in [0, -5] {
+        let err = db.restock_low(10, amount).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CoreError::Validation {
+                    field: "amount",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+    assert_eq!(db.products_by_ids(&[1]).await.unwrap()[0].stock, 0);
+}
+
+async fn revenue_sums_that_floats_would_get_wrong_are_exact(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let dime = product(db, "Dime", "0.10", 5).await;
+    let twenty = product(db, "Twenty", "0.20", 5).await;
+    let n = 100;
+    let mut float_sum = 0.0_f64;
+    for _ in 0..n {
+        let o = order(db, &alice, &[&dime, &twenty], now()).await;
+        assert_eq!(o.total_amount.to_string(), "0.30");
+        float_sum += 0.1 + 0.2;
+    }
+    assert_ne!(float_sum, 30.0, "the case is one floats get wrong");
+    let totals = db.totals().await.unwrap();
+    assert_eq!(totals.customers, 1);
+    assert_eq!(totals.orders, n);
+    assert_eq!(totals.revenue.to_string(), "30.00");
+}
+
+async fn totals_of_an_empty_store_are_zero(t: TestDb) {
+    let totals = t.database().totals().await.unwrap();
+    assert_eq!((totals.customers, totals.orders), (0, 0));
+    assert_eq!(totals.revenue.to_string(), "0.00");
+}
+
+#[async_std::test]
+async fn an_unreachable_postgres_is_a_storage_error_without_the_password() {
+    let err = Database::connect("postgres://bob:s3cret-pw@127.0.0.1:1/crm")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoreError::Storage(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(!message.contains("s3cret-pw"), "{message}");
+    assert!(message.contains("refused"), "the cause is named: {message}");
+}
+
+#[cfg(unix)]
+#[async_std::test]
+async fn a_sqlite_database_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDb::sqlite().await;
+    let path = t.url().strip_prefix("sqlite://").unwrap();
+    let mode = std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+fn seed_config(seed: u64) -> crm_core::SeedConfig {
+    crm_core::SeedConfig {
+        customers: 200,
+        products: 30,
+        orders: 2_000,
+        seed,
+        now: now(),
+    }
+}
+
+async fn everything(
+    db: &Database,
+) -> (Vec<Customer>, Vec<Product>, Vec<Order>, Vec<(i64, Product)>) {
+    let page = PageRequest {
+        offset: 0,
+        limit: u64::MAX,
+    };
+    let customers = db
+        .list_customers(&CustomerFilter::default(), &[], page)
+        .await
+        .unwrap();
+    let products = db
+        .list_products(&ProductFilter::default(), &[], page)
+        .await
+        .unwrap();
+    let orders = db
+        .list_orders(&OrderFilter::default(), &[], page)
+        .await
+        .unwrap();
+    let lines = db.order_products(&ids_of_orders(&orders)).await.unwrap();
+    (customers, products, orders, lines)
+}
+
+async fn seeding_gives_every_job_work_with_consistent_totals(t: TestDb) {
+    let db = t.database();
+    let mut reports = Vec::new();
+    let summary = crm_core::seed(db, &seed_config(7), &mut |p| reports.push(p))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.customers, summary.products, summary.orders),
+        (200, 30, 2_000)
+    );
+    let last = |stage| {
+        reports
+            .iter()
+            .rev()
+            .find(|p| p.stage == stage)
+            .copied()
+            .unwrap()
+    };
+    assert_eq!(last(crm_core::SeedStage::Orders).done, 2_000);
+    assert_eq!(last(crm_core::SeedStage::Customers).done, 200);
+    assert!(
+        reports
+            .windows(2)
+            .all(|w| w[0].stage != w[1].stage || w[0].done < w[1].done)
+    );
+
+    let (customers, _, orders, lines) = everything(db).await;
+    assert_eq!(customers.len(), 200);
+    assert_eq!(orders.len(), 2_000);
+    assert_eq!(lines.len() as u64, summary.order_lines);
+    // Every total is the exact sum of its products' prices, and revenue their sum.
+    let mut sums = std::collections::HashMap::<i64, Money>::new();
+    for (order_id, product) in &lines {
+        *sums.entry(*order_id).or_default() += product.price;
+    }
+    for o in &orders {
+        assert_eq!(sums[&o.id], o.total_amount, "order {}", o.id);
+        assert!(o.order_date <= now() && o.order_date >= now() - TimeDelta::days(731));
+    }
+    let revenue: Money = orders.iter().map(|o| o.total_amount).sum();
+    assert_eq!(db.totals().await.unwrap().revenue, revenue);
+    // Each job has work: recent orders, low stock, inactive customers; and new customers
+    // without orders that the cleanup must keep.
+    assert!(
+        db.orders_between(now() - TimeDelta::days(7), now())
+            .await
+            .unwrap()
+            .len()
+            >= 100
+    );
+    let low = ProductFilter {
+        stock_lt: Some(10),
+        ..Default::default()
+    };
+    assert!(db.count_products(&low).await.unwrap() >= 6);
+    let new = CustomerFilter {
+        created_at_gte: Some(now() - TimeDelta::days(30)),
+        ..Default::default()
+    };
+    let new_before = db.count_customers(&new).await.unwrap();
+    assert!(new_before >= 20);
+    let inactive = db.delete_inactive_customers(now(), true).await.unwrap();
+    assert!(inactive >= 40, "{inactive}");
+    assert_eq!(
+        db.delete_inactive_customers(now(), false).await.unwrap(),
+        inactive
+    );
+    assert_eq!(db.count_customers(&new).await.unwrap(), new_before);
+}
+
+async fn seeding_is_deterministic_and_can_run_again(t: TestDb) {
+    let db = t.database();
+    crm_core::seed(db, &seed_config(7), &mut |_| {})
+        .await
+        .unwrap();
+    let other = t.another().await;
+    crm_core::seed(other.database(), &seed_config(7), &mut |_| {})
+        .await
+        .unwrap();
+    let first = everything(db).await;
+    assert_eq!(first, everything(other.database()).await);
+    // A different seed gives different data.
+    let third = t.another().await;
+    crm_core::seed(third.database(), &seed_config(8), &mut |_| {})
+        .await
+        .unwrap();
+    assert_ne!(first.2, everything(third.database()).await.2);
+    // Seeding again adds rows after the existing ones; ordinary writes still work after it.
+    crm_core::seed(db, &seed_config(7), &mut |_| {})
+        .await
+        .unwrap();
+    let totals = db.totals().await.unwrap();
+    assert_eq!((totals.customers, totals.orders), (400, 4_000));
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let pen = product(db, "Pen", "1.00", 1).await;
+    let o = order(db, &alice, &[&pen], now()).await;
+    assert_eq!((alice.id, pen.id, o.id), (401, 61, 4_001));
+}
+
+async fn seeding_orders_without_products_writes_nothing(t: TestDb) {
+    let db = t.database();
+    let config = crm_core::SeedConfig {
+        products: 0,
+        ..seed_config(1)
+    };
+    let err = crm_core::seed(db, &config, &mut |_| {}).await.unwrap_err();
+    assert!(matches!(err, CoreError::Validation { .. }), "{err:?}");
+    assert_eq!(db.totals().await.unwrap().customers, 0);
+}

@@ -1,0 +1,124 @@
+//! How the server is set up: where it listens, the token mutations need, and its limits.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+/// The address the contract names: `127.0.0.1:8000`.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+
+/// Where "now" comes from: the default orders date of `createOrder`. Injected so tests can fix
+/// the time.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self(Arc::new(Utc::now))
+    }
+
+    /// A clock that always answers `at`.
+    pub fn fixed(at: DateTime<Utc>) -> Self {
+        Self(Arc::new(move || at))
+    }
+
+    /// A clock reading `now` (for tests that move time along).
+    pub fn from_fn(now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// The current instant.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// The server's settings. `Default` gives the contract's defaults and no token.
+///
+/// The CLI fills it from the environment: `CRM_API_TOKEN` becomes `api_token`.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port ([`crate::BoundServer::local_addr`] tells
+    /// which). Default `127.0.0.1:8000`.
+    pub bind: SocketAddr,
+    /// When set, every mutation needs `Authorization: Bearer <token>`; queries stay open.
+    pub api_token: Option<String>,
+    /// Largest request body accepted, in bytes; larger ones get HTTP 413. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Deepest nesting of a GraphQL document (selection sets, fragments, input values).
+    /// Default 20: deep enough for GraphiQL's introspection query.
+    pub max_depth: usize,
+    /// Most rows a list returns at once; `first` above it is an error, and it is the page size
+    /// when `first` is absent. Default 100 (graphene-django's).
+    pub max_page_size: u64,
+    /// Most customers one `bulkCreateCustomers` call takes. Default 1,000.
+    pub max_bulk_customers: usize,
+    /// Where "now" comes from.
+    pub clock: Clock,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: DEFAULT_BIND
+                .parse()
+                .expect("the default bind address parses"),
+            api_token: None,
+            max_body_bytes: 1024 * 1024,
+            max_depth: 20,
+            max_page_size: 100,
+            max_bulk_customers: 1_000,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl fmt::Debug for ServerConfig {
+    /// Shows whether a token is set, never the token.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("bind", &self.bind)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_depth", &self.max_depth)
+            .field("max_page_size", &self.max_page_size)
+            .field("max_bulk_customers", &self.max_bulk_customers)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_appears_in_debug_output() {
+        let config = ServerConfig {
+            api_token: Some("s3cret-token".into()),
+            ..ServerConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<set>"), "{shown}");
+    }
+
+    #[test]
+    fn the_default_address_is_the_contracts() {
+        assert_eq!(ServerConfig::default().bind.to_string(), "127.0.0.1:8000");
+    }
+}

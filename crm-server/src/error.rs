@@ -1,0 +1,134 @@
+//! What a resolver can answer instead of data, and how it reaches the client.
+//!
+//! Every error becomes a GraphQL error with a message a user can act on and an extension `code`
+//! a program can branch on. Storage failures are logged here, once, with their detail, and the
+//! client only learns that an internal error happened: SQL text and database messages never
+//! leave the server.
+
+use crm_core::CoreError;
+use juniper::{FieldError, IntoFieldError, ScalarValue, Value};
+
+/// Why a GraphQL field could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The input broke a rule; the message says which field and why.
+    #[error("{field}: {message}")]
+    Validation {
+        /// The argument or input field at fault (`email`, `price`, `first`…).
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A record the request refers to does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The write would duplicate a unique value (an e-mail, in any letter case).
+    #[error("{0}")]
+    Conflict(String),
+    /// A mutation arrived without the configured bearer token, or with a wrong one.
+    #[error(
+        "this mutation needs the header `Authorization: Bearer <token>` with the server's API token"
+    )]
+    Unauthorized,
+    /// Something failed on our side; the detail went to the server's log.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// A validation error on `field`.
+    pub(crate) fn validation(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// The machine-readable code sent in the error's `extensions`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Validation { .. } => "VALIDATION",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::Conflict(_) => "CONFLICT",
+            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::Internal => "INTERNAL",
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(error: CoreError) -> Self {
+        match error {
+            CoreError::Validation { field, message } => ApiError::Validation { field, message },
+            CoreError::NotFound { entity, id } => {
+                ApiError::NotFound(format!("{entity} {id} not found"))
+            }
+            CoreError::Conflict(message) => ApiError::Conflict(message),
+            other => {
+                tracing::error!(error = %other, "storage failure while answering a GraphQL request");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl<S: ScalarValue> IntoFieldError<S> for ApiError {
+    fn into_field_error(self) -> FieldError<S> {
+        let mut extensions = juniper::Object::with_capacity(2);
+        extensions.add_field("code", Value::scalar(self.code().to_owned()));
+        if let ApiError::Validation { field, .. } = &self {
+            extensions.add_field("field", Value::scalar((*field).to_owned()));
+        }
+        FieldError::new(self.to_string(), Value::Object(extensions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use juniper::DefaultScalarValue;
+
+    fn field_error(e: ApiError) -> FieldError<DefaultScalarValue> {
+        e.into_field_error()
+    }
+
+    #[test]
+    fn validation_errors_carry_their_code_and_field() {
+        let err = field_error(ApiError::validation(
+            "email",
+            "'x' is not a valid e-mail address",
+        ));
+        assert_eq!(err.message(), "email: 'x' is not a valid e-mail address");
+        let ext = err.extensions().as_object_value().unwrap();
+        assert_eq!(
+            ext.get_field_value("code")
+                .unwrap()
+                .as_scalar()
+                .and_then(|s| s.try_as_str()),
+            Some("VALIDATION")
+        );
+        assert_eq!(
+            ext.get_field_value("field")
+                .unwrap()
+                .as_scalar()
+                .and_then(|s| s.try_as_str()),
+            Some("email")
+        );
+    }
+
+    #[test]
+    fn failures_on_our_side_reach_the_client_as_internal_error_only() {
+        let core = CoreError::InvalidUrl("postgres://admin:***@db/crm: SELECT failed".into());
+        let err = field_error(ApiError::from(core));
+        assert_eq!(err.message(), "internal error");
+        let ext = err.extensions().as_object_value().unwrap();
+        assert_eq!(
+            ext.get_field_value("code")
+                .unwrap()
+                .as_scalar()
+                .and_then(|s| s.try_as_str()),
+            Some("INTERNAL")
+        );
+    }
+}

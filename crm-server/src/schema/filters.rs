@@ -1,0 +1,257 @@
+//! The `filter` input objects, `orderBy`, and `first`/`after`, turned into crm-core's query types.
+
+use crm_core::{
+    CustomerField, CustomerFilter, OrderField, OrderFilter, PageRequest, ProductField,
+    ProductFilter, Sort,
+};
+use juniper::GraphQLInputObject;
+
+use crate::error::ApiError;
+use crate::ids::decode_cursor;
+use crate::scalars::{Money, Timestamp};
+
+/// Conditions on customers; every given one must hold. Text matches ignore letter case.
+#[derive(Debug, Clone, Default, GraphQLInputObject)]
+pub(crate) struct CustomerFilterInput {
+    /// Name contains this text.
+    name_icontains: Option<String>,
+    /// E-mail contains this text.
+    email_icontains: Option<String>,
+    /// Phone starts with this text (e.g. `+1`).
+    phone_startswith: Option<String>,
+    /// Created at or after this instant.
+    created_at_gte: Option<Timestamp>,
+    /// Created at or before this instant.
+    created_at_lte: Option<Timestamp>,
+}
+
+impl From<CustomerFilterInput> for CustomerFilter {
+    fn from(f: CustomerFilterInput) -> Self {
+        CustomerFilter {
+            name_icontains: f.name_icontains,
+            email_icontains: f.email_icontains,
+            phone_startswith: f.phone_startswith,
+            created_at_gte: f.created_at_gte.map(|t| t.0),
+            created_at_lte: f.created_at_lte.map(|t| t.0),
+        }
+    }
+}
+
+/// Conditions on products; every given one must hold.
+#[derive(Debug, Clone, Default, GraphQLInputObject)]
+pub(crate) struct ProductFilterInput {
+    /// Name contains this text, ignoring letter case.
+    name_icontains: Option<String>,
+    /// Price at least this.
+    price_gte: Option<Money>,
+    /// Price at most this.
+    price_lte: Option<Money>,
+    /// Stock at least this.
+    stock_gte: Option<i32>,
+    /// Stock at most this.
+    stock_lte: Option<i32>,
+    /// Stock below this (`stockLt: 10` lists the products the restock job would touch).
+    stock_lt: Option<i32>,
+}
+
+impl From<ProductFilterInput> for ProductFilter {
+    fn from(f: ProductFilterInput) -> Self {
+        ProductFilter {
+            name_icontains: f.name_icontains,
+            price_gte: f.price_gte.map(|m| m.0),
+            price_lte: f.price_lte.map(|m| m.0),
+            stock_gte: f.stock_gte,
+            stock_lte: f.stock_lte,
+            stock_lt: f.stock_lt,
+        }
+    }
+}
+
+/// Conditions on orders; every given one must hold. Text matches ignore letter case.
+#[derive(Debug, Clone, Default, GraphQLInputObject)]
+pub(crate) struct OrderFilterInput {
+    /// The customer's e-mail equals this.
+    customer_email: Option<String>,
+    /// The customer's name contains this text.
+    customer_name: Option<String>,
+    /// Some product's name contains this text.
+    product_name: Option<String>,
+    /// Placed at or after this instant.
+    order_date_gte: Option<Timestamp>,
+    /// Placed at or before this instant.
+    order_date_lte: Option<Timestamp>,
+    /// Total at least this.
+    total_amount_gte: Option<Money>,
+    /// Total at most this.
+    total_amount_lte: Option<Money>,
+}
+
+impl From<OrderFilterInput> for OrderFilter {
+    fn from(f: OrderFilterInput) -> Self {
+        OrderFilter {
+            customer_email: f.customer_email,
+            customer_name_icontains: f.customer_name,
+            product_name_icontains: f.product_name,
+            order_date_gte: f.order_date_gte.map(|t| t.0),
+            order_date_lte: f.order_date_lte.map(|t| t.0),
+            total_amount_gte: f.total_amount_gte.map(|m| m.0),
+            total_amount_lte: f.total_amount_lte.map(|m| m.0),
+        }
+    }
+}
+
+/// The sortable fields of each list, by the names `orderBy` takes (camelCase as the API shows
+/// them, snake_case as Django spells them).
+pub(crate) const CUSTOMER_SORTS: &[(&str, CustomerField)] = &[
+    ("id", CustomerField::Id),
+    ("name", CustomerField::Name),
+    ("email", CustomerField::Email),
+    ("createdAt", CustomerField::CreatedAt),
+    ("created_at", CustomerField::CreatedAt),
+];
+pub(crate) const PRODUCT_SORTS: &[(&str, ProductField)] = &[
+    ("id", ProductField::Id),
+    ("name", ProductField::Name),
+    ("price", ProductField::Price),
+    ("stock", ProductField::Stock),
+];
+pub(crate) const ORDER_SORTS: &[(&str, OrderField)] = &[
+    ("id", OrderField::Id),
+    ("orderDate", OrderField::OrderDate),
+    ("order_date", OrderField::OrderDate),
+    ("totalAmount", OrderField::TotalAmount),
+    ("total_amount", OrderField::TotalAmount),
+];
+
+/// Parses `orderBy`: comma-separated field names, `-` in front for descending
+/// (`"-stock,name"`). An unknown field is an error naming the known ones.
+pub(crate) fn parse_order_by<F: Copy>(
+    raw: Option<&str>,
+    fields: &[(&str, F)],
+) -> Result<Vec<Sort<F>>, ApiError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    let mut sorts = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (descending, name) = match part.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, part.strip_prefix('+').unwrap_or(part)),
+        };
+        let field = fields
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, f)| *f)
+            .ok_or_else(|| {
+                let known: Vec<&str> = fields
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .filter(|n| !n.contains('_'))
+                    .collect();
+                ApiError::validation(
+                    "orderBy",
+                    format!(
+                        "unknown field '{name}'; sort by one of {} (prefix - for descending)",
+                        known.join(", ")
+                    ),
+                )
+            })?;
+        sorts.push(Sort { field, descending });
+    }
+    if sorts.len() > fields.len() {
+        return Err(ApiError::validation("orderBy", "too many sort fields"));
+    }
+    Ok(sorts)
+}
+
+/// The rows `first`/`after` ask for, with one extra row fetched to learn whether a next page
+/// exists. `first` defaults to, and may not exceed, `max_page_size`.
+pub(crate) fn page_request(
+    first: Option<i32>,
+    after: Option<&str>,
+    max_page_size: u64,
+) -> Result<(u64, u64), ApiError> {
+    let limit = match first {
+        None => max_page_size,
+        Some(n) if n < 0 => return Err(ApiError::validation("first", "must be zero or more")),
+        Some(n) if n as u64 > max_page_size => {
+            return Err(ApiError::validation(
+                "first",
+                format!("must be at most {max_page_size} (the page size limit); page with `after`"),
+            ));
+        }
+        Some(n) => n as u64,
+    };
+    let offset = match after {
+        None => 0,
+        Some(cursor) => decode_cursor(cursor)?.saturating_add(1),
+    };
+    Ok((offset, limit))
+}
+
+/// The store request for a page: one row more than the client asked for.
+pub(crate) fn fetch_one_more(offset: u64, limit: u64) -> PageRequest {
+    PageRequest {
+        offset,
+        limit: limit + 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::encode_cursor;
+
+    #[test]
+    fn order_by_takes_commas_minus_and_both_spellings() {
+        let sorts = parse_order_by(Some("-stock, name"), PRODUCT_SORTS).unwrap();
+        assert_eq!(
+            sorts,
+            vec![
+                Sort {
+                    field: ProductField::Stock,
+                    descending: true
+                },
+                Sort {
+                    field: ProductField::Name,
+                    descending: false
+                },
+            ]
+        );
+        let sorts = parse_order_by(Some("-order_date"), ORDER_SORTS).unwrap();
+        assert_eq!(
+            sorts,
+            vec![Sort {
+                field: OrderField::OrderDate,
+                descending: true
+            }]
+        );
+        assert!(parse_order_by(None, ORDER_SORTS).unwrap().is_empty());
+        assert!(parse_order_by(Some(""), ORDER_SORTS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unknown_sort_field_is_named_with_the_known_ones() {
+        let err = parse_order_by(Some("-weight"), PRODUCT_SORTS)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field 'weight'"), "{err}");
+        assert!(err.contains("id, name, price, stock"), "{err}");
+    }
+
+    #[test]
+    fn first_beyond_the_page_size_limit_is_refused() {
+        assert_eq!(page_request(None, None, 100).unwrap(), (0, 100));
+        assert_eq!(page_request(Some(10), None, 100).unwrap(), (0, 10));
+        let err = page_request(Some(101), None, 100).unwrap_err().to_string();
+        assert!(err.contains("first: must be at most 100"), "{err}");
+        assert!(page_request(Some(-1), None, 100).is_err());
+    }
+
+    #[test]
+    fn after_continues_behind_the_cursor() {
+        let cursor = encode_cursor(9);
+        assert_eq!(page_request(Some(5), Some(&cursor), 100).unwrap(), (10, 5));
+        assert!(page_request(Some(5), Some("garbage"), 100).is_err());
+    }
+}

@@ -1,0 +1,46 @@
+//! The GraphQL schema: names and shapes as graphene-django gives the Django original, so its
+//! clients' queries work unchanged.
+
+mod filters;
+mod mutation;
+mod query;
+mod types;
+
+use juniper::{EmptySubscription, RootNode};
+
+pub use mutation::Mutation;
+pub use query::Query;
+
+use crate::context::Context;
+
+/// The juniper schema type of the CRM API.
+pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>>;
+
+/// The CRM's GraphQL schema, with juniper's default document limits. [`crate::app`] applies the
+/// configured depth limit on top. `schema().as_sdl()` is the SDL checked in as
+/// `crm-jobs/schema.graphql`.
+pub fn schema() -> Schema {
+    Schema::new(Query, Mutation, EmptySubscription::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The jobs' cynic client compiles against `crm-jobs/schema.graphql`; it must be this
+    /// schema's SDL exactly. Regenerate with `UPDATE_SDL=1 cargo test -p crm-server sdl`.
+    #[test]
+    fn the_checked_in_sdl_matches_the_schema() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crm-jobs/schema.graphql");
+        let sdl = schema().as_sdl();
+        if std::env::var_os("UPDATE_SDL").is_some() {
+            std::fs::write(path, &sdl).expect("write crm-jobs/schema.graphql");
+        }
+        let checked_in = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            checked_in == sdl,
+            "crm-jobs/schema.graphql differs from schema().as_sdl(); \
+             run `UPDATE_SDL=1 cargo test -p crm-server sdl` and commit the file"
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! The write side. Every mutation first checks the request's write access, then validates with
+//! crm-core's constructors, then makes one store call: no business rule lives here.
+
+use crm_core::{NewCustomer, NewOrder, NewProduct};
+use juniper::{GraphQLInputObject, GraphQLObject, ID, graphql_object};
+
+use crate::context::Context;
+use crate::error::ApiError;
+use crate::ids::{Kind, decode_id};
+use crate::scalars::{Money, Timestamp};
+use crate::schema::types::{CustomerNode, OrderNode, ProductNode};
+
+/// Stock below which `updateLowStockProducts` restocks a product.
+const LOW_STOCK_THRESHOLD: i32 = 10;
+/// Units `updateLowStockProducts` adds to each low-stock product.
+const RESTOCK_AMOUNT: i32 = 10;
+
+/// A new customer.
+#[derive(Debug, Clone, GraphQLInputObject)]
+pub(crate) struct CustomerInput {
+    /// Display name, not empty.
+    name: String,
+    /// E-mail address, unique regardless of letter case.
+    email: String,
+    /// Phone as `+1234567890` or `123-456-7890`; optional.
+    phone: Option<String>,
+}
+
+impl CustomerInput {
+    fn validate(&self) -> Result<NewCustomer, ApiError> {
+        Ok(NewCustomer::new(
+            &self.name,
+            &self.email,
+            self.phone.as_deref(),
+        )?)
+    }
+}
+
+/// A new product.
+#[derive(Debug, Clone, GraphQLInputObject)]
+pub(crate) struct ProductInput {
+    /// Display name, not empty.
+    name: String,
+    /// Unit price, > 0, at most two decimal places.
+    price: Money,
+    /// Units in stock, >= 0; 0 when absent.
+    stock: Option<i32>,
+}
+
+/// A new order.
+#[derive(Debug, Clone, GraphQLInputObject)]
+pub(crate) struct OrderInput {
+    /// The customer's ID (global or plain number).
+    customer_id: ID,
+    /// The products' IDs (global or plain numbers); at least one.
+    product_ids: Vec<ID>,
+    /// When the order was placed; now when absent.
+    order_date: Option<Timestamp>,
+}
+
+/// The answer to `createCustomer`.
+#[derive(GraphQLObject)]
+#[graphql(name = "CreateCustomer", context = Context)]
+pub(crate) struct CreateCustomerPayload {
+    /// The customer as stored.
+    customer: CustomerNode,
+    /// A confirmation for people.
+    message: String,
+}
+
+/// The answer to `bulkCreateCustomers`: the ones created, and why the others were not.
+#[derive(GraphQLObject)]
+#[graphql(name = "BulkCreateCustomers", context = Context)]
+pub(crate) struct BulkCreateCustomersPayload {
+    /// The customers created, in input order.
+    customers: Vec<CustomerNode>,
+    /// One message per refused input, in input order, naming its index and e-mail.
+    errors: Vec<String>,
+}
+
+/// The answer to `createProduct`.
+#[derive(GraphQLObject)]
+#[graphql(name = "CreateProduct", context = Context)]
+pub(crate) struct CreateProductPayload {
+    /// The product as stored.
+    product: ProductNode,
+}
+
+/// The answer to `createOrder`.
+#[derive(GraphQLObject)]
+#[graphql(name = "CreateOrder", context = Context)]
+pub(crate) struct CreateOrderPayload {
+    /// The order as stored, with its computed total.
+    order: OrderNode,
+}
+
+/// The answer to `updateLowStockProducts`.
+#[derive(GraphQLObject)]
+#[graphql(name = "UpdateLowStockProducts", context = Context)]
+pub(crate) struct UpdateLowStockProductsPayload {
+    /// The products restocked, with their new stock, by id.
+    products: Vec<ProductNode>,
+    /// A summary for people.
+    message: String,
+}
+
+/// What can be changed. When the server has an API token, every mutation needs
+/// `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mutation;
+
+#[graphql_object(context = Context)]
+impl Mutation {
+    /// Creates a customer. An e-mail already used (in any letter case) is a `CONFLICT` error.
+    async fn create_customer(
+        context: &Context,
+        input: CustomerInput,
+    ) -> Result<CreateCustomerPayload, ApiError> {
+        context.require_write_access()?;
+        let new = input.validate()?;
+        let customer = context.store().create_customer(&new).await?;
+        Ok(CreateCustomerPayload {
+            customer: CustomerNode(customer),
+            message: "Customer created successfully".to_owned(),
+        })
+    }
+
+    /// Creates the valid customers of the list, each on its own: one bad input does not stop
+    /// the others. Each refused input gets one entry in `errors`.
+    async fn bulk_create_customers(
+        context: &Context,
+        input: Vec<CustomerInput>,
+    ) -> Result<BulkCreateCustomersPayload, ApiError> {
+        context.require_write_access()?;
+        let max = context.max_bulk_customers();
+        if input.len() > max {
+            return Err(ApiError::validation(
+                "input",
+                format!("at most {max} customers per call, got {}", input.len()),
+            ));
+        }
+        let mut customers = Vec::new();
+        let mut errors = Vec::new();
+        for (index, item) in input.iter().enumerate() {
+            let outcome = match item.validate() {
+                Ok(new) => context
+                    .store()
+                    .create_customer(&new)
+                    .await
+                    .map_err(ApiError::from),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(customer) => customers.push(CustomerNode(customer)),
+                Err(e) => errors.push(format!("input[{index}] ({}): {e}", item.email.trim())),
+            }
+        }
+        Ok(BulkCreateCustomersPayload { customers, errors })
+    }
+
+    /// Creates a product.
+    async fn create_product(
+        context: &Context,
+        input: ProductInput,
+    ) -> Result<CreateProductPayload, ApiError> {
+        context.require_write_access()?;
+        let new = NewProduct::new(&input.name, input.price.0, input.stock.unwrap_or(0))?;
+        let product = context.store().create_product(&new).await?;
+        Ok(CreateProductPayload {
+            product: ProductNode(product),
+        })
+    }
+
+    /// Places an order, all or nothing: an unknown customer or product writes nothing. The
+    /// total is computed from the products' current prices.
+    async fn create_order(
+        context: &Context,
+        input: OrderInput,
+    ) -> Result<CreateOrderPayload, ApiError> {
+        context.require_write_access()?;
+        let customer_id = decode_id(Kind::Customer, "customerId", &input.customer_id)?;
+        let product_ids = input
+            .product_ids
+            .iter()
+            .map(|id| decode_id(Kind::Product, "productIds", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let new = NewOrder::new(customer_id, &product_ids, input.order_date.map(|t| t.0))?;
+        let order = context
+            .store()
+            .create_order(&new, context.clock().now())
+            .await?;
+        Ok(CreateOrderPayload {
+            order: OrderNode(order),
+        })
+    }
+
+    /// Adds 10 to the stock of every product with less than 10, atomically (concurrent calls
+    /// never lose or double an update), and lists the products it changed.
+    async fn update_low_stock_products(
+        context: &Context,
+    ) -> Result<UpdateLowStockProductsPayload, ApiError> {
+        context.require_write_access()?;
+        let products = context
+            .store()
+            .restock_low(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
+            .await?;
+        let message = match products.len() {
+            0 => format!("No products had stock below {LOW_STOCK_THRESHOLD}"),
+            1 => format!("Restocked 1 product by {RESTOCK_AMOUNT}"),
+            n => format!("Restocked {n} products by {RESTOCK_AMOUNT}"),
+        };
+        Ok(UpdateLowStockProductsPayload {
+            products: products.into_iter().map(ProductNode).collect(),
+            message,
+        })
+    }
+}
