@@ -104,6 +104,25 @@ impl Clock for ManualClock {
     }
 }
 
+/// `future`'s output, or `Err(TimedOut)` if `limit` passes first. Runtime-agnostic (async-io's
+/// timer), so the library's futures need no particular executor.
+pub(crate) async fn timeout<F: std::future::Future>(
+    limit: std::time::Duration,
+    future: F,
+) -> Result<F::Output, TimedOut> {
+    use futures::future::{Either, select};
+    let timer = async_io::Timer::after(limit);
+    futures::pin_mut!(future);
+    match select(future, timer).await {
+        Either::Left((output, _)) => Ok(output),
+        Either::Right(_) => Err(TimedOut),
+    }
+}
+
+/// The error of [`timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimedOut;
+
 #[cfg(test)]
 mod tests {
     use super::*;
