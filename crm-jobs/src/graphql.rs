@@ -22,8 +22,6 @@ use serde::de::DeserializeOwned;
 use crate::config::JobsConfig;
 use crate::job::JobError;
 
-/// Orders (or products) asked for per page when paging through a connection.
-const PAGE_SIZE: i32 = 100;
 /// Most pages followed in one listing: a guard against a server that never says "last page".
 const MAX_PAGES: usize = 10_000;
 /// How much of an unexpected answer body an error message quotes.
@@ -233,7 +231,8 @@ impl GraphqlClient {
                     queries::OrdersBetweenVariables {
                         from: Some(from),
                         to: Some(to),
-                        first: PAGE_SIZE,
+                        // No `first`: the server's own page size, whatever its limit is set to.
+                        first: None,
                         after: after.clone(),
                     },
                 ))
@@ -250,6 +249,8 @@ impl GraphqlClient {
                     orders.sort_by(|a, b| {
                         (a.order_date, numeric_key(&a.id)).cmp(&(b.order_date, numeric_key(&b.id)))
                     });
+                    // Offset pages can repeat a row if the list shifted between two requests.
+                    orders.dedup_by(|a, b| a.id == b.id);
                     return Ok(orders);
                 }
             }
@@ -270,7 +271,8 @@ impl GraphqlClient {
                 .execute(queries::ProductsBelow::build(
                     queries::ProductsBelowVariables {
                         threshold: Some(threshold),
-                        first: PAGE_SIZE,
+                        // No `first`: the server's own page size, whatever its limit is set to.
+                        first: None,
                         after: after.clone(),
                     },
                 ))
