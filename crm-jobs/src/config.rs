@@ -49,8 +49,11 @@ pub enum ConfigError {
     /// `CRM_API_TOKEN` holds characters an HTTP header cannot carry (its value is not shown).
     #[error("CRM_API_TOKEN: must be printable ASCII without spaces")]
     ApiToken,
-    /// `CRM_GRAPHQL_URL` is not an http(s) URL.
-    #[error("CRM_GRAPHQL_URL: '{0}' is not an http:// or https:// URL")]
+    /// `CRM_GRAPHQL_URL` is not a plain-HTTP URL.
+    #[error(
+        "CRM_GRAPHQL_URL: '{0}' is not an http:// URL (the jobs speak plain HTTP: to a local \
+         server, or through a TLS-terminating proxy)"
+    )]
     GraphqlUrl(String),
 }
 
@@ -108,12 +111,14 @@ impl JobsConfig {
         Ok(config)
     }
 
-    /// This configuration with another GraphQL endpoint, checked to be an http(s) URL (the same
-    /// check the GraphQL client makes, so a configuration that loads gives a working client).
+    /// This configuration with another GraphQL endpoint, checked to be an `http://` URL (the
+    /// same check the GraphQL client makes, so a configuration that loads gives a working
+    /// client). `https://` is refused up front: the HTTP client is built without TLS (see
+    /// `CRATES.md`), so every run would fail.
     pub fn with_graphql_url(mut self, url: &str) -> Result<Self, ConfigError> {
         let url = url.trim();
         match surf::Url::parse(url) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {
+            Ok(parsed) if parsed.scheme() == "http" && parsed.has_host() => {
                 self.graphql_url = url.to_owned();
                 Ok(self)
             }

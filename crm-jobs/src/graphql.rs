@@ -176,9 +176,9 @@ impl GraphqlClient {
         let shown_url = crm_core::redact_password(url);
         let parsed = surf::Url::parse(url)
             .map_err(|e| GraphqlError::Config(format!("'{shown_url}' is not a URL: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
+        if parsed.scheme() != "http" || !parsed.has_host() {
             return Err(GraphqlError::Config(format!(
-                "'{shown_url}' is not an http:// or https:// URL"
+                "'{shown_url}' is not an http:// URL (this client speaks plain HTTP only)"
             )));
         }
         let authorization = match token {
@@ -523,10 +523,11 @@ mod tests {
     }
 
     #[test]
-    fn a_url_that_is_not_http_is_refused_up_front() {
-        let err = GraphqlClient::with_endpoint("ftp://x/graphql", None, Duration::from_secs(1))
-            .unwrap_err();
-        assert!(matches!(err, GraphqlError::Config(_)), "{err}");
+    fn a_url_that_is_not_plain_http_is_refused_up_front() {
+        for url in ["ftp://x/graphql", "https://x/graphql"] {
+            let err = GraphqlClient::with_endpoint(url, None, Duration::from_secs(1)).unwrap_err();
+            assert!(matches!(err, GraphqlError::Config(_)), "{err}");
+        }
     }
 
     #[test]
