@@ -49,8 +49,11 @@ pub enum ConfigError {
     /// `CRM_API_TOKEN` holds characters an HTTP header cannot carry (its value is not shown).
     #[error("CRM_API_TOKEN: must be printable ASCII without spaces")]
     ApiToken,
-    /// `CRM_GRAPHQL_URL` is not an http(s) URL.
-    #[error("CRM_GRAPHQL_URL: '{0}' is not an http:// or https:// URL")]
+    /// `CRM_GRAPHQL_URL` is not a plain-HTTP URL.
+    #[error(
+        "CRM_GRAPHQL_URL: '{0}' is not an http:// URL (the jobs speak plain HTTP: to a local \
+         server, or through a TLS-terminating proxy)"
+    )]
     GraphqlUrl(String),
 }
 
@@ -108,19 +111,18 @@ impl JobsConfig {
         Ok(config)
     }
 
-    /// This configuration with another GraphQL endpoint, checked to be an http(s) URL.
+    /// This configuration with another GraphQL endpoint, checked to be an `http://` URL (the
+    /// same check the GraphQL client makes, so a configuration that loads gives a working
+    /// client). `https://` is refused up front: the HTTP client is built without TLS (see
+    /// `CRATES.md`), so every run would fail.
     pub fn with_graphql_url(mut self, url: &str) -> Result<Self, ConfigError> {
         let url = url.trim();
-        let lower = url.to_ascii_lowercase();
-        let rest = lower
-            .strip_prefix("http://")
-            .or_else(|| lower.strip_prefix("https://"));
-        match rest {
-            Some(host) if !host.is_empty() && !host.starts_with('/') => {
+        match surf::Url::parse(url) {
+            Ok(parsed) if parsed.scheme() == "http" && parsed.has_host() => {
                 self.graphql_url = url.to_owned();
                 Ok(self)
             }
-            _ => Err(ConfigError::GraphqlUrl(url.to_owned())),
+            _ => Err(ConfigError::GraphqlUrl(crm_core::redact_password(url))),
         }
     }
 
@@ -220,8 +222,21 @@ mod tests {
 
     #[test]
     fn a_graphql_url_without_http_is_refused() {
-        let err = config(&[("CRM_GRAPHQL_URL", "localhost:8000/graphql")]).unwrap_err();
-        assert!(matches!(err, ConfigError::GraphqlUrl(_)), "{err}");
+        for bad in [
+            "localhost:8000/graphql",
+            "http://",
+            "http://exa mple/graphql",
+            "ftp://x/",
+        ] {
+            let err = config(&[("CRM_GRAPHQL_URL", bad)]).unwrap_err();
+            assert!(matches!(err, ConfigError::GraphqlUrl(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_refused_url_never_shows_its_password() {
+        let err = config(&[("CRM_GRAPHQL_URL", "ftp://bob:hunter2@x/")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

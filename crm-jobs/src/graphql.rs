@@ -22,8 +22,6 @@ use serde::de::DeserializeOwned;
 use crate::config::JobsConfig;
 use crate::job::JobError;
 
-/// Orders (or products) asked for per page when paging through a connection.
-const PAGE_SIZE: i32 = 100;
 /// Most pages followed in one listing: a guard against a server that never says "last page".
 const MAX_PAGES: usize = 10_000;
 /// How much of an unexpected answer body an error message quotes.
@@ -178,9 +176,9 @@ impl GraphqlClient {
         let shown_url = crm_core::redact_password(url);
         let parsed = surf::Url::parse(url)
             .map_err(|e| GraphqlError::Config(format!("'{shown_url}' is not a URL: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
+        if parsed.scheme() != "http" || !parsed.has_host() {
             return Err(GraphqlError::Config(format!(
-                "'{shown_url}' is not an http:// or https:// URL"
+                "'{shown_url}' is not an http:// URL (this client speaks plain HTTP only)"
             )));
         }
         let authorization = match token {
@@ -233,7 +231,8 @@ impl GraphqlClient {
                     queries::OrdersBetweenVariables {
                         from: Some(from),
                         to: Some(to),
-                        first: PAGE_SIZE,
+                        // No `first`: the server's own page size, whatever its limit is set to.
+                        first: None,
                         after: after.clone(),
                     },
                 ))
@@ -250,6 +249,8 @@ impl GraphqlClient {
                     orders.sort_by(|a, b| {
                         (a.order_date, numeric_key(&a.id)).cmp(&(b.order_date, numeric_key(&b.id)))
                     });
+                    // Offset pages can repeat a row if the list shifted between two requests.
+                    orders.dedup_by(|a, b| a.id == b.id);
                     return Ok(orders);
                 }
             }
@@ -270,7 +271,8 @@ impl GraphqlClient {
                 .execute(queries::ProductsBelow::build(
                     queries::ProductsBelowVariables {
                         threshold: Some(threshold),
-                        first: PAGE_SIZE,
+                        // No `first`: the server's own page size, whatever its limit is set to.
+                        first: None,
                         after: after.clone(),
                     },
                 ))
@@ -344,7 +346,7 @@ impl GraphqlClient {
         let body = serde_json::to_vec(&operation)
             .map_err(|e| GraphqlError::Config(format!("cannot encode the operation: {e}")))?;
         let exchange = self.exchange(body);
-        let (status, text) = match async_std::future::timeout(self.timeout, exchange).await {
+        let (status, text) = match crate::clock::timeout(self.timeout, exchange).await {
             Ok(answer) => answer?,
             Err(_) => {
                 return Err(GraphqlError::Timeout {
@@ -521,10 +523,11 @@ mod tests {
     }
 
     #[test]
-    fn a_url_that_is_not_http_is_refused_up_front() {
-        let err = GraphqlClient::with_endpoint("ftp://x/graphql", None, Duration::from_secs(1))
-            .unwrap_err();
-        assert!(matches!(err, GraphqlError::Config(_)), "{err}");
+    fn a_url_that_is_not_plain_http_is_refused_up_front() {
+        for url in ["ftp://x/graphql", "https://x/graphql"] {
+            let err = GraphqlClient::with_endpoint(url, None, Duration::from_secs(1)).unwrap_err();
+            assert!(matches!(err, GraphqlError::Config(_)), "{err}");
+        }
     }
 
     #[test]

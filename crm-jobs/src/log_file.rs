@@ -192,6 +192,38 @@ mod tests {
         assert!(!log.path().exists());
     }
 
+    #[test]
+    fn concurrent_writers_never_interleave_inside_a_line() {
+        const WRITERS: usize = 8;
+        const LINES: usize = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        let barrier = std::sync::Barrier::new(WRITERS);
+        std::thread::scope(|s| {
+            for writer in 0..WRITERS {
+                let (log, barrier) = (&log, &barrier);
+                s.spawn(move || {
+                    // Long lines, so a split write would show.
+                    let line = format!("{writer}").repeat(2000);
+                    barrier.wait();
+                    for _ in 0..LINES {
+                        log.append_lines(&[&line]).unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), WRITERS * LINES);
+        for line in lines {
+            let first = line.chars().next().unwrap();
+            assert!(
+                line.len() == 2000 && line.chars().all(|c| c == first),
+                "a line was interleaved"
+            );
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn new_files_are_readable_by_their_owner_only() {

@@ -15,7 +15,7 @@ use crm_jobs::{
 
 use helpers::{
     Crm, NOW_STAMP, closed_port_url, ctx_now, now, offline_crm, read_log, seed, silent_endpoint,
-    spawn_crm,
+    spawn_crm, spawn_crm_with,
 };
 
 fn client(crm: &Crm) -> GraphqlClient {
@@ -123,7 +123,8 @@ async fn reminders_follow_the_connection_through_every_page() {
     )
     .await
     .unwrap();
-    // More than two pages of the server's page size (100).
+    // Seven pages of a server whose page size limit is 40 (a client asking for more than the
+    // limit would be refused, so the client leaves the page size to the server).
     for i in 0..250 {
         let date = now() - chrono::Duration::minutes(i);
         let order = crm_core::NewOrder::new(customer.id, &[product.id], Some(date)).unwrap();
@@ -131,7 +132,7 @@ async fn reminders_follow_the_connection_through_every_page() {
             .await
             .unwrap();
     }
-    let crm = spawn_crm(db, None).await;
+    let crm = spawn_crm_with(db, None, |server| server.max_page_size = 40).await;
 
     let orders = client(&crm)
         .orders_between(now() - chrono::Duration::days(7), now())

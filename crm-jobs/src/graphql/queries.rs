@@ -54,7 +54,7 @@ pub(crate) struct Hello {
 pub(crate) struct OrdersBetweenVariables {
     pub(crate) from: Option<DateTime<Utc>>,
     pub(crate) to: Option<DateTime<Utc>>,
-    pub(crate) first: i32,
+    pub(crate) first: Option<i32>,
     pub(crate) after: Option<String>,
 }
 
@@ -105,7 +105,7 @@ pub(crate) struct PageInfo {
 #[derive(cynic::QueryVariables, Debug)]
 pub(crate) struct ProductsBelowVariables {
     pub(crate) threshold: Option<i32>,
-    pub(crate) first: i32,
+    pub(crate) first: Option<i32>,
     pub(crate) after: Option<String>,
 }
 

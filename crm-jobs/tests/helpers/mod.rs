@@ -49,12 +49,22 @@ impl Crm {
 
 /// Starts the real server (token `token` if given) over `db` on port 0.
 pub(crate) async fn spawn_crm(db: TestDb, token: Option<&str>) -> Crm {
+    spawn_crm_with(db, token, |_| {}).await
+}
+
+/// Starts the real server over `db` on port 0, its configuration adjusted by `adjust`.
+pub(crate) async fn spawn_crm_with(
+    db: TestDb,
+    token: Option<&str>,
+    adjust: impl FnOnce(&mut crm_server::ServerConfig),
+) -> Crm {
     let store: Arc<dyn CrmStore> = Arc::new(db.database().clone());
-    let server_config = crm_server::ServerConfig {
+    let mut server_config = crm_server::ServerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         api_token: token.map(str::to_owned),
         ..crm_server::ServerConfig::default()
     };
+    adjust(&mut server_config);
     let server = crm_server::BoundServer::bind(store.clone(), server_config)
         .await
         .expect("the server binds a free port");
