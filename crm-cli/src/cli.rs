@@ -69,6 +69,13 @@ pub(crate) enum Command {
     Scheduler,
 }
 
+impl Command {
+    /// Whether this command runs as a service until stopped.
+    pub(crate) fn is_long_running(&self) -> bool {
+        matches!(self, Command::Serve(_) | Command::Scheduler)
+    }
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct SeedArgs {
     /// Customers to create.

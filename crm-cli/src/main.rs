@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     let cli = cli::Cli::parse();
-    init_tracing();
+    init_tracing(cli.command.is_long_running());
     match async_std::task::block_on(commands::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {
