@@ -445,8 +445,9 @@ impl Runner {
     }
 
     /// When [`Runner::run_due`] should next be called: the earliest of the jobs' next ticks
-    /// after `now`, pending retries, and the lease ends of runs still going (a dead runner's
-    /// claim frees its job then). `None` if nothing will ever be due.
+    /// after `now`, pending retries, and the lease ends of other processes' runs still going (a
+    /// dead runner's claim frees its job then). `None` if nothing will ever be due. A tick held
+    /// up by this runner's own long run is due again when that run ends.
     pub async fn next_wakeup(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut wake = self
             .jobs
@@ -470,6 +471,9 @@ impl Runner {
             Ok(running) => running
                 .iter()
                 .filter(|r| self.jobs.iter().any(|j| j.code == r.code))
+                // Our own runs end under our eyes (the scheduler hears of it); only another
+                // process's claim can end silently, by expiring.
+                .filter(|r| r.host != self.host || r.pid != self.pid)
                 .filter_map(|r| r.lease_until)
                 // Just past the end, when the claim counts as expired.
                 .for_each(|until| consider(until + TimeDelta::milliseconds(1))),

@@ -123,10 +123,7 @@ impl AlertHook for Alerts {
 }
 
 fn statuses(reports: &[RunReport]) -> Vec<(String, RunStatus)> {
-    let mut s: Vec<_> = reports
-        .iter()
-        .map(|r| (r.code.clone(), r.status))
-        .collect();
+    let mut s: Vec<_> = reports.iter().map(|r| (r.code.clone(), r.status)).collect();
     s.sort_by(|a, b| a.0.cmp(&b.0));
     s
 }
@@ -1280,4 +1277,171 @@ async fn schedules_without_a_zone_take_the_runners_and_explicit_zones_win() {
         runner.schedule_of("tokyo").unwrap().time_zone(),
         chrono_tz::Asia::Tokyo
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scheduler
+
+/// A job that reports each tick it runs on a channel, and waits for `gate` (if any) first.
+fn signalling_job(
+    code: &str,
+    expr: &str,
+    gate: Option<async_std::channel::Receiver<()>>,
+) -> (TestJob, async_std::channel::Receiver<DateTime<Utc>>) {
+    let (tx, rx) = async_std::channel::unbounded();
+    let job = TestJob::cron(code, expr).body(move |_, ctx| {
+        let tx = tx.clone();
+        let gate = gate.clone();
+        async move {
+            let _ = tx.send(ctx.tick).await;
+            if let Some(gate) = gate {
+                let _ = gate.recv().await;
+            }
+            Ok("done".to_owned())
+        }
+        .boxed()
+    });
+    (job, rx)
+}
+
+async fn wait_until_idle(runner: &Runner) {
+    // The run is recorded just after the job returns; wait for the ledger to show it.
+    for _ in 0..1000 {
+        if runner.ledger().running(None).await.unwrap().is_empty() {
+            return;
+        }
+        async_io::Timer::after(Duration::from_millis(1)).await;
+    }
+    panic!("the run never finished");
+}
+
+#[async_std::test]
+async fn the_scheduler_runs_each_tick_as_the_clock_reaches_it_and_sleeps_in_between() {
+    let start = utc(2026, 6, 1, 10, 0);
+    let clock = ManualClock::new(start);
+    let (job, ticks_rx) = signalling_job("log_crm_heartbeat", "*/5 * * * *", None);
+    let ledger = Arc::new(MemoryLedger::new());
+    let runner = Arc::new(runner_with(
+        &clock,
+        ledger.clone(),
+        Arc::new(Alerts::default()),
+        vec![job],
+    ));
+    let scheduler = crm_jobs::Scheduler::new(runner.clone());
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+
+    assert_eq!(ticks_rx.recv().await.unwrap(), start);
+    wait_until_idle(&runner).await;
+    for minutes in [5, 10, 15] {
+        async_io::Timer::after(Duration::from_millis(20)).await;
+        assert!(ticks_rx.try_recv().is_err(), "nothing runs before its tick");
+        clock.set(start + TimeDelta::minutes(minutes) - TimeDelta::seconds(1));
+        async_io::Timer::after(Duration::from_millis(20)).await;
+        assert!(ticks_rx.try_recv().is_err(), "nothing runs a second early");
+        clock.set(start + TimeDelta::minutes(minutes));
+        assert_eq!(
+            ticks_rx.recv().await.unwrap(),
+            start + TimeDelta::minutes(minutes)
+        );
+        wait_until_idle(&runner).await;
+    }
+    handle.shutdown(Duration::from_secs(5));
+    let summary = task.await;
+    assert_eq!(summary.unfinished, 0);
+    // One look at the due jobs at start and one per tick: it slept in between, even when the
+    // clock moved to a second before a tick.
+    assert_eq!(summary.rounds, 4);
+    assert_eq!(ledger.history(None, 100).await.unwrap().len(), 4);
+}
+
+#[async_std::test]
+async fn shutdown_stops_new_runs_and_waits_for_running_ones_up_to_the_deadline() {
+    let start = utc(2026, 6, 1, 10, 0);
+    let clock = ManualClock::new(start);
+    let (release_tx, release_rx) = async_std::channel::bounded::<()>(1);
+    let (job, ticks_rx) = signalling_job("slow", "*/5 * * * *", Some(release_rx));
+    let ledger = Arc::new(MemoryLedger::new());
+    let runner = Arc::new(runner_with_lease(
+        &clock,
+        ledger.clone(),
+        Arc::new(Alerts::default()),
+        vec![job],
+        Duration::from_secs(3600),
+    ));
+    let scheduler = crm_jobs::Scheduler::new(runner.clone());
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+    assert_eq!(ticks_rx.recv().await.unwrap(), start);
+
+    handle.shutdown(Duration::from_secs(30));
+    // No new runs once asked to stop, even when a tick comes.
+    clock.set(start + TimeDelta::minutes(5));
+    async_io::Timer::after(Duration::from_millis(30)).await;
+    assert!(ticks_rx.try_recv().is_err());
+    // The running one is let finish; then the scheduler returns.
+    release_tx.send(()).await.unwrap();
+    let summary = task.await;
+    assert_eq!(summary.unfinished, 0);
+    let runs = ledger.history(None, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, RunOutcome::Succeeded);
+
+    // A run that outlasts the deadline is left behind, and said so.
+    let clock = ManualClock::new(start);
+    let (_never_released, gate) = async_std::channel::bounded::<()>(1);
+    let (job, ticks_rx) = signalling_job("stuck", "*/5 * * * *", Some(gate));
+    let runner = Arc::new(runner_with(
+        &clock,
+        Arc::new(MemoryLedger::new()),
+        Arc::new(Alerts::default()),
+        vec![job],
+    ));
+    let scheduler = crm_jobs::Scheduler::new(runner);
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+    ticks_rx.recv().await.unwrap();
+    handle.shutdown(Duration::from_millis(50));
+    assert_eq!(task.await.unfinished, 1);
+}
+
+#[async_std::test]
+async fn the_scheduler_runs_a_held_tick_as_soon_as_the_long_run_before_it_ends() {
+    let start = utc(2026, 6, 1, 10, 0);
+    let clock = ManualClock::new(start);
+    let (release_tx, release_rx) = async_std::channel::bounded::<()>(1);
+    let (tx, ticks_rx) = async_std::channel::unbounded();
+    let job = TestJob::cron("slow", "*/5 * * * *").body(move |n, ctx| {
+        let tx = tx.clone();
+        let release = release_rx.clone();
+        async move {
+            let _ = tx.send(ctx.tick).await;
+            if n == 0 {
+                let _ = release.recv().await;
+            }
+            Ok("done".to_owned())
+        }
+        .boxed()
+    });
+    let runner = Arc::new(runner_with_lease(
+        &clock,
+        Arc::new(MemoryLedger::new()),
+        Arc::new(Alerts::default()),
+        vec![job],
+        Duration::from_secs(3600),
+    ));
+    let scheduler = crm_jobs::Scheduler::new(runner.clone());
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+    assert_eq!(ticks_rx.recv().await.unwrap(), start);
+    // The next tick comes while the first run goes on: it waits (the job is not parallel)…
+    let t1 = start + TimeDelta::minutes(5);
+    clock.set(t1);
+    async_io::Timer::after(Duration::from_millis(30)).await;
+    assert!(ticks_rx.try_recv().is_err());
+    // …and runs as soon as the first ends, without the clock moving.
+    release_tx.send(()).await.unwrap();
+    assert_eq!(ticks_rx.recv().await.unwrap(), t1);
+    handle.shutdown(Duration::from_secs(5));
+    assert_eq!(task.await.unfinished, 0);
 }
