@@ -75,7 +75,7 @@ pub enum RunnerError {
 }
 
 /// What happened to one job in a call to [`Runner::run_due`] or [`Runner::run_now`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RunStatus {
     /// It ran and succeeded.
