@@ -1015,6 +1015,16 @@ async fn a_job_past_its_timeout_is_stopped_and_recorded_as_failed() {
     let reports = runner.run_due(start).await;
     assert_eq!(reports[0].status, RunStatus::Failed);
     assert_eq!(reports[0].message, "timed out after 0.05s");
+    assert!(
+        reports[0].to_string().starts_with("hangs: failed in "),
+        "{}",
+        reports[0]
+    );
+    assert!(
+        reports[0]
+            .to_string()
+            .ends_with(" ms: timed out after 0.05s")
+    );
     let row = ledger.history(Some("hangs"), 1).await.unwrap().remove(0);
     assert_eq!(row.outcome, RunOutcome::Failed);
     assert!(ledger.running(None).await.unwrap().is_empty());
