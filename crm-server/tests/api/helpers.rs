@@ -316,3 +316,34 @@ impl CrmStore for CountingStore {
         self.count().totals().await
     }
 }
+
+/// Everything the server logs in this test binary, at every level: installed once as the
+/// global subscriber, since the server's tasks run on the runtime's threads.
+pub(crate) fn captured_logs() -> String {
+    use std::sync::{Mutex, OnceLock};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(data);
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    static BUFFER: OnceLock<Buffer> = OnceLock::new();
+    let buffer = BUFFER.get_or_init(|| {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .init();
+        buffer
+    });
+    String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned()
+}

@@ -866,6 +866,7 @@ async fn mutations_without_or_with_a_wrong_token_are_refused_and_write_nothing()
         api_token: Some("s3cret-token".into()),
         ..ServerConfig::default()
     };
+    helpers::captured_logs();
     let app = spawn_app_with(TestDb::sqlite().await, config).await;
     app.product("Low", "1.00", 1).await;
     let input = json!({"input": {"name": "Mallory", "email": "mallory@example.com"}});
@@ -908,10 +909,18 @@ async fn mutations_without_or_with_a_wrong_token_are_refused_and_write_nothing()
     let data = app.data(CREATE_CUSTOMER, input).await;
     assert_eq!(data["createCustomer"]["customer"]["name"], "Mallory");
     assert_eq!(customer_count(&app).await, 1);
+    // Requests are logged, tokens and bodies never.
+    let logs = helpers::captured_logs();
+    assert!(logs.contains("request answered"), "{logs}");
+    assert!(
+        !logs.contains("s3cret") && !logs.contains("mallory@"),
+        "{logs}"
+    );
 }
 
 #[async_std::test]
 async fn storage_failures_answer_internal_error_without_sql_or_500() {
+    helpers::captured_logs();
     let app = spawn_app().await;
     app.database().close().await;
     let r = app
