@@ -485,6 +485,53 @@ async fn ledger_suite(ledger: &dyn RunLedger) {
     assert_eq!(ledger.history(None, 100).await.unwrap().len(), 6);
 }
 
+/// `n` connections (as `n` processes) claim `n` different ticks of one non-parallel job at the
+/// same moment: exactly one may run, the others must see it busy.
+async fn exclusive_claims_race(url: &str, n: usize) {
+    let t0 = utc(2026, 1, 5, 8, 0);
+    let barrier = Arc::new(Barrier::new(n));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let db = Database::connect(url).await.unwrap();
+        let barrier = barrier.clone();
+        tasks.push(async_std::task::spawn(async move {
+            let run = NewRun {
+                host: format!("process-{i}"),
+                ..new_run("exclusive", t0 + TimeDelta::minutes(i as i64), t0, 600)
+            };
+            barrier.wait().await;
+            db.claim(&run, true, t0).await.unwrap()
+        }));
+    }
+    let claims = futures::future::join_all(tasks).await;
+    let claimed = claims
+        .iter()
+        .filter(|c| matches!(c, Claim::Claimed(_)))
+        .count();
+    let busy = claims
+        .iter()
+        .filter(|c| matches!(c, Claim::Busy(_)))
+        .count();
+    assert_eq!((claimed, busy), (1, n - 1), "{claims:?}");
+}
+
+#[async_std::test]
+async fn concurrent_claims_of_a_non_parallel_job_on_postgres_let_one_run() {
+    let db = TestDb::postgres().await;
+    for _ in 0..5 {
+        let fresh = db.another().await;
+        exclusive_claims_race(fresh.url(), 4).await;
+    }
+}
+
+#[async_std::test]
+async fn concurrent_claims_of_a_non_parallel_job_on_sqlite_let_one_run() {
+    for _ in 0..5 {
+        let db = TestDb::sqlite().await;
+        exclusive_claims_race(db.url(), 3).await;
+    }
+}
+
 #[async_std::test]
 async fn the_in_memory_ledger_keeps_the_ledger_rules() {
     ledger_suite(&MemoryLedger::new()).await;
