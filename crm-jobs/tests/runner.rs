@@ -756,7 +756,17 @@ async fn dead_runner_claim_expires(url: &str) {
 
     let survivor_job = TestJob::cron("log_crm_heartbeat", "*/5 * * * *");
     let survivor_calls = survivor_job.calls();
-    let survivor = build(survivor_job, ledger.clone(), "survivor");
+    let alerts = Arc::new(Alerts::default());
+    let survivor = Runner::builder()
+        .ledger(Arc::new(ledger.clone()))
+        .clock(Arc::new(clock.clone()))
+        .alert_hook(alerts.clone())
+        .time_zone(Tz::UTC)
+        .lease(Duration::from_secs(30))
+        .host("survivor")
+        .job(Box::new(survivor_job))
+        .build()
+        .unwrap();
     // While the lease lives, the next tick waits (the job does not allow parallel runs).
     let t1 = start + TimeDelta::minutes(5);
     clock.set(start + TimeDelta::seconds(20));
@@ -786,6 +796,24 @@ async fn dead_runner_claim_expires(url: &str) {
             (t1, RunOutcome::Succeeded, "survivor"),
             (start, RunOutcome::Abandoned, "doomed"),
         ]
+    );
+    // The crash counts as a failure: alerted once, and the next success is a recovery.
+    let alerts = alerts.0.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(
+        matches!(&alerts[0], Alert::Failing { message, host, .. }
+            if message.contains("stopped renewing its lease") && host == "doomed"),
+        "{alerts:?}"
+    );
+    assert!(
+        matches!(
+            &alerts[1],
+            Alert::Recovered {
+                after_failures: 1,
+                ..
+            }
+        ),
+        "{alerts:?}"
     );
 }
 
@@ -1012,6 +1040,38 @@ async fn the_webhook_is_retried_when_it_answers_an_error() {
         "{err}"
     );
     assert!(WebhookAlert::new("ftp://example.com").is_err());
+}
+
+#[async_std::test]
+async fn a_webhook_that_never_answers_times_out_on_every_attempt() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = accepted.clone();
+    async_std::task::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream); // read nothing, answer nothing
+        }
+    });
+    let hook = WebhookAlert::new(&url)
+        .unwrap()
+        .attempts(2)
+        .timeout(Duration::from_millis(100))
+        .pause(Duration::from_millis(10));
+    let alert = Alert::Recovered {
+        code: "job".into(),
+        after_failures: 1,
+        tick: utc(2026, 1, 1, 0, 0),
+        host: "h".into(),
+    };
+    let err = hook.alert(&alert).await.unwrap_err().to_string();
+    assert!(
+        err.contains("after 2 attempts") && err.contains("no answer within"),
+        "{err}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
 
 #[async_std::test]
