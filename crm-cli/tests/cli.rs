@@ -551,3 +551,52 @@ fn ensure_cron_daemon() {
         assert!(started.success(), "cron did not start");
     }
 }
+
+#[test]
+fn the_scheduler_and_the_server_stop_cleanly_on_sigterm() {
+    let ws = Workspace::new();
+    assert_exit(&ws.run(&["migrate"]), 0);
+    for args in [
+        &["scheduler"][..],
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--scheduler",
+            "--no-demo-data",
+        ][..],
+    ] {
+        let mut child = ws
+            .crm()
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        // Wait until it says it is running, then ask it to stop the way systemd does.
+        while !line.contains("Scheduler running") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "{args:?} ended early"
+            );
+        }
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        assert!(rest.contains("Scheduler stopped"), "{args:?}: {rest}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -2,6 +2,7 @@
 
 mod crontab;
 mod jobs;
+mod scheduler;
 mod seed;
 mod serve;
 
@@ -33,7 +34,18 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             };
             crontab::run(&command, &settings, &lines)
         }
-        Command::Scheduler => Err(Failure::Usage(anyhow::anyhow!("not wired yet"))),
+        Command::Scheduler => {
+            let db = connect(&settings).await?;
+            let config = jobs::jobs_config(&settings)?;
+            let scheduler = scheduler::build(&db, &config)?;
+            let stop = shutdown_signal()?;
+            scheduler::run_until(scheduler, async move {
+                let _ = stop.recv().await;
+            })
+            .await;
+            db.close().await;
+            Ok(())
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use crm_core::{CrmStore, Database, SeedConfig};
 use crm_server::{BoundServer, ServerConfig};
 
 use crate::cli::{ServeArgs, Settings};
-use crate::commands::{seed, shutdown_signal};
+use crate::commands::{jobs, scheduler, seed, shutdown_signal};
 use crate::outcome::CommandResult;
 
 pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> CommandResult {
@@ -28,12 +28,31 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
         server.graphql_url()
     );
     let shutdown = shutdown_signal()?;
-    let serving = Box::pin(server.run());
-    let stopping = Box::pin(shutdown.recv());
-    if let futures::future::Either::Left((result, _)) =
-        futures::future::select(serving, stopping).await
-    {
-        result.context("The server stopped")?;
+    // The scheduler's GraphQL jobs call this very server unless told otherwise.
+    let scheduler = if args.scheduler {
+        let mut config = jobs::jobs_config(settings)?;
+        if settings.graphql_url.is_none() {
+            config = config
+                .with_graphql_url(&server.graphql_url())
+                .map_err(anyhow::Error::new)?;
+        }
+        Some(scheduler::build(&db, &config)?)
+    } else {
+        None
+    };
+    let serving = async_std::task::spawn(server.run());
+    let stop = async move {
+        let _ = shutdown.recv().await;
+    };
+    match scheduler {
+        Some(scheduler) => scheduler::run_until(scheduler, stop).await,
+        None => {
+            if let futures::future::Either::Left((result, _)) =
+                futures::future::select(serving, Box::pin(stop)).await
+            {
+                result.context("The server stopped")?;
+            }
+        }
     }
     db.close().await;
     Ok(())
