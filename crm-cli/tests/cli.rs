@@ -566,15 +566,16 @@ fn the_scheduler_and_the_server_stop_cleanly_on_sigterm() {
             "--no-demo-data",
         ][..],
     ] {
-        let mut child = ws
-            .crm()
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut child = KillOnDrop(
+            ws.crm()
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
         let mut line = String::new();
         // Wait until it says it is running, then ask it to stop the way systemd does.
         while !line.contains("Scheduler running") {
@@ -586,7 +587,7 @@ fn the_scheduler_and_the_server_stop_cleanly_on_sigterm() {
         }
         let started = Instant::now();
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &child.0.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -598,5 +599,15 @@ fn the_scheduler_and_the_server_stop_cleanly_on_sigterm() {
             "{args:?} took {:?}",
             started.elapsed()
         );
+    }
+}
+
+/// A child process that is killed and reaped if the test ends early.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
