@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub max_bulk_customers: usize,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// The scheduled jobs whose health `/status` and the `jobs` queries show (their schedules
+    /// and the ledger they record into); `None` serves no job information.
+    pub jobs: Option<Arc<crm_jobs::Runner>>,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +87,7 @@ impl Default for ServerConfig {
             max_page_size: 100,
             max_bulk_customers: 1_000,
             clock: Clock::system(),
+            jobs: None,
         }
     }
 }
@@ -98,6 +102,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_depth", &self.max_depth)
             .field("max_page_size", &self.max_page_size)
             .field("max_bulk_customers", &self.max_bulk_customers)
+            .field("jobs", &self.jobs.as_ref().map(|r| r.codes().count()))
             .finish_non_exhaustive()
     }
 }

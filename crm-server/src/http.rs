@@ -36,6 +36,13 @@ pub struct AppState {
     config: Arc<ServerConfig>,
 }
 
+impl AppState {
+    /// The server's settings.
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
@@ -45,7 +52,7 @@ impl std::fmt::Debug for AppState {
 }
 
 /// The tide application: `POST /graphql` and `/graphql/` run GraphQL, `GET` on them serves
-/// GraphiQL, `GET /healthz` answers `ok`. Every request is logged (method, path, status,
+/// GraphiQL, `GET /healthz` answers `ok`, `GET /status` shows the scheduled jobs' health. Every request is logged (method, path, status,
 /// duration; never bodies or headers).
 pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppState> {
     let schema =
@@ -61,6 +68,7 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
         app.at(path).post(graphql).get(graphiql);
     }
     app.at("/healthz").get(|_| async { Ok("ok") });
+    app.at("/status").get(crate::status::page);
     app
 }
 
@@ -69,7 +77,8 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
 pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
-    app: tide::Server<AppState>,
+    store: Arc<dyn CrmStore>,
+    config: ServerConfig,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -88,8 +97,17 @@ impl BoundServer {
         Ok(Self {
             listener,
             local_addr,
-            app: app(store, config),
+            store,
+            config,
         })
+    }
+
+    /// Sets the scheduled jobs `/status` and the `jobs` queries report on (see
+    /// [`ServerConfig::jobs`]); for jobs that need the bound address first (they call this
+    /// server).
+    pub fn with_jobs(mut self, jobs: Arc<crm_jobs::Runner>) -> Self {
+        self.config.jobs = Some(jobs);
+        self
     }
 
     /// The address actually bound.
@@ -105,7 +123,7 @@ impl BoundServer {
     /// Serves until the process ends or accepting fails.
     pub async fn run(self) -> io::Result<()> {
         tracing::info!(address = %self.local_addr, "GraphQL server listening");
-        self.app.listen(self.listener).await
+        app(self.store, self.config).listen(self.listener).await
     }
 }
 
@@ -194,7 +212,8 @@ async fn graphql(mut request: Request<AppState>) -> tide::Result {
         state.config.clock.clone(),
         state.config.max_page_size,
         state.config.max_bulk_customers,
-    );
+    )
+    .with_jobs(state.config.jobs.clone());
     let response = batch.execute(&state.schema, &context).await;
     let status = if response.is_ok() {
         StatusCode::Ok

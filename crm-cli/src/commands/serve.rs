@@ -23,30 +23,37 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
     let server = BoundServer::bind(store, config)
         .await
         .with_context(|| format!("Failed to listen on {}", args.bind))?;
+    // The jobs' runner: `/status` and the `jobs` queries show its jobs' health, and with
+    // `--scheduler` it runs them. Its GraphQL jobs call this very server unless told otherwise.
+    let mut jobs_config = jobs::jobs_config(settings)?;
+    if settings.graphql_url.is_none() {
+        jobs_config = jobs_config
+            .with_graphql_url(&server.graphql_url())
+            .map_err(anyhow::Error::new)?;
+    }
+    let runner = if args.scheduler {
+        scheduler::build(&db, &jobs_config, jobs::alert_hook(settings)?)?
+    } else {
+        Arc::new(jobs::runner(
+            &db,
+            &jobs_config,
+            Arc::new(crm_jobs::LogAlert),
+        )?)
+    };
+    let server = server.with_jobs(runner.clone());
     println!(
-        "Serving GraphQL at {} (GraphiQL in a browser)",
-        server.graphql_url()
+        "Serving GraphQL at {} (GraphiQL in a browser), the jobs' status at http://{}/status",
+        server.graphql_url(),
+        server.local_addr()
     );
     let shutdown = shutdown_signal()?;
-    // The scheduler's GraphQL jobs call this very server unless told otherwise.
-    let scheduler = if args.scheduler {
-        let mut config = jobs::jobs_config(settings)?;
-        if settings.graphql_url.is_none() {
-            config = config
-                .with_graphql_url(&server.graphql_url())
-                .map_err(anyhow::Error::new)?;
-        }
-        Some(scheduler::build(&db, &config)?)
-    } else {
-        None
-    };
     let serving = async_std::task::spawn(server.run());
     let stop = async move {
         let _ = shutdown.recv().await;
     };
-    match scheduler {
-        Some(scheduler) => scheduler::run_until(scheduler, stop).await,
-        None => {
+    match args.scheduler {
+        true => scheduler::run_until(runner, stop).await,
+        false => {
             if let futures::future::Either::Left((result, _)) =
                 futures::future::select(serving, Box::pin(stop)).await
             {
