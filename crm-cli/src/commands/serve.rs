@@ -23,6 +23,8 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
     let server = BoundServer::bind(store, config)
         .await
         .with_context(|| format!("Failed to listen on {}", args.bind))?;
+    // Listen for SIGINT/SIGTERM before anything announces it is running.
+    let shutdown = shutdown_signal()?;
     // The jobs' runner: `/status` and the `jobs` queries show its jobs' health, and with
     // `--scheduler` it runs them. Its GraphQL jobs call this very server unless told otherwise.
     let mut jobs_config = jobs::jobs_config(settings)?;
@@ -46,20 +48,16 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
         server.graphql_url(),
         server.local_addr()
     );
-    let shutdown = shutdown_signal()?;
     let serving = async_std::task::spawn(server.run());
     let stop = async move {
         let _ = shutdown.recv().await;
     };
-    match args.scheduler {
-        true => scheduler::run_until(runner, stop).await,
-        false => {
-            if let futures::future::Either::Left((result, _)) =
-                futures::future::select(serving, Box::pin(stop)).await
-            {
-                result.context("The server stopped")?;
-            }
-        }
+    if args.scheduler {
+        scheduler::run_until(runner, stop).await;
+    } else if let futures::future::Either::Left((result, _)) =
+        futures::future::select(serving, Box::pin(stop)).await
+    {
+        result.context("The server stopped")?;
     }
     db.close().await;
     Ok(())
