@@ -459,16 +459,11 @@ pub(crate) async fn orders_between(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<OrderReminder>> {
-    let found = sqlx::query(
-        "SELECT o.id, c.email, o.order_date_us FROM orders o \
-         JOIN customers c ON c.id = o.customer_id \
-         WHERE o.order_date_us BETWEEN ? AND ? \
-         ORDER BY o.order_date_us, o.id",
-    )
-    .bind(to_micros(from))
-    .bind(to_micros(to))
-    .fetch_all(pool)
-    .await?;
+    let found = sqlx::query(include_str!("sqlite/orders_between.sql"))
+        .bind(to_micros(from))
+        .bind(to_micros(to))
+        .fetch_all(pool)
+        .await?;
     found
         .iter()
         .map(|row| {
@@ -486,27 +481,20 @@ pub(crate) async fn restock_low(
     threshold: i32,
     amount: i32,
 ) -> Result<Vec<Product>> {
-    let found = sqlx::query(
-        "UPDATE products SET stock = stock + ?1 WHERE stock < ?2 AND stock <= 2147483647 - ?1 \
-         RETURNING id, name, price_cents, stock",
-    )
-    .bind(amount)
-    .bind(threshold)
-    .fetch_all(pool)
-    .await?;
+    let found = sqlx::query(include_str!("sqlite/restock_low.sql"))
+        .bind(amount)
+        .bind(threshold)
+        .fetch_all(pool)
+        .await?;
     let mut updated = rows(&found, product)?;
     updated.sort_by_key(|p| p.id);
     Ok(updated)
 }
 
 pub(crate) async fn totals(pool: &SqlitePool) -> Result<Totals> {
-    let row = sqlx::query(
-        "SELECT (SELECT COUNT(*) FROM customers) AS customers, \
-                (SELECT COUNT(*) FROM orders) AS orders, \
-                (SELECT COALESCE(SUM(total_amount_cents), 0) FROM orders) AS revenue_cents",
-    )
-    .fetch_one(pool)
-    .await?;
+    let row = sqlx::query(include_str!("sqlite/totals.sql"))
+        .fetch_one(pool)
+        .await?;
     Ok(Totals {
         customers: row.try_get("customers")?,
         orders: row.try_get("orders")?,
