@@ -29,8 +29,20 @@ struct Row {
     operation: &'static str,
     rows: String,
     ours: Duration,
-    floor: Option<Duration>,
+    floor: Duration,
 }
+
+/// Timings of one operation: ours and the floor's.
+#[derive(Default)]
+struct Times {
+    ours: Vec<Duration>,
+    floor: Vec<Duration>,
+}
+
+/// Rounds of `runs` each, ours and the floor taking turns.
+const ROUNDS: usize = 2;
+/// Fresh copies per side for the real cleanup.
+const COPIES: usize = 3;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -85,8 +97,11 @@ async fn run() {
     }
     println!();
     println!(
-        "Seed: {} customers, {} products, {} orders (seed 42); median of {runs} runs\n",
-        config.customers, config.products, config.orders
+        "Seed: {} customers, {} products, {} orders (seed 42); median of {} runs each side, in {ROUNDS} alternating rounds; the real cleanup: median of {COPIES} copies each side\n",
+        config.customers,
+        config.products,
+        config.orders,
+        runs * ROUNDS
     );
     println!("| backend | seeding | rows written |");
     println!("|---|---|---|");
@@ -104,13 +119,11 @@ async fn run() {
     println!("| backend | operation | rows | ours (ms) | floor (ms) | ours / floor |");
     println!("|---|---|---|---|---|---|");
     for r in table {
-        let (floor, ratio) = match r.floor {
-            Some(f) => (
-                ms(f),
-                format!("{:.2}", r.ours.as_secs_f64() / f.as_secs_f64().max(1e-6)),
-            ),
-            None => ("-".to_owned(), "-".to_owned()),
-        };
+        let floor = ms(r.floor);
+        let ratio = format!(
+            "{:.2}",
+            r.ours.as_secs_f64() / r.floor.as_secs_f64().max(1e-6)
+        );
         println!(
             "| {} | {} | {} | {} | {floor} | {ratio} |",
             r.backend,
@@ -125,7 +138,8 @@ async fn measure(t: &TestDb, floor: &Floor, config: &SeedConfig, runs: usize) ->
     let db = t.database();
     let now = config.now;
     let mut rows = Vec::new();
-    let mut row = |operation, n: String, ours, floor_time| {
+    let mut row = |operation, n: String, times: Times| {
+        let (ours, floor_time) = (median(times.ours), median(times.floor));
         eprintln!(
             "{}: {operation}: {n} rows, ours {ours:?}, floor {floor_time:?}",
             floor.name
@@ -139,54 +153,44 @@ async fn measure(t: &TestDb, floor: &Floor, config: &SeedConfig, runs: usize) ->
         });
     };
 
-    // Cleanup, dry run.
+    // The read-only operations: ours and the floor take turns, `runs` each per round, so a
+    // change in the machine's load weighs on both.
     let cutoff = now - TimeDelta::days(365);
-    let mut times = Vec::new();
-    let mut count = 0;
-    for _ in 0..runs {
-        let started = Instant::now();
-        count = db.delete_inactive_customers(now, true).await.unwrap();
-        times.push(started.elapsed());
-    }
-    let sql = floor.bind(floor.sql("count_inactive"), &[floor.instant(cutoff)]);
-    let floor_time = median(floor.run(&sql, runs));
-    row(
-        "delete_inactive_customers (dry run)",
-        count.to_string(),
-        median(times),
-        Some(floor_time),
-    );
-
-    // Reminders: the last 7 days.
     let from = now - TimeDelta::days(7);
-    let mut times = Vec::new();
-    let mut n = 0;
-    for _ in 0..runs {
-        let started = Instant::now();
-        n = db.orders_between(from, now).await.unwrap().len();
-        times.push(started.elapsed());
-    }
-    let sql = floor.bind(
+    let dry_sql = floor.bind(floor.sql("count_inactive"), &[floor.instant(cutoff)]);
+    let between_sql = floor.bind(
         floor.sql("orders_between"),
         &[floor.instant(from), floor.instant(now)],
     );
-    let floor_time = median(floor.run(&sql, runs));
-    row(
-        "orders_between (last 7 days)",
-        n.to_string(),
-        median(times),
-        Some(floor_time),
-    );
-
-    // Report totals.
-    let mut times = Vec::new();
-    for _ in 0..runs {
-        let started = Instant::now();
-        db.totals().await.unwrap();
-        times.push(started.elapsed());
+    let (mut dry, mut between, mut totals) = (Times::default(), Times::default(), Times::default());
+    let (mut count, mut n) = (0, 0);
+    for _ in 0..ROUNDS {
+        for _ in 0..runs {
+            let started = Instant::now();
+            count = db.delete_inactive_customers(now, true).await.unwrap();
+            dry.ours.push(started.elapsed());
+        }
+        dry.floor.extend(floor.run(&dry_sql, runs));
+        for _ in 0..runs {
+            let started = Instant::now();
+            n = db.orders_between(from, now).await.unwrap().len();
+            between.ours.push(started.elapsed());
+        }
+        between.floor.extend(floor.run(&between_sql, runs));
+        for _ in 0..runs {
+            let started = Instant::now();
+            db.totals().await.unwrap();
+            totals.ours.push(started.elapsed());
+        }
+        totals.floor.extend(floor.run(floor.sql("totals"), runs));
     }
-    let floor_time = median(floor.run(floor.sql("totals"), runs));
-    row("totals", "1".to_owned(), median(times), Some(floor_time));
+    row(
+        "delete_inactive_customers (dry run)",
+        count.to_string(),
+        dry,
+    );
+    row("orders_between (last 7 days)", n.to_string(), between);
+    row("totals", "1".to_owned(), totals);
 
     // Restock: undone after every run, untimed, so each run has the same work.
     floor.run(
@@ -195,53 +199,56 @@ async fn measure(t: &TestDb, floor: &Floor, config: &SeedConfig, runs: usize) ->
     );
     let reset =
         "UPDATE products SET stock = (SELECT b.stock FROM stock_backup b WHERE b.id = products.id)";
-    let mut times = Vec::new();
-    let mut n = 0;
-    for _ in 0..runs {
-        let started = Instant::now();
-        n = db.restock_low(10, 10).await.unwrap().len();
-        times.push(started.elapsed());
-        floor.run(reset, 1);
-    }
     let update = floor.bind(
         floor.sql("restock_low"),
         &["10".to_owned(), "10".to_owned()],
     );
     let script = format!("{update};\n{reset}");
-    let timings = floor.run(&script, runs);
-    let floor_time = median(timings.into_iter().step_by(2).collect());
-    row(
-        "restock_low (stock < 10 gets +10)",
-        n.to_string(),
-        median(times),
-        Some(floor_time),
-    );
+    let mut restock = Times::default();
+    let mut n = 0;
+    for _ in 0..ROUNDS {
+        for _ in 0..runs {
+            let started = Instant::now();
+            n = db.restock_low(10, 10).await.unwrap().len();
+            restock.ours.push(started.elapsed());
+            floor.run(reset, 1);
+        }
+        restock
+            .floor
+            .extend(floor.run(&script, runs).into_iter().step_by(2));
+    }
+    row("restock_low (stock < 10 gets +10)", n.to_string(), restock);
 
-    // The real cleanup, on fresh copies of the seeded database.
+    // The real cleanup, on fresh copies of the seeded database; which side goes first
+    // alternates.
     db.close().await;
-    let copies = 3;
-    let mut times = Vec::new();
-    let mut deleted = 0;
     let sql = floor.bind(floor.sql("delete_inactive"), &[floor.instant(cutoff)]);
-    let mut floor_times = Vec::new();
-    for i in 0..copies {
-        let url = floor.copy(&format!("ours{i}"));
-        let copy = Database::connect(&url).await.unwrap();
-        let started = Instant::now();
-        deleted = copy.delete_inactive_customers(now, false).await.unwrap();
-        times.push(started.elapsed());
-        copy.close().await;
-        floor.remove(&format!("ours{i}"));
-
-        floor.copy(&format!("floor{i}"));
-        floor_times.extend(floor.run_on(&format!("floor{i}"), &sql, 1));
-        floor.remove(&format!("floor{i}"));
+    let mut delete = Times::default();
+    let mut deleted = 0;
+    for i in 0..COPIES {
+        for side in if i % 2 == 0 {
+            ["ours", "floor"]
+        } else {
+            ["floor", "ours"]
+        } {
+            let copy = format!("{side}{i}");
+            let url = floor.copy(&copy);
+            if side == "ours" {
+                let db = Database::connect(&url).await.unwrap();
+                let started = Instant::now();
+                deleted = db.delete_inactive_customers(now, false).await.unwrap();
+                delete.ours.push(started.elapsed());
+                db.close().await;
+            } else {
+                delete.floor.extend(floor.run_on(&copy, &sql, 1));
+            }
+            floor.remove(&copy);
+        }
     }
     row(
         "delete_inactive_customers (real, on a copy)",
         deleted.to_string(),
-        median(times),
-        Some(median(floor_times)),
+        delete,
     );
     rows
 }
