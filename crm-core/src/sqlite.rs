@@ -442,16 +442,26 @@ pub(crate) async fn delete_inactive_customers(
             .bind(cutoff)
             .fetch_one(pool)
             .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    } else {
-        // One statement: the customers go, and their orders and order lines with them (ON
-        // DELETE CASCADE). rows_affected counts the customers only.
-        let done = sqlx::query(include_str!("sqlite/delete_inactive.sql"))
-            .bind(cutoff)
-            .execute(pool)
-            .await?;
-        Ok(done.rows_affected())
+        return Ok(u64::try_from(count).unwrap_or(0));
     }
+    // One transaction, holding the write lock from the start; the statements of the file run
+    // in turn, and the count is that of the customers' DELETE.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut deleted = 0;
+    for statement in include_str!("sqlite/delete_inactive.sql").split_terminator(";\n") {
+        let query = sqlx::query(statement);
+        let query = if statement.contains("?1") {
+            query.bind(cutoff)
+        } else {
+            query
+        };
+        let done = query.execute(&mut *tx).await?;
+        if statement.trim_start().starts_with("DELETE FROM customers") {
+            deleted = done.rows_affected();
+        }
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 pub(crate) async fn orders_between(
@@ -459,18 +469,21 @@ pub(crate) async fn orders_between(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<OrderReminder>> {
-    let found = sqlx::query(include_str!("sqlite/orders_between.sql"))
+    let json: String = sqlx::query_scalar(include_str!("sqlite/orders_between.sql"))
         .bind(to_micros(from))
         .bind(to_micros(to))
-        .fetch_all(pool)
+        .fetch_one(pool)
         .await?;
+    let mut found: Vec<(i64, String, i64)> = serde_json::from_str(&json)
+        .map_err(|e| CoreError::Storage(sqlx::Error::Decode(Box::new(e))))?;
+    found.sort_unstable_by_key(|(id, _, date)| (*date, *id));
     found
-        .iter()
-        .map(|row| {
+        .into_iter()
+        .map(|(order_id, customer_email, date)| {
             Ok(OrderReminder {
-                order_id: row.try_get("id")?,
-                customer_email: row.try_get("email")?,
-                order_date: from_micros(row.try_get("order_date_us")?)?,
+                order_id,
+                customer_email,
+                order_date: from_micros(date)?,
             })
         })
         .collect()

@@ -798,7 +798,8 @@ async fn cleanup_dry_run_counts_without_deleting(t: TestDb) {
 async fn orders_between_includes_both_bounds_with_the_customer_email(t: TestDb) {
     let db = t.database();
     let alice = customer(db, "Alice", "Alice@Example.com").await;
-    let bob = customer(db, "Bob", "bob@example.com").await;
+    // Quotes and braces survive the trip (SQLite hands the rows over as JSON).
+    let bob = customer(db, "Bob", "bob.o'neil+{vip}@example.com").await;
     let pen = product(db, "Pen", "1.00", 5).await;
     let from = now() - TimeDelta::days(7);
     let us = TimeDelta::microseconds(1);
@@ -815,7 +816,7 @@ async fn orders_between_includes_both_bounds_with_the_customer_email(t: TestDb) 
     assert_eq!(
         seen,
         [
-            (first.id, "bob@example.com", from),
+            (first.id, "bob.o'neil+{vip}@example.com", from),
             (middle.id, "Alice@Example.com", middle.order_date),
             (last.id, "Alice@Example.com", now()),
         ]
