@@ -223,10 +223,10 @@ async fn measure(t: &TestDb, floor: &Floor, config: &SeedConfig, runs: usize) ->
     // alternates.
     db.close().await;
     let sql = floor.bind(floor.sql("delete_inactive"), &[floor.instant(cutoff)]);
-    // SQLite's cleanup is several statements in one transaction, as the store runs it.
+    // The cleanup is several statements in one transaction, as the store runs it.
     let sql = match floor.name {
         "sqlite" => format!("BEGIN IMMEDIATE;\n{sql}COMMIT"),
-        _ => sql,
+        _ => format!("BEGIN;\n{sql}COMMIT"),
     };
     let mut delete = Times::default();
     let mut deleted = 0;

@@ -11,7 +11,8 @@ use crate::domain::{
 };
 use crate::error::{CoreError, Result};
 use crate::sql::{
-    INACTIVITY, contains_pattern, customer_insert_error, first_missing, page_bound, prefix_pattern,
+    INACTIVITY, contains_pattern, customer_insert_error, deletes_customers, first_missing,
+    page_bound, prefix_pattern, uses_parameter,
 };
 use crate::store::{
     CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
@@ -421,14 +422,26 @@ pub(crate) async fn delete_inactive_customers(
             .bind(cutoff)
             .fetch_one(pool)
             .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    } else {
-        let done = sqlx::query(include_str!("postgres/delete_inactive.sql"))
-            .bind(cutoff)
-            .execute(pool)
-            .await?;
-        Ok(done.rows_affected())
+        return Ok(u64::try_from(count).unwrap_or(0));
     }
+    // One transaction; the statements of the file run in turn, and the count is that of the
+    // customers' DELETE.
+    let mut tx = pool.begin().await?;
+    let mut deleted = 0;
+    for statement in include_str!("postgres/delete_inactive.sql").split_terminator(";\n") {
+        let query = sqlx::query(statement);
+        let query = if uses_parameter(statement, "$1") {
+            query.bind(cutoff)
+        } else {
+            query
+        };
+        let done = query.execute(&mut *tx).await?;
+        if deletes_customers(statement) {
+            deleted = done.rows_affected();
+        }
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 pub(crate) async fn orders_between(

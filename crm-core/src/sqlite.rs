@@ -11,8 +11,9 @@ use crate::domain::{
 };
 use crate::error::{CoreError, Result};
 use crate::sql::{
-    INACTIVITY, cents_ceil, cents_floor, contains_pattern, customer_insert_error, first_missing,
-    from_cents, from_micros, json_ids, page_bound, prefix_pattern, to_cents, to_micros,
+    INACTIVITY, cents_ceil, cents_floor, contains_pattern, customer_insert_error,
+    deletes_customers, first_missing, from_cents, from_micros, json_ids, page_bound,
+    prefix_pattern, to_cents, to_micros, uses_parameter,
 };
 use crate::store::{
     CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
@@ -450,13 +451,13 @@ pub(crate) async fn delete_inactive_customers(
     let mut deleted = 0;
     for statement in include_str!("sqlite/delete_inactive.sql").split_terminator(";\n") {
         let query = sqlx::query(statement);
-        let query = if statement.contains("?1") {
+        let query = if uses_parameter(statement, "?1") {
             query.bind(cutoff)
         } else {
             query
         };
         let done = query.execute(&mut *tx).await?;
-        if statement.trim_start().starts_with("DELETE FROM customers") {
+        if deletes_customers(statement) {
             deleted = done.rows_affected();
         }
     }
