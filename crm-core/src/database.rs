@@ -29,16 +29,30 @@ struct Embedded {
 
 /// The migrations of each backend, oldest first. A new migration is a new file and a new line
 /// here; an applied one is never edited (sqlx checks its checksum).
-const SQLITE_MIGRATIONS: &[Embedded] = &[Embedded {
-    version: 1,
-    description: "crm",
-    sql: include_str!("../migrations/sqlite/0001_crm.sql"),
-}];
-const POSTGRES_MIGRATIONS: &[Embedded] = &[Embedded {
-    version: 1,
-    description: "crm",
-    sql: include_str!("../migrations/postgres/0001_crm.sql"),
-}];
+const SQLITE_MIGRATIONS: &[Embedded] = &[
+    Embedded {
+        version: 1,
+        description: "crm",
+        sql: include_str!("../migrations/sqlite/0001_crm.sql"),
+    },
+    Embedded {
+        version: 2,
+        description: "job_runs",
+        sql: include_str!("../migrations/sqlite/0002_job_runs.sql"),
+    },
+];
+const POSTGRES_MIGRATIONS: &[Embedded] = &[
+    Embedded {
+        version: 1,
+        description: "crm",
+        sql: include_str!("../migrations/postgres/0001_crm.sql"),
+    },
+    Embedded {
+        version: 2,
+        description: "job_runs",
+        sql: include_str!("../migrations/postgres/0002_job_runs.sql"),
+    },
+];
 
 #[derive(Debug)]
 struct EmbeddedSource(&'static [Embedded]);

@@ -3,6 +3,7 @@
 mod database;
 mod domain;
 mod error;
+pub mod ledger;
 mod postgres;
 mod seed;
 mod sql;

@@ -110,6 +110,10 @@ pub struct JobContext {
     pub started_at: DateTime<Utc>,
     /// When `true`, the job reports what it would do and changes nothing.
     pub dry_run: bool,
+    /// The run's row in the ledger, when a runner recorded it (not in a bare test call).
+    pub run_id: Option<crm_core::ledger::RunId>,
+    /// 1 for the tick's first run, 2, 3, … for retries after failure.
+    pub attempt: u32,
 }
 
 impl JobContext {
@@ -119,7 +123,16 @@ impl JobContext {
             tick,
             started_at,
             dry_run,
+            run_id: None,
+            attempt: 1,
         }
+    }
+
+    /// This context, for the ledger's run `run_id`, attempt `attempt` of its tick.
+    pub fn with_run(mut self, run_id: crm_core::ledger::RunId, attempt: u32) -> Self {
+        self.run_id = Some(run_id);
+        self.attempt = attempt;
+        self
     }
 }
 

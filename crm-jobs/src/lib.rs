@@ -1,10 +1,41 @@
 #![doc = include_str!("../README.md")]
 
+mod alert;
+mod clock;
+mod config;
 pub mod crontab;
+mod graphql;
 mod job;
+mod jobs;
+mod log_file;
+mod runner;
 mod schedule;
+#[cfg(feature = "async-std-scheduler")]
+mod scheduler;
 
+pub use alert::{Alert, AlertError, AlertHook, LogAlert, WebhookAlert};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{
+    ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
+};
+pub use crm_core::ledger::{
+    Claim, JobRun, MemoryLedger, NewRun, RunId, RunKind, RunLedger, RunOutcome,
+};
+pub use graphql::{
+    GraphqlClient, GraphqlError, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
+    readable_id,
+};
 pub use job::{CronJob, JobContext, JobError, JobOptions, MisfirePolicy};
+pub use jobs::{
+    CleanInactiveCustomers, GenerateCrmReport, LogCrmHeartbeat, ORDER_REMINDERS_PROCESSED,
+    SendOrderReminders, UpdateLowStock, standard_jobs,
+};
+pub use log_file::{LogFile, file_names};
+pub use runner::{
+    DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, RunReport, RunStatus, Runner, RunnerBuilder, RunnerError,
+};
 pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
 };
+#[cfg(feature = "async-std-scheduler")]
+pub use scheduler::{Scheduler, SchedulerSummary, ShutdownHandle};

@@ -39,10 +39,6 @@ struct OrderLoader {
 impl Context {
     /// A context for one request. `authorized` says whether mutations may run (no token is
     /// configured, or the request carried the right one).
-    #[expect(
-        dead_code,
-        reason = "the HTTP layer, next commit, builds one per request"
-    )]
     pub(crate) fn new(
         store: Arc<dyn CrmStore>,
         authorized: bool,

@@ -3,6 +3,7 @@
 mod config;
 mod context;
 mod error;
+mod http;
 mod ids;
 mod scalars;
 mod schema;
@@ -10,5 +11,6 @@ mod schema;
 pub use config::{Clock, DEFAULT_BIND, ServerConfig};
 pub use context::Context;
 pub use error::ApiError;
+pub use http::{AppState, BoundServer, app, serve};
 pub use scalars::{Money, Timestamp};
 pub use schema::{Mutation, Query, Schema, schema};

@@ -1,0 +1,318 @@
+//! The run ledger: one row per run of a scheduled job, shared by every process that runs jobs.
+//!
+//! It is django-cron's `CronJobLog`, made safe across processes and machines:
+//!
+//! - a run is written as [`RunOutcome::Running`] *before* the job starts, so a crash ends as
+//!   [`RunOutcome::Abandoned`], never as a success;
+//! - a tick is claimed atomically ([`RunLedger::claim`]): the key `(code, kind, tick, attempt)` is
+//!   unique, so two processes on one SQLite file or many machines on one PostgreSQL never run
+//!   the same tick twice;
+//! - a job that does not allow parallel runs cannot be claimed while another of its runs holds a
+//!   live lease, and that check is made in the same transaction as the insert;
+//! - a running claim holds a lease its runner renews ([`RunLedger::renew`]); a claim whose lease
+//!   expired (its holder died) is marked abandoned and frees the job.
+//!
+//! Implementations: [`crate::Database`] (table `job_runs`, SQLite and PostgreSQL) and
+//! [`MemoryLedger`] (one process; for embedding and tests).
+
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+
+mod memory;
+mod sql;
+
+pub use memory::MemoryLedger;
+
+/// Messages longer than this many characters are cut (a job's error can be a whole page).
+pub const MAX_MESSAGE_CHARS: usize = 2000;
+
+/// Longest job code the ledger accepts.
+pub const MAX_CODE_CHARS: usize = 200;
+
+/// The most rows [`RunLedger::history`] returns at once.
+pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+
+/// The id of a run in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RunId(pub i64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RunOutcome {
+    /// Claimed and started; not finished yet (or its holder died and nobody noticed yet).
+    Running,
+    /// Finished without error.
+    Succeeded,
+    /// Finished with an error, panicked or timed out.
+    Failed,
+    /// Not run, on purpose (e.g. a missed tick under the skip misfire policy).
+    Skipped,
+    /// Its runner stopped renewing the lease (crashed or was killed) before it finished.
+    Abandoned,
+}
+
+impl RunOutcome {
+    /// The word stored in the ledger and shown by `crm jobs history`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    /// Whether this outcome counts towards an alert (a failure or a crash).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Abandoned)
+    }
+}
+
+/// Why a run happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RunKind {
+    /// A tick of the job's schedule.
+    Scheduled,
+    /// A failed tick run again after the job's retry delay (attempt 2, 3, …).
+    Retry,
+    /// Started by hand (`crm jobs run --force`), at a tick of its own.
+    Manual,
+    /// Started by hand with `--dry-run`: changes nothing, counts for nothing.
+    DryRun,
+}
+
+impl RunKind {
+    /// The word stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Retry => "retry",
+            Self::Manual => "manual",
+            Self::DryRun => "dry_run",
+        }
+    }
+}
+
+macro_rules! word_from_str {
+    ($ty:ty, $what:literal, [$($variant:ident),*]) => {
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                $(if s == <$ty>::$variant.as_str() { return Ok(<$ty>::$variant); })*
+                Err(format!(concat!("unknown ", $what, " '{}'"), s))
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+word_from_str!(
+    RunOutcome,
+    "run outcome",
+    [Running, Succeeded, Failed, Skipped, Abandoned]
+);
+word_from_str!(RunKind, "run kind", [Scheduled, Retry, Manual, DryRun]);
+
+/// A run about to be claimed (or recorded as skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRun {
+    /// The job's code.
+    pub code: String,
+    /// The scheduled instant this run is for (for a manual run, when it was asked for).
+    pub tick: DateTime<Utc>,
+    /// Why it runs.
+    pub kind: RunKind,
+    /// 1 for a tick's first run, then 2, 3, … for its retries.
+    pub attempt: u32,
+    /// When it starts.
+    pub started_at: DateTime<Utc>,
+    /// Until when the claim holds unless renewed.
+    pub lease_until: DateTime<Utc>,
+    /// The host name of the process running it.
+    pub host: String,
+    /// The process id running it.
+    pub pid: u32,
+}
+
+/// One row of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRun {
+    /// The row's id.
+    pub id: RunId,
+    /// The job's code.
+    pub code: String,
+    /// The scheduled instant this run is for.
+    pub tick: DateTime<Utc>,
+    /// Why it ran.
+    pub kind: RunKind,
+    /// 1 for a tick's first run, more for retries.
+    pub attempt: u32,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it finished; `None` while running.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// How it went.
+    pub outcome: RunOutcome,
+    /// The job's outcome message or error, or why it was skipped or abandoned.
+    pub message: Option<String>,
+    /// Until when a running claim holds.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The host that ran it.
+    pub host: String,
+    /// The process id that ran it.
+    pub pid: u32,
+}
+
+impl JobRun {
+    /// How long it ran (or has been running until `now`).
+    pub fn duration(&self, now: DateTime<Utc>) -> chrono::TimeDelta {
+        self.ended_at.unwrap_or(now) - self.started_at
+    }
+}
+
+/// What [`RunLedger::claim`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Claim {
+    /// The run is ours: it was written as running; run the job, then finish it.
+    Claimed(JobRun),
+    /// Someone already claimed this tick (and attempt): do not run it.
+    Taken(JobRun),
+    /// The job does not allow parallel runs and this one holds a live lease: try later.
+    Busy(JobRun),
+}
+
+/// The run ledger. Object-safe, so a runner holds any implementation as `Arc<dyn RunLedger>`.
+///
+/// Instants are passed in rather than read from a clock, so the callers' injected clock decides
+/// what "expired" means.
+#[async_trait]
+pub trait RunLedger: Send + Sync + fmt::Debug {
+    /// Atomically: marks this job's running claims whose lease ended before `now` as abandoned;
+    /// then, if `exclusive` and another run of the job still holds a live lease, answers
+    /// [`Claim::Busy`]; else inserts `run` as running unless its key `(code, kind, tick,
+    /// attempt)` exists ([`Claim::Taken`]).
+    async fn claim(&self, run: &NewRun, exclusive: bool, now: DateTime<Utc>) -> Result<Claim>;
+
+    /// Records `run` as skipped (finished at its start) unless its key exists; `true` if written.
+    async fn record_skipped(&self, run: &NewRun, message: &str) -> Result<bool>;
+
+    /// Extends a running claim's lease; `false` if the run is no longer running (someone marked
+    /// it abandoned).
+    async fn renew(&self, id: RunId, lease_until: DateTime<Utc>) -> Result<bool>;
+
+    /// Records how a run ended. A run marked abandoned meanwhile still gets its real outcome
+    /// (the truth beats the guess); returns `false` in that case, `true` if it was running.
+    async fn finish(
+        &self,
+        id: RunId,
+        outcome: RunOutcome,
+        ended_at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<bool>;
+
+    /// Marks every running claim (of any job) whose lease ended before `now` as abandoned, and
+    /// returns them.
+    async fn abandon_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobRun>>;
+
+    /// The job's latest scheduled run or retry (by tick, then attempt), whatever its outcome.
+    async fn last_scheduled(&self, code: &str) -> Result<Option<JobRun>>;
+
+    /// The latest run (not counting dry runs) of every job that has one, by code.
+    async fn last_runs(&self) -> Result<Vec<JobRun>>;
+
+    /// Past runs, newest first: of one job, or of all; at most `limit` (capped at
+    /// [`MAX_HISTORY_LIMIT`]).
+    async fn history(&self, code: Option<&str>, limit: u32) -> Result<Vec<JobRun>>;
+
+    /// How many of the job's latest finished runs failed (or were abandoned) in a row, since its
+    /// last success. Dry runs and skips do not count.
+    async fn consecutive_failures(&self, code: &str) -> Result<u32>;
+
+    /// The runs of a job (or of all jobs) still marked running.
+    async fn running(&self, code: Option<&str>) -> Result<Vec<JobRun>>;
+}
+
+/// The message cut to [`MAX_MESSAGE_CHARS`] characters.
+pub(crate) fn clip_message(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &message[..cut]),
+        None => message.to_owned(),
+    }
+}
+
+/// Checks what every implementation refuses alike.
+pub(crate) fn validate_new_run(run: &NewRun) -> Result<()> {
+    let chars = run.code.chars().count();
+    if chars == 0 || chars > MAX_CODE_CHARS {
+        return Err(crate::CoreError::validation(
+            "code",
+            format!("a job code has 1 to {MAX_CODE_CHARS} characters"),
+        ));
+    }
+    if run.attempt == 0 {
+        return Err(crate::CoreError::validation(
+            "attempt",
+            "attempts count from 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The message recorded on a claim found expired.
+pub(crate) fn abandoned_message(run_host: &str, pid: u32) -> String {
+    format!("abandoned: the runner ({run_host}, pid {pid}) stopped renewing its lease")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_and_kind_words_round_trip() {
+        for outcome in [
+            RunOutcome::Running,
+            RunOutcome::Succeeded,
+            RunOutcome::Failed,
+            RunOutcome::Skipped,
+            RunOutcome::Abandoned,
+        ] {
+            assert_eq!(outcome.to_string().parse::<RunOutcome>(), Ok(outcome));
+        }
+        for kind in [
+            RunKind::Scheduled,
+            RunKind::Retry,
+            RunKind::Manual,
+            RunKind::DryRun,
+        ] {
+            assert_eq!(kind.to_string().parse::<RunKind>(), Ok(kind));
+        }
+        assert!("done".parse::<RunOutcome>().is_err());
+    }
+
+    #[test]
+    fn long_messages_are_clipped_on_a_character_boundary() {
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 10);
+        let clipped = clip_message(&long);
+        assert_eq!(clipped.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(clipped.ends_with('…'));
+        assert_eq!(clip_message("short"), "short");
+    }
+}

@@ -1,0 +1,214 @@
+//! A run ledger in memory: for an app that runs its jobs in one process and keeps no history,
+//! and for unit tests.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    Claim, JobRun, NewRun, RunId, RunKind, RunLedger, RunOutcome, abandoned_message, clip_message,
+    validate_new_run,
+};
+use crate::error::Result;
+
+/// A [`RunLedger`] in memory. Every operation holds one lock, so each is atomic like the
+/// database's transactions; runners sharing one `Arc<MemoryLedger>` never run a tick twice.
+#[derive(Debug, Default)]
+pub struct MemoryLedger {
+    runs: Mutex<Vec<JobRun>>,
+}
+
+impl MemoryLedger {
+    /// An empty ledger.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn runs(&self) -> MutexGuard<'_, Vec<JobRun>> {
+        // A panic elsewhere while holding the lock leaves the rows whole (each change is one
+        // push or one field write), so the data is still good.
+        self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn same_key(row: &JobRun, run: &NewRun) -> bool {
+    row.code == run.code
+        && row.kind == run.kind
+        && row.tick == run.tick
+        && row.attempt == run.attempt
+}
+
+fn abandon(row: &mut JobRun, now: DateTime<Utc>) {
+    row.outcome = RunOutcome::Abandoned;
+    row.ended_at = Some(now);
+    row.message = Some(abandoned_message(&row.host, row.pid));
+}
+
+fn expired(row: &JobRun, now: DateTime<Utc>) -> bool {
+    row.outcome == RunOutcome::Running && row.lease_until.is_some_and(|until| until < now)
+}
+
+fn new_row(runs: &[JobRun], run: &NewRun, outcome: RunOutcome, message: Option<String>) -> JobRun {
+    let finished = outcome != RunOutcome::Running;
+    JobRun {
+        id: RunId(runs.len() as i64 + 1),
+        code: run.code.clone(),
+        tick: run.tick,
+        kind: run.kind,
+        attempt: run.attempt,
+        started_at: run.started_at,
+        ended_at: finished.then_some(run.started_at),
+        outcome,
+        message,
+        lease_until: (!finished).then_some(run.lease_until),
+        host: run.host.clone(),
+        pid: run.pid,
+    }
+}
+
+#[async_trait]
+impl RunLedger for MemoryLedger {
+    async fn claim(&self, run: &NewRun, exclusive: bool, now: DateTime<Utc>) -> Result<Claim> {
+        validate_new_run(run)?;
+        let mut runs = self.runs();
+        for row in runs.iter_mut().filter(|r| r.code == run.code) {
+            if expired(row, now) {
+                abandon(row, now);
+            }
+        }
+        if let Some(existing) = runs.iter().find(|r| same_key(r, run)) {
+            return Ok(Claim::Taken(existing.clone()));
+        }
+        if exclusive
+            && let Some(holder) = runs.iter().find(|r| {
+                r.code == run.code && r.outcome == RunOutcome::Running && r.kind != RunKind::DryRun
+            })
+        {
+            return Ok(Claim::Busy(holder.clone()));
+        }
+        let row = new_row(&runs, run, RunOutcome::Running, None);
+        runs.push(row.clone());
+        Ok(Claim::Claimed(row))
+    }
+
+    async fn record_skipped(&self, run: &NewRun, message: &str) -> Result<bool> {
+        validate_new_run(run)?;
+        let mut runs = self.runs();
+        if runs.iter().any(|r| same_key(r, run)) {
+            return Ok(false);
+        }
+        let row = new_row(&runs, run, RunOutcome::Skipped, Some(clip_message(message)));
+        runs.push(row);
+        Ok(true)
+    }
+
+    async fn renew(&self, id: RunId, lease_until: DateTime<Utc>) -> Result<bool> {
+        let mut runs = self.runs();
+        match runs
+            .iter_mut()
+            .find(|r| r.id == id && r.outcome == RunOutcome::Running)
+        {
+            Some(row) => {
+                row.lease_until = Some(lease_until);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn finish(
+        &self,
+        id: RunId,
+        outcome: RunOutcome,
+        ended_at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<bool> {
+        if outcome == RunOutcome::Running {
+            return Err(crate::CoreError::validation(
+                "outcome",
+                "a finished run cannot be running",
+            ));
+        }
+        let mut runs = self.runs();
+        let Some(row) = runs.iter_mut().find(|r| {
+            r.id == id && matches!(r.outcome, RunOutcome::Running | RunOutcome::Abandoned)
+        }) else {
+            return Ok(false);
+        };
+        let was_running = row.outcome == RunOutcome::Running;
+        row.outcome = outcome;
+        row.ended_at = Some(ended_at);
+        row.message = Some(clip_message(message));
+        row.lease_until = None;
+        Ok(was_running)
+    }
+
+    async fn abandon_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobRun>> {
+        let mut runs = self.runs();
+        let mut abandoned = Vec::new();
+        for row in runs.iter_mut().filter(|r| expired(r, now)) {
+            abandon(row, now);
+            abandoned.push(row.clone());
+        }
+        Ok(abandoned)
+    }
+
+    async fn last_scheduled(&self, code: &str) -> Result<Option<JobRun>> {
+        Ok(self
+            .runs()
+            .iter()
+            .filter(|r| r.code == code && matches!(r.kind, RunKind::Scheduled | RunKind::Retry))
+            .max_by_key(|r| (r.tick, r.attempt, r.id))
+            .cloned())
+    }
+
+    async fn last_runs(&self) -> Result<Vec<JobRun>> {
+        let runs = self.runs();
+        let mut latest: Vec<JobRun> = Vec::new();
+        for row in runs.iter().rev().filter(|r| r.kind != RunKind::DryRun) {
+            if !latest.iter().any(|l| l.code == row.code) {
+                latest.push(row.clone());
+            }
+        }
+        latest.sort_by(|a, b| a.code.cmp(&b.code));
+        Ok(latest)
+    }
+
+    async fn history(&self, code: Option<&str>, limit: u32) -> Result<Vec<JobRun>> {
+        let limit = limit.min(super::MAX_HISTORY_LIMIT) as usize;
+        let mut rows: Vec<JobRun> = self
+            .runs()
+            .iter()
+            .filter(|r| code.is_none_or(|c| r.code == c))
+            .cloned()
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse((r.started_at, r.id)));
+        rows.truncate(limit);
+        Ok(rows)
+    }
+
+    async fn consecutive_failures(&self, code: &str) -> Result<u32> {
+        let runs = self.runs();
+        let mut count = 0;
+        for row in runs.iter().rev().filter(|r| {
+            r.code == code && r.kind != RunKind::DryRun && r.outcome != RunOutcome::Skipped
+        }) {
+            match row.outcome {
+                RunOutcome::Succeeded => break,
+                outcome if outcome.is_failure() => count += 1,
+                _ => {}
+            }
+        }
+        Ok(count)
+    }
+
+    async fn running(&self, code: Option<&str>) -> Result<Vec<JobRun>> {
+        Ok(self
+            .runs()
+            .iter()
+            .filter(|r| r.outcome == RunOutcome::Running && code.is_none_or(|c| r.code == c))
+            .cloned()
+            .collect())
+    }
+}

@@ -1,0 +1,210 @@
+//! What the runner tells people when a job keeps failing, and when it recovers.
+//!
+//! The runner calls the [`AlertHook`] once per incident: when a job's consecutive failures
+//! reach its `failures_before_alert`, and once more when it next succeeds. Two hooks come ready:
+//! [`LogAlert`] (a `tracing` event) and [`WebhookAlert`] (a JSON POST, retried, with a timeout).
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Something worth telling a human about a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Alert {
+    /// The job failed this many times in a row (its threshold was just reached).
+    Failing {
+        /// The job's code.
+        code: String,
+        /// Consecutive failures so far.
+        consecutive_failures: u32,
+        /// The latest failure's message.
+        message: String,
+        /// The tick of the latest failed run.
+        tick: DateTime<Utc>,
+        /// The host that ran it.
+        host: String,
+    },
+    /// The job succeeded again after an alerted run of failures.
+    Recovered {
+        /// The job's code.
+        code: String,
+        /// How many failures in a row came before this success.
+        after_failures: u32,
+        /// The tick of the successful run.
+        tick: DateTime<Utc>,
+        /// The host that ran it.
+        host: String,
+    },
+}
+
+impl Alert {
+    /// The job the alert is about.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Failing { code, .. } | Self::Recovered { code, .. } => code,
+        }
+    }
+}
+
+/// Why an alert could not be delivered. The runner logs it; the run's record is unaffected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AlertError {
+    /// The webhook URL could not be parsed.
+    #[error("invalid webhook URL: {0}")]
+    InvalidUrl(String),
+    /// The webhook could not be reached, or answered with an error status, on every attempt.
+    #[error("webhook delivery failed after {attempts} attempts: {reason}")]
+    Webhook {
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last attempt's error.
+        reason: String,
+    },
+}
+
+/// Receives alerts. Object-safe: the runner holds `Arc<dyn AlertHook>`.
+#[async_trait]
+pub trait AlertHook: Send + Sync + fmt::Debug {
+    /// Delivers one alert.
+    async fn alert(&self, alert: &Alert) -> Result<(), AlertError>;
+}
+
+/// Alerts as `tracing` events: an error for a failing job, info for a recovery.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogAlert;
+
+#[async_trait]
+impl AlertHook for LogAlert {
+    async fn alert(&self, alert: &Alert) -> Result<(), AlertError> {
+        match alert {
+            Alert::Failing {
+                code,
+                consecutive_failures,
+                message,
+                ..
+            } => tracing::error!(
+                job.code = %code,
+                consecutive_failures,
+                error = %message,
+                "Job keeps failing"
+            ),
+            Alert::Recovered {
+                code,
+                after_failures,
+                ..
+            } => tracing::info!(job.code = %code, after_failures, "Job recovered"),
+        }
+        Ok(())
+    }
+}
+
+/// Alerts POSTed as JSON (the [`Alert`] with an `event` field of `failing` or `recovered`) to a
+/// webhook, tried `attempts` times with a pause between tries, each with a timeout.
+#[derive(Clone)]
+pub struct WebhookAlert {
+    url: surf::Url,
+    attempts: u32,
+    timeout: Duration,
+    pause: Duration,
+}
+
+impl fmt::Debug for WebhookAlert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a token in its path or query: show only where it goes.
+        f.debug_struct("WebhookAlert")
+            .field("host", &self.url.host_str())
+            .field("attempts", &self.attempts)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl WebhookAlert {
+    /// A webhook at `url` (http or https), tried 3 times, 10 seconds each, 1 second apart.
+    pub fn new(url: &str) -> Result<Self, AlertError> {
+        let url = surf::Url::parse(url).map_err(|e| AlertError::InvalidUrl(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(AlertError::InvalidUrl(format!(
+                "scheme '{}' is not http or https",
+                url.scheme()
+            )));
+        }
+        Ok(Self {
+            url,
+            attempts: 3,
+            timeout: Duration::from_secs(10),
+            pause: Duration::from_secs(1),
+        })
+    }
+
+    /// Sets how many times delivery is tried (at least once).
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts.max(1);
+        self
+    }
+
+    /// Sets the timeout of each attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the pause between attempts.
+    pub fn pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+
+    async fn try_once(&self, alert: &Alert) -> Result<(), String> {
+        // A fresh client (and connection) per attempt: a pooled connection whose last request
+        // timed out may still carry that request's unanswered exchange.
+        let request = surf::Client::new()
+            .post(self.url.as_str())
+            .body_json(alert)
+            .map_err(|e| e.to_string())?
+            .send();
+        let timeout = async {
+            async_io::Timer::after(self.timeout).await;
+            Err(format!("no answer within {:?}", self.timeout))
+        };
+        let send = async {
+            let response = request.await.map_err(|e| e.to_string())?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("the webhook answered {}", response.status()))
+            }
+        };
+        futures::pin_mut!(send, timeout);
+        futures::future::select(send, timeout)
+            .await
+            .factor_first()
+            .0
+    }
+}
+
+#[async_trait]
+impl AlertHook for WebhookAlert {
+    async fn alert(&self, alert: &Alert) -> Result<(), AlertError> {
+        let mut reason = String::new();
+        for attempt in 1..=self.attempts {
+            match self.try_once(alert).await {
+                Ok(()) => return Ok(()),
+                Err(e) => reason = e,
+            }
+            if attempt < self.attempts {
+                async_io::Timer::after(self.pause).await;
+            }
+        }
+        Err(AlertError::Webhook {
+            attempts: self.attempts,
+            reason,
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! What the five jobs need to know about their surroundings, read from the environment.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+
+/// The GraphQL endpoint used when `CRM_GRAPHQL_URL` is not set (the original's).
+pub const DEFAULT_GRAPHQL_URL: &str = "http://localhost:8000/graphql";
+/// The log directory used when `CRM_LOG_DIR` is not set (the original's).
+pub const DEFAULT_LOG_DIR: &str = "/tmp";
+/// How long one GraphQL request may take, connection to last byte, by default.
+pub const DEFAULT_GRAPHQL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Configuration of the five jobs.
+///
+/// | variable | field | default |
+/// |---|---|---|
+/// | `CRM_GRAPHQL_URL` | [`graphql_url`](Self::graphql_url) | `http://localhost:8000/graphql` |
+/// | `CRM_API_TOKEN` | [`api_token`](Self::api_token) | none (no `Authorization` header) |
+/// | `CRM_LOG_DIR` | [`log_dir`](Self::log_dir) | `/tmp` |
+/// | `CRM_TIME_ZONE` | [`time_zone`](Self::time_zone) | the machine's zone, else UTC |
+///
+/// An empty variable counts as unset. `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobsConfig {
+    /// Where the GraphQL jobs send their queries.
+    pub graphql_url: String,
+    /// Sent as `Authorization: Bearer <token>` when set (the server requires it for mutations
+    /// when it is configured with one).
+    pub api_token: Option<String>,
+    /// The directory holding the jobs' log files (the file names are fixed).
+    pub log_dir: PathBuf,
+    /// The zone log timestamps are written in (an IANA zone).
+    pub time_zone: Tz,
+    /// How long one GraphQL request may take before it counts as "not responding".
+    pub graphql_timeout: Duration,
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `CRM_TIME_ZONE` is not an IANA zone name.
+    #[error("CRM_TIME_ZONE: '{0}' is not an IANA time zone (e.g. Europe/Paris, UTC)")]
+    TimeZone(String),
+    /// `CRM_API_TOKEN` holds characters an HTTP header cannot carry (its value is not shown).
+    #[error("CRM_API_TOKEN: must be printable ASCII without spaces")]
+    ApiToken,
+    /// `CRM_GRAPHQL_URL` is not a plain-HTTP URL.
+    #[error(
+        "CRM_GRAPHQL_URL: '{0}' is not an http:// URL (the jobs speak plain HTTP: to a local \
+         server, or through a TLS-terminating proxy)"
+    )]
+    GraphqlUrl(String),
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            graphql_url: DEFAULT_GRAPHQL_URL.to_owned(),
+            api_token: None,
+            log_dir: PathBuf::from(DEFAULT_LOG_DIR),
+            time_zone: machine_time_zone(),
+            graphql_timeout: DEFAULT_GRAPHQL_TIMEOUT,
+        }
+    }
+}
+
+impl fmt::Debug for JobsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobsConfig")
+            .field("graphql_url", &self.graphql_url)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("log_dir", &self.log_dir)
+            .field("time_zone", &self.time_zone)
+            .field("graphql_timeout", &self.graphql_timeout)
+            .finish()
+    }
+}
+
+impl JobsConfig {
+    /// Reads the variables in the table above from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `lookup` (a name to its value), so callers and tests can
+    /// supply them without touching the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Self::default();
+        if let Some(url) = get("CRM_GRAPHQL_URL") {
+            config = config.with_graphql_url(&url)?;
+        }
+        if let Some(token) = get("CRM_API_TOKEN") {
+            let token = token.trim();
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::ApiToken);
+            }
+            config.api_token = Some(token.to_owned());
+        }
+        if let Some(dir) = get("CRM_LOG_DIR") {
+            config.log_dir = PathBuf::from(dir);
+        }
+        if let Some(zone) = get("CRM_TIME_ZONE") {
+            config.time_zone = parse_time_zone(&zone)?;
+        }
+        Ok(config)
+    }
+
+    /// This configuration with another GraphQL endpoint, checked to be an `http://` URL (the
+    /// same check the GraphQL client makes, so a configuration that loads gives a working
+    /// client). `https://` is refused up front: the HTTP client is built without TLS (see
+    /// `CRATES.md`), so every run would fail.
+    pub fn with_graphql_url(mut self, url: &str) -> Result<Self, ConfigError> {
+        let url = url.trim();
+        match surf::Url::parse(url) {
+            Ok(parsed) if parsed.scheme() == "http" && parsed.has_host() => {
+                self.graphql_url = url.to_owned();
+                Ok(self)
+            }
+            _ => Err(ConfigError::GraphqlUrl(crm_core::redact_password(url))),
+        }
+    }
+
+    /// This configuration with another log directory.
+    pub fn with_log_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.log_dir = dir.into();
+        self
+    }
+
+    /// This configuration with another API token (`None`: send no `Authorization` header).
+    pub fn with_api_token(mut self, token: Option<String>) -> Self {
+        self.api_token = token;
+        self
+    }
+
+    /// This configuration with another time zone for log timestamps.
+    pub fn with_time_zone(mut self, zone: Tz) -> Self {
+        self.time_zone = zone;
+        self
+    }
+
+    /// This configuration with another GraphQL request timeout.
+    pub fn with_graphql_timeout(mut self, timeout: Duration) -> Self {
+        self.graphql_timeout = timeout;
+        self
+    }
+}
+
+/// An IANA zone name (`Europe/Paris`, `UTC`) as a zone, or the error naming the variable.
+pub(crate) fn parse_time_zone(name: &str) -> Result<Tz, ConfigError> {
+    name.trim()
+        .parse::<Tz>()
+        .map_err(|_| ConfigError::TimeZone(name.to_owned()))
+}
+
+/// The machine's IANA zone (from `TZ` or `/etc/localtime`), or UTC when it has none we know.
+pub(crate) fn machine_time_zone() -> Tz {
+    iana_time_zone::get_timezone()
+        .ok()
+        .and_then(|name| name.parse().ok())
+        .unwrap_or(Tz::UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<JobsConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        JobsConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_originals() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.graphql_url, "http://localhost:8000/graphql");
+        assert_eq!(c.log_dir, PathBuf::from("/tmp"));
+        assert_eq!(c.api_token, None);
+        assert_eq!(c.time_zone, machine_time_zone());
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let c = config(&[
+            ("CRM_GRAPHQL_URL", "http://127.0.0.1:9000/graphql/"),
+            ("CRM_API_TOKEN", "s3cret"),
+            ("CRM_LOG_DIR", "/var/log/crm"),
+            ("CRM_TIME_ZONE", "Africa/Cairo"),
+        ])
+        .unwrap();
+        assert_eq!(c.graphql_url, "http://127.0.0.1:9000/graphql/");
+        assert_eq!(c.api_token.as_deref(), Some("s3cret"));
+        assert_eq!(c.log_dir, PathBuf::from("/var/log/crm"));
+        assert_eq!(c.time_zone, chrono_tz::Africa::Cairo);
+    }
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let c = config(&[("CRM_API_TOKEN", ""), ("CRM_LOG_DIR", " ")]).unwrap();
+        assert_eq!(c.api_token, None);
+        assert_eq!(c.log_dir, PathBuf::from("/tmp"));
+    }
+
+    #[test]
+    fn an_unknown_time_zone_is_a_clear_error() {
+        let err = config(&[("CRM_TIME_ZONE", "Mars/Olympus")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "CRM_TIME_ZONE: 'Mars/Olympus' is not an IANA time zone (e.g. Europe/Paris, UTC)"
+        );
+    }
+
+    #[test]
+    fn a_graphql_url_without_http_is_refused() {
+        for bad in [
+            "localhost:8000/graphql",
+            "http://",
+            "http://exa mple/graphql",
+            "ftp://x/",
+        ] {
+            let err = config(&[("CRM_GRAPHQL_URL", bad)]).unwrap_err();
+            assert!(matches!(err, ConfigError::GraphqlUrl(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_refused_url_never_shows_its_password() {
+        let err = config(&[("CRM_GRAPHQL_URL", "ftp://bob:hunter2@x/")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_token_http_cannot_carry_is_refused_without_showing_it() {
+        let err = config(&[("CRM_API_TOKEN", "tök en")]).unwrap_err();
+        assert!(matches!(err, ConfigError::ApiToken));
+        assert!(!err.to_string().contains("tök"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let c = config(&[("CRM_API_TOKEN", "s3cret-token")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cret-token"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+}

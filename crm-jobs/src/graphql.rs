@@ -1,0 +1,560 @@
+//! The jobs' GraphQL client: typed operations (cynic) over HTTP (surf), one error type.
+//!
+//! Four of the five jobs talk to the CRM through its GraphQL endpoint, as the original's did,
+//! never through the database. Everything that can go wrong between asking and getting an
+//! answer (no connection, a timeout, an HTTP error status, GraphQL errors, an unreadable body)
+//! comes back as one [`GraphqlError`], whose text is the "reason" the heartbeat logs.
+//!
+//! surf (and with it async-std) stays inside this module: the rest of the crate sees plain
+//! async methods.
+
+mod queries;
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use cynic::{GraphQlResponse, MutationBuilder, Operation, QueryBuilder};
+use rust_decimal::Decimal;
+use serde::de::DeserializeOwned;
+
+use crate::config::JobsConfig;
+use crate::job::JobError;
+
+/// Most pages followed in one listing: a guard against a server that never says "last page".
+const MAX_PAGES: usize = 10_000;
+/// How much of an unexpected answer body an error message quotes.
+const QUOTED_BODY_CHARS: usize = 200;
+
+/// Why a GraphQL request failed. The text reads on its own, on one line, and never holds the
+/// token or a password from the URL.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphqlError {
+    /// The client could not be set up (a URL or token that HTTP cannot carry).
+    #[error("invalid GraphQL client configuration: {0}")]
+    Config(String),
+    /// The endpoint could not be reached: connection refused or reset, unknown host.
+    #[error("cannot reach {url}: {message}")]
+    Transport {
+        /// The endpoint, password redacted.
+        url: String,
+        /// What the network layer said.
+        message: String,
+    },
+    /// No complete answer arrived within the configured timeout.
+    #[error("no answer from {url} within {timeout:?}")]
+    Timeout {
+        /// The endpoint, password redacted.
+        url: String,
+        /// The limit that passed.
+        timeout: Duration,
+    },
+    /// The endpoint answered with an HTTP error status.
+    #[error("HTTP {status} from {url}: {detail}")]
+    Http {
+        /// The endpoint, password redacted.
+        url: String,
+        /// The HTTP status code.
+        status: u16,
+        /// The GraphQL error messages of the body if it had any, else the start of the body.
+        detail: String,
+    },
+    /// The endpoint executed the operation and reported errors (the first one is usually the
+    /// cause: a refused token, a failed validation).
+    #[error("GraphQL error: {}", messages.join("; "))]
+    Graphql {
+        /// Each error's message, in order.
+        messages: Vec<String>,
+    },
+    /// The answer was not the JSON the operation expects.
+    #[error("invalid answer from {url}: {message}")]
+    InvalidResponse {
+        /// The endpoint, password redacted.
+        url: String,
+        /// What was wrong with it.
+        message: String,
+    },
+}
+
+impl From<GraphqlError> for JobError {
+    fn from(error: GraphqlError) -> Self {
+        JobError::Endpoint(error.to_string())
+    }
+}
+
+/// An order dated within a reminder window, as the endpoint lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OrderToRemind {
+    /// The order's id as people read it: the database number when the API's ID encodes one
+    /// (a graphene-style global ID such as `T3JkZXJUeXBlOjQy` for `OrderType:42` gives `42`),
+    /// else the API's ID unchanged.
+    pub id: String,
+    /// The e-mail address of the order's customer.
+    pub customer_email: String,
+    /// When the order was placed.
+    pub order_date: DateTime<Utc>,
+}
+
+/// A product and its stock, as the endpoint reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProductStockLevel {
+    /// The product's id as people read it (see [`OrderToRemind::id`]).
+    pub id: String,
+    /// The product's name.
+    pub name: String,
+    /// Units in stock.
+    pub stock: i32,
+}
+
+/// What `updateLowStockProducts` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestockOutcome {
+    /// Each product it restocked, with its new stock.
+    pub products: Vec<ProductStockLevel>,
+    /// The server's summary message.
+    pub message: String,
+}
+
+/// The report's totals, as the endpoint counted them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReportTotals {
+    /// Number of customers.
+    pub customers: i64,
+    /// Number of orders.
+    pub orders: i64,
+    /// Sum of every order's total amount, exact.
+    pub revenue: Decimal,
+}
+
+/// A client of the CRM's GraphQL endpoint. Cheap to clone (connections are pooled and shared).
+#[derive(Clone)]
+pub struct GraphqlClient {
+    http: surf::Client,
+    url: surf::Url,
+    shown_url: String,
+    authorization: Option<String>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for GraphqlClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphqlClient")
+            .field("url", &self.shown_url)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "Bearer <redacted>"),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl GraphqlClient {
+    /// A client of `config.graphql_url`, sending `config.api_token` as a bearer token, each
+    /// request limited to `config.graphql_timeout`.
+    pub fn new(config: &JobsConfig) -> Result<Self, GraphqlError> {
+        Self::with_endpoint(
+            &config.graphql_url,
+            config.api_token.as_deref(),
+            config.graphql_timeout,
+        )
+    }
+
+    /// A client of `url`, sending `token` (if any) as `Authorization: Bearer <token>`, each
+    /// request (connection to last byte) limited to `timeout`.
+    pub fn with_endpoint(
+        url: &str,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, GraphqlError> {
+        let shown_url = crm_core::redact_password(url);
+        let parsed = surf::Url::parse(url)
+            .map_err(|e| GraphqlError::Config(format!("'{shown_url}' is not a URL: {e}")))?;
+        if parsed.scheme() != "http" || !parsed.has_host() {
+            return Err(GraphqlError::Config(format!(
+                "'{shown_url}' is not an http:// URL (this client speaks plain HTTP only)"
+            )));
+        }
+        let authorization = match token {
+            None => None,
+            Some(token) if is_header_safe(token) => Some(format!("Bearer {token}")),
+            Some(_) => {
+                return Err(GraphqlError::Config(
+                    "the API token must be printable ASCII without spaces".to_owned(),
+                ));
+            }
+        };
+        // The timeout is applied around the whole exchange in `execute` (connection, request,
+        // whole answer), not by surf, whose own timeout would race it with a vaguer error.
+        // TCP_NODELAY: the client writes a request's head and body separately, and on a
+        // kept-alive connection Nagle's algorithm would hold the body back until the server's
+        // delayed ACK (40 ms on Linux) for every request after the first.
+        let http: surf::Client = surf::Config::new()
+            .set_timeout(None)
+            .set_tcp_no_delay(true)
+            .try_into()
+            .map_err(|e| GraphqlError::Config(format!("cannot set up HTTP: {e:?}")))?;
+        Ok(Self {
+            http,
+            url: parsed,
+            shown_url,
+            authorization,
+            timeout,
+        })
+    }
+
+    /// The endpoint, with any password in it redacted.
+    pub fn url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// Asks `{ hello }` and returns the greeting: proof that the endpoint executes queries.
+    pub async fn hello(&self) -> Result<String, GraphqlError> {
+        let data = self.execute(queries::Hello::build(())).await?;
+        Ok(data.hello)
+    }
+
+    /// Every order dated in `[from, to]` with its customer's e-mail, oldest first, following
+    /// the `allOrders` connection page by page.
+    pub async fn orders_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<OrderToRemind>, GraphqlError> {
+        let mut orders = Vec::new();
+        let mut after = None;
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .execute(queries::OrdersBetween::build(
+                    queries::OrdersBetweenVariables {
+                        from: Some(from),
+                        to: Some(to),
+                        // No `first`: the server's own page size, whatever its limit is set to.
+                        first: None,
+                        after: after.clone(),
+                    },
+                ))
+                .await?
+                .all_orders;
+            orders.extend(page.edges.into_iter().map(|edge| OrderToRemind {
+                id: readable_id(edge.node.id.inner()),
+                customer_email: edge.node.customer.email,
+                order_date: edge.node.order_date,
+            }));
+            match self.next_cursor(page.page_info, &after)? {
+                Some(cursor) => after = Some(cursor),
+                None => {
+                    orders.sort_by(|a, b| {
+                        (a.order_date, numeric_key(&a.id)).cmp(&(b.order_date, numeric_key(&b.id)))
+                    });
+                    // Offset pages can repeat a row if the list shifted between two requests.
+                    orders.dedup_by(|a, b| a.id == b.id);
+                    return Ok(orders);
+                }
+            }
+        }
+        Err(self.too_many_pages())
+    }
+
+    /// Every product whose stock is below `threshold` (what a restock would touch), without
+    /// changing anything.
+    pub async fn products_below(
+        &self,
+        threshold: i32,
+    ) -> Result<Vec<ProductStockLevel>, GraphqlError> {
+        let mut products = Vec::new();
+        let mut after = None;
+        for _ in 0..MAX_PAGES {
+            let page = self
+                .execute(queries::ProductsBelow::build(
+                    queries::ProductsBelowVariables {
+                        threshold: Some(threshold),
+                        // No `first`: the server's own page size, whatever its limit is set to.
+                        first: None,
+                        after: after.clone(),
+                    },
+                ))
+                .await?
+                .all_products;
+            products.extend(page.edges.into_iter().map(|edge| stock_level(edge.node)));
+            match self.next_cursor(page.page_info, &after)? {
+                Some(cursor) => after = Some(cursor),
+                None => return Ok(products),
+            }
+        }
+        Err(self.too_many_pages())
+    }
+
+    /// Runs `updateLowStockProducts` (every product with stock below 10 gets 10 more, on the
+    /// server, atomically) and returns what it restocked.
+    pub async fn update_low_stock_products(&self) -> Result<RestockOutcome, GraphqlError> {
+        let answer = self
+            .execute(queries::UpdateLowStock::build(()))
+            .await?
+            .update_low_stock_products;
+        Ok(RestockOutcome {
+            products: answer.products.into_iter().map(stock_level).collect(),
+            message: answer.message,
+        })
+    }
+
+    /// The report's totals: customers, orders and revenue, counted by the server's database.
+    pub async fn report_totals(&self) -> Result<ReportTotals, GraphqlError> {
+        let report = self.execute(queries::Report::build(())).await?;
+        Ok(ReportTotals {
+            customers: report.total_customers.into(),
+            orders: report.total_orders.into(),
+            revenue: report.total_revenue.0,
+        })
+    }
+
+    /// The cursor of the next page, `None` after the last one. A server claiming a next page
+    /// without a new cursor would loop forever: that is an invalid answer.
+    fn next_cursor(
+        &self,
+        page: queries::PageInfo,
+        previous: &Option<String>,
+    ) -> Result<Option<String>, GraphqlError> {
+        if !page.has_next_page {
+            return Ok(None);
+        }
+        match page.end_cursor {
+            Some(cursor) if Some(&cursor) != previous.as_ref() => Ok(Some(cursor)),
+            _ => Err(self.invalid("hasNextPage without a new endCursor")),
+        }
+    }
+
+    fn too_many_pages(&self) -> GraphqlError {
+        self.invalid(&format!("more than {MAX_PAGES} pages"))
+    }
+
+    fn invalid(&self, message: &str) -> GraphqlError {
+        GraphqlError::InvalidResponse {
+            url: self.shown_url.clone(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// Sends one operation and returns its data, or the one error that explains its absence.
+    async fn execute<T, V>(&self, operation: Operation<T, V>) -> Result<T, GraphqlError>
+    where
+        T: DeserializeOwned,
+        V: serde::Serialize,
+    {
+        let body = serde_json::to_vec(&operation)
+            .map_err(|e| GraphqlError::Config(format!("cannot encode the operation: {e}")))?;
+        let exchange = self.exchange(body);
+        let (status, text) = match crate::clock::timeout(self.timeout, exchange).await {
+            Ok(answer) => answer?,
+            Err(_) => {
+                return Err(GraphqlError::Timeout {
+                    url: self.shown_url.clone(),
+                    timeout: self.timeout,
+                });
+            }
+        };
+        if !(200..300).contains(&status) {
+            return Err(GraphqlError::Http {
+                url: self.shown_url.clone(),
+                status,
+                detail: http_error_detail(&text),
+            });
+        }
+        let response: GraphQlResponse<T> = serde_json::from_str(&text)
+            .map_err(|e| self.invalid(&format!("{e} in {}", quote(&text))))?;
+        if let Some(errors) = response.errors.filter(|errors| !errors.is_empty()) {
+            return Err(GraphqlError::Graphql {
+                messages: errors.into_iter().map(|e| one_line(&e.message)).collect(),
+            });
+        }
+        response
+            .data
+            .ok_or_else(|| self.invalid("neither data nor errors"))
+    }
+
+    /// POSTs the JSON body and reads the whole answer: its status and its text.
+    async fn exchange(&self, body: Vec<u8>) -> Result<(u16, String), GraphqlError> {
+        let transport = |e: surf::Error| GraphqlError::Transport {
+            url: self.shown_url.clone(),
+            message: transport_reason(e),
+        };
+        let mut request = surf::RequestBuilder::new(surf::http::Method::Post, self.url.clone())
+            .header("Accept", "application/json")
+            .body(surf::Body::from_bytes(body))
+            .content_type(surf::http::mime::JSON);
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization.as_str());
+        }
+        let mut response = self.http.send(request.build()).await.map_err(transport)?;
+        let status = u16::from(response.status());
+        let text = response.body_string().await.map_err(transport)?;
+        Ok((status, text))
+    }
+}
+
+/// The network layer's reason, without the connection pool's wrapping ("An error occured while
+/// creating a new object: Connection refused" reads as "Connection refused").
+fn transport_reason(error: surf::Error) -> String {
+    const POOL_PREFIX: &str = "An error occured while creating a new object: ";
+    let error = error.into_inner();
+    let reason = one_line(&error.root_cause().to_string());
+    match reason.strip_prefix(POOL_PREFIX) {
+        Some(inner) => inner.to_owned(),
+        None => reason,
+    }
+}
+
+fn stock_level(product: queries::ProductStock) -> ProductStockLevel {
+    ProductStockLevel {
+        id: readable_id(product.id.inner()),
+        name: product.name,
+        stock: product.stock,
+    }
+}
+
+/// The database number behind an API ID: the ID itself when it is a number, the number after
+/// the `:` of a graphene-style global ID (`base64("OrderType:42")`), else the ID unchanged.
+pub fn readable_id(id: &str) -> String {
+    if id.parse::<i64>().is_ok() {
+        return id.to_owned();
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(id)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(id))
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    match decoded
+        .as_deref()
+        .and_then(|text| text.rsplit_once(':'))
+        .filter(|(_, number)| number.parse::<i64>().is_ok())
+    {
+        Some((_, number)) => number.to_owned(),
+        None => id.to_owned(),
+    }
+}
+
+/// Sorts numeric ids as numbers (9 before 10), other ids after them as text.
+fn numeric_key(id: &str) -> (i64, &str) {
+    (id.parse().unwrap_or(i64::MAX), id)
+}
+
+/// What an HTTP error body says: its GraphQL error messages if it is a GraphQL answer, else
+/// its beginning.
+fn http_error_detail(body: &str) -> String {
+    let messages: Option<Vec<String>> =
+        serde_json::from_str::<GraphQlResponse<serde::de::IgnoredAny>>(body)
+            .ok()
+            .and_then(|r| r.errors)
+            .filter(|errors| !errors.is_empty())
+            .map(|errors| errors.into_iter().map(|e| one_line(&e.message)).collect());
+    match messages {
+        Some(messages) => messages.join("; "),
+        None if body.trim().is_empty() => "empty body".to_owned(),
+        None => quote(body),
+    }
+}
+
+/// The start of `text`, on one line, for an error message.
+fn quote(text: &str) -> String {
+    let mut quoted: String = one_line(text).chars().take(QUOTED_BODY_CHARS).collect();
+    if text.chars().count() > QUOTED_BODY_CHARS {
+        quoted.push('…');
+    }
+    quoted
+}
+
+/// `text` with line breaks turned into spaces, so a reason fits in one log line.
+fn one_line(text: &str) -> String {
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Whether `token` can travel in an HTTP header as is.
+fn is_header_safe(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn global_ids_are_shown_as_their_database_number() {
+        // base64("OrderType:42")
+        assert_eq!(readable_id("T3JkZXJUeXBlOjQy"), "42");
+        assert_eq!(readable_id("17"), "17");
+    }
+
+    #[test]
+    fn ids_that_encode_no_number_are_shown_unchanged() {
+        assert_eq!(readable_id("not-base64!"), "not-base64!");
+        // base64("hello")
+        assert_eq!(readable_id("aGVsbG8="), "aGVsbG8=");
+    }
+
+    #[test]
+    fn http_error_details_prefer_the_graphql_messages() {
+        assert_eq!(
+            http_error_detail(r#"{"errors":[{"message":"Unknown field \"x\""}]}"#),
+            "Unknown field \"x\""
+        );
+        assert_eq!(
+            http_error_detail("<html>\nBad Gateway\n</html>"),
+            "<html> Bad Gateway </html>"
+        );
+        assert_eq!(http_error_detail(""), "empty body");
+    }
+
+    #[test]
+    fn a_token_that_http_cannot_carry_is_refused_up_front() {
+        let err = GraphqlClient::with_endpoint(
+            "http://localhost:8000/graphql",
+            Some("two words"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(err, GraphqlError::Config(_)), "{err}");
+        assert!(!err.to_string().contains("two words"));
+    }
+
+    #[test]
+    fn a_url_that_is_not_plain_http_is_refused_up_front() {
+        for url in ["ftp://x/graphql", "https://x/graphql"] {
+            let err = GraphqlClient::with_endpoint(url, None, Duration::from_secs(1)).unwrap_err();
+            assert!(matches!(err, GraphqlError::Config(_)), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token_or_a_password() {
+        let client = GraphqlClient::with_endpoint(
+            "http://bob:hunter2@localhost:8000/graphql",
+            Some("s3cret"),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let shown = format!("{client:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_money_scalar_reads_strings_and_numbers_exactly() {
+        let m: queries::Money = serde_json::from_str(r#""1234.50""#).unwrap();
+        assert_eq!(m.0, Decimal::new(123450, 2));
+        let m: queries::Money = serde_json::from_str("0.1").unwrap();
+        assert_eq!(m.0, Decimal::new(1, 1));
+        assert!(serde_json::from_str::<queries::Money>("true").is_err());
+    }
+}

@@ -1,0 +1,65 @@
+//! `clean_inactive_customers`: the original's `clean_inactive_customers.sh`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use crm_core::CrmStore;
+
+use crate::config::JobsConfig;
+use crate::job::{CronJob, JobContext, JobError};
+use crate::log_file::{LogFile, file_names};
+use crate::schedule::Schedule;
+
+/// Deletes customers who have ordered nothing for a year and have been customers for longer,
+/// and logs how many.
+pub struct CleanInactiveCustomers {
+    store: Arc<dyn CrmStore>,
+    log: LogFile,
+}
+
+impl CleanInactiveCustomers {
+    /// The job's code.
+    pub const CODE: &'static str = "clean_inactive_customers";
+    /// The contract's schedule: Sundays at 02:00.
+    pub const SCHEDULE: &'static str = crate::schedule::schedules::CLEAN_INACTIVE_CUSTOMERS;
+
+    /// The job over `store`, logging to `customer_cleanup_log.txt` in `config.log_dir`.
+    pub fn new(store: Arc<dyn CrmStore>, config: &JobsConfig) -> Self {
+        Self {
+            store,
+            log: LogFile::new(
+                &config.log_dir,
+                file_names::CUSTOMER_CLEANUP,
+                config.time_zone,
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl CronJob for CleanInactiveCustomers {
+    fn code(&self) -> &str {
+        Self::CODE
+    }
+
+    fn schedule(&self) -> Schedule {
+        super::contract_schedule(Self::SCHEDULE)
+    }
+
+    /// Customers who stopped ordering a year ago are dead weight in every list and mailing;
+    /// the store deletes them (and their orders) set-based, in one transaction, so a failure
+    /// deletes nobody. The count is of customers only. A dry run counts and changes nothing,
+    /// not even the log.
+    async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
+        let count = self
+            .store
+            .delete_inactive_customers(ctx.started_at, ctx.dry_run)
+            .await?;
+        if ctx.dry_run {
+            return Ok(format!("Would delete {count} inactive customers (dry run)"));
+        }
+        let message = format!("Deleted {count} inactive customers");
+        self.log.append_events(ctx.started_at, &[&message])?;
+        Ok(message)
+    }
+}

@@ -1,0 +1,67 @@
+//! `update_low_stock`: the original's django-crontab `crm.cron.update_low_stock`.
+
+use async_trait::async_trait;
+
+use crate::config::JobsConfig;
+use crate::graphql::GraphqlClient;
+use crate::job::{CronJob, JobContext, JobError};
+use crate::log_file::{LogFile, file_names};
+use crate::schedule::Schedule;
+
+/// Stock below this counts as low (the server's `updateLowStockProducts` uses the same rule).
+const LOW_STOCK_THRESHOLD: i32 = 10;
+
+/// Restocks every product with fewer than 10 units through the `updateLowStockProducts`
+/// mutation and logs each product's new stock.
+pub struct UpdateLowStock {
+    client: GraphqlClient,
+    log: LogFile,
+}
+
+impl UpdateLowStock {
+    /// The job's code.
+    pub const CODE: &'static str = "update_low_stock";
+    /// The contract's schedule: every twelve hours, at 00:00 and 12:00.
+    pub const SCHEDULE: &'static str = crate::schedule::schedules::UPDATE_LOW_STOCK;
+
+    /// The job calling `client`, logging to `low_stock_updates_log.txt` in `config.log_dir`.
+    pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {
+        Self {
+            client,
+            log: LogFile::new(
+                &config.log_dir,
+                file_names::LOW_STOCK_UPDATES,
+                config.time_zone,
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl CronJob for UpdateLowStock {
+    fn code(&self) -> &str {
+        Self::CODE
+    }
+
+    fn schedule(&self) -> Schedule {
+        super::contract_schedule(Self::SCHEDULE)
+    }
+
+    /// Simulated restocking keeps products orderable; the server applies it atomically, so
+    /// this job only asks and records what changed, one line per product. A dry run lists the
+    /// products that would be restocked and changes nothing.
+    async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
+        if ctx.dry_run {
+            let low = self.client.products_below(LOW_STOCK_THRESHOLD).await?;
+            return Ok(format!("Would restock {} products (dry run)", low.len()));
+        }
+        let outcome = self.client.update_low_stock_products().await?;
+        let lines: Vec<String> = outcome
+            .products
+            .iter()
+            .map(|product| format!("{}: stock now {}", product.name, product.stock))
+            .collect();
+        self.log.append_events(ctx.started_at, &lines)?;
+        Ok(format!("Restocked {} products", outcome.products.len()))
+    }
+}

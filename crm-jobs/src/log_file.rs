@@ -1,0 +1,249 @@
+//! The jobs' log files: append-only, owner-only, one line per event, timestamped in the
+//! configured time zone.
+//!
+//! The files are the jobs' user-visible output (the contract fixes their names and line formats
+//! byte for byte), and some hold customers' e-mail addresses, so they are created mode 0600 and
+//! never truncated. Each batch of lines goes to the OS in one `write` on a file opened with
+//! `O_APPEND`, so concurrent writers (two runners, a cron script) never interleave inside a line.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::job::JobError;
+
+/// `YYYY-MM-DD HH:MM:SS`, the prefix of every job's lines except the heartbeat's.
+const EVENT_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+/// `DD/MM/YYYY-HH:MM:SS`, the heartbeat's prefix (as the original's django-crontab job wrote it).
+const HEARTBEAT_FORMAT: &str = "%d/%m/%Y-%H:%M:%S";
+
+/// The contract's file names, one per job; the directory is configurable, the names are not.
+pub mod file_names {
+    /// `clean_inactive_customers`'s log.
+    pub const CUSTOMER_CLEANUP: &str = "customer_cleanup_log.txt";
+    /// `send_order_reminders`'s log (holds customers' e-mail addresses).
+    pub const ORDER_REMINDERS: &str = "order_reminders_log.txt";
+    /// `log_crm_heartbeat`'s log.
+    pub const HEARTBEAT: &str = "crm_heartbeat_log.txt";
+    /// `update_low_stock`'s log.
+    pub const LOW_STOCK_UPDATES: &str = "low_stock_updates_log.txt";
+    /// `generate_crm_report`'s log.
+    pub const CRM_REPORT: &str = "crm_report_log.txt";
+}
+
+/// One job's log file: where it is and the zone its timestamps are written in.
+///
+/// Opening happens on every append (a run writes a handful of lines), so a file removed or
+/// rotated between runs is simply created again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFile {
+    path: PathBuf,
+    time_zone: Tz,
+}
+
+impl LogFile {
+    /// The file `name` in `dir`, timestamps in `time_zone`. Nothing is touched on disk until
+    /// the first append.
+    pub fn new(dir: &Path, name: &str, time_zone: Tz) -> Self {
+        Self {
+            path: dir.join(name),
+            time_zone,
+        }
+    }
+
+    /// Where the lines go.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The zone timestamps are written in.
+    pub fn time_zone(&self) -> Tz {
+        self.time_zone
+    }
+
+    /// `at` as `YYYY-MM-DD HH:MM:SS` in this file's zone.
+    pub fn event_timestamp(&self, at: DateTime<Utc>) -> String {
+        at.with_timezone(&self.time_zone)
+            .format(EVENT_FORMAT)
+            .to_string()
+    }
+
+    /// `at` as `DD/MM/YYYY-HH:MM:SS` in this file's zone (the heartbeat's format).
+    pub fn heartbeat_timestamp(&self, at: DateTime<Utc>) -> String {
+        at.with_timezone(&self.time_zone)
+            .format(HEARTBEAT_FORMAT)
+            .to_string()
+    }
+
+    /// Appends `YYYY-MM-DD HH:MM:SS - <message>` for each message, all stamped `at`, in one
+    /// write. Nothing is written for an empty list.
+    pub fn append_events<S: AsRef<str>>(
+        &self,
+        at: DateTime<Utc>,
+        messages: &[S],
+    ) -> Result<(), JobError> {
+        let stamp = self.event_timestamp(at);
+        let lines: Vec<String> = messages
+            .iter()
+            .map(|m| format!("{stamp} - {}", m.as_ref()))
+            .collect();
+        self.append_lines(&lines)
+    }
+
+    /// Appends each line, `\n`-terminated, in one `write` to a file opened for appending and
+    /// created owner-only (0600). A line break inside a line is replaced by a space so that one
+    /// event stays one line whatever the data holds. An empty list writes nothing (and does not
+    /// create the file).
+    pub fn append_lines<S: AsRef<str>>(&self, lines: &[S]) -> Result<(), JobError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut buffer = String::new();
+        for line in lines {
+            buffer.extend(line.as_ref().chars().map(|c| match c {
+                '\n' | '\r' => ' ',
+                c => c,
+            }));
+            buffer.push('\n');
+        }
+        let fail = |source| JobError::LogFile {
+            path: self.path.clone(),
+            source,
+        };
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&self.path).map_err(fail)?;
+        // One `write` for the whole batch: with O_APPEND the kernel places it at the end as a
+        // unit. A short write (disk full) is finished by `write_all` and still an error if it
+        // cannot be.
+        file.write_all(buffer.as_bytes()).map_err(fail)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    }
+
+    #[test]
+    fn event_timestamps_are_zero_padded_in_the_configured_zone() {
+        let log = LogFile::new(Path::new("/tmp"), "x.txt", chrono_tz::America::New_York);
+        // 07:05:09 UTC on 3 Feb is 02:05:09 in New York (EST, UTC-5).
+        assert_eq!(
+            log.event_timestamp(at(2026, 2, 3, 7, 5, 9)),
+            "2026-02-03 02:05:09"
+        );
+    }
+
+    #[test]
+    fn heartbeat_timestamps_put_the_day_first() {
+        let log = LogFile::new(Path::new("/tmp"), "x.txt", chrono_tz::Europe::Paris);
+        // Summer time: UTC+2.
+        assert_eq!(
+            log.heartbeat_timestamp(at(2026, 7, 4, 22, 30, 0)),
+            "05/07/2026-00:30:00"
+        );
+    }
+
+    #[test]
+    fn lines_are_appended_and_earlier_lines_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        log.append_events(at(2026, 1, 1, 0, 0, 0), &["first"])
+            .unwrap();
+        log.append_events(at(2026, 1, 1, 0, 0, 1), &["second", "third"])
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap(),
+            "2026-01-01 00:00:00 - first\n\
+             2026-01-01 00:00:01 - second\n\
+             2026-01-01 00:00:01 - third\n"
+        );
+    }
+
+    #[test]
+    fn a_line_break_in_the_data_cannot_forge_a_second_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        log.append_lines(&["evil\n2026-01-01 00:00:00 - Deleted 999 inactive customers"])
+            .unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn an_empty_batch_does_not_create_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        log.append_lines::<&str>(&[]).unwrap();
+        assert!(!log.path().exists());
+    }
+
+    #[test]
+    fn concurrent_writers_never_interleave_inside_a_line() {
+        const WRITERS: usize = 8;
+        const LINES: usize = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        let barrier = std::sync::Barrier::new(WRITERS);
+        std::thread::scope(|s| {
+            for writer in 0..WRITERS {
+                let (log, barrier) = (&log, &barrier);
+                s.spawn(move || {
+                    // Long lines, so a split write would show.
+                    let line = format!("{writer}").repeat(2000);
+                    barrier.wait();
+                    for _ in 0..LINES {
+                        log.append_lines(&[&line]).unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), WRITERS * LINES);
+        for line in lines {
+            let first = line.chars().next().unwrap();
+            assert!(
+                line.len() == 2000 && line.chars().all(|c| c == first),
+                "a line was interleaved"
+            );
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn new_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        log.append_lines(&["x"]).unwrap();
+        let mode = std::fs::metadata(log.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_missing_directory_is_a_log_file_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(&dir.path().join("missing"), "a.txt", Tz::UTC);
+        let err = log.append_lines(&["x"]).unwrap_err();
+        match &err {
+            JobError::LogFile { path, .. } => assert_eq!(path, log.path()),
+            other => panic!("expected a LogFile error, got {other:?}"),
+        }
+        assert!(err.to_string().contains("missing/a.txt"), "{err}");
+    }
+}

@@ -1,0 +1,175 @@
+//! This example demonstrates the server's throughput against the HTTP floor, with `wrk`.
+//!
+//! It seeds a SQLite database in a temporary directory with 10,000 orders
+//! (`SeedConfig::demo`), serves the CRM API on a free port, and beside it a bare tide app whose
+//! handlers answer fixed bytes: the API's own answers to the two benchmark requests (the floor:
+//! HTTP and tide without GraphQL or the database). Then it runs `wrk` (64 connections, 2
+//! threads, 10 s by default) on each and prints a Markdown table.
+//!
+//! ```text
+//! cargo run --release -p crm-server --example bench_server [-- SECONDS]
+//! ```
+//! Needs `wrk` on the PATH (`apt-get install wrk`).
+
+use std::process::Command;
+use std::sync::Arc;
+
+use async_std::io::{ReadExt as _, WriteExt as _};
+use async_std::net::{TcpListener, TcpStream};
+use chrono::{Duration, SecondsFormat, Utc};
+use crm_core::{Database, SeedConfig, seed};
+use crm_server::{BoundServer, ServerConfig};
+
+const CONNECTIONS: u32 = 64;
+
+#[async_std::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let seconds: u32 = std::env::args().nth(1).map_or(Ok(10), |s| s.parse())?;
+    let dir = tempfile_dir()?;
+    let url = format!("sqlite://{}/bench.db", dir.display());
+    let db = Database::connect(&url).await?;
+    let now = Utc::now();
+    let summary = seed(&db, &SeedConfig::demo(now), &mut |_| {}).await?;
+    eprintln!("seeded {} orders into {url}", summary.orders);
+
+    let config = ServerConfig {
+        bind: "127.0.0.1:0".parse()?,
+        ..ServerConfig::default()
+    };
+    let server = BoundServer::bind(Arc::new(db), config).await?;
+    let api = server.local_addr();
+    async_std::task::spawn(server.run());
+
+    let hello = r#"{"query":"{ hello }"}"#.to_owned();
+    let week_ago = (now - Duration::days(7)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let until = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let orders = serde_json::json!({
+        "query": "query($from: DateTime!, $to: DateTime!) { allOrders(first: 100, \
+                  filter: {orderDateGte: $from, orderDateLte: $to}, orderBy: \"orderDate\") { \
+                  edges { node { id orderDate totalAmount customer { email } } } \
+                  pageInfo { hasNextPage endCursor } } }",
+        "variables": { "from": week_ago, "to": until }
+    })
+    .to_string();
+
+    // The floor answers exactly what the API answers.
+    let hello_answer = post(api, &hello).await?;
+    let orders_answer = post(api, &orders).await?;
+    let order_count = orders_answer.matches("\"node\"").count();
+    eprintln!(
+        "the orders query returns {order_count} orders ({} bytes)",
+        orders_answer.len()
+    );
+    let floor = floor_app(hello_answer, orders_answer);
+    let floor_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let floor_addr = floor_listener.local_addr()?;
+    async_std::task::spawn(floor.listen(floor_listener));
+
+    let scripts = [("hello", &hello), ("orders", &orders)];
+    println!("| request | server | requests/s | p99 latency |");
+    println!("|---|---|---:|---:|");
+    for (name, body) in scripts {
+        let script = dir.join(format!("{name}.lua"));
+        std::fs::write(&script, wrk_script(body))?;
+        for (server, url) in [
+            ("crm-server", format!("http://{api}/graphql")),
+            ("bare tide (floor)", format!("http://{floor_addr}/{name}")),
+        ] {
+            let (rps, p99) = run_wrk(&script, &url, seconds)?;
+            println!("| {name} | {server} | {rps} | {p99} |");
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// A tide app answering `POST /hello` and `POST /orders` with fixed JSON: the HTTP floor.
+fn floor_app(hello: String, orders: String) -> tide::Server<()> {
+    let mut app = tide::new();
+    app.at("/hello").post(move |_| {
+        let body = hello.clone();
+        async move {
+            Ok(tide::Response::builder(200)
+                .body(body)
+                .content_type(tide::http::mime::JSON)
+                .build())
+        }
+    });
+    app.at("/orders").post(move |_| {
+        let body = orders.clone();
+        async move {
+            Ok(tide::Response::builder(200)
+                .body(body)
+                .content_type(tide::http::mime::JSON)
+                .build())
+        }
+    });
+    app
+}
+
+/// One POST over a fresh connection; the answer's body.
+async fn post(addr: std::net::SocketAddr, body: &str) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let request = format!(
+        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    Ok(answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default())
+}
+
+fn wrk_script(body: &str) -> String {
+    let escaped = body.replace('\\', "\\\\").replace('\'', "\\'");
+    format!(
+        "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{escaped}'\n"
+    )
+}
+
+/// Runs wrk; returns (requests/s, p99 latency) as wrk prints them.
+fn run_wrk(
+    script: &std::path::Path,
+    url: &str,
+    seconds: u32,
+) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        eprintln!("warning from wrk on {url}:\n{text}");
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| "?".into())
+    };
+    Ok((field("Requests/sec:"), field("99%")))
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("crm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

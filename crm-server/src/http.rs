@@ -1,0 +1,261 @@
+//! The juniper–tide glue: routes, body limits, the bearer token, request logs.
+//!
+//! There is no official juniper integration for tide, so this is it: read the body (bounded),
+//! decode a GraphQL request (JSON, a JSON batch, or `application/graphql` text), run it against
+//! the schema with a per-request [`Context`], and answer JSON. Tide stays inside this module, so
+//! replacing it touches nothing else.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_std::net::TcpListener;
+use crm_core::CrmStore;
+use futures::AsyncReadExt as _;
+use juniper::http::graphiql::graphiql_source;
+use juniper::http::{GraphQLBatchRequest, GraphQLRequest};
+use juniper::{EmptySubscription, RootNode};
+use subtle::ConstantTimeEq as _;
+use tide::http::mime;
+use tide::{Body, Request, Response, StatusCode};
+
+use crate::config::ServerConfig;
+use crate::context::Context;
+use crate::schema::{Mutation, Query, Schema};
+
+/// Most operations one batched request may carry.
+const MAX_BATCH: usize = 16;
+
+/// What every request handler shares: the schema (with the configured limits), the store and
+/// the settings. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    schema: Arc<Schema>,
+    store: Arc<dyn CrmStore>,
+    config: Arc<ServerConfig>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tide application: `POST /graphql` and `/graphql/` run GraphQL, `GET` on them serves
+/// GraphiQL, `GET /healthz` answers `ok`. Every request is logged (method, path, status,
+/// duration; never bodies or headers).
+pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppState> {
+    let schema =
+        RootNode::new(Query, Mutation, EmptySubscription::new()).limit_depth(config.max_depth);
+    let state = AppState {
+        schema: Arc::new(schema),
+        store,
+        config: Arc::new(config),
+    };
+    let mut app = tide::with_state(state);
+    app.with(log_request);
+    for path in ["/graphql", "/graphql/"] {
+        app.at(path).post(graphql).get(graphiql);
+    }
+    app.at("/healthz").get(|_| async { Ok("ok") });
+    app
+}
+
+/// A server bound to its address but not yet accepting connections: bind to port 0, learn the
+/// port with [`BoundServer::local_addr`], then [`BoundServer::run`] (e.g. in a spawned task).
+pub struct BoundServer {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    app: tide::Server<AppState>,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundServer {
+    /// Binds `config.bind` (port 0 picks a free port) and builds the app over `store`.
+    pub async fn bind(store: Arc<dyn CrmStore>, config: ServerConfig) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.bind).await?;
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            app: app(store, config),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The GraphQL endpoint's URL, e.g. `http://127.0.0.1:8000/graphql`.
+    pub fn graphql_url(&self) -> String {
+        format!("http://{}/graphql", self.local_addr)
+    }
+
+    /// Serves until the process ends or accepting fails.
+    pub async fn run(self) -> io::Result<()> {
+        tracing::info!(address = %self.local_addr, "GraphQL server listening");
+        self.app.listen(self.listener).await
+    }
+}
+
+/// Binds `config.bind` and serves `store` until the process ends.
+pub async fn serve(store: Arc<dyn CrmStore>, config: ServerConfig) -> io::Result<()> {
+    BoundServer::bind(store, config).await?.run().await
+}
+
+/// Logs each request once it is answered.
+fn log_request<'a>(
+    request: Request<AppState>,
+    next: tide::Next<'a, AppState>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = tide::Result> + Send + 'a>> {
+    Box::pin(async move {
+        let started = Instant::now();
+        let method = request.method();
+        let path = request.url().path().to_owned();
+        let response = next.run(request).await;
+        tracing::info!(
+            http.method = %method,
+            http.path = %path,
+            http.status = u16::from(response.status()),
+            duration_us = started.elapsed().as_micros() as u64,
+            "request answered"
+        );
+        Ok(response)
+    })
+}
+
+async fn graphiql(_: Request<AppState>) -> tide::Result {
+    Ok(Response::builder(StatusCode::Ok)
+        .body(graphiql_source("/graphql", None))
+        .content_type(mime::HTML)
+        .build())
+}
+
+async fn graphql(mut request: Request<AppState>) -> tide::Result {
+    let state = request.state().clone();
+    let limit = state.config.max_body_bytes;
+    if request.len().is_some_and(|len| len > limit) {
+        return Ok(too_large(limit));
+    }
+    let mut body = Vec::new();
+    request
+        .take_body()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut body)
+        .await
+        .map_err(|e| tide::Error::new(StatusCode::BadRequest, e))?;
+    if body.len() > limit {
+        return Ok(too_large(limit));
+    }
+    let is_graphql_text = request
+        .content_type()
+        .is_some_and(|m| m.essence() == "application/graphql");
+    let batch = if is_graphql_text {
+        match String::from_utf8(body) {
+            Ok(query) => GraphQLBatchRequest::Single(GraphQLRequest::new(query, None, None)),
+            Err(_) => return Ok(bad_request("the body is not UTF-8 text")),
+        }
+    } else {
+        match serde_json::from_slice::<GraphQLBatchRequest>(&body) {
+            Ok(batch) => batch,
+            Err(e) => {
+                return Ok(bad_request(&format!(
+                    "the body is not a GraphQL request in JSON ({e}); send {{\"query\": \"…\"}}"
+                )));
+            }
+        }
+    };
+    if let GraphQLBatchRequest::Batch(requests) = &batch
+        && requests.len() > MAX_BATCH
+    {
+        return Ok(bad_request(&format!(
+            "a batch holds at most {MAX_BATCH} operations, got {}",
+            requests.len()
+        )));
+    }
+    let authorized = match &state.config.api_token {
+        None => true,
+        Some(token) => bearer_matches(request.header("Authorization").map(|v| v.as_str()), token),
+    };
+    let context = Context::new(
+        state.store.clone(),
+        authorized,
+        state.config.clock.clone(),
+        state.config.max_page_size,
+        state.config.max_bulk_customers,
+    );
+    let response = batch.execute(&state.schema, &context).await;
+    let status = if response.is_ok() {
+        StatusCode::Ok
+    } else {
+        StatusCode::BadRequest
+    };
+    Ok(json_response(status, serde_json::to_vec(&response)?))
+}
+
+/// Whether `header` is `Bearer <token>`, compared in constant time so response timing does not
+/// reveal how much of a guess was right.
+fn bearer_matches(header: Option<&str>, token: &str) -> bool {
+    let Some(given) = header.and_then(|h| {
+        let (scheme, value) = h.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
+    }) else {
+        return false;
+    };
+    given.as_bytes().ct_eq(token.as_bytes()).into()
+}
+
+fn too_large(limit: usize) -> Response {
+    error_response(
+        StatusCode::PayloadTooLarge,
+        &format!("the request body exceeds the limit of {limit} bytes"),
+        "PAYLOAD_TOO_LARGE",
+    )
+}
+
+fn bad_request(message: &str) -> Response {
+    error_response(StatusCode::BadRequest, message, "BAD_REQUEST")
+}
+
+/// A GraphQL-shaped error answer, so clients read every failure the same way.
+fn error_response(status: StatusCode, message: &str, code: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    json_response(status, body.to_string().into_bytes())
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    Response::builder(status)
+        .body(Body::from_bytes(body))
+        .content_type(mime::JSON)
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_matches() {
+        assert!(bearer_matches(Some("Bearer s3cret"), "s3cret"));
+        assert!(bearer_matches(Some("bearer  s3cret "), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cre"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer s3cret2"), "s3cret"));
+        assert!(!bearer_matches(Some("Basic s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("s3cret"), "s3cret"));
+        assert!(!bearer_matches(Some("Bearer "), "s3cret"));
+        assert!(!bearer_matches(None, "s3cret"));
+    }
+}
