@@ -34,14 +34,10 @@ pub(crate) struct Settings {
         hide_env_values = true
     )]
     pub(crate) database_url: String,
-    /// Where the jobs reach the GraphQL API.
-    #[arg(
-        long,
-        global = true,
-        env = "CRM_GRAPHQL_URL",
-        default_value = "http://localhost:8000/graphql"
-    )]
-    pub(crate) graphql_url: String,
+    /// Where the jobs reach the GraphQL API [default: http://localhost:8000/graphql; for
+    /// `serve --scheduler`, the server itself].
+    #[arg(long, global = true, env = "CRM_GRAPHQL_URL")]
+    pub(crate) graphql_url: Option<String>,
     /// Bearer token mutations require (server) and send (jobs); none by default.
     #[arg(long, global = true, env = "CRM_API_TOKEN", hide_env_values = true)]
     pub(crate) api_token: Option<String>,
@@ -71,6 +67,13 @@ pub(crate) enum Command {
     Crontab(CrontabCommand),
     /// Run each job when it is due, until stopped (SIGINT or SIGTERM).
     Scheduler,
+}
+
+impl Command {
+    /// Whether this command runs as a service until stopped.
+    pub(crate) fn is_long_running(&self) -> bool {
+        matches!(self, Command::Serve(_) | Command::Scheduler)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::from(2);
     }
     let cli = cli::Cli::parse();
-    init_tracing();
+    init_tracing(cli.command.is_long_running());
     match async_std::task::block_on(commands::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(failure) => {
@@ -42,16 +42,22 @@ fn load_env_file() -> Result<(), String> {
     }
 }
 
-/// Service logs go to stderr, filtered by `RUST_LOG` (default: info for our crates, warn for
-/// the rest), so stdout stays for what a command prints.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "warn,crm_core=info,crm_jobs=info,crm_server=info,crm=info",
-        )
-    });
+/// Service logs go to stderr, filtered by `RUST_LOG`, so stdout stays for what a command
+/// prints. By default a service (`serve`, `scheduler`) logs at info; a one-shot command only
+/// reports errors, since it prints its own outcome.
+fn init_tracing(long_running: bool) {
+    use std::io::IsTerminal as _;
+
+    let default = if long_running {
+        "warn,crm_core=info,crm_jobs=info,crm_server=info,crm=info"
+    } else {
+        "warn,crm_jobs::alert=off,crm_jobs::runner=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

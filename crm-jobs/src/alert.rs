@@ -109,7 +109,6 @@ impl AlertHook for LogAlert {
 #[derive(Clone)]
 pub struct WebhookAlert {
     url: surf::Url,
-    client: surf::Client,
     attempts: u32,
     timeout: Duration,
     pause: Duration,
@@ -138,7 +137,6 @@ impl WebhookAlert {
         }
         Ok(Self {
             url,
-            client: surf::Client::new(),
             attempts: 3,
             timeout: Duration::from_secs(10),
             pause: Duration::from_secs(1),
@@ -164,8 +162,9 @@ impl WebhookAlert {
     }
 
     async fn try_once(&self, alert: &Alert) -> Result<(), String> {
-        let request = self
-            .client
+        // A fresh client (and connection) per attempt: a pooled connection whose last request
+        // timed out may still carry that request's unanswered exchange.
+        let request = surf::Client::new()
             .post(self.url.as_str())
             .body_json(alert)
             .map_err(|e| e.to_string())?

@@ -10,6 +10,8 @@ mod jobs;
 mod log_file;
 mod runner;
 mod schedule;
+#[cfg(feature = "async-std-scheduler")]
+mod scheduler;
 
 pub use alert::{Alert, AlertError, AlertHook, LogAlert, WebhookAlert};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -35,3 +37,5 @@ pub use runner::{
 pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
 };
+#[cfg(feature = "async-std-scheduler")]
+pub use scheduler::{Scheduler, SchedulerSummary, ShutdownHandle};

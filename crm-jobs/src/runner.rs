@@ -139,6 +139,40 @@ impl RunReport {
     }
 }
 
+impl RunStatus {
+    /// The word the command line shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Busy => "busy",
+            Self::Taken => "taken",
+            Self::LedgerError => "ledger error",
+        }
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line for the command line: `log_crm_heartbeat: succeeded in 12 ms: CRM is alive`.
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.status)?;
+        if let Some(duration) = self.duration {
+            write!(f, " in {} ms", duration.as_millis())?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
 /// A registered job with its schedule and options read once.
 struct Registered {
     job: Arc<dyn CronJob>,
@@ -445,8 +479,9 @@ impl Runner {
     }
 
     /// When [`Runner::run_due`] should next be called: the earliest of the jobs' next ticks
-    /// after `now`, pending retries, and the lease ends of runs still going (a dead runner's
-    /// claim frees its job then). `None` if nothing will ever be due.
+    /// after `now`, pending retries, and the lease ends of other processes' runs still going (a
+    /// dead runner's claim frees its job then). `None` if nothing will ever be due. A tick held
+    /// up by this runner's own long run is due again when that run ends.
     pub async fn next_wakeup(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let mut wake = self
             .jobs
@@ -470,6 +505,9 @@ impl Runner {
             Ok(running) => running
                 .iter()
                 .filter(|r| self.jobs.iter().any(|j| j.code == r.code))
+                // Our own runs end under our eyes (the scheduler hears of it); only another
+                // process's claim can end silently, by expiring.
+                .filter(|r| r.host != self.host || r.pid != self.pid)
                 .filter_map(|r| r.lease_until)
                 // Just past the end, when the claim counts as expired.
                 .for_each(|until| consider(until + TimeDelta::milliseconds(1))),
@@ -777,7 +815,11 @@ impl Runner {
         futures::pin_mut!(work, renew);
         match future::select(work, renew).await {
             Either::Left((result, _)) => result,
-            Either::Right(((), _)) => unreachable!("the renewal loop never ends"),
+            // The renewal loop never ends; were it to, the job's end would go unobserved.
+            Either::Right(_) => (
+                RunOutcome::Failed,
+                "the lease renewal stopped before the job ended".to_owned(),
+            ),
         }
     }
 

@@ -631,6 +631,48 @@ mod tests {
     }
 
     #[test]
+    fn day_of_month_and_day_of_week_combine_as_in_vixie_cron() {
+        // Both restricted: either matches ("the 13th, or any Friday"); October 2026 starts
+        // on a Thursday, so its 13th is a Tuesday.
+        let schedule = Schedule::cron("0 0 13 * 5").unwrap().in_time_zone(Tz::UTC);
+        let ticks: Vec<_> = schedule
+            .ticks_between(utc(2026, 10, 1, 0, 0), utc(2026, 10, 31, 0, 0))
+            .collect();
+        let expected: Vec<_> = [2, 9, 13, 16, 23, 30]
+            .into_iter()
+            .map(|d| utc(2026, 10, d, 0, 0))
+            .collect();
+        assert_eq!(ticks, expected);
+        let schedule = Schedule::cron("0 0 1 * MON").unwrap().in_time_zone(Tz::UTC);
+        let ticks: Vec<_> = schedule
+            .ticks_between(utc(2026, 11, 25, 0, 0), utc(2026, 12, 8, 0, 0))
+            .collect();
+        assert_eq!(
+            ticks,
+            vec![
+                utc(2026, 11, 30, 0, 0),
+                utc(2026, 12, 1, 0, 0),
+                utc(2026, 12, 7, 0, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn nicknames_and_names_are_understood() {
+        let daily = Schedule::cron("@daily").unwrap().in_time_zone(Tz::UTC);
+        assert_eq!(
+            daily.next_after(utc(2026, 6, 1, 10, 0)),
+            Some(utc(2026, 6, 2, 0, 0))
+        );
+        let weekly = Schedule::cron("0 2 * * SUN").unwrap().in_time_zone(Tz::UTC);
+        assert_eq!(
+            weekly.next_after(utc(2026, 6, 1, 10, 0)),
+            Some(utc(2026, 6, 7, 2, 0))
+        );
+        assert!(Schedule::cron("@reboot").is_err());
+    }
+
+    #[test]
     fn a_cron_schedule_runs_in_its_own_zone() {
         let report = Schedule::cron(schedules::GENERATE_CRM_REPORT)
             .unwrap()

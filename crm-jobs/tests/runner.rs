@@ -123,10 +123,7 @@ impl AlertHook for Alerts {
 }
 
 fn statuses(reports: &[RunReport]) -> Vec<(String, RunStatus)> {
-    let mut s: Vec<_> = reports
-        .iter()
-        .map(|r| (r.code.clone(), r.status))
-        .collect();
+    let mut s: Vec<_> = reports.iter().map(|r| (r.code.clone(), r.status)).collect();
     s.sort_by(|a, b| a.0.cmp(&b.0));
     s
 }
@@ -488,6 +485,53 @@ async fn ledger_suite(ledger: &dyn RunLedger) {
     assert_eq!(ledger.history(None, 100).await.unwrap().len(), 6);
 }
 
+/// `n` connections (as `n` processes) claim `n` different ticks of one non-parallel job at the
+/// same moment: exactly one may run, the others must see it busy.
+async fn exclusive_claims_race(url: &str, n: usize) {
+    let t0 = utc(2026, 1, 5, 8, 0);
+    let barrier = Arc::new(Barrier::new(n));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let db = Database::connect(url).await.unwrap();
+        let barrier = barrier.clone();
+        tasks.push(async_std::task::spawn(async move {
+            let run = NewRun {
+                host: format!("process-{i}"),
+                ..new_run("exclusive", t0 + TimeDelta::minutes(i as i64), t0, 600)
+            };
+            barrier.wait().await;
+            db.claim(&run, true, t0).await.unwrap()
+        }));
+    }
+    let claims = futures::future::join_all(tasks).await;
+    let claimed = claims
+        .iter()
+        .filter(|c| matches!(c, Claim::Claimed(_)))
+        .count();
+    let busy = claims
+        .iter()
+        .filter(|c| matches!(c, Claim::Busy(_)))
+        .count();
+    assert_eq!((claimed, busy), (1, n - 1), "{claims:?}");
+}
+
+#[async_std::test]
+async fn concurrent_claims_of_a_non_parallel_job_on_postgres_let_one_run() {
+    let db = TestDb::postgres().await;
+    for _ in 0..5 {
+        let fresh = db.another().await;
+        exclusive_claims_race(fresh.url(), 4).await;
+    }
+}
+
+#[async_std::test]
+async fn concurrent_claims_of_a_non_parallel_job_on_sqlite_let_one_run() {
+    for _ in 0..5 {
+        let db = TestDb::sqlite().await;
+        exclusive_claims_race(db.url(), 3).await;
+    }
+}
+
 #[async_std::test]
 async fn the_in_memory_ledger_keeps_the_ledger_rules() {
     ledger_suite(&MemoryLedger::new()).await;
@@ -712,7 +756,17 @@ async fn dead_runner_claim_expires(url: &str) {
 
     let survivor_job = TestJob::cron("log_crm_heartbeat", "*/5 * * * *");
     let survivor_calls = survivor_job.calls();
-    let survivor = build(survivor_job, ledger.clone(), "survivor");
+    let alerts = Arc::new(Alerts::default());
+    let survivor = Runner::builder()
+        .ledger(Arc::new(ledger.clone()))
+        .clock(Arc::new(clock.clone()))
+        .alert_hook(alerts.clone())
+        .time_zone(Tz::UTC)
+        .lease(Duration::from_secs(30))
+        .host("survivor")
+        .job(Box::new(survivor_job))
+        .build()
+        .unwrap();
     // While the lease lives, the next tick waits (the job does not allow parallel runs).
     let t1 = start + TimeDelta::minutes(5);
     clock.set(start + TimeDelta::seconds(20));
@@ -742,6 +796,24 @@ async fn dead_runner_claim_expires(url: &str) {
             (t1, RunOutcome::Succeeded, "survivor"),
             (start, RunOutcome::Abandoned, "doomed"),
         ]
+    );
+    // The crash counts as a failure: alerted once, and the next success is a recovery.
+    let alerts = alerts.0.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(
+        matches!(&alerts[0], Alert::Failing { message, host, .. }
+            if message.contains("stopped renewing its lease") && host == "doomed"),
+        "{alerts:?}"
+    );
+    assert!(
+        matches!(
+            &alerts[1],
+            Alert::Recovered {
+                after_failures: 1,
+                ..
+            }
+        ),
+        "{alerts:?}"
     );
 }
 
@@ -971,6 +1043,38 @@ async fn the_webhook_is_retried_when_it_answers_an_error() {
 }
 
 #[async_std::test]
+async fn a_webhook_that_never_answers_times_out_on_every_attempt() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicU32::new(0));
+    let counter = accepted.clone();
+    async_std::task::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(stream); // read nothing, answer nothing
+        }
+    });
+    let hook = WebhookAlert::new(&url)
+        .unwrap()
+        .attempts(2)
+        .timeout(Duration::from_millis(100))
+        .pause(Duration::from_millis(10));
+    let alert = Alert::Recovered {
+        code: "job".into(),
+        after_failures: 1,
+        tick: utc(2026, 1, 1, 0, 0),
+        host: "h".into(),
+    };
+    let err = hook.alert(&alert).await.unwrap_err().to_string();
+    assert!(
+        err.contains("after 2 attempts") && err.contains("no answer within"),
+        "{err}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[async_std::test]
 async fn a_panicking_job_is_a_recorded_failure_and_the_others_still_run() {
     let start = utc(2026, 6, 1, 10, 0);
     let clock = ManualClock::new(start);
@@ -1018,6 +1122,16 @@ async fn a_job_past_its_timeout_is_stopped_and_recorded_as_failed() {
     let reports = runner.run_due(start).await;
     assert_eq!(reports[0].status, RunStatus::Failed);
     assert_eq!(reports[0].message, "timed out after 0.05s");
+    assert!(
+        reports[0].to_string().starts_with("hangs: failed in "),
+        "{}",
+        reports[0]
+    );
+    assert!(
+        reports[0]
+            .to_string()
+            .ends_with(" ms: timed out after 0.05s")
+    );
     let row = ledger.history(Some("hangs"), 1).await.unwrap().remove(0);
     assert_eq!(row.outcome, RunOutcome::Failed);
     assert!(ledger.running(None).await.unwrap().is_empty());
@@ -1280,4 +1394,171 @@ async fn schedules_without_a_zone_take_the_runners_and_explicit_zones_win() {
         runner.schedule_of("tokyo").unwrap().time_zone(),
         chrono_tz::Asia::Tokyo
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scheduler
+
+/// A job that reports each tick it runs on a channel, and waits for `gate` (if any) first.
+fn signalling_job(
+    code: &str,
+    expr: &str,
+    gate: Option<async_std::channel::Receiver<()>>,
+) -> (TestJob, async_std::channel::Receiver<DateTime<Utc>>) {
+    let (tx, rx) = async_std::channel::unbounded();
+    let job = TestJob::cron(code, expr).body(move |_, ctx| {
+        let tx = tx.clone();
+        let gate = gate.clone();
+        async move {
+            let _ = tx.send(ctx.tick).await;
+            if let Some(gate) = gate {
+                let _ = gate.recv().await;
+            }
+            Ok("done".to_owned())
+        }
+        .boxed()
+    });
+    (job, rx)
+}
+
+async fn wait_until_idle(runner: &Runner) {
+    // The run is recorded just after the job returns; wait for the ledger to show it.
+    for _ in 0..1000 {
+        if runner.ledger().running(None).await.unwrap().is_empty() {
+            return;
+        }
+        async_io::Timer::after(Duration::from_millis(1)).await;
+    }
+    panic!("the run never finished");
+}
+
+#[async_std::test]
+async fn the_scheduler_runs_each_tick_as_the_clock_reaches_it_and_sleeps_in_between() {
+    let start = utc(2026, 6, 1, 10, 0);
+    let clock = ManualClock::new(start);
+    let (job, ticks_rx) = signalling_job("log_crm_heartbeat", "*/5 * * * *", None);
+    let ledger = Arc::new(MemoryLedger::new());
+    let runner = Arc::new(runner_with(
+        &clock,
+        ledger.clone(),
+        Arc::new(Alerts::default()),
+        vec![job],
+    ));
+    let scheduler = crm_jobs::Scheduler::new(runner.clone());
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+
+    assert_eq!(ticks_rx.recv().await.unwrap(), start);
+    wait_until_idle(&runner).await;
+    for minutes in [5, 10, 15] {
+        async_io::Timer::after(Duration::from_millis(20)).await;
+        assert!(ticks_rx.try_recv().is_err(), "nothing runs before its tick");
+        clock.set(start + TimeDelta::minutes(minutes) - TimeDelta::seconds(1));
+        async_io::Timer::after(Duration::from_millis(20)).await;
+        assert!(ticks_rx.try_recv().is_err(), "nothing runs a second early");
+        clock.set(start + TimeDelta::minutes(minutes));
+        assert_eq!(
+            ticks_rx.recv().await.unwrap(),
+            start + TimeDelta::minutes(minutes)
+        );
+        wait_until_idle(&runner).await;
+    }
+    handle.shutdown(Duration::from_secs(5));
+    let summary = task.await;
+    assert_eq!(summary.unfinished, 0);
+    // One look at the due jobs at start and one per tick: it slept in between, even when the
+    // clock moved to a second before a tick.
+    assert_eq!(summary.rounds, 4);
+    assert_eq!(ledger.history(None, 100).await.unwrap().len(), 4);
+}
+
+#[async_std::test]
+async fn shutdown_stops_new_runs_and_waits_for_running_ones_up_to_the_deadline() {
+    let start = utc(2026, 6, 1, 10, 0);
+    let clock = ManualClock::new(start);
+    let (release_tx, release_rx) = async_std::channel::bounded::<()>(1);
+    let (job, ticks_rx) = signalling_job("slow", "*/5 * * * *", Some(release_rx));
+    let ledger = Arc::new(MemoryLedger::new());
+    let runner = Arc::new(runner_with_lease(
+        &clock,
+        ledger.clone(),
+        Arc::new(Alerts::default()),
+        vec![job],
+        Duration::from_secs(3600),
+    ));
+    let scheduler = crm_jobs::Scheduler::new(runner.clone());
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+    assert_eq!(ticks_rx.recv().await.unwrap(), start);
+
+    handle.shutdown(Duration::from_secs(30));
+    // No new runs once asked to stop, even when a tick comes.
+    clock.set(start + TimeDelta::minutes(5));
+    async_io::Timer::after(Duration::from_millis(30)).await;
+    assert!(ticks_rx.try_recv().is_err());
+    // The running one is let finish; then the scheduler returns.
+    release_tx.send(()).await.unwrap();
+    let summary = task.await;
+    assert_eq!(summary.unfinished, 0);
+    let runs = ledger.history(None, 10).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, RunOutcome::Succeeded);
+
+    // A run that outlasts the deadline is left behind, and said so.
+    let clock = ManualClock::new(start);
+    let (_never_released, gate) = async_std::channel::bounded::<()>(1);
+    let (job, ticks_rx) = signalling_job("stuck", "*/5 * * * *", Some(gate));
+    let runner = Arc::new(runner_with(
+        &clock,
+        Arc::new(MemoryLedger::new()),
+        Arc::new(Alerts::default()),
+        vec![job],
+    ));
+    let scheduler = crm_jobs::Scheduler::new(runner);
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+    ticks_rx.recv().await.unwrap();
+    handle.shutdown(Duration::from_millis(50));
+    assert_eq!(task.await.unfinished, 1);
+}
+
+#[async_std::test]
+async fn the_scheduler_runs_a_held_tick_as_soon_as_the_long_run_before_it_ends() {
+    let start = utc(2026, 6, 1, 10, 0);
+    let clock = ManualClock::new(start);
+    let (release_tx, release_rx) = async_std::channel::bounded::<()>(1);
+    let (tx, ticks_rx) = async_std::channel::unbounded();
+    let job = TestJob::cron("slow", "*/5 * * * *").body(move |n, ctx| {
+        let tx = tx.clone();
+        let release = release_rx.clone();
+        async move {
+            let _ = tx.send(ctx.tick).await;
+            if n == 0 {
+                let _ = release.recv().await;
+            }
+            Ok("done".to_owned())
+        }
+        .boxed()
+    });
+    let runner = Arc::new(runner_with_lease(
+        &clock,
+        Arc::new(MemoryLedger::new()),
+        Arc::new(Alerts::default()),
+        vec![job],
+        Duration::from_secs(3600),
+    ));
+    let scheduler = crm_jobs::Scheduler::new(runner.clone());
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+    assert_eq!(ticks_rx.recv().await.unwrap(), start);
+    // The next tick comes while the first run goes on: it waits (the job is not parallel)…
+    let t1 = start + TimeDelta::minutes(5);
+    clock.set(t1);
+    async_io::Timer::after(Duration::from_millis(30)).await;
+    assert!(ticks_rx.try_recv().is_err());
+    // …and runs as soon as the first ends, without the clock moving.
+    release_tx.send(()).await.unwrap();
+    assert_eq!(ticks_rx.recv().await.unwrap(), t1);
+    handle.shutdown(Duration::from_secs(5));
+    assert_eq!(task.await.unfinished, 0);
 }

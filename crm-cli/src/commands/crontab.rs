@@ -92,8 +92,10 @@ fn entry(job: &CronJobLine, exe: &Path, settings: &Settings) -> CommandResult<Cr
             words.push(shell_quote(&absolute_database_url(&settings.database_url)?));
         }
     }
-    words.push("--graphql-url".into());
-    words.push(shell_quote(&settings.graphql_url));
+    if let Some(url) = &settings.graphql_url {
+        words.push("--graphql-url".into());
+        words.push(shell_quote(url));
+    }
     let log_dir = absolute(&settings.log_dir)?;
     words.push("--log-dir".into());
     words.push(shell_quote(&log_dir.display().to_string()));

@@ -1,10 +1,15 @@
 //! One function per subcommand; each turns settings into library calls.
 
 mod crontab;
+mod jobs;
+mod scheduler;
+mod seed;
+mod serve;
 
+use anyhow::Context as _;
 use crm_core::Database;
 
-use crate::cli::{Cli, Command, Settings};
+use crate::cli::{Cli, Command, CrontabCommand, Settings};
 use crate::outcome::{CommandResult, Failure, UsageContext as _};
 
 pub(crate) async fn run(cli: Cli) -> CommandResult {
@@ -15,12 +20,55 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             println!("Database {} is up to date.", db.backend_name());
             Ok(())
         }
-        Command::Crontab(command) => {
-            let jobs = Vec::new();
-            crontab::run(&command, &settings, &jobs)
+        Command::Seed(args) => seed::run(&connect(&settings).await?, &args).await,
+        Command::Serve(args) => serve::run(connect(&settings).await?, &settings, &args).await,
+        Command::Schema => {
+            print!("{}", crm_server::schema().as_sdl());
+            Ok(())
         }
-        _ => Err(Failure::Usage(anyhow::anyhow!("not wired yet"))),
+        Command::Jobs(command) => jobs::run(&connect(&settings).await?, &settings, &command).await,
+        Command::Crontab(command) => {
+            let lines = match command {
+                CrontabCommand::Add => crontab_lines(&settings).await?,
+                CrontabCommand::Show | CrontabCommand::Remove => Vec::new(),
+            };
+            crontab::run(&command, &settings, &lines)
+        }
+        Command::Scheduler => {
+            let db = connect(&settings).await?;
+            let config = jobs::jobs_config(&settings)?;
+            let scheduler = scheduler::build(&db, &config)?;
+            let stop = shutdown_signal()?;
+            scheduler::run_until(scheduler, async move {
+                let _ = stop.recv().await;
+            })
+            .await;
+            db.close().await;
+            Ok(())
+        }
     }
+}
+
+/// Each job's crontab schedule: cron runs in the machine's zone, so a job scheduled in another
+/// zone is refused rather than run at the wrong hour.
+async fn crontab_lines(settings: &Settings) -> CommandResult<Vec<crontab::CronJobLine>> {
+    let config = jobs::jobs_config(settings)?;
+    let local = crm_jobs::default_time_zone().usage("Cannot tell the machine's time zone")?;
+    let db = connect(settings).await?;
+    let runner = jobs::runner(&db, &config)?;
+    let mut lines = Vec::new();
+    for code in runner.codes() {
+        let schedule = runner
+            .schedule_of(code)
+            .expect("a registered code has a schedule");
+        let expression = crm_jobs::crontab::crontab_expression(schedule, local)
+            .map_err(|reason| Failure::Usage(anyhow::anyhow!("{code}: {reason}")))?;
+        lines.push(crontab::CronJobLine {
+            code: code.to_owned(),
+            schedule: expression,
+        });
+    }
+    Ok(lines)
 }
 
 /// Opens (and migrates) the configured database. A URL that cannot be understood is a
@@ -35,4 +83,15 @@ async fn connect(settings: &Settings) -> CommandResult<Database> {
             crm_core::redact_password(url)
         )))),
     }
+}
+
+/// Resolves once SIGINT or SIGTERM arrives, so long-running commands can stop cleanly (let
+/// running jobs finish, close the database).
+fn shutdown_signal() -> anyhow::Result<async_std::channel::Receiver<()>> {
+    let (sender, receiver) = async_std::channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = sender.try_send(());
+    })
+    .context("Failed to install the SIGINT/SIGTERM handler")?;
+    Ok(receiver)
 }

@@ -1,0 +1,219 @@
+//! `crm jobs list|run|run-due|history`: the five jobs through the runner and its ledger.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use crm_core::{CrmStore, Database};
+use crm_jobs::{
+    Clock as _, JobRun, JobsConfig, LogAlert, ORDER_REMINDERS_PROCESSED, RunReport, RunStatus,
+    Runner, RunnerError, SendOrderReminders, SystemClock,
+};
+
+use crate::cli::{JobsCommand, Settings};
+use crate::outcome::{CommandResult, Failure, UsageContext as _};
+
+/// The jobs' settings from the command line's (flags, then `CRM_*` variables).
+pub(crate) fn jobs_config(settings: &Settings) -> CommandResult<JobsConfig> {
+    JobsConfig::from_lookup(|name| match name {
+        "CRM_GRAPHQL_URL" => settings.graphql_url.clone(),
+        "CRM_API_TOKEN" => settings.api_token.clone(),
+        "CRM_LOG_DIR" => Some(settings.log_dir.display().to_string()),
+        "CRM_TIME_ZONE" => settings.time_zone.clone(),
+        _ => None,
+    })
+    .usage("Invalid configuration")
+}
+
+/// The five jobs on a runner recording into the CRM's own database.
+pub(crate) fn runner(db: &Database, config: &JobsConfig) -> CommandResult<Runner> {
+    let store: Arc<dyn CrmStore> = Arc::new(db.clone());
+    let jobs = crm_jobs::standard_jobs(config, store).usage("Invalid configuration")?;
+    Runner::builder()
+        .jobs(jobs)
+        .ledger(Arc::new(db.clone()))
+        .clock(Arc::new(SystemClock))
+        .alert_hook(Arc::new(LogAlert))
+        .time_zone(config.time_zone)
+        .build()
+        .usage("Invalid job registry")
+}
+
+pub(crate) async fn run(
+    db: &Database,
+    settings: &Settings,
+    command: &JobsCommand,
+) -> CommandResult {
+    let config = jobs_config(settings)?;
+    let runner = runner(db, &config)?;
+    match command {
+        JobsCommand::List => list(&runner, config.time_zone).await,
+        JobsCommand::Run {
+            code,
+            force,
+            dry_run,
+        } => run_one(&runner, code, *force, *dry_run).await,
+        JobsCommand::RunDue => {
+            let reports = runner.run_due(SystemClock.now()).await;
+            if reports.is_empty() {
+                println!("Nothing due.");
+            }
+            let mut failed = false;
+            for report in &reports {
+                print_report(report);
+                failed |= report.is_failure();
+            }
+            if failed {
+                return Err(Failure::Failed(anyhow::anyhow!("a job failed")));
+            }
+            Ok(())
+        }
+        JobsCommand::History { code, limit } => {
+            if let Some(code) = code
+                && runner.schedule_of(code).is_none()
+            {
+                return Err(Failure::Usage(anyhow::anyhow!(
+                    "no job with code '{code}' (known: {})",
+                    runner.codes().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            let runs = runner
+                .ledger()
+                .history(code.as_deref(), *limit)
+                .await
+                .context("Failed to read the run history")?;
+            print_history(&runs, config.time_zone);
+            Ok(())
+        }
+    }
+}
+
+/// Runs one job now. Without `--force` it takes the job's current tick when that is due (so a
+/// scheduler or cron line does not run it again) and otherwise runs as a manual run; with
+/// `--force` it runs as a manual run even if the current tick already ran.
+async fn run_one(runner: &Runner, code: &str, force: bool, dry_run: bool) -> CommandResult {
+    let report = match runner.run_now(code, force, dry_run).await {
+        Ok(report) => report,
+        Err(RunnerError::NotDue { .. }) => runner
+            .run_now(code, true, dry_run)
+            .await
+            .context("Failed to run the job")?,
+        Err(e @ RunnerError::UnknownJob { .. }) => return Err(e).usage("Unknown job"),
+        Err(e) => return Err(Failure::Failed(anyhow::Error::new(e))),
+    };
+    print_report(&report);
+    match report.status {
+        RunStatus::Succeeded => {
+            if code == SendOrderReminders::CODE && !dry_run {
+                println!("{ORDER_REMINDERS_PROCESSED}");
+            }
+            Ok(())
+        }
+        RunStatus::Taken => Ok(()),
+        RunStatus::Busy => Err(Failure::Failed(anyhow::anyhow!(
+            "{code} is already running (it does not allow parallel runs)"
+        ))),
+        _ => Err(Failure::Failed(anyhow::anyhow!(
+            "{code} failed: {}",
+            report.message
+        ))),
+    }
+}
+
+fn print_report(report: &RunReport) {
+    let status = match report.status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "FAILED",
+        RunStatus::Skipped => "skipped",
+        RunStatus::Busy => "busy",
+        RunStatus::Taken => "taken by another runner",
+        RunStatus::LedgerError => "LEDGER ERROR",
+        _ => "other",
+    };
+    let duration = report
+        .duration
+        .map(|d| format!(" in {} ms", d.as_millis()))
+        .unwrap_or_default();
+    println!("{}: {status}{duration}: {}", report.code, report.message);
+}
+
+async fn list(runner: &Runner, zone: Tz) -> CommandResult {
+    let now = SystemClock.now();
+    let last = runner
+        .ledger()
+        .last_runs()
+        .await
+        .context("Failed to read the run ledger")?;
+    let mut rows = vec![[
+        "CODE".to_owned(),
+        "SCHEDULE".to_owned(),
+        "NEXT RUN".to_owned(),
+        "LAST RUN".to_owned(),
+        "OUTCOME".to_owned(),
+    ]];
+    for code in runner.codes() {
+        let schedule = runner
+            .schedule_of(code)
+            .expect("a registered code has a schedule");
+        let last = last.iter().find(|r| r.code == code);
+        rows.push([
+            code.to_owned(),
+            schedule.to_string(),
+            schedule
+                .next_after(now)
+                .map_or_else(|| "never".to_owned(), |t| local(t, zone)),
+            last.map_or_else(|| "never".to_owned(), |r| local(r.started_at, zone)),
+            last.map_or_else(String::new, |r| r.outcome.to_string()),
+        ]);
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn print_history(runs: &[JobRun], zone: Tz) {
+    let now = SystemClock.now();
+    let mut rows = vec![[
+        "STARTED".to_owned(),
+        "CODE".to_owned(),
+        "KIND".to_owned(),
+        "DURATION".to_owned(),
+        "OUTCOME".to_owned(),
+        "MESSAGE".to_owned(),
+    ]];
+    for run in runs {
+        rows.push([
+            local(run.started_at, zone),
+            run.code.clone(),
+            run.kind.to_string(),
+            format!("{} ms", run.duration(now).num_milliseconds()),
+            run.outcome.to_string(),
+            run.message.clone().unwrap_or_default(),
+        ]);
+    }
+    print_table(&rows);
+}
+
+fn local(t: DateTime<Utc>, zone: Tz) -> String {
+    t.with_timezone(&zone)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+fn print_table<const N: usize>(rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == N {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}

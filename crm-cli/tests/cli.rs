@@ -1,0 +1,613 @@
+//! The real `crm` binary, run in a temporary directory the way an operator runs it: migrate,
+//! seed, serve on a free port, each job, run-due, history, crontab management against the real
+//! `crontab` program, and bad input with its exit codes.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One operator's working directory and log directory.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_dir(&self) -> PathBuf {
+        let logs = self.path().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        logs
+    }
+
+    /// `crm` in this directory, with none of the caller's `CRM_*` settings and logs in `logs/`.
+    fn crm(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("CRM_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .current_dir(self.path())
+            .env("CRM_LOG_DIR", self.log_dir())
+            .env("CRM_TIME_ZONE", "UTC")
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.crm().args(args).output().expect("crm runs")
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_dir().join(name)).unwrap_or_default()
+    }
+
+    /// Starts `crm serve` on a free port; the server stops when the guard drops.
+    fn serve(&self, extra: &[&str]) -> Server {
+        let mut child = self
+            .crm()
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("crm serve starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("serve printed no URL: {line:?}"))
+            .to_owned();
+        Server { child, url }
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// Every line of a log matches `YYYY-MM-DD HH:MM:SS - <rest>`; returns the rests.
+fn dated_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .map(|line| {
+            let (stamp, rest) = line.split_at(19);
+            chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S")
+                .unwrap_or_else(|e| panic!("bad timestamp in {line:?}: {e}"));
+            rest.strip_prefix(" - ")
+                .unwrap_or_else(|| panic!("no ' - ' after the timestamp in {line:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn migrate_creates_a_private_database_file_and_is_idempotent() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let ws = Workspace::new();
+    let first = ws.run(&["migrate"]);
+    assert_exit(&first, 0);
+    let mode = std::fs::metadata(ws.path().join("crm.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the database holds e-mails: owner only"
+    );
+    assert_exit(&ws.run(&["migrate"]), 0);
+}
+
+#[test]
+fn the_jobs_run_against_a_served_database_and_log_the_contracts_lines() {
+    let ws = Workspace::new();
+    assert_exit(
+        &ws.run(&[
+            "seed",
+            "--customers",
+            "300",
+            "--products",
+            "40",
+            "--orders",
+            "2000",
+        ]),
+        0,
+    );
+    let server = ws.serve(&["--no-demo-data"]);
+    let graphql = ["--graphql-url", server.url.as_str()];
+
+    let cleanup = ws.run(&["jobs", "run", "clean_inactive_customers"]);
+    assert_exit(&cleanup, 0);
+    let lines = dated_lines(&ws.log("customer_cleanup_log.txt"));
+    assert_eq!(lines.len(), 1);
+    assert!(
+        lines[0].starts_with("Deleted ") && lines[0].ends_with(" inactive customers"),
+        "{lines:?}"
+    );
+
+    let reminders = ws
+        .crm()
+        .args(graphql)
+        .args(["jobs", "run", "send_order_reminders"])
+        .output()
+        .unwrap();
+    assert_exit(&reminders, 0);
+    assert!(stdout(&reminders).contains("Order reminders processed!"));
+    let lines = dated_lines(&ws.log("order_reminders_log.txt"));
+    assert!(!lines.is_empty(), "seeded data has orders in the last week");
+    for line in &lines {
+        let rest = line.strip_prefix("Reminder: order ").expect(line);
+        let (id, email) = rest.split_once(" for ").expect(line);
+        assert!(id.parse::<u64>().is_ok(), "{line}");
+        assert!(email.contains('@'), "{line}");
+    }
+
+    let heartbeat = ws
+        .crm()
+        .args(graphql)
+        .args(["jobs", "run", "log_crm_heartbeat"])
+        .output()
+        .unwrap();
+    assert_exit(&heartbeat, 0);
+    let beat = ws.log("crm_heartbeat_log.txt");
+    let (stamp, rest) = beat.trim_end().split_at(19);
+    chrono::NaiveDateTime::parse_from_str(stamp, "%d/%m/%Y-%H:%M:%S").expect(stamp);
+    assert_eq!(rest, " CRM is alive");
+
+    let restock = ws
+        .crm()
+        .args(graphql)
+        .args(["jobs", "run", "update_low_stock"])
+        .output()
+        .unwrap();
+    assert_exit(&restock, 0);
+    for line in dated_lines(&ws.log("low_stock_updates_log.txt")) {
+        let (_, stock) = line.rsplit_once(": stock now ").expect(&line);
+        let stock: i32 = stock.parse().expect(&line);
+        assert!(
+            (10..20).contains(&stock),
+            "restocked from below 10 by 10: {line}"
+        );
+    }
+
+    let report = ws
+        .crm()
+        .args(graphql)
+        .args(["jobs", "run", "generate_crm_report"])
+        .output()
+        .unwrap();
+    assert_exit(&report, 0);
+    let lines = dated_lines(&ws.log("crm_report_log.txt"));
+    let words: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(words[0], "Report:");
+    assert_eq!(words[2], "customers,");
+    assert_eq!(words[4], "orders,");
+    assert_eq!(words[6], "revenue.");
+    let deleted: u64 = dated_lines(&ws.log("customer_cleanup_log.txt"))[0]
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(words[1].parse::<u64>().unwrap(), 300 - deleted, "{lines:?}");
+    assert!(words[3].parse::<u64>().unwrap() > 0, "{lines:?}");
+    let revenue = words[5];
+    assert_eq!(
+        revenue.split_once('.').map(|(_, cents)| cents.len()),
+        Some(2),
+        "{revenue}"
+    );
+
+    let history = ws.run(&["jobs", "history"]);
+    assert_exit(&history, 0);
+    let history = stdout(&history);
+    for code in [
+        "clean_inactive_customers",
+        "send_order_reminders",
+        "log_crm_heartbeat",
+        "update_low_stock",
+        "generate_crm_report",
+    ] {
+        assert!(
+            history.contains(code),
+            "{code} missing from history:\n{history}"
+        );
+    }
+    assert_eq!(history.matches("succeeded").count(), 5, "{history}");
+}
+
+#[test]
+fn run_due_twice_in_a_row_runs_nothing_the_second_time() {
+    let ws = Workspace::new();
+    assert_exit(&ws.run(&["migrate"]), 0);
+    // No server: the GraphQL jobs fail, and that is recorded too; what matters is that each
+    // due tick is taken once.
+    let unreachable = ["--graphql-url", "http://127.0.0.1:9/graphql"];
+    let before = chrono::Utc::now();
+    let first = ws
+        .crm()
+        .args(unreachable)
+        .args(["jobs", "run-due"])
+        .output()
+        .unwrap();
+    let second = ws
+        .crm()
+        .args(unreachable)
+        .args(["jobs", "run-due"])
+        .output()
+        .unwrap();
+    let after = chrono::Utc::now();
+    // Whatever the first call found due ran once (a GraphQL job failing without a server).
+    let first_out = stdout(&first);
+    assert!(
+        first.status.code() == Some(0) || first.status.code() == Some(1),
+        "{first_out}"
+    );
+    let second_out = stdout(&second);
+    // The second call may only find a heartbeat tick if a 5-minute boundary fell between them.
+    let crossed = before.timestamp() / 300 != after.timestamp() / 300;
+    if crossed {
+        assert!(
+            second_out
+                .lines()
+                .all(|l| l.starts_with("log_crm_heartbeat")),
+            "{second_out}"
+        );
+    } else {
+        assert_exit(&second, 0);
+        assert_eq!(second_out.trim(), "Nothing due.");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_one_line_reason_and_the_contracts_exit_code() {
+    let ws = Workspace::new();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["jobs", "run", "no_such_job"],
+            2,
+            "no job with code 'no_such_job'",
+        ),
+        (
+            &["--database-url", "mysql://db/crm", "migrate"],
+            2,
+            "neither sqlite",
+        ),
+        (
+            &["--time-zone", "Mars/Olympus", "jobs", "list"],
+            2,
+            "Mars/Olympus",
+        ),
+        (&["--graphql-url", "ftp://x", "jobs", "list"], 2, "ftp://x"),
+        (&["jobs", "frobnicate"], 2, "unrecognized subcommand"),
+        (
+            &[
+                "--graphql-url",
+                "http://127.0.0.1:9/graphql",
+                "jobs",
+                "run",
+                "log_crm_heartbeat",
+            ],
+            1,
+            "GraphQL endpoint not responding",
+        ),
+    ];
+    for (args, code, reason) in cases {
+        let output = ws.run(args);
+        assert_eq!(
+            output.status.code(),
+            Some(*code),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(reason),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let unreachable = ws.run(&[
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+        "migrate",
+    ]);
+    assert_exit(&unreachable, 1);
+    let reason = stderr(&unreachable);
+    assert_eq!(reason.lines().count(), 1, "one line: {reason}");
+    assert!(
+        reason.starts_with("crm: Failed to open the database"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_database_password_never_appears_in_errors() {
+    let ws = Workspace::new();
+    let output = ws.run(&[
+        "--database-url",
+        "postgres://bob:hunter2@127.0.0.1:1/none",
+        "migrate",
+    ]);
+    assert_exit(&output, 1);
+    assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+}
+
+/// Tests that touch the real crontab of the user running them take turns.
+static CRONTAB: Mutex<()> = Mutex::new(());
+
+/// Saves the user's crontab and puts it back when dropped, whatever the test did.
+struct SavedCrontab(Option<String>);
+
+impl SavedCrontab {
+    fn save() -> Self {
+        let out = Command::new("crontab")
+            .arg("-l")
+            .output()
+            .expect("the crontab program (Debian package cron) must be installed");
+        Self(
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned()),
+        )
+    }
+}
+
+impl Drop for SavedCrontab {
+    fn drop(&mut self) {
+        match &self.0 {
+            Some(text) => install_crontab(text),
+            None => {
+                let _ = Command::new("crontab").arg("-r").output();
+            }
+        }
+    }
+}
+
+fn install_crontab(text: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("crontab")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn current_crontab() -> String {
+    let out = Command::new("crontab").arg("-l").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn crontab_add_show_remove_manage_only_our_lines() {
+    let _turn = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _saved = SavedCrontab::save();
+    let foreign = "# backups\n30 3 * * * /usr/local/bin/backup --all\n";
+    install_crontab(foreign);
+    let ws = Workspace::new();
+
+    let add = ws.run(&["crontab", "add"]);
+    assert_exit(&add, 0);
+    let installed = current_crontab();
+    assert!(
+        installed.starts_with(foreign),
+        "the user's lines stay first:\n{installed}"
+    );
+    let ours: Vec<&str> = installed
+        .lines()
+        .filter(|l| l.contains("# crm-job:"))
+        .collect();
+    assert_eq!(ours.len(), 5, "{installed}");
+    let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_crm")).unwrap();
+    for (code, schedule) in [
+        ("clean_inactive_customers", "0 2 * * 0"),
+        ("send_order_reminders", "0 8 * * *"),
+        ("log_crm_heartbeat", "*/5 * * * *"),
+        ("update_low_stock", "0 */12 * * *"),
+        ("generate_crm_report", "0 6 * * 1"),
+    ] {
+        let line = ours
+            .iter()
+            .find(|l| l.ends_with(&format!("# crm-job:{code}")))
+            .unwrap_or_else(|| panic!("no line for {code}:\n{installed}"));
+        assert!(line.starts_with(&format!("{schedule} /")), "{line}");
+        assert!(
+            line.contains(&exe.display().to_string()) || line.contains(env!("CARGO_BIN_EXE_crm")),
+            "{line}"
+        );
+        assert!(
+            line.contains(&format!("jobs run {code} >> "))
+                && line.ends_with(&format!("2>&1 # crm-job:{code}")),
+            "{line}"
+        );
+    }
+
+    let again = ws.run(&["crontab", "add"]);
+    assert_exit(&again, 0);
+    assert_eq!(current_crontab(), installed, "adding twice adds nothing");
+
+    let show = ws.run(&["crontab", "show"]);
+    assert_exit(&show, 0);
+    assert_eq!(stdout(&show).lines().collect::<Vec<_>>(), ours);
+
+    let remove = ws.run(&["crontab", "remove"]);
+    assert_exit(&remove, 0);
+    assert_eq!(current_crontab(), foreign, "only our lines go");
+}
+
+#[test]
+fn crontab_add_refuses_to_write_a_token_into_the_crontab() {
+    let _turn = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _saved = SavedCrontab::save();
+    install_crontab("");
+    let ws = Workspace::new();
+    let output = ws
+        .crm()
+        .env("CRM_API_TOKEN", "s3cret")
+        .args(["crontab", "add"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("--env-file"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!current_crontab().contains("s3cret"));
+    assert!(
+        !current_crontab().contains("crm-job"),
+        "nothing was written"
+    );
+}
+
+/// The real cron daemon runs a `* * * * *` heartbeat line and the contract's line appears.
+#[test]
+fn the_cron_daemon_runs_a_heartbeat_line_within_a_minute() {
+    let _turn = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _saved = SavedCrontab::save();
+    ensure_cron_daemon();
+    let ws = Workspace::new();
+    let server = ws.serve(&["--no-demo-data"]);
+    let line = format!(
+        "* * * * * cd {dir} && {crm} --log-dir {logs} --graphql-url {url} jobs run log_crm_heartbeat >> {logs}/cron_output.log 2>&1\n",
+        dir = ws.path().display(),
+        crm = env!("CARGO_BIN_EXE_crm"),
+        logs = ws.log_dir().display(),
+        url = server.url,
+    );
+    install_crontab(&line);
+    // cron reads a changed crontab at its next minute; a daemon started just now may need a
+    // second one.
+    let deadline = Instant::now() + Duration::from_secs(130);
+    while Instant::now() < deadline {
+        let beat = ws.log("crm_heartbeat_log.txt");
+        if !beat.is_empty() {
+            assert!(beat.lines().all(|l| l.ends_with(" CRM is alive")), "{beat}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "cron did not run the heartbeat within 130 s; cron output: {}",
+        ws.log("cron_output.log")
+    );
+}
+
+fn ensure_cron_daemon() {
+    let running = Command::new("pgrep").args(["-x", "cron"]).output().unwrap();
+    if !running.status.success() {
+        let started = Command::new("cron")
+            .status()
+            .expect("the cron daemon (Debian package cron)");
+        assert!(started.success(), "cron did not start");
+    }
+}
+
+#[test]
+fn the_scheduler_and_the_server_stop_cleanly_on_sigterm() {
+    let ws = Workspace::new();
+    assert_exit(&ws.run(&["migrate"]), 0);
+    for args in [
+        &["scheduler"][..],
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--scheduler",
+            "--no-demo-data",
+        ][..],
+    ] {
+        let mut child = KillOnDrop(
+            ws.crm()
+                .args(args)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+        let mut line = String::new();
+        // Wait until it says it is running, then ask it to stop the way systemd does.
+        while !line.contains("Scheduler running") {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "{args:?} ended early"
+            );
+        }
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+        assert!(rest.contains("Scheduler stopped"), "{args:?}: {rest}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
+/// A child process that is killed and reaped if the test ends early.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
