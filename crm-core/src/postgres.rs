@@ -11,7 +11,8 @@ use crate::domain::{
 };
 use crate::error::{CoreError, Result};
 use crate::sql::{
-    INACTIVITY, contains_pattern, customer_insert_error, first_missing, page_bound, prefix_pattern,
+    INACTIVITY, contains_pattern, customer_insert_error, deletes_customers, first_missing,
+    page_bound, prefix_pattern, uses_parameter,
 };
 use crate::store::{
     CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
@@ -421,14 +422,26 @@ pub(crate) async fn delete_inactive_customers(
             .bind(cutoff)
             .fetch_one(pool)
             .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    } else {
-        let done = sqlx::query(include_str!("postgres/delete_inactive.sql"))
-            .bind(cutoff)
-            .execute(pool)
-            .await?;
-        Ok(done.rows_affected())
+        return Ok(u64::try_from(count).unwrap_or(0));
     }
+    // One transaction; the statements of the file run in turn, and the count is that of the
+    // customers' DELETE.
+    let mut tx = pool.begin().await?;
+    let mut deleted = 0;
+    for statement in include_str!("postgres/delete_inactive.sql").split_terminator(";\n") {
+        let query = sqlx::query(statement);
+        let query = if uses_parameter(statement, "$1") {
+            query.bind(cutoff)
+        } else {
+            query
+        };
+        let done = query.execute(&mut *tx).await?;
+        if deletes_customers(statement) {
+            deleted = done.rows_affected();
+        }
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 pub(crate) async fn orders_between(
@@ -436,16 +449,11 @@ pub(crate) async fn orders_between(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<OrderReminder>> {
-    let found = sqlx::query(
-        "SELECT o.id, c.email, o.order_date FROM orders o \
-         JOIN customers c ON c.id = o.customer_id \
-         WHERE o.order_date BETWEEN $1 AND $2 \
-         ORDER BY o.order_date, o.id",
-    )
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+    let found = sqlx::query(include_str!("postgres/orders_between.sql"))
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?;
     found
         .iter()
         .map(|row| {
@@ -465,27 +473,20 @@ pub(crate) async fn restock_low(
 ) -> Result<Vec<Product>> {
     // Under READ COMMITTED a concurrent UPDATE waits for the row lock and then re-checks the
     // WHERE clause on the row's newest version, so no increment is lost.
-    let found = sqlx::query(
-        "UPDATE products SET stock = stock + $1 WHERE stock < $2 AND stock <= 2147483647 - $1 \
-         RETURNING id, name, price, stock",
-    )
-    .bind(amount)
-    .bind(threshold)
-    .fetch_all(pool)
-    .await?;
+    let found = sqlx::query(include_str!("postgres/restock_low.sql"))
+        .bind(amount)
+        .bind(threshold)
+        .fetch_all(pool)
+        .await?;
     let mut updated = rows(&found, product)?;
     updated.sort_by_key(|p| p.id);
     Ok(updated)
 }
 
 pub(crate) async fn totals(pool: &PgPool) -> Result<Totals> {
-    let row = sqlx::query(
-        "SELECT (SELECT COUNT(*) FROM customers) AS customers, \
-                (SELECT COUNT(*) FROM orders) AS orders, \
-                (SELECT COALESCE(SUM(total_amount), 0) FROM orders) AS revenue",
-    )
-    .fetch_one(pool)
-    .await?;
+    let row = sqlx::query(include_str!("postgres/totals.sql"))
+        .fetch_one(pool)
+        .await?;
     Ok(Totals {
         customers: row.try_get("customers")?,
         orders: row.try_get("orders")?,

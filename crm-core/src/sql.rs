@@ -112,6 +112,28 @@ pub(crate) fn customer_insert_error(error: sqlx::Error, customer: &NewCustomer) 
     }
 }
 
+/// Whether the code of `statement` (its comments aside) uses the parameter `mark` (`?1`,
+/// `$1`), so a script's statements are bound only with what they take.
+pub(crate) fn uses_parameter(statement: &str, mark: &str) -> bool {
+    statement
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .any(|line| line.contains(mark))
+}
+
+/// Whether this statement of a script is the DELETE from customers, whose count is the
+/// cleanup's (comment lines before it aside).
+pub(crate) fn deletes_customers(statement: &str) -> bool {
+    statement
+        .lines()
+        .find(|line| !line.trim().is_empty() && !line.trim_start().starts_with("--"))
+        .is_some_and(|line| {
+            line.split_whitespace()
+                .take(3)
+                .eq(["DELETE", "FROM", "customers"])
+        })
+}
+
 /// The first id of `wanted` that is not in `found`, for a `NotFound` that names it.
 pub(crate) fn first_missing(wanted: &[i64], found: &[i64]) -> Option<i64> {
     wanted.iter().copied().find(|id| !found.contains(id))
@@ -159,6 +181,27 @@ mod tests {
         let price = Decimal::from_str("9999999999.99").unwrap();
         assert_eq!(from_cents(to_cents(price)), price);
         assert_eq!(from_cents(10).to_string(), "0.10");
+    }
+
+    #[test]
+    fn script_statements_are_bound_by_their_code_not_their_comments() {
+        assert!(!uses_parameter(
+            "-- ?1 is the cutoff\nCREATE TABLE t (id INTEGER)",
+            "?1"
+        ));
+        assert!(uses_parameter(
+            "-- the cutoff\nDELETE FROM t WHERE x < ?1",
+            "?1"
+        ));
+        assert!(deletes_customers(
+            "-- last\nDELETE FROM customers WHERE id = 1"
+        ));
+        assert!(!deletes_customers(
+            "DELETE FROM customers_archive"[..0].trim()
+        ));
+        assert!(!deletes_customers(
+            "DELETE FROM orders WHERE customer_id = 1"
+        ));
     }
 
     #[test]

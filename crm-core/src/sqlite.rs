@@ -11,8 +11,9 @@ use crate::domain::{
 };
 use crate::error::{CoreError, Result};
 use crate::sql::{
-    INACTIVITY, cents_ceil, cents_floor, contains_pattern, customer_insert_error, first_missing,
-    from_cents, from_micros, json_ids, page_bound, prefix_pattern, to_cents, to_micros,
+    INACTIVITY, cents_ceil, cents_floor, contains_pattern, customer_insert_error,
+    deletes_customers, first_missing, from_cents, from_micros, json_ids, page_bound,
+    prefix_pattern, to_cents, to_micros, uses_parameter,
 };
 use crate::store::{
     CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
@@ -442,16 +443,26 @@ pub(crate) async fn delete_inactive_customers(
             .bind(cutoff)
             .fetch_one(pool)
             .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
-    } else {
-        // One statement: the customers go, and their orders and order lines with them (ON
-        // DELETE CASCADE). rows_affected counts the customers only.
-        let done = sqlx::query(include_str!("sqlite/delete_inactive.sql"))
-            .bind(cutoff)
-            .execute(pool)
-            .await?;
-        Ok(done.rows_affected())
+        return Ok(u64::try_from(count).unwrap_or(0));
     }
+    // One transaction, holding the write lock from the start; the statements of the file run
+    // in turn, and the count is that of the customers' DELETE.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut deleted = 0;
+    for statement in include_str!("sqlite/delete_inactive.sql").split_terminator(";\n") {
+        let query = sqlx::query(statement);
+        let query = if uses_parameter(statement, "?1") {
+            query.bind(cutoff)
+        } else {
+            query
+        };
+        let done = query.execute(&mut *tx).await?;
+        if deletes_customers(statement) {
+            deleted = done.rows_affected();
+        }
+    }
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 pub(crate) async fn orders_between(
@@ -459,23 +470,21 @@ pub(crate) async fn orders_between(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<OrderReminder>> {
-    let found = sqlx::query(
-        "SELECT o.id, c.email, o.order_date_us FROM orders o \
-         JOIN customers c ON c.id = o.customer_id \
-         WHERE o.order_date_us BETWEEN ? AND ? \
-         ORDER BY o.order_date_us, o.id",
-    )
-    .bind(to_micros(from))
-    .bind(to_micros(to))
-    .fetch_all(pool)
-    .await?;
+    let json: String = sqlx::query_scalar(include_str!("sqlite/orders_between.sql"))
+        .bind(to_micros(from))
+        .bind(to_micros(to))
+        .fetch_one(pool)
+        .await?;
+    let mut found: Vec<(i64, String, i64)> = serde_json::from_str(&json)
+        .map_err(|e| CoreError::Storage(sqlx::Error::Decode(Box::new(e))))?;
+    found.sort_unstable_by_key(|(id, _, date)| (*date, *id));
     found
-        .iter()
-        .map(|row| {
+        .into_iter()
+        .map(|(order_id, customer_email, date)| {
             Ok(OrderReminder {
-                order_id: row.try_get("id")?,
-                customer_email: row.try_get("email")?,
-                order_date: from_micros(row.try_get("order_date_us")?)?,
+                order_id,
+                customer_email,
+                order_date: from_micros(date)?,
             })
         })
         .collect()
@@ -486,27 +495,20 @@ pub(crate) async fn restock_low(
     threshold: i32,
     amount: i32,
 ) -> Result<Vec<Product>> {
-    let found = sqlx::query(
-        "UPDATE products SET stock = stock + ?1 WHERE stock < ?2 AND stock <= 2147483647 - ?1 \
-         RETURNING id, name, price_cents, stock",
-    )
-    .bind(amount)
-    .bind(threshold)
-    .fetch_all(pool)
-    .await?;
+    let found = sqlx::query(include_str!("sqlite/restock_low.sql"))
+        .bind(amount)
+        .bind(threshold)
+        .fetch_all(pool)
+        .await?;
     let mut updated = rows(&found, product)?;
     updated.sort_by_key(|p| p.id);
     Ok(updated)
 }
 
 pub(crate) async fn totals(pool: &SqlitePool) -> Result<Totals> {
-    let row = sqlx::query(
-        "SELECT (SELECT COUNT(*) FROM customers) AS customers, \
-                (SELECT COUNT(*) FROM orders) AS orders, \
-                (SELECT COALESCE(SUM(total_amount_cents), 0) FROM orders) AS revenue_cents",
-    )
-    .fetch_one(pool)
-    .await?;
+    let row = sqlx::query(include_str!("sqlite/totals.sql"))
+        .fetch_one(pool)
+        .await?;
     Ok(Totals {
         customers: row.try_get("customers")?,
         orders: row.try_get("orders")?,

@@ -104,7 +104,9 @@ impl CrmStore for Database {
     /// "older than 365 days" and stays) and no order of theirs has `order_date >= cutoff` (an
     /// order exactly 365 days old is "within the last 365 days" and keeps its customer; so does
     /// any order dated after `as_of`, so the cleanup never destroys a future order). Their
-    /// orders and order lines are deleted with them; the count is customers only.
+    /// orders and order lines are deleted with them; the count is customers only. An order
+    /// committed while the cleanup runs keeps its customer: SQLite holds the write lock
+    /// throughout; PostgreSQL locks the candidates, then checks them again.
     async fn delete_inactive_customers(&self, as_of: DateTime<Utc>, dry_run: bool) -> Result<u64> {
         dispatch!(self, delete_inactive_customers(as_of, dry_run))
     }

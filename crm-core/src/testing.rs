@@ -151,9 +151,19 @@ impl Drop for TestDb {
             let cleanup = &self.cleanup;
             // Drop cannot await; a scoped thread runs the async cleanup to its end, so the
             // database is gone when the test returns.
+            // Closing waits for checked-out connections; a task the test leaked could hold one
+            // forever, so the wait is bounded (DROP … WITH (FORCE) ends what is left).
             std::thread::scope(|s| {
                 s.spawn(|| {
-                    futures::executor::block_on(database.close());
+                    let (done, timeout) = futures::channel::oneshot::channel::<()>();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_secs(2));
+                        done.send(()).ok();
+                    });
+                    futures::executor::block_on(futures::future::select(
+                        Box::pin(database.close()),
+                        timeout,
+                    ));
                 });
             });
             drop_postgres(cleanup);

@@ -798,7 +798,8 @@ async fn cleanup_dry_run_counts_without_deleting(t: TestDb) {
 async fn orders_between_includes_both_bounds_with_the_customer_email(t: TestDb) {
     let db = t.database();
     let alice = customer(db, "Alice", "Alice@Example.com").await;
-    let bob = customer(db, "Bob", "bob@example.com").await;
+    // Quotes and braces survive the trip (SQLite hands the rows over as JSON).
+    let bob = customer(db, "Bob", "bob.o'neil+{vip}@example.com").await;
     let pen = product(db, "Pen", "1.00", 5).await;
     let from = now() - TimeDelta::days(7);
     let us = TimeDelta::microseconds(1);
@@ -815,7 +816,7 @@ async fn orders_between_includes_both_bounds_with_the_customer_email(t: TestDb) 
     assert_eq!(
         seen,
         [
-            (first.id, "bob@example.com", from),
+            (first.id, "bob.o'neil+{vip}@example.com", from),
             (middle.id, "Alice@Example.com", middle.order_date),
             (last.id, "Alice@Example.com", now()),
         ]
@@ -1084,4 +1085,69 @@ async fn seeding_orders_without_products_writes_nothing(t: TestDb) {
     let err = crm_core::seed(db, &config, &mut |_| {}).await.unwrap_err();
     assert!(matches!(err, CoreError::Validation { .. }), "{err:?}");
     assert_eq!(db.totals().await.unwrap().customers, 0);
+}
+
+/// PostgreSQL runs writers side by side: an order committed while the cleanup is deciding must
+/// keep its customer (and itself). The order's transaction is opened by hand, the cleanup
+/// starts and waits on the customer's row lock, and only then does the order commit.
+#[async_std::test]
+async fn an_order_committed_during_the_cleanup_keeps_its_customer_on_postgres() {
+    use sqlx::Connection;
+    let t = TestDb::postgres().await;
+    let db = t.database().clone();
+    let old = customer(&db, "Old", "old@example.com").await;
+    t.set_customer_created_at(old.id, now() - TimeDelta::days(800))
+        .await
+        .unwrap();
+    let pen = product(&db, "Pen", "1.00", 5).await;
+
+    let mut writer = sqlx::PgConnection::connect(t.url()).await.unwrap();
+    let mut tx = writer.begin().await.unwrap();
+    // As create_order does: lock the customer against deletion, then write the order.
+    sqlx::query("SELECT id FROM customers WHERE id = $1 FOR KEY SHARE")
+        .bind(old.id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let order_id: i64 = sqlx::query_scalar(
+        "INSERT INTO orders (customer_id, total_amount, order_date) VALUES ($1, 1.00, $2) \
+         RETURNING id",
+    )
+    .bind(old.id)
+    .bind(now())
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO order_products (order_id, product_id) VALUES ($1, $2)")
+        .bind(order_id)
+        .bind(pen.id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    let cleanup = async_std::task::spawn({
+        let db = db.clone();
+        async move { db.delete_inactive_customers(now(), false).await }
+    });
+    // Wait until the cleanup is blocked on the lock the order's transaction holds.
+    let mut observer = sqlx::PgConnection::connect(t.url()).await.unwrap();
+    let database = t.url().rsplit_once('/').unwrap().1.to_owned();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(&database)
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        async_std::task::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tx.commit().await.unwrap();
+
+    assert_eq!(cleanup.await.unwrap(), 0);
+    assert_eq!(db.customers_by_ids(&[old.id]).await.unwrap().len(), 1);
+    assert_eq!(db.order_products(&[order_id]).await.unwrap().len(), 1);
 }

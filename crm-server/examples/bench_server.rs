@@ -3,7 +3,8 @@
 //! It seeds a SQLite database in a temporary directory with 10,000 orders
 //! (`SeedConfig::demo`), serves the CRM API on a free port, and beside it a bare tide app whose
 //! handlers answer fixed bytes: the API's own answers to the two benchmark requests (the floor:
-//! HTTP and tide without GraphQL or the database). Then it runs `wrk` (64 connections, 2
+//! HTTP and tide without GraphQL or the database; connections set up the same way, with
+//! `TCP_NODELAY`). Then it runs `wrk` (64 connections, 2
 //! threads, 10 s by default) on each and prints a Markdown table.
 //!
 //! ```text
@@ -63,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let floor = floor_app(hello_answer, orders_answer);
     let floor_listener = TcpListener::bind("127.0.0.1:0").await?;
     let floor_addr = floor_listener.local_addr()?;
-    async_std::task::spawn(floor.listen(floor_listener));
+    async_std::task::spawn(serve_floor(floor, floor_listener));
 
     let scripts = [("hello", &hello), ("orders", &orders)];
     println!("| request | server | requests/s | p99 latency |");
@@ -105,6 +106,24 @@ fn floor_app(hello: String, orders: String) -> tide::Server<()> {
         }
     });
     app
+}
+
+/// Tide's own accept loop, plus `TCP_NODELAY` on every connection as crm-server sets it, so
+/// the floor and the server differ only by what runs inside the handler.
+async fn serve_floor(app: tide::Server<()>, listener: TcpListener) {
+    use async_std::stream::StreamExt as _;
+    let mut incoming = listener.incoming();
+    while let Some(Ok(stream)) = incoming.next().await {
+        stream.set_nodelay(true).ok();
+        let app = app.clone();
+        async_std::task::spawn(async move {
+            let _ = async_h1::accept(stream, |request| {
+                let app = app.clone();
+                async move { app.respond(request).await }
+            })
+            .await;
+        });
+    }
 }
 
 /// One POST over a fresh connection; the answer's body.

@@ -62,7 +62,7 @@ pub(crate) async fn run_until(
 
 /// Checks the jobs' schedules forever (each incident is alerted once, however many processes
 /// check).
-async fn watch_schedules(runner: Arc<Runner>) {
+pub(crate) async fn watch_schedules(runner: Arc<Runner>) {
     loop {
         async_std::task::sleep(SCHEDULE_CHECK_EVERY).await;
         if let Err(e) = runner.check_schedules(runner.clock().now()).await {

@@ -1,6 +1,6 @@
 //! The read side: `hello`, the three lists, single lookups and the report's totals.
 
-use juniper::{ID, graphql_object};
+use juniper::{Executor, ID, LookAheadSelection, ScalarValue, graphql_object};
 
 use crate::context::Context;
 use crate::error::ApiError;
@@ -20,6 +20,7 @@ use crate::schema::types::{
 pub struct Query;
 
 #[graphql_object(context = Context)]
+#[graphql(scalar = S: ScalarValue)]
 impl Query {
     /// Answers `Hello, GraphQL!`: the liveness probe the heartbeat job uses.
     fn hello() -> &'static str {
@@ -80,8 +81,9 @@ impl Query {
 
     /// Orders, filtered and sorted, a page at a time; e.g. the last week's with
     /// `filter: {orderDateGte: "…"}`. Their customers and products cost one query each per page.
-    async fn all_orders(
+    async fn all_orders<S: ScalarValue>(
         context: &Context,
+        executor: &Executor<'_, '_, Context, S>,
         filter: Option<OrderFilterInput>,
         order_by: Option<String>,
         first: Option<i32>,
@@ -97,6 +99,14 @@ impl Query {
         let has_next_page = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         context.register_orders(&rows).await;
+        let (mut customers, mut products) = (false, false);
+        for edges in children_named(executor.look_ahead(), "edges") {
+            for node in children_named(edges, "node") {
+                customers |= !children_named(node, "customer").is_empty();
+                products |= !children_named(node, "products").is_empty();
+            }
+        }
+        context.preload(customers, products).await?;
         Ok(OrderConnection {
             nodes: rows.into_iter().map(OrderNode).collect(),
             offset,
@@ -158,4 +168,17 @@ impl Query {
     ) -> Result<Vec<JobRunNode>, ApiError> {
         crate::schema::jobs::job_runs(context, &code, first).await
     }
+}
+
+/// The sub-selections of `selection` on field `name`, under any alias or fragment.
+fn children_named<'a, S: ScalarValue>(
+    selection: LookAheadSelection<'a, S>,
+    name: &str,
+) -> Vec<LookAheadSelection<'a, S>> {
+    selection
+        .children()
+        .iter()
+        .filter(|child| child.field_original_name() == name)
+        .copied()
+        .collect()
 }

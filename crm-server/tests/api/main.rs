@@ -755,6 +755,16 @@ async fn a_page_of_orders_costs_three_store_calls_however_long() {
             "{n} orders: list + customers + products"
         );
     }
+    // Through an alias and a fragment, and only what is asked for.
+    app.store.reset();
+    let q = "{ page: allOrders(first: 40) { edges { node { ...O } } } }
+             fragment O on OrderType { buyer: customer { email } }";
+    let data = app.data(q, json!({})).await;
+    assert_eq!(
+        data["page"]["edges"][7]["node"]["buyer"]["email"],
+        "c2@example.com"
+    );
+    assert_eq!(app.store.calls(), 2, "list + customers");
 }
 
 #[async_std::test]
