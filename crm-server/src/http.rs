@@ -23,6 +23,7 @@ use tide::{Body, Request, Response, StatusCode};
 
 use crate::config::ServerConfig;
 use crate::context::Context;
+use crate::error::ApiError;
 use crate::schema::{Mutation, Query, Schema};
 
 /// Most operations one batched request may carry.
@@ -183,6 +184,19 @@ async fn graphiql(_: Request<AppState>) -> tide::Result {
 
 async fn graphql(mut request: Request<AppState>) -> tide::Result {
     let state = request.state().clone();
+    let authorized = match &state.config.api_token {
+        None => true,
+        Some(token) => bearer_matches(request.header("Authorization").map(|v| v.as_str()), token),
+    };
+    if !authorized && state.config.token_for_queries {
+        let mut response = error_response(
+            StatusCode::Unauthorized,
+            "this server needs the header `Authorization: Bearer <token>` with its API token",
+            ApiError::Unauthorized.code(),
+        );
+        response.insert_header("WWW-Authenticate", "Bearer");
+        return Ok(response);
+    }
     let limit = state.config.max_body_bytes;
     if request.len().is_some_and(|len| len > limit) {
         return Ok(too_large(limit));
@@ -223,10 +237,6 @@ async fn graphql(mut request: Request<AppState>) -> tide::Result {
             requests.len()
         )));
     }
-    let authorized = match &state.config.api_token {
-        None => true,
-        Some(token) => bearer_matches(request.header("Authorization").map(|v| v.as_str()), token),
-    };
     let context = Context::new(
         state.store.clone(),
         authorized,
