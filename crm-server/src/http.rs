@@ -7,13 +7,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream};
 use async_std::stream::StreamExt as _;
 use crm_core::CrmStore;
-use futures::AsyncReadExt as _;
+use futures::{AsyncReadExt as _, FutureExt as _};
 use juniper::http::graphiql::graphiql_source;
 use juniper::http::{GraphQLBatchRequest, GraphQLRequest};
 use juniper::{EmptySubscription, RootNode};
@@ -244,7 +245,19 @@ async fn graphql(mut request: Request<AppState>) -> tide::Result {
         state.config.max_page_size,
         state.config.max_bulk_customers,
     );
-    let response = batch.execute(&state.schema, &context).await;
+    let executed = AssertUnwindSafe(batch.execute(&state.schema, &context))
+        .catch_unwind()
+        .await;
+    let Ok(response) = executed else {
+        // A bug, not the client's fault: the connection still gets an answer, and the server
+        // keeps serving the others. The panic message itself was printed by the panic hook.
+        tracing::error!("a GraphQL request panicked");
+        return Ok(error_response(
+            StatusCode::InternalServerError,
+            "internal error",
+            ApiError::Internal.code(),
+        ));
+    };
     let status = if response.is_ok() {
         StatusCode::Ok
     } else {

@@ -959,6 +959,26 @@ async fn with_token_for_queries_every_request_needs_the_token_but_graphiql_and_h
 }
 
 #[async_std::test]
+async fn a_panic_in_a_resolver_is_answered_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    app.store.panic_on_next_call();
+    let r = app
+        .post_graphql("{ totalCustomers }", json!({}), None)
+        .await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(
+        first_error(&r.json()),
+        ("internal error".to_owned(), "INTERNAL".to_owned())
+    );
+    assert!(!r.body.contains("injected"), "{}", r.body);
+    let data = app.data("{ hello totalCustomers }", json!({})).await;
+    assert_eq!(
+        data,
+        json!({"hello": "Hello, GraphQL!", "totalCustomers": 0})
+    );
+}
+
+#[async_std::test]
 async fn storage_failures_answer_internal_error_without_sql_or_500() {
     helpers::captured_logs();
     let app = spawn_app().await;
