@@ -47,8 +47,9 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
         Command::Scheduler => {
             let db = connect(&settings).await?;
             let config = jobs::jobs_config(&settings)?;
-            let runner = scheduler::build(&db, &config, jobs::alert_hook(&settings)?)?;
+            // Listen for SIGINT/SIGTERM before the scheduler announces it is running.
             let stop = shutdown_signal()?;
+            let runner = scheduler::build(&db, &config, jobs::alert_hook(&settings)?)?;
             scheduler::run_until(runner, async move {
                 let _ = stop.recv().await;
             })
