@@ -21,6 +21,10 @@ pub use config::{
 pub use crm_core::ledger::{
     Claim, JobRun, MemoryLedger, NewRun, RunId, RunKind, RunLedger, RunOutcome,
 };
+pub use crm_core::overrides::{
+    AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,
+    OverrideStore,
+};
 pub use graphql::{
     GraphqlClient, GraphqlError, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
     readable_id,
@@ -38,4 +42,4 @@ pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
 };
 #[cfg(feature = "async-std-scheduler")]
-pub use scheduler::{Scheduler, SchedulerSummary, ShutdownHandle};
+pub use scheduler::{DEFAULT_OVERRIDE_POLL, Scheduler, SchedulerSummary, ShutdownHandle};
