@@ -47,6 +47,15 @@ pub(crate) struct Settings {
     /// IANA time zone of schedules and log timestamps [default: the machine's local zone].
     #[arg(long, global = true, env = "CRM_TIME_ZONE")]
     pub(crate) time_zone: Option<String>,
+    /// Celery broker for `beat` and `worker`: `redis://[:PASSWORD@]HOST:PORT/DB`.
+    #[arg(
+        long,
+        global = true,
+        env = "CRM_BROKER_URL",
+        default_value = "redis://localhost:6379/0",
+        hide_env_values = true
+    )]
+    pub(crate) broker_url: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,12 +76,21 @@ pub(crate) enum Command {
     Crontab(CrontabCommand),
     /// Run each job when it is due, until stopped (SIGINT or SIGTERM).
     Scheduler,
+    /// Publish the jobs' due runs to the broker as Celery tasks, until stopped (the broker way;
+    /// run several for availability: each run is published once).
+    Beat(BeatArgs),
+    /// Run the jobs' Celery tasks from the broker, until stopped (SIGTERM lets running tasks
+    /// finish).
+    Worker(WorkerArgs),
 }
 
 impl Command {
     /// Whether this command runs as a service until stopped.
     pub(crate) fn is_long_running(&self) -> bool {
-        matches!(self, Command::Serve(_) | Command::Scheduler)
+        matches!(
+            self,
+            Command::Serve(_) | Command::Scheduler | Command::Beat(_) | Command::Worker(_)
+        )
     }
 }
 
@@ -140,4 +158,34 @@ pub(crate) enum CrontabCommand {
     Add,
     /// Remove the lines `crm` added, and only those.
     Remove,
+}
+
+/// Where on the broker the tasks go; the same on every beat, worker and Python client.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BrokerArgs {
+    /// The Celery queue (Celery's `task_default_queue`).
+    #[arg(long, env = "CRM_BROKER_QUEUE", default_value = "celery")]
+    pub(crate) queue: String,
+    /// Prefix of every Redis key (kombu's and Celery's `global_keyprefix`); none by default.
+    #[arg(long, env = "CRM_BROKER_KEY_PREFIX", default_value = "")]
+    pub(crate) key_prefix: String,
+    /// Seconds a taken task may stay unacknowledged before another worker gets it (kombu's
+    /// `visibility_timeout`); longer than your longest job.
+    #[arg(long, env = "CRM_BROKER_VISIBILITY_TIMEOUT", default_value_t = 3600)]
+    pub(crate) visibility_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BeatArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
+    /// Tasks run at once [default: the number of CPUs].
+    #[arg(long, short = 'c', env = "CRM_WORKER_CONCURRENCY")]
+    pub(crate) concurrency: Option<usize>,
 }

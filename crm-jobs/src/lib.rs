@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod alert;
+#[cfg(feature = "broker")]
+pub mod broker;
 mod clock;
 mod config;
 pub mod crontab;

@@ -513,6 +513,30 @@ impl Runner {
         }
     }
 
+    /// Runs the job `code` for the given `tick` (as `kind`, attempt `attempt`), claimed in the
+    /// ledger like any run, whether or not the schedule says it is due: for callers that decide
+    /// the tick themselves, such as a broker worker handed a tick by a beat. A tick already
+    /// claimed answers [`RunStatus::Taken`] with the holder's run id, so a redelivered message
+    /// never runs a tick twice. Claims whose runner died are marked abandoned first.
+    pub async fn run_at(
+        &self,
+        code: &str,
+        tick: DateTime<Utc>,
+        kind: RunKind,
+        attempt: u32,
+    ) -> Result<RunReport, RunnerError> {
+        let job =
+            self.jobs
+                .iter()
+                .find(|j| j.code == code)
+                .ok_or_else(|| RunnerError::UnknownJob {
+                    code: code.to_owned(),
+                    known: self.codes().collect::<Vec<_>>().join(", "),
+                })?;
+        self.abandon_expired().await;
+        Ok(self.execute(job, micros(tick), kind, attempt.max(1)).await)
+    }
+
     /// When [`Runner::run_due`] should next be called: the earliest of the jobs' next ticks
     /// after `now`, pending retries, and the lease ends of other processes' runs still going (a
     /// dead runner's claim frees its job then). `None` if nothing will ever be due. A tick held

@@ -9,7 +9,7 @@
 //! [`DEFAULT_OVERRIDE_POLL`]): when an operator changed a schedule, it plans again at once.
 //! An app with its own event loop can skip this and drive the runner itself.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -81,6 +81,9 @@ struct InFlight {
     count: AtomicUsize,
     /// Some job's tick waits for another run of it to end.
     busy_waiting: AtomicBool,
+    /// Counts the ended rounds that ran something, so a round that found a job busy can tell
+    /// whether a run ended while it looked (and the job may be free already).
+    ran_rounds: AtomicU64,
     /// A round that ran something ended (so a tick waiting for it may go now).
     ran: Event,
     /// The last round in flight ended.
@@ -189,15 +192,21 @@ impl Scheduler {
         let in_flight = in_flight.clone();
         in_flight.count.fetch_add(1, Ordering::SeqCst);
         async_std::task::spawn(async move {
+            let ran_before = in_flight.ran_rounds.load(Ordering::SeqCst);
             let reports = runner.run_due(now).await;
             let ran = reports
                 .iter()
                 .any(|r| matches!(r.status, RunStatus::Succeeded | RunStatus::Failed));
-            if reports.iter().any(|r| r.status == RunStatus::Busy) {
+            let busy = reports.iter().any(|r| r.status == RunStatus::Busy);
+            if busy {
                 in_flight.busy_waiting.store(true, Ordering::SeqCst);
             }
             let left = in_flight.count.fetch_sub(1, Ordering::SeqCst) - 1;
             if ran {
+                in_flight.ran_rounds.fetch_add(1, Ordering::SeqCst);
+                in_flight.ran.notify(usize::MAX);
+            } else if busy && in_flight.ran_rounds.load(Ordering::SeqCst) != ran_before {
+                // The run we waited for may have ended while we looked: look again.
                 in_flight.ran.notify(usize::MAX);
             }
             if left == 0 {

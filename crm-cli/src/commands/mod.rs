@@ -1,5 +1,6 @@
 //! One function per subcommand; each turns settings into library calls.
 
+mod broker;
 mod crontab;
 mod jobs;
 mod scheduler;
@@ -33,6 +34,13 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
                 CrontabCommand::Show | CrontabCommand::Remove => Vec::new(),
             };
             crontab::run(&command, &settings, &lines)
+        }
+        Command::Beat(args) => broker::beat(&settings, &args).await,
+        Command::Worker(args) => {
+            let db = connect(&settings).await?;
+            let outcome = broker::worker(&db, &settings, &args, shutdown_signal()?).await;
+            db.close().await;
+            outcome
         }
         Command::Scheduler => {
             let db = connect(&settings).await?;
@@ -87,7 +95,7 @@ async fn connect(settings: &Settings) -> CommandResult<Database> {
 
 /// Resolves once SIGINT or SIGTERM arrives, so long-running commands can stop cleanly (let
 /// running jobs finish, close the database).
-fn shutdown_signal() -> anyhow::Result<async_std::channel::Receiver<()>> {
+pub(crate) fn shutdown_signal() -> anyhow::Result<async_std::channel::Receiver<()>> {
     let (sender, receiver) = async_std::channel::bounded(1);
     ctrlc::set_handler(move || {
         let _ = sender.try_send(());

@@ -1,0 +1,101 @@
+//! `crm beat` and `crm worker`: the broker way (Celery's protocol on Redis).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crm_core::Database;
+use crm_jobs::broker::{Beat, Broker, BrokerConfig, Worker};
+
+use crate::cli::{BeatArgs, BrokerArgs, Settings, WorkerArgs};
+use crate::commands::{jobs, shutdown_signal};
+use crate::outcome::{CommandResult, Failure, UsageContext as _};
+
+async fn connect(settings: &Settings, args: &BrokerArgs) -> CommandResult<Broker> {
+    if args.visibility_timeout == 0 {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--visibility-timeout must be at least 1 second"
+        )));
+    }
+    let config = BrokerConfig::new(&settings.broker_url)
+        .queue(&args.queue)
+        .key_prefix(&args.key_prefix)
+        .visibility_timeout(Duration::from_secs(args.visibility_timeout));
+    match Broker::connect(config).await {
+        Ok(broker) => Ok(broker),
+        Err(e @ crm_jobs::broker::BrokerError::InvalidUrl(_)) => {
+            Err(e).usage("Invalid CRM_BROKER_URL")
+        }
+        Err(e) => Err(Failure::Failed(
+            anyhow::Error::new(e).context("Failed to connect to the broker"),
+        )),
+    }
+}
+
+/// Publishes the jobs' due ticks until SIGINT/SIGTERM. Needs no database: beat runs no job.
+pub(crate) async fn beat(settings: &Settings, args: &BeatArgs) -> CommandResult {
+    let config = jobs::jobs_config(settings)?;
+    // The jobs are registered only to read their codes and schedules (in the configured zone):
+    // over a throwaway in-memory database, so a beat machine needs no database of its own.
+    let scratch = Database::connect("sqlite::memory:").await.map_err(|e| {
+        Failure::Failed(anyhow::Error::new(e).context("Failed to register the jobs"))
+    })?;
+    let runner = jobs::runner(&scratch, &config)?;
+    let broker = connect(settings, &args.broker).await?;
+    let beat = Beat::for_runner(broker, &runner);
+    let handle = beat.handle();
+    let stop = shutdown_signal()?;
+    async_std::task::spawn(async move {
+        let _ = stop.recv().await;
+        handle.shutdown();
+    });
+    eprintln!(
+        "Beat publishing {} to queue {:?} (times in {})",
+        runner.codes().collect::<Vec<_>>().join(", "),
+        args.broker.queue,
+        runner.time_zone().name()
+    );
+    beat.run().await;
+    Ok(())
+}
+
+/// Runs the jobs' tasks from the broker until SIGINT/SIGTERM, then lets running tasks finish.
+pub(crate) async fn worker(
+    db: &Database,
+    settings: &Settings,
+    args: &WorkerArgs,
+    stop: async_std::channel::Receiver<()>,
+) -> CommandResult {
+    let config = jobs::jobs_config(settings)?;
+    let runner = Arc::new(jobs::runner(db, &config)?);
+    let broker = connect(settings, &args.broker).await?;
+    let concurrency = args.concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    if concurrency == 0 {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--concurrency must be at least 1"
+        )));
+    }
+    let worker = Worker::new(broker, runner.clone()).concurrency(concurrency);
+    let handle = worker.handle();
+    async_std::task::spawn(async move {
+        let _ = stop.recv().await;
+        eprintln!("Stopping: letting running tasks finish…");
+        handle.shutdown();
+    });
+    eprintln!(
+        "Worker running {} from queue {:?}, concurrency {concurrency}",
+        runner
+            .codes()
+            .map(crm_jobs::broker::task_name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.broker.queue,
+    );
+    let summary = worker.run().await;
+    eprintln!(
+        "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered",
+        summary.received, summary.succeeded, summary.failed, summary.dead_lettered
+    );
+    Ok(())
+}

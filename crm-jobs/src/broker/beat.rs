@@ -1,0 +1,172 @@
+//! The beat: publishes each job's due ticks as Celery messages, each tick once however many
+//! beats run. It never runs a job itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::message::{scheduled_envelope, tick_task_id};
+use super::{Broker, BrokerError};
+use crate::clock::{Clock, SystemClock};
+use crate::runner::Runner;
+use crate::schedule::Schedule;
+
+/// How late a tick may be published: a beat (re)started within this after a tick publishes it;
+/// an older tick is left alone (as Celery beat does not replay missed ticks either).
+pub const DEFAULT_BEAT_GRACE: Duration = Duration::from_secs(300);
+
+/// How often a waiting beat looks at its stop flag.
+const POLL: Duration = Duration::from_millis(500);
+
+/// One tick a beat looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Published {
+    /// The job's code.
+    pub code: String,
+    /// The tick.
+    pub tick: DateTime<Utc>,
+    /// The Celery task id (`crm.tasks.<code>@<tick>`).
+    pub task_id: String,
+    /// `true` if this beat published it; `false` if another beat had.
+    pub by_us: bool,
+}
+
+/// Stops a running [`Beat`].
+#[derive(Debug, Clone)]
+pub struct BeatHandle {
+    stop: Arc<AtomicBool>,
+}
+
+impl BeatHandle {
+    /// Asks the beat to stop (within half a second).
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Publishes due ticks of a set of schedules to a broker.
+#[derive(Debug, Clone)]
+pub struct Beat {
+    broker: Broker,
+    schedules: Vec<(String, Schedule)>,
+    clock: Arc<dyn Clock>,
+    grace: Duration,
+    origin: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl Beat {
+    /// A beat for `(code, schedule)` pairs.
+    pub fn new(broker: Broker, schedules: impl IntoIterator<Item = (String, Schedule)>) -> Self {
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        Self {
+            broker,
+            schedules: schedules.into_iter().collect(),
+            clock: Arc::new(SystemClock),
+            grace: DEFAULT_BEAT_GRACE,
+            origin: format!("crm-beat-{}@{host}", std::process::id()),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// A beat for the runner's jobs, with their schedules in the runner's zone and its clock.
+    pub fn for_runner(broker: Broker, runner: &Runner) -> Self {
+        let schedules = runner
+            .codes()
+            .filter_map(|code| Some((code.to_owned(), runner.schedule_of(code)?.clone())))
+            .collect::<Vec<_>>();
+        Self::new(broker, schedules).clock(runner.clock().clone())
+    }
+
+    /// The clock (default: the system's).
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How late a tick may still be published (default [`DEFAULT_BEAT_GRACE`]).
+    #[must_use]
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// A handle to stop it from elsewhere.
+    pub fn handle(&self) -> BeatHandle {
+        BeatHandle {
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Publishes each job's latest tick at or before `now` unless it is older than the grace or
+    /// some beat already published it. One Redis step per tick sets the (code, tick) lock and
+    /// pushes the message, so two beats never both publish a tick and a beat dying between the
+    /// two cannot lose it.
+    pub async fn publish_due(&self, now: DateTime<Utc>) -> Result<Vec<Published>, BrokerError> {
+        let grace = TimeDelta::from_std(self.grace).unwrap_or(TimeDelta::MAX);
+        let mut published = Vec::new();
+        for (code, schedule) in &self.schedules {
+            let Some(tick) = schedule.latest_at_or_before(now) else {
+                continue;
+            };
+            if now - tick > grace {
+                continue;
+            }
+            let task_id = tick_task_id(code, tick);
+            let envelope =
+                scheduled_envelope(code, tick, &self.broker.config().queue, &self.origin);
+            // The lock outlives the grace, after which no beat looks at the tick again.
+            let ttl = self.grace + Duration::from_secs(3600);
+            let by_us = self
+                .broker
+                .publish_once(&format!("crm.beat.{task_id}"), ttl, &envelope)
+                .await?;
+            if by_us {
+                tracing::info!(job.code = %code, %tick, task.id = %task_id, "Published a due tick");
+            }
+            published.push(Published {
+                code: code.clone(),
+                tick,
+                task_id,
+                by_us,
+            });
+        }
+        Ok(published)
+    }
+
+    /// The next instant after `now` when some job has a tick.
+    pub fn next_tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.schedules
+            .iter()
+            .filter_map(|(_, s)| s.next_after(now))
+            .min()
+    }
+
+    /// Publishes due ticks until stopped: once at start (a tick within the grace that no beat
+    /// published yet), then at each next tick. A broker error is logged and retried.
+    pub async fn run(self) {
+        let mut due_at = Some(self.clock.now());
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = self.clock.now();
+            if due_at.is_some_and(|at| at <= now) {
+                match self.publish_due(now).await {
+                    Ok(_) => due_at = self.next_tick(now),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not publish due ticks; retrying");
+                        due_at = Some(now + TimeDelta::seconds(1));
+                    }
+                }
+                continue;
+            }
+            let wait = due_at
+                .and_then(|at| (at - now).to_std().ok())
+                .unwrap_or(POLL)
+                .min(POLL);
+            async_std::task::sleep(wait).await;
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! The worker: takes Celery task messages off the queue and runs them through the runner.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crm_core::ledger::{JobRun, RunKind, RunOutcome};
+use serde_json::{Value, json};
+
+use super::transport::{Broker, Delivery};
+use super::{BrokerError, TaskMessage};
+use crate::runner::{RunReport, RunStatus, Runner, RunnerError};
+
+/// How long a worker waits on an empty queue before it looks at its stop flag again.
+const POLL: Duration = Duration::from_secs(1);
+
+/// How often a worker sweeps for messages whose worker died (kombu sweeps about as often).
+const RESTORE_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a message held up (job busy, eta not reached) waits before going back on the queue.
+const HOLD_UP: Duration = Duration::from_millis(500);
+
+/// A redelivered tick whose runs keep being abandoned is tried at most this many times.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// What the worker did with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Handled {
+    /// The job ran (or its tick had already run elsewhere); acknowledged, result written.
+    Ran(RunReport),
+    /// The job does not run in parallel and is running for another tick, or the message's eta
+    /// is still ahead: put back on the queue.
+    Requeued {
+        /// The task id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// The ledger could not be used: left unacknowledged, so it is redelivered later.
+    LeftUnacked {
+        /// The task id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// An unknown task or an unreadable message: moved to the dead-letter list, acknowledged.
+    DeadLettered {
+        /// The task id, when the message had one.
+        id: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Its `expires` had passed: not run, result REVOKED, acknowledged.
+    Expired {
+        /// The task id.
+        id: String,
+    },
+}
+
+/// How a worker's run went, when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerSummary {
+    /// Messages taken off the queue.
+    pub received: u64,
+    /// Jobs run to success.
+    pub succeeded: u64,
+    /// Jobs run that failed.
+    pub failed: u64,
+    /// Messages moved to the dead-letter list.
+    pub dead_lettered: u64,
+}
+
+/// Stops a running [`Worker`]: it takes no new message and returns once the running ones are
+/// done (and acknowledged).
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    stop: Arc<AtomicBool>,
+}
+
+impl WorkerHandle {
+    /// Asks the worker to stop after its running tasks.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    received: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+/// Consumes `crm.tasks.<code>` messages for the runner's jobs, `concurrency` at a time.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    broker: Broker,
+    runner: Arc<Runner>,
+    concurrency: usize,
+    stop: Arc<AtomicBool>,
+    unknown_seen: Arc<Mutex<HashSet<String>>>,
+    counters: Arc<Counters>,
+}
+
+fn failure_result(exc_type: &str, module: &str, message: &str) -> Value {
+    json!({"exc_type": exc_type, "exc_message": [message], "exc_module": module})
+}
+
+impl Worker {
+    /// A worker over `broker` running the runner's jobs, one at a time until
+    /// [`Worker::concurrency`] says otherwise.
+    pub fn new(broker: Broker, runner: Arc<Runner>) -> Self {
+        Self {
+            broker,
+            runner,
+            concurrency: 1,
+            stop: Arc::new(AtomicBool::new(false)),
+            unknown_seen: Arc::default(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// How many messages it handles at once (at least 1).
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// A handle to stop it from elsewhere (a signal handler).
+    pub fn handle(&self) -> WorkerHandle {
+        WorkerHandle {
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Consumes until stopped through a [`WorkerHandle`]; then lets the running tasks finish.
+    /// Losing the broker is logged and retried, never fatal.
+    pub async fn run(self) -> WorkerSummary {
+        let slots: Vec<_> = (0..self.concurrency)
+            .map(|slot| {
+                let worker = self.clone();
+                async_std::task::spawn(async move { worker.slot(slot).await })
+            })
+            .collect();
+        futures::future::join_all(slots).await;
+        WorkerSummary {
+            received: self.counters.received.load(Ordering::Relaxed),
+            succeeded: self.counters.succeeded.load(Ordering::Relaxed),
+            failed: self.counters.failed.load(Ordering::Relaxed),
+            dead_lettered: self.counters.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn slot(&self, slot: usize) {
+        let mut conn = None;
+        let mut last_restore: Option<std::time::Instant> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            if slot == 0 && last_restore.is_none_or(|t| t.elapsed() >= RESTORE_EVERY) {
+                last_restore = Some(std::time::Instant::now());
+                if let Err(e) = self.broker.restore_visible().await {
+                    tracing::warn!(error = %e, "Could not restore unacknowledged messages");
+                }
+            }
+            let c = match conn.as_mut() {
+                Some(c) => c,
+                None => match self.broker.dedicated().await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Broker unreachable; retrying in 1 s");
+                        async_std::task::sleep(POLL).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self.handle_next_on(c, POLL).await {
+                tracing::warn!(error = %e, "Broker command failed; reconnecting in 1 s");
+                conn = None;
+                async_std::task::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// Waits up to `wait` for one message and handles it (a test hook, and one step of
+    /// [`Worker::run`]). `None` if no message came.
+    pub async fn handle_next(&self, wait: Duration) -> Result<Option<Handled>, BrokerError> {
+        let mut conn = self.broker.dedicated().await?;
+        self.handle_next_on(&mut conn, wait).await
+    }
+
+    async fn handle_next_on(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        wait: Duration,
+    ) -> Result<Option<Handled>, BrokerError> {
+        let Some(delivery) = self.broker.fetch(conn, wait).await? else {
+            return Ok(None);
+        };
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let handled = match delivery {
+            Delivery::Malformed { raw, reason } => {
+                tracing::warn!(%reason, "Malformed message moved to the dead-letter list");
+                self.broker.dead_letter(&raw, &reason.0, None).await?;
+                Handled::DeadLettered {
+                    id: None,
+                    reason: reason.0,
+                }
+            }
+            Delivery::Message { message, raw } => self.handle_message(message, &raw).await?,
+        };
+        match &handled {
+            Handled::Ran(report) if report.status == RunStatus::Succeeded => {
+                self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+            }
+            Handled::Ran(report) if report.status == RunStatus::Failed => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            Handled::DeadLettered { .. } => {
+                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        Ok(Some(handled))
+    }
+
+    async fn handle_message(
+        &self,
+        message: TaskMessage,
+        raw: &str,
+    ) -> Result<Handled, BrokerError> {
+        let id = message.id.clone();
+        let known = message
+            .job_code()
+            .filter(|code| self.runner.codes().any(|c| c == *code));
+        let Some(code) = known else {
+            let first = self
+                .unknown_seen
+                .lock()
+                .map(|mut seen| seen.insert(message.task.clone()))
+                .unwrap_or(true);
+            if first {
+                tracing::warn!(task = %message.task, task.id = %id, "Unknown task rejected to the dead-letter list (logged once per name)");
+            }
+            let reason = format!("unknown task {}", message.task);
+            self.broker
+                .store_result(
+                    &id,
+                    "FAILURE",
+                    failure_result("NotRegistered", "celery.exceptions", &message.task),
+                    Some(&reason),
+                )
+                .await?;
+            self.broker
+                .dead_letter(raw, &reason, Some(&message.delivery_tag))
+                .await?;
+            return Ok(Handled::DeadLettered {
+                id: Some(id),
+                reason,
+            });
+        };
+        let now = self.runner.clock().now();
+        if message.expires.is_some_and(|at| at < now) {
+            tracing::info!(task.id = %id, "Expired message not run");
+            self.broker
+                .store_result(
+                    &id,
+                    "REVOKED",
+                    failure_result("TaskRevokedError", "celery.exceptions", "expired"),
+                    None,
+                )
+                .await?;
+            self.broker.ack(&message.delivery_tag).await?;
+            return Ok(Handled::Expired { id });
+        }
+        if message.eta.is_some_and(|at| at > now) {
+            async_std::task::sleep(HOLD_UP).await;
+            self.broker.requeue(&message.delivery_tag, raw).await?;
+            return Ok(Handled::Requeued {
+                id,
+                reason: "its eta is ahead".into(),
+            });
+        }
+        let (tick, kind) = match message.tick {
+            Some(tick) => (tick, RunKind::Scheduled),
+            None => (self.broker.first_seen(&id, now).await?, RunKind::Manual),
+        };
+        let (report, holder) = match self.run_tick(code, tick, kind).await {
+            Ok(ran) => ran,
+            Err(e) => {
+                tracing::error!(task.id = %id, error = %e, "Could not run a task; left for redelivery");
+                return Ok(Handled::LeftUnacked {
+                    id,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        match report.status {
+            RunStatus::Succeeded => {
+                self.broker
+                    .store_result(&id, "SUCCESS", Value::from(report.message.as_str()), None)
+                    .await?;
+            }
+            RunStatus::Failed => {
+                self.broker
+                    .store_result(
+                        &id,
+                        "FAILURE",
+                        failure_result("RuntimeError", "builtins", &report.message),
+                        Some(&report.message),
+                    )
+                    .await?;
+            }
+            RunStatus::Busy => {
+                async_std::task::sleep(HOLD_UP).await;
+                self.broker.requeue(&message.delivery_tag, raw).await?;
+                return Ok(Handled::Requeued {
+                    id,
+                    reason: report.message,
+                });
+            }
+            RunStatus::LedgerError => {
+                tracing::error!(task.id = %id, error = %report.message, "Ledger unavailable; message left for redelivery");
+                return Ok(Handled::LeftUnacked {
+                    id,
+                    reason: report.message,
+                });
+            }
+            // Taken: the tick ran (or runs) elsewhere. A finished run's outcome is written
+            // again (the same result); a running one writes its own when done. Skipped does
+            // not come from run_at.
+            _ => {
+                tracing::info!(task.id = %id, job.code = %code, "Tick already claimed; message acknowledged without a second run");
+                let message = holder
+                    .as_ref()
+                    .and_then(|run| run.message.clone())
+                    .unwrap_or_default();
+                match holder.as_ref().map(|run| run.outcome) {
+                    Some(RunOutcome::Succeeded) => {
+                        self.broker
+                            .store_result(&id, "SUCCESS", Value::from(message), None)
+                            .await?;
+                    }
+                    Some(RunOutcome::Failed) => {
+                        self.broker
+                            .store_result(
+                                &id,
+                                "FAILURE",
+                                failure_result("RuntimeError", "builtins", &message),
+                                Some(&message),
+                            )
+                            .await?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.broker.ack(&message.delivery_tag).await?;
+        Ok(Handled::Ran(report))
+    }
+
+    /// Runs a tick once across every worker: a tick whose earlier claim was abandoned (its
+    /// worker died) runs as the next attempt; one that ran or runs elsewhere answers `Taken`
+    /// with the run holding it.
+    async fn run_tick(
+        &self,
+        code: &str,
+        tick: DateTime<Utc>,
+        kind: RunKind,
+    ) -> Result<(RunReport, Option<JobRun>), RunnerError> {
+        let mut attempt = 1;
+        loop {
+            let this_kind = if attempt > 1 && kind == RunKind::Scheduled {
+                RunKind::Retry
+            } else {
+                kind
+            };
+            let report = self.runner.run_at(code, tick, this_kind, attempt).await?;
+            if report.status != RunStatus::Taken || attempt >= MAX_ATTEMPTS {
+                return Ok((report, None));
+            }
+            let holder = match report.run_id {
+                Some(id) => self
+                    .runner
+                    .ledger()
+                    .history(Some(code), 1_000)
+                    .await?
+                    .into_iter()
+                    .find(|run| run.id == id),
+                None => None,
+            };
+            match holder {
+                Some(run) if run.outcome == RunOutcome::Abandoned => {
+                    attempt = run.attempt.max(attempt) + 1;
+                }
+                Some(run) => return Ok((report, Some(run))),
+                None => return Ok((report, None)),
+            }
+        }
+    }
+}

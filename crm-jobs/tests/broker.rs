@@ -1,0 +1,724 @@
+//! The broker way against the real Redis at 127.0.0.1:6379 (`CRM_TEST_REDIS_URL` to change
+//! it) and real Python Celery (the venv `tests/python/setup.sh` creates). Each test works under
+//! its own key prefix (kombu's `global_keyprefix`) and deletes its keys when done.
+//!
+//! Without Redis these tests fail when `CI=true` and are skipped with a notice otherwise.
+
+#[expect(
+    dead_code,
+    reason = "the shared helpers serve several test binaries; this one uses a few"
+)]
+mod helpers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
+use chrono_tz::UTC;
+use crm_core::testing::TestDb;
+use crm_jobs::broker::{
+    Beat, Broker, BrokerConfig, Handled, Worker, scheduled_envelope, tick_task_id,
+};
+use crm_jobs::{
+    CronJob, JobContext, JobError, JobOptions, MemoryLedger, RunLedger, RunOutcome, RunStatus,
+    Runner, Schedule, standard_jobs,
+};
+use serde_json::{Value, json};
+
+fn redis_url() -> String {
+    std::env::var("CRM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A fresh key prefix per test, so tests running in parallel never see each other's messages.
+fn fresh_prefix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "crm_t_{}_{}_{nanos}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A broker under a fresh prefix; its keys are deleted when it goes out of scope.
+struct TestBroker {
+    broker: Broker,
+    prefix: String,
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        // Synchronous, so it also runs when a test panics.
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+impl TestBroker {
+    fn config(&self) -> BrokerConfig {
+        BrokerConfig::new(redis_url()).key_prefix(&self.prefix)
+    }
+
+    /// Another connection with the same layout (another machine's beat or worker).
+    async fn another(&self, config: BrokerConfig) -> Broker {
+        Broker::connect(config).await.expect("Redis answers")
+    }
+}
+
+/// The test's broker, or `None` (with a notice) when Redis is not running outside CI.
+async fn test_broker(visibility: Option<Duration>) -> Option<TestBroker> {
+    let prefix = fresh_prefix();
+    let mut config = BrokerConfig::new(redis_url()).key_prefix(&prefix);
+    if let Some(v) = visibility {
+        config = config.visibility_timeout(v);
+    }
+    match Broker::connect(config).await {
+        Ok(broker) => Some(TestBroker { broker, prefix }),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED: Redis is not reachable at {} ({e})", redis_url());
+            None
+        }
+        Err(e) => panic!("Redis is required (CI=true) at {}: {e}", redis_url()),
+    }
+}
+
+/// Each completed run's (tick, attempt), in order.
+type Completed = Arc<Mutex<Vec<(DateTime<Utc>, u32)>>>;
+
+/// A job that records each completed run's tick and attempt, after an optional hang on its
+/// first attempt (to stand for a worker killed mid-task) or a wait for a gate.
+struct Recorded {
+    code: String,
+    schedule: Schedule,
+    parallel: bool,
+    hang_on_first_attempt: bool,
+    gate: Option<async_std::channel::Receiver<()>>,
+    started: Option<async_std::channel::Sender<()>>,
+    done: Completed,
+}
+
+impl Recorded {
+    fn new(code: &str, cron: &str) -> Self {
+        Self {
+            code: code.into(),
+            schedule: Schedule::cron(cron).unwrap().in_time_zone(UTC),
+            parallel: false,
+            hang_on_first_attempt: false,
+            gate: None,
+            started: None,
+            done: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl CronJob for Recorded {
+    fn code(&self) -> &str {
+        &self.code
+    }
+    fn schedule(&self) -> Schedule {
+        self.schedule.clone()
+    }
+    fn options(&self) -> JobOptions {
+        JobOptions::default().allow_parallel_runs(self.parallel)
+    }
+    async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
+        if let Some(started) = &self.started {
+            let _ = started.send(()).await;
+        }
+        if self.hang_on_first_attempt && ctx.attempt == 1 {
+            futures::future::pending::<()>().await;
+        }
+        if let Some(gate) = &self.gate {
+            let _ = gate.recv().await;
+        }
+        self.done.lock().unwrap().push((ctx.tick, ctx.attempt));
+        Ok(format!("ran tick {}", ctx.tick))
+    }
+}
+
+fn runner(job: Recorded, ledger: Arc<dyn RunLedger>, pid: u32) -> Arc<Runner> {
+    Arc::new(
+        Runner::builder()
+            .job(Box::new(job))
+            .ledger(ledger)
+            .time_zone(UTC)
+            .lease(Duration::from_secs(1))
+            .host("test")
+            .pid(pid)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn monday_six() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 30, 6, 0, 0).unwrap()
+}
+
+async fn wait_for<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        async_std::task::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- Python Celery ----
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn python() -> PathBuf {
+    let venv = std::env::var_os("CRM_CELERY_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/celery-venv"));
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "the Python Celery venv is missing at {}: run tests/python/setup.sh first",
+        venv.display()
+    );
+    python
+}
+
+fn celery_command(tb: &TestBroker, args: &[&str]) -> Command {
+    let mut cmd = Command::new(python());
+    cmd.arg(workspace_root().join("tests/python/crm_celery.py"))
+        .args(args)
+        .env("CRM_BROKER_URL", redis_url())
+        .env("CRM_BROKER_KEY_PREFIX", &tb.prefix)
+        .env("CRM_BROKER_QUEUE", "celery");
+    cmd
+}
+
+/// Kills and reaps a child process on every path out of a test.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[async_std::test]
+async fn a_python_send_task_is_run_by_our_worker_and_python_reads_the_result() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let db = TestDb::sqlite().await;
+    let seeded = helpers::seed(&db).await;
+    let crm = helpers::spawn_crm(db, None).await;
+    let runner = Arc::new(
+        Runner::builder()
+            .jobs(standard_jobs(&crm.config, crm.store.clone()).unwrap())
+            .time_zone(UTC)
+            .build()
+            .unwrap(),
+    );
+    let worker = Worker::new(tb.broker.clone(), runner.clone()).concurrency(2);
+    let handle = worker.handle();
+    let running = async_std::task::spawn(worker.run());
+
+    let mut send = celery_command(&tb, &["send", "crm.tasks.generate_crm_report", "60"]);
+    let output = async_std::task::spawn_blocking(move || send.output().unwrap()).await;
+    handle.shutdown();
+    let summary = running.await;
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "Python's AsyncResult.get() failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer["status"], "SUCCESS");
+    let expected = format!(
+        "Report: 6 customers, {} orders, {:.2} revenue.",
+        seeded.orders, seeded.revenue
+    );
+    assert_eq!(answer["result"], json!(expected));
+    assert!(crm.log("crm_report_log.txt").contains(&expected));
+    assert_eq!(summary.succeeded, 1);
+    // Recorded in the ledger like any run, as a manual one.
+    let history = runner
+        .ledger()
+        .history(Some("generate_crm_report"), 10)
+        .await
+        .unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].outcome, RunOutcome::Succeeded);
+    assert_eq!(tb.broker.unacked_len().await.unwrap(), 0);
+}
+
+#[async_std::test]
+async fn a_message_published_by_our_beat_is_run_by_a_python_celery_worker() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let beat = Beat::new(
+        tb.broker.clone(),
+        [(
+            "log_crm_heartbeat".to_owned(),
+            Schedule::cron("*/5 * * * *").unwrap().in_time_zone(UTC),
+        )],
+    );
+    let tick = monday_six();
+    let published = beat
+        .publish_due(tick + TimeDelta::seconds(3))
+        .await
+        .unwrap();
+    assert_eq!(published.len(), 1);
+    assert!(published[0].by_us);
+    let id = tick_task_id("log_crm_heartbeat", tick);
+
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = celery_command(&tb, &["worker", "log_crm_heartbeat"]);
+    cmd.env("CRM_TEST_OUT", out.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _python_worker = Reaped(cmd.spawn().unwrap());
+
+    let result = wait_for(
+        "the Python worker's result",
+        Duration::from_secs(60),
+        async || {
+            tb.broker
+                .result(&id)
+                .await
+                .unwrap()
+                .filter(|r| r["status"] == "SUCCESS")
+        },
+    )
+    .await;
+    assert_eq!(result["result"], "python ran crm.tasks.log_crm_heartbeat");
+    let line = std::fs::read_to_string(out.path()).unwrap();
+    let record: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(record["id"], json!(id));
+    assert_eq!(record["crm_tick"], "2026-11-30T06:00:00Z");
+    assert_eq!(record["args"], json!([]));
+    assert_eq!(record["kwargs"], json!({}));
+}
+
+// ---- Beats ----
+
+#[async_std::test]
+async fn two_beats_publish_every_tick_of_a_day_once_and_one_left_alone_carries_on() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let schedule = || {
+        [(
+            "log_crm_heartbeat".to_owned(),
+            Schedule::cron("*/5 * * * *").unwrap().in_time_zone(UTC),
+        )]
+    };
+    let a = Beat::new(tb.broker.clone(), schedule());
+    let b = Beat::new(tb.another(tb.config()).await, schedule());
+    let midnight = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap();
+    let mut by_a = 0;
+    let mut by_b = 0;
+    for minute in 0..24 * 60 {
+        // Each beat wakes at its own moment within the minute; A dies at noon.
+        let now = midnight + TimeDelta::minutes(minute);
+        let (ra, rb) = if minute < 12 * 60 {
+            futures::join!(
+                a.publish_due(now + TimeDelta::milliseconds(300)),
+                b.publish_due(now + TimeDelta::milliseconds(200))
+            )
+        } else {
+            (Ok(Vec::new()), b.publish_due(now).await)
+        };
+        by_a += ra.unwrap().iter().filter(|p| p.by_us).count();
+        by_b += rb.unwrap().iter().filter(|p| p.by_us).count();
+    }
+    assert_eq!(by_a + by_b, 288, "a day of */5 is 288 ticks");
+    assert!(by_b >= 144, "the surviving beat published the afternoon");
+
+    let worker_runner = Arc::new(
+        Runner::builder()
+            .job(Box::new(Recorded::new("log_crm_heartbeat", "*/5 * * * *")))
+            .time_zone(UTC)
+            .build()
+            .unwrap(),
+    );
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 288);
+    let worker = Worker::new(tb.broker.clone(), worker_runner);
+    let mut ids = BTreeSet::new();
+    while let Some(Handled::Ran(report)) = worker
+        .handle_next(Duration::from_millis(100))
+        .await
+        .unwrap()
+    {
+        ids.insert(report.tick.unwrap());
+    }
+    let expected: BTreeSet<_> = (0..288)
+        .map(|i| midnight + TimeDelta::minutes(5 * i))
+        .collect();
+    assert_eq!(ids, expected);
+}
+
+#[async_std::test]
+async fn a_tick_older_than_the_grace_is_not_published_by_a_late_beat() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let beat = Beat::new(
+        tb.broker.clone(),
+        [(
+            "generate_crm_report".to_owned(),
+            Schedule::cron("0 6 * * 1").unwrap().in_time_zone(UTC),
+        )],
+    )
+    .grace(Duration::from_secs(60));
+    let late = beat
+        .publish_due(monday_six() + TimeDelta::minutes(2))
+        .await
+        .unwrap();
+    assert!(late.is_empty());
+    let on_time = beat
+        .publish_due(monday_six() + TimeDelta::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(on_time.len(), 1);
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 1);
+}
+
+// ---- Workers ----
+
+#[async_std::test]
+async fn two_workers_run_every_tick_once_even_when_ticks_are_published_twice() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let ledger: Arc<dyn RunLedger> = Arc::new(MemoryLedger::new());
+    let mut job_a = Recorded::new("sync_things", "*/5 * * * *");
+    job_a.parallel = true;
+    let done = job_a.done.clone();
+    let mut job_b = Recorded::new("sync_things", "*/5 * * * *");
+    job_b.parallel = true;
+    job_b.done = done.clone();
+    let ticks: Vec<_> = (0..20)
+        .map(|i| monday_six() + TimeDelta::minutes(5 * i))
+        .collect();
+    for tick in &ticks {
+        let envelope = scheduled_envelope("sync_things", *tick, "celery", "test");
+        tb.broker.publish(&envelope).await.unwrap();
+    }
+    // A duplicate publish of every other tick (another beat without the lock, a replay).
+    for tick in ticks.iter().step_by(2) {
+        let envelope = scheduled_envelope("sync_things", *tick, "celery", "test");
+        tb.broker.publish(&envelope).await.unwrap();
+    }
+    let w1 = Worker::new(tb.broker.clone(), runner(job_a, ledger.clone(), 1)).concurrency(2);
+    let w2 = Worker::new(
+        tb.another(tb.config()).await,
+        runner(job_b, ledger.clone(), 2),
+    )
+    .concurrency(2);
+    let (h1, h2) = (w1.handle(), w2.handle());
+    let r1 = async_std::task::spawn(w1.run());
+    let r2 = async_std::task::spawn(w2.run());
+    wait_for("the queue to drain", Duration::from_secs(30), async || {
+        let idle = tb.broker.queue_len().await.unwrap() == 0
+            && tb.broker.unacked_len().await.unwrap() == 0;
+        idle.then_some(())
+    })
+    .await;
+    h1.shutdown();
+    h2.shutdown();
+    let (s1, s2) = (r1.await, r2.await);
+    assert_eq!(s1.received + s2.received, 30);
+    assert_eq!(s1.succeeded + s2.succeeded, 20);
+
+    let mut runs: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
+    for (tick, _) in done.lock().unwrap().iter() {
+        *runs.entry(*tick).or_default() += 1;
+    }
+    assert_eq!(runs.len(), 20);
+    assert!(runs.values().all(|&n| n == 1), "a tick ran twice: {runs:?}");
+    for tick in &ticks {
+        let result = tb
+            .broker
+            .result(&tick_task_id("sync_things", *tick))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(result["status"], "SUCCESS");
+        assert_eq!(result["result"], json!(format!("ran tick {tick}")));
+    }
+}
+
+#[async_std::test]
+async fn a_worker_killed_mid_task_leaves_the_message_for_another_that_completes_the_tick_once() {
+    let visibility = Duration::from_secs(1);
+    let Some(tb) = test_broker(Some(visibility)).await else {
+        return;
+    };
+    let ledger: Arc<dyn RunLedger> = Arc::new(MemoryLedger::new());
+    let mut doomed_job = Recorded::new("sync_things", "*/5 * * * *");
+    doomed_job.hang_on_first_attempt = true;
+    let done = doomed_job.done.clone();
+    let mut healthy_job = Recorded::new("sync_things", "*/5 * * * *");
+    healthy_job.done = done.clone();
+    let doomed = Worker::new(tb.broker.clone(), runner(doomed_job, ledger.clone(), 1));
+    let healthy = Worker::new(
+        tb.another(tb.config().visibility_timeout(visibility)).await,
+        runner(healthy_job, ledger.clone(), 2),
+    );
+    let tick = monday_six();
+    tb.broker
+        .publish(&scheduled_envelope("sync_things", tick, "celery", "test"))
+        .await
+        .unwrap();
+
+    // The first worker takes the message and dies mid-task: its future is dropped, so it
+    // neither finishes the run nor acknowledges the message.
+    let killed = async_std::future::timeout(
+        Duration::from_millis(500),
+        doomed.handle_next(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(killed.is_err(), "the doomed run should still be hanging");
+    drop(doomed);
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 0);
+    assert_eq!(tb.broker.unacked_len().await.unwrap(), 1);
+    assert!(done.lock().unwrap().is_empty());
+
+    // Nothing is restored before the visibility timeout…
+    assert_eq!(
+        healthy
+            .handle_next(Duration::from_millis(100))
+            .await
+            .unwrap(),
+        None
+    );
+    // …and after it (and the dead run's lease) has passed, the message comes back once.
+    async_std::task::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(tb.broker.restore_visible().await.unwrap(), 1);
+    assert_eq!(tb.broker.restore_visible().await.unwrap(), 0);
+    let handled = healthy
+        .handle_next(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let Handled::Ran(report) = handled else {
+        panic!("expected a run, got {handled:?}");
+    };
+    assert_eq!(report.status, RunStatus::Succeeded);
+    assert_eq!(report.attempt, 2);
+    assert_eq!(*done.lock().unwrap(), vec![(tick, 2)]);
+    let history = ledger.history(Some("sync_things"), 10).await.unwrap();
+    let outcomes: Vec<_> = history.iter().map(|r| (r.attempt, r.outcome)).collect();
+    assert_eq!(
+        outcomes,
+        vec![(2, RunOutcome::Succeeded), (1, RunOutcome::Abandoned)]
+    );
+    assert_eq!(tb.broker.unacked_len().await.unwrap(), 0);
+
+    // Delivered once more (a duplicate): the ledger says the tick is done; no second effect.
+    tb.broker
+        .publish(&scheduled_envelope("sync_things", tick, "celery", "test"))
+        .await
+        .unwrap();
+    let again = healthy
+        .handle_next(Duration::from_secs(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&again, Handled::Ran(r) if r.status == RunStatus::Taken),
+        "{again:?}"
+    );
+    assert_eq!(done.lock().unwrap().len(), 1);
+    let result = tb
+        .broker
+        .result(&tick_task_id("sync_things", tick))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result["status"], "SUCCESS");
+}
+
+#[async_std::test]
+async fn malformed_and_unknown_messages_are_dead_lettered_and_the_worker_keeps_going() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let job = Recorded::new("sync_things", "*/5 * * * *");
+    let done = job.done.clone();
+    let worker = Worker::new(
+        tb.broker.clone(),
+        runner(job, Arc::new(MemoryLedger::new()), 1),
+    );
+    let handle = worker.handle();
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let queue = format!("{}celery", tb.prefix);
+    let mut bad_body = scheduled_envelope("sync_things", monday_six(), "celery", "test");
+    bad_body["body"] = json!("not base64 !!!");
+    for raw in ["{ not json".to_owned(), bad_body.to_string()] {
+        let _: () = redis::cmd("LPUSH")
+            .arg(&queue)
+            .arg(raw)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let unknown = scheduled_envelope("drop_tables", monday_six(), "celery", "test");
+    tb.broker.publish(&unknown).await.unwrap();
+    let good_tick = monday_six() + TimeDelta::minutes(5);
+    tb.broker
+        .publish(&scheduled_envelope(
+            "sync_things",
+            good_tick,
+            "celery",
+            "test",
+        ))
+        .await
+        .unwrap();
+
+    let running = async_std::task::spawn(worker.run());
+    let id = tick_task_id("sync_things", good_tick);
+    wait_for(
+        "the good message's result",
+        Duration::from_secs(20),
+        async || tb.broker.result(&id).await.unwrap(),
+    )
+    .await;
+    handle.shutdown();
+    let summary = running.await;
+    assert_eq!(summary.received, 4);
+    assert_eq!(summary.dead_lettered, 3);
+    assert_eq!(summary.succeeded, 1);
+    assert_eq!(*done.lock().unwrap(), vec![(good_tick, 1)]);
+
+    let dead = tb.broker.dead_letters().await.unwrap();
+    let reasons: Vec<&str> = dead.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    assert_eq!(reasons.len(), 3);
+    assert!(
+        reasons.iter().any(|r| r.contains("not JSON")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("base64")), "{reasons:?}");
+    assert!(
+        reasons.contains(&"unknown task crm.tasks.drop_tables"),
+        "{reasons:?}"
+    );
+    let rejected = tb
+        .broker
+        .result(&tick_task_id("drop_tables", monday_six()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rejected["status"], "FAILURE");
+    assert_eq!(rejected["result"]["exc_type"], "NotRegistered");
+    assert_eq!(tb.broker.unacked_len().await.unwrap(), 0);
+}
+
+#[async_std::test]
+async fn a_failing_job_is_reported_as_a_celery_failure() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    struct Broken;
+    #[async_trait]
+    impl CronJob for Broken {
+        fn code(&self) -> &str {
+            "broken"
+        }
+        fn schedule(&self) -> Schedule {
+            Schedule::cron("*/5 * * * *").unwrap()
+        }
+        async fn run(&self, _: &JobContext) -> Result<String, JobError> {
+            Err(JobError::Other("the disk is full".into()))
+        }
+    }
+    let runner = Arc::new(
+        Runner::builder()
+            .job(Box::new(Broken))
+            .time_zone(UTC)
+            .build()
+            .unwrap(),
+    );
+    let worker = Worker::new(tb.broker.clone(), runner);
+    tb.broker
+        .publish(&scheduled_envelope("broken", monday_six(), "celery", "t"))
+        .await
+        .unwrap();
+    let handled = worker.handle_next(Duration::from_secs(1)).await.unwrap();
+    assert!(matches!(handled, Some(Handled::Ran(r)) if r.status == RunStatus::Failed));
+    let result = tb
+        .broker
+        .result(&tick_task_id("broken", monday_six()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result["status"], "FAILURE");
+    assert_eq!(result["result"]["exc_type"], "RuntimeError");
+    assert_eq!(result["result"]["exc_message"], json!(["the disk is full"]));
+}
+
+#[async_std::test]
+async fn a_stopping_worker_finishes_its_running_task_and_acknowledges_it() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let (release, gate) = async_std::channel::bounded(1);
+    let (started_tx, started) = async_std::channel::bounded(1);
+    let mut job = Recorded::new("sync_things", "*/5 * * * *");
+    job.gate = Some(gate);
+    job.started = Some(started_tx);
+    let done = job.done.clone();
+    let worker = Worker::new(
+        tb.broker.clone(),
+        runner(job, Arc::new(MemoryLedger::new()), 1),
+    );
+    let handle = worker.handle();
+    tb.broker
+        .publish(&scheduled_envelope(
+            "sync_things",
+            monday_six(),
+            "celery",
+            "t",
+        ))
+        .await
+        .unwrap();
+    let running = async_std::task::spawn(worker.run());
+    started.recv().await.unwrap();
+    handle.shutdown();
+    async_std::task::sleep(Duration::from_millis(1500)).await;
+    assert!(done.lock().unwrap().is_empty(), "the task is still running");
+    assert_eq!(tb.broker.unacked_len().await.unwrap(), 1);
+    release.send(()).await.unwrap();
+    let summary = async_std::future::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("the worker stops once its task is done");
+    assert_eq!(summary.succeeded, 1);
+    assert_eq!(done.lock().unwrap().len(), 1);
+    assert_eq!(tb.broker.unacked_len().await.unwrap(), 0);
+}

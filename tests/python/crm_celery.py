@@ -1,0 +1,99 @@
+"""The Python side of the broker interop tests: real Celery against the same Redis as `crm`.
+
+Settings come from the environment, as the Rust side passes them:
+  CRM_BROKER_URL         redis://127.0.0.1:6379/0
+  CRM_BROKER_KEY_PREFIX  kombu's and the result backend's global_keyprefix (each test its own)
+  CRM_BROKER_QUEUE       the queue (default: celery)
+  CRM_TEST_OUT           (worker) file each task run appends one JSON line to
+
+Usage:
+  python crm_celery.py send TASK [TIMEOUT]   send_task(TASK), then AsyncResult.get(): prints
+                                             {"id", "status", "result"} as JSON; exit 1 on a
+                                             task failure or timeout
+  python crm_celery.py worker CODE...        a Celery worker (solo pool) with a task
+                                             crm.tasks.CODE for each CODE
+  python crm_celery.py bench-send N          sends N crm.tasks.noop tasks, prints the seconds
+"""
+
+import json
+import os
+import sys
+import time
+
+from celery import Celery
+
+url = os.environ.get("CRM_BROKER_URL", "redis://127.0.0.1:6379/0")
+prefix = os.environ.get("CRM_BROKER_KEY_PREFIX", "")
+queue = os.environ.get("CRM_BROKER_QUEUE", "celery")
+
+app = Celery("crm_interop", broker=url, backend=url)
+app.conf.update(
+    task_default_queue=queue,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    worker_prefetch_multiplier=1,
+    task_acks_late=True,
+)
+if prefix:
+    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    app.conf.result_backend_transport_options = {"global_keyprefix": prefix}
+
+
+def register(code):
+    out = os.environ.get("CRM_TEST_OUT")
+
+    @app.task(name=f"crm.tasks.{code}", bind=True)
+    def run(self, *args, **kwargs):
+        record = {
+            "task": self.name,
+            "id": self.request.id,
+            "crm_tick": getattr(self.request, "crm_tick", None),
+            "args": list(args),
+            "kwargs": kwargs,
+        }
+        if out:
+            with open(out, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        return f"python ran {self.name}"
+
+    return run
+
+
+def main(argv):
+    command = argv[1] if len(argv) > 1 else ""
+    if command == "send":
+        task = argv[2]
+        timeout = float(argv[3]) if len(argv) > 3 else 30.0
+        result = app.send_task(task)
+        try:
+            value = result.get(timeout=timeout)
+            print(json.dumps({"id": result.id, "status": result.status, "result": value}))
+            return 0
+        except Exception as e:  # the task failed, or no result came in time
+            print(json.dumps({"id": result.id, "status": result.status,
+                              "error": f"{type(e).__name__}: {e}"}))
+            return 1
+    if command == "worker":
+        for code in argv[2:]:
+            register(code)
+        app.worker_main(["worker", "--pool=solo", "--concurrency=1", "--loglevel=INFO",
+                         "--without-heartbeat", "--without-mingle", "--without-gossip",
+                         "-Q", queue])
+        return 0
+    if command == "bench-send":
+        n = int(argv[2])
+        start = time.monotonic()
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                app.send_task("crm.tasks.noop", producer=producer)
+        print(f"{time.monotonic() - start:.3f}")
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
