@@ -38,7 +38,8 @@ pub use jobs::{
 };
 pub use log_file::{LogFile, file_names};
 pub use runner::{
-    DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, RunReport, RunStatus, Runner, RunnerBuilder, RunnerError,
+    DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, EffectiveSchedule, RunReport, RunStatus, Runner,
+    RunnerBuilder, RunnerError,
 };
 pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,

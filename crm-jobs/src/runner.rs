@@ -28,6 +28,7 @@ use crate::schedule::{Schedule, ScheduleError, default_time_zone};
 
 mod overrides;
 
+pub use overrides::EffectiveSchedule;
 use overrides::OverrideCache;
 
 /// How long a claim holds unless renewed; the runner renews it every third of this.
@@ -627,10 +628,7 @@ impl Runner {
             }
         };
         let grace = delta(self.misfire_grace);
-        let latest = effective
-            .schedule
-            .latest_at_or_before(now)
-            .filter(|tick| effective.since.is_none_or(|since| *tick > since));
+        let latest = effective.latest_at_or_before(now);
         let new_tick = match (latest, &last) {
             (Some(tick), Some(last)) if tick > last.tick => Some(tick),
             (Some(tick), None) if now - tick <= grace => Some(tick),

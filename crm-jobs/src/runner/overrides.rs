@@ -33,19 +33,44 @@ struct CachedOverride {
     since: DateTime<Utc>,
 }
 
-/// A job's schedule as it stands: the code's, or an operator's replacement; paused or not.
-#[derive(Debug, Clone)]
-pub(super) struct Effective {
-    pub(super) enabled: bool,
-    pub(super) schedule: Schedule,
-    /// Ticks at or before this instant do not count (the job's state changed then).
-    pub(super) since: Option<DateTime<Utc>>,
-    pub(super) overridden: bool,
+/// A job's schedule as it stands: the code's or an operator's replacement, paused or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EffectiveSchedule {
+    /// `false` while an operator has the job paused.
+    pub enabled: bool,
+    /// The schedule in force.
+    pub schedule: Schedule,
+    /// Ticks at or before this instant do not count (the job's state changed then), so a
+    /// resumed or rescheduled job does not catch up on ticks from before the change.
+    pub since: Option<DateTime<Utc>>,
+    /// Whether `schedule` is an operator's replacement.
+    pub overridden: bool,
 }
 
-impl Effective {
+impl EffectiveSchedule {
+    /// A schedule no operator changed.
+    pub fn fixed(schedule: Schedule) -> Self {
+        Self {
+            enabled: true,
+            schedule,
+            since: None,
+            overridden: false,
+        }
+    }
+
+    /// The latest tick at or before `now` that counts; `None` while paused.
+    pub fn latest_at_or_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !self.enabled {
+            return None;
+        }
+        self.schedule
+            .latest_at_or_before(now)
+            .filter(|tick| self.since.is_none_or(|since| *tick > since))
+    }
+
     /// The next tick after `now` that will run; `None` while paused.
-    pub(super) fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn next_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if !self.enabled {
             return None;
         }
@@ -125,21 +150,28 @@ impl Runner {
         }
     }
 
-    pub(super) fn effective(&self, job: &Registered) -> Effective {
+    pub(super) fn effective(&self, job: &Registered) -> EffectiveSchedule {
         match self.cache().by_code.get(&job.code) {
-            None => Effective {
+            None => EffectiveSchedule {
                 enabled: true,
                 schedule: job.schedule.clone(),
                 since: None,
                 overridden: false,
             },
-            Some(o) => Effective {
+            Some(o) => EffectiveSchedule {
                 enabled: o.enabled,
                 overridden: o.schedule.is_some(),
                 schedule: o.schedule.clone().unwrap_or_else(|| job.schedule.clone()),
                 since: Some(o.since),
             },
         }
+    }
+
+    /// The job's schedule as it stands (as last read from the override store); `None` for an
+    /// unknown code.
+    pub fn effective_of(&self, code: &str) -> Option<EffectiveSchedule> {
+        let job = self.jobs.iter().find(|j| j.code == code)?;
+        Some(self.effective(job))
     }
 
     /// The schedule `code` runs on now (an operator's replacement, else the code's), as last
