@@ -81,6 +81,53 @@ async fn get_serves_graphiql_and_healthz_answers() {
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
 }
 
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[async_std::test]
+async fn get_with_a_query_runs_it_for_programs_but_never_a_mutation() {
+    let app = spawn_app().await;
+    let path = format!(
+        "/graphql?query={}&variables={}",
+        percent_encode("query($n: Int) { hello allCustomers(first: $n) { totalCount } }"),
+        percent_encode(r#"{"n": 5}"#)
+    );
+    let r = app
+        .request("GET", &path, &[("Accept", "application/json")], b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"data": {"hello": "Hello, GraphQL!", "allCustomers": {"totalCount": 0}}})
+    );
+    // A browser asking for the same URL gets GraphiQL.
+    let r = app
+        .request("GET", &path, &[("Accept", "text/html,*/*")], b"")
+        .await;
+    assert!(
+        r.headers.to_ascii_lowercase().contains("text/html"),
+        "{}",
+        r.headers
+    );
+    // A link must not write.
+    let mutation = "mutation { createCustomer(input: {name: \"Gus\", email: \"gus@example.com\"}) { message } }";
+    let path = format!("/graphql/?query={}", percent_encode(mutation));
+    let r = app.request("GET", &path, &[], b"").await;
+    let (message, code) = first_error(&r.json());
+    assert_eq!(code, "VALIDATION");
+    assert!(
+        message.contains("mutations must be sent by POST"),
+        "{message}"
+    );
+    assert_eq!(customer_count(&app).await, 0);
+}
+
 #[async_std::test]
 async fn batched_requests_get_one_answer_each() {
     let app = spawn_app().await;
@@ -925,6 +972,56 @@ async fn mutations_without_or_with_a_wrong_token_are_refused_and_write_nothing()
     assert!(
         !logs.contains("s3cret") && !logs.contains("mallory@"),
         "{logs}"
+    );
+}
+
+#[async_std::test]
+async fn with_token_for_queries_every_request_needs_the_token_but_graphiql_and_healthz() {
+    let config = ServerConfig {
+        api_token: Some("s3cret-token".into()),
+        token_for_queries: true,
+        ..ServerConfig::default()
+    };
+    let app = spawn_app_with(TestDb::sqlite().await, config).await;
+    for token in [None, Some("wrong")] {
+        let r = app.post_graphql("{ hello }", json!({}), token).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(
+            r.headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{}",
+            r.headers
+        );
+        let (message, code) = first_error(&r.json());
+        assert_eq!(code, "UNAUTHORIZED");
+        assert!(message.contains("Authorization: Bearer"), "{message}");
+    }
+    let r = app
+        .post_graphql("{ hello }", json!({}), Some("s3cret-token"))
+        .await;
+    assert_eq!(r.json()["data"]["hello"], "Hello, GraphQL!");
+    assert_eq!(app.request("GET", "/graphql", &[], b"").await.status, 200);
+    assert_eq!(app.request("GET", "/healthz", &[], b"").await.status, 200);
+}
+
+#[async_std::test]
+async fn a_panic_in_a_resolver_is_answered_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    app.store.panic_on_next_call();
+    let r = app
+        .post_graphql("{ totalCustomers }", json!({}), None)
+        .await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(
+        first_error(&r.json()),
+        ("internal error".to_owned(), "INTERNAL".to_owned())
+    );
+    assert!(!r.body.contains("injected"), "{}", r.body);
+    let data = app.data("{ hello totalCustomers }", json!({})).await;
+    assert_eq!(
+        data,
+        json!({"hello": "Hello, GraphQL!", "totalCustomers": 0})
     );
 }
 
