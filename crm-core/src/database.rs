@@ -45,6 +45,11 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         description: "job_incidents",
         sql: include_str!("../migrations/sqlite/0003_job_incidents.sql"),
     },
+    Embedded {
+        version: 4,
+        description: "job_overrides",
+        sql: include_str!("../migrations/sqlite/0004_job_overrides.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     Embedded {
@@ -61,6 +66,11 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
         version: 3,
         description: "job_incidents",
         sql: include_str!("../migrations/postgres/0003_job_incidents.sql"),
+    },
+    Embedded {
+        version: 4,
+        description: "job_overrides",
+        sql: include_str!("../migrations/postgres/0004_job_overrides.sql"),
     },
 ];
 

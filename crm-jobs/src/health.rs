@@ -5,13 +5,17 @@
 //! job's runs to [`assess_job`], a pure function of the runs, the schedule and `now`. The states
 //! (checked in this order):
 //!
-//! - [`HealthState::NeverRun`]: no scheduled run yet (a new job, or no scheduler running);
+//! - [`HealthState::Paused`]: an operator paused it (`crm jobs disable`);
 //! - [`HealthState::Failing`]: its last `failures_before_alert` runs failed (or were abandoned);
+//! - [`HealthState::NeverRun`]: no scheduled run yet (a new job, or no scheduler running);
 //! - [`HealthState::Missed`]: a whole tick passed without a run (the next tick came, or the
 //!   tick was recorded as skipped);
 //! - [`HealthState::Late`]: the latest tick is due and has not started within the grace period;
 //! - [`HealthState::Running`]: a run holds a live lease;
 //! - [`HealthState::Ok`] otherwise.
+//!
+//! The schedule judged is the one in force ([`EffectiveSchedule`]: an operator's replacement, if
+//! any), and ticks from before an operator's change do not count.
 //!
 //! Messages of runs may quote customer data (a reminder names an e-mail address), so what this
 //! module hands out ([`JobHealth::last_failure_message`], [`redact_emails`]) has every e-mail
@@ -25,6 +29,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crm_core::ledger::{JobRun, RunKind, RunOutcome};
 
 use crate::job::JobOptions;
+use crate::runner::EffectiveSchedule;
 use crate::schedule::Schedule;
 
 /// How many recent runs of each job [`assess`] reads: the chart's bars and the percentiles.
@@ -46,6 +51,8 @@ pub enum HealthState {
     Missed,
     /// Its latest runs failed, at least `failures_before_alert` in a row.
     Failing,
+    /// An operator paused it: it runs no tick until resumed.
+    Paused,
 }
 
 impl HealthState {
@@ -58,6 +65,7 @@ impl HealthState {
             Self::Late => "late",
             Self::Missed => "missed",
             Self::Failing => "failing",
+            Self::Paused => "paused",
         }
     }
 
@@ -79,13 +87,16 @@ impl fmt::Display for HealthState {
 pub struct JobHealth {
     /// The job's code.
     pub code: String,
-    /// Its schedule (displayed as the cron expression or nickname).
+    /// The schedule in force (an operator's replacement, if any).
     pub schedule: Schedule,
+    /// Whether `schedule` is an operator's replacement of the code's.
+    pub overridden: bool,
     /// The verdict.
     pub state: HealthState,
     /// For late and missed: the tick concerned.
     pub overdue_tick: Option<DateTime<Utc>>,
-    /// The next tick after now.
+    /// The next run after now (its next tick, or an operator's one-off run); `None` while
+    /// paused.
     pub next_run: Option<DateTime<Utc>>,
     /// The latest run of any kind but dry runs.
     pub last_run: Option<JobRun>,
@@ -149,7 +160,7 @@ fn percentile(sorted: &[Duration], pct: usize) -> Option<Duration> {
 /// gives them), at `now`. `grace` is how long a due tick may wait to start before it is late.
 pub fn assess_job(
     code: &str,
-    schedule: &Schedule,
+    effective: &EffectiveSchedule,
     options: &JobOptions,
     runs: &[JobRun],
     now: DateTime<Utc>,
@@ -179,8 +190,9 @@ pub fn assess_job(
         .filter(|r| matches!(r.kind, RunKind::Scheduled | RunKind::Retry))
         .max_by_key(|r| (r.tick, r.attempt, r.id));
 
-    let due = schedule.latest_at_or_before(now);
-    let previous = due.and_then(|d| schedule.latest_at_or_before(d - TimeDelta::seconds(1)));
+    // Both respect a pause (none while paused) and an operator's change (no tick before it).
+    let due = effective.latest_at_or_before(now);
+    let previous = due.and_then(|d| effective.latest_at_or_before(d - TimeDelta::seconds(1)));
     let grace = TimeDelta::from_std(grace).unwrap_or(TimeDelta::MAX);
     let running_or_ok = if running.is_some() {
         HealthState::Running
@@ -188,10 +200,11 @@ pub fn assess_job(
         HealthState::Ok
     };
     let (state, overdue_tick) = match (last_scheduled, due) {
-        (None, _) => (HealthState::NeverRun, None),
+        _ if !effective.enabled => (HealthState::Paused, None),
         _ if consecutive_failures >= options.failures_before_alert.max(1) => {
             (HealthState::Failing, None)
         }
+        (None, _) => (HealthState::NeverRun, None),
         (Some(_), None) => (running_or_ok, None),
         (Some(last), Some(due)) if last.tick >= due => {
             if last.outcome == RunOutcome::Skipped {
@@ -220,10 +233,11 @@ pub fn assess_job(
     durations.sort();
     JobHealth {
         code: code.to_owned(),
-        schedule: schedule.clone(),
+        schedule: effective.schedule.clone(),
+        overridden: effective.overridden,
         state,
         overdue_tick,
-        next_run: schedule.next_after(now),
+        next_run: effective.next_after(now),
         last_run: runs.first().map(|r| (*r).clone()),
         last_success,
         last_failure,
@@ -235,11 +249,13 @@ pub fn assess_job(
     }
 }
 
-/// The health of every job of `runner`, in registration order, at `now`: one ledger query.
+/// The health of every job of `runner`, in registration order, at `now`: one ledger query (and
+/// one read of the override store's change counter, if the runner has one).
 pub async fn assess(
     runner: &crate::Runner,
     now: DateTime<Utc>,
 ) -> Result<Vec<JobHealth>, crate::RunnerError> {
+    runner.refresh_overrides().await?;
     let runs = runner.ledger().recent_runs(HEALTH_WINDOW).await?;
     let mut by_code: HashMap<&str, Vec<JobRun>> = HashMap::new();
     for run in &runs {
@@ -252,7 +268,14 @@ pub async fn assess(
         .registered()
         .map(|(code, schedule, options)| {
             let runs = by_code.get(code).map(Vec::as_slice).unwrap_or_default();
-            assess_job(code, schedule, options, runs, now, runner.misfire_grace())
+            let effective = runner
+                .effective_of(code)
+                .unwrap_or_else(|| EffectiveSchedule::fixed(schedule.clone()));
+            let mut health =
+                assess_job(code, &effective, options, runs, now, runner.misfire_grace());
+            // One-off runs an operator asked for count as next runs too.
+            health.next_run = runner.next_run_of(code, now);
+            health
         })
         .collect())
 }

@@ -13,9 +13,9 @@ use chrono_tz::Tz;
 use crm_core::testing::TestDb;
 use crm_jobs::health::{HealthState, JobHealth, assess};
 use crm_jobs::{
-    Alert, AlertError, AlertHook, AlertHooks, Claim, Clock as _, CronJob, JobContext, JobError,
-    JobOptions, LogAlert, ManualClock, MemoryLedger, NewRun, RunKind, RunLedger, Runner, Schedule,
-    WebhookAlert,
+    Alert, AlertError, AlertHook, AlertHooks, Claim, Clock as _, CronJob, JobContext,
+    JobControl as _, JobError, JobOptions, LogAlert, ManualClock, MemoryLedger, MemoryOverrides,
+    NewRun, RunKind, RunLedger, Runner, Schedule, WebhookAlert,
 };
 use futures::{AsyncReadExt, AsyncWriteExt};
 
@@ -403,4 +403,50 @@ async fn a_late_job_is_posted_to_the_webhook_once_after_a_retry() {
         "the second check sent nothing: {:?}",
         received.try_recv()
     );
+}
+
+#[async_std::test]
+async fn a_paused_job_is_paused_not_late_and_resumes_without_counting_the_pause() {
+    let clock = ManualClock::new(utc(2026, 3, 2, 10, 0, 5));
+    let fail = Arc::new(AtomicBool::new(false));
+    let alerts = Arc::new(Recorded::default());
+    let runner = Runner::builder()
+        .job(Box::new(Hourly { fail: fail.clone() }))
+        .ledger(Arc::new(MemoryLedger::new()))
+        .overrides(Arc::new(MemoryOverrides::new()))
+        .clock(Arc::new(clock.clone()))
+        .alert_hook(alerts.clone())
+        .time_zone(Tz::UTC)
+        .build()
+        .unwrap();
+    runner.run_due(clock.now()).await;
+    assert_eq!(health(&runner, clock.now()).await.state, HealthState::Ok);
+
+    clock.set(utc(2026, 3, 2, 10, 30, 0));
+    runner.set_enabled("hourly", false, "test").await.unwrap();
+    // Two ticks pass while paused: paused, no next run, nothing alerted.
+    let h = health(&runner, utc(2026, 3, 2, 12, 5, 0)).await;
+    assert_eq!((h.state, h.next_run), (HealthState::Paused, None));
+    clock.set(utc(2026, 3, 2, 12, 5, 0));
+    assert!(
+        runner
+            .check_schedules(clock.now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Resumed at 12:10: the ticks of the pause are not missed ones; 13:00 is next.
+    clock.set(utc(2026, 3, 2, 12, 10, 0));
+    runner.set_enabled("hourly", true, "test").await.unwrap();
+    let h = health(&runner, utc(2026, 3, 2, 12, 11, 0)).await;
+    assert_eq!(h.state, HealthState::Ok);
+    assert_eq!(h.next_run, Some(utc(2026, 3, 2, 13, 0, 0)));
+    clock.set(utc(2026, 3, 2, 13, 3, 0));
+    assert_eq!(
+        health(&runner, clock.now()).await.state,
+        HealthState::Late,
+        "the first tick after resuming counts"
+    );
+    assert!(alerts.take().is_empty());
 }

@@ -259,6 +259,7 @@ fn row(job: &JobHealth, now: DateTime<Utc>, zone: Tz) -> String {
                 "s"
             }
         ),
+        (HealthState::Paused, _) => "paused by an operator".to_owned(),
         (HealthState::Running, _) => job
             .running
             .as_ref()
@@ -266,9 +267,11 @@ fn row(job: &JobHealth, now: DateTime<Utc>, zone: Tz) -> String {
             .unwrap_or_default(),
         _ => String::new(),
     };
-    let next = job
-        .next_run
-        .map_or_else(|| "never".to_owned(), |t| when(t, now, zone));
+    let next = match (state, job.next_run) {
+        (HealthState::Paused, _) => "paused".to_owned(),
+        (_, Some(t)) => when(t, now, zone),
+        (_, None) => "never".to_owned(),
+    };
     let success = job
         .last_success
         .as_ref()
@@ -304,8 +307,8 @@ fn row(job: &JobHealth, now: DateTime<Utc>, zone: Tz) -> String {
          <td data-label=\"Job\" class=\"job\"><div><code>{code}</code></div></td>\
          <td data-label=\"State\"><div><span class=\"badge {class}\">{state_word}</span>\
          <div class=\"detail\">{detail}</div></div></td>\
-         <td data-label=\"Schedule\"><div><code>{schedule}</code> <span class=\"tz\">{tz}</span>\
-         </div></td>\
+         <td data-label=\"Schedule\"><div><code>{schedule}</code> <span class=\"tz\">{tz}{overridden}\
+         </span></div></td>\
          <td data-label=\"Next run\"><div>{next}</div></td>\
          <td data-label=\"Last success\"><div>{success}</div></td>\
          <td data-label=\"Last failure\"><div>{failure}</div></td>\
@@ -315,6 +318,7 @@ fn row(job: &JobHealth, now: DateTime<Utc>, zone: Tz) -> String {
         class = state_class(state),
         schedule = escape(&job.schedule_expression()),
         tz = escape(job.schedule.time_zone().name()),
+        overridden = if job.overridden { " · override" } else { "" },
         chart = chart(&job.recent, now, zone),
     )
 }

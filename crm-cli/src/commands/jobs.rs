@@ -5,10 +5,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use crm_core::{CrmStore, Database};
+use crm_core::{CoreError, CrmStore, Database};
+use crm_jobs::health::HealthState;
 use crm_jobs::{
-    AlertHook, AlertHooks, Clock as _, JobRun, JobsConfig, LogAlert, ORDER_REMINDERS_PROCESSED,
-    RunReport, RunStatus, Runner, RunnerError, SendOrderReminders, SystemClock, WebhookAlert,
+    AlertHook, AlertHooks, Clock as _, JobControl as _, JobRun, JobState, JobsConfig, LogAlert,
+    ORDER_REMINDERS_PROCESSED, RunReport, RunStatus, Runner, RunnerError, SendOrderReminders,
+    SystemClock, WebhookAlert,
 };
 
 use crate::cli::{JobsCommand, Settings};
@@ -48,6 +50,7 @@ pub(crate) fn runner(
     Runner::builder()
         .jobs(jobs)
         .ledger(Arc::new(db.clone()))
+        .overrides(Arc::new(db.clone()))
         .clock(Arc::new(SystemClock))
         .alert_hook(alerts)
         .time_zone(config.time_zone)
@@ -89,6 +92,40 @@ pub(crate) async fn run(
             }
             Ok(())
         }
+        JobsCommand::Enable { code } => control(
+            runner.set_enabled(code, true, &cli_actor()).await,
+            config.time_zone,
+        ),
+        JobsCommand::Disable { code } => control(
+            runner.set_enabled(code, false, &cli_actor()).await,
+            config.time_zone,
+        ),
+        JobsCommand::Schedule {
+            code,
+            expression,
+            default,
+        } => {
+            let expression = (!*default).then(|| expression.join(" "));
+            control(
+                runner
+                    .set_schedule(code, expression.as_deref(), &cli_actor())
+                    .await,
+                config.time_zone,
+            )
+        }
+        JobsCommand::At { code, instant } => {
+            let at = DateTime::parse_from_rfc3339(instant.trim())
+                .map_err(|e| {
+                    Failure::Usage(anyhow::anyhow!(
+                        "'{instant}' is not an RFC 3339 instant such as 2026-11-27T08:00:00Z: {e}"
+                    ))
+                })?
+                .with_timezone(&Utc);
+            control(
+                runner.schedule_run(code, at, &cli_actor()).await,
+                config.time_zone,
+            )
+        }
         JobsCommand::History { code, limit } => {
             if let Some(code) = code
                 && runner.schedule_of(code).is_none()
@@ -106,6 +143,43 @@ pub(crate) async fn run(
             print_history(&runs, config.time_zone);
             Ok(())
         }
+    }
+}
+
+/// Who a change from the command line is recorded as: `cli:<OS user>`.
+fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
+}
+
+/// Prints the job's state after a change; a refused change is a usage error (exit 2).
+fn control(result: Result<JobState, CoreError>, zone: Tz) -> CommandResult {
+    match result {
+        Ok(state) => {
+            let schedule = if state.overridden {
+                format!("{} (replaces {})", state.schedule, state.default_schedule)
+            } else {
+                format!("{} (the job's own)", state.schedule)
+            };
+            let next = match (state.enabled, state.next_run) {
+                (false, _) => "paused".to_owned(),
+                (true, Some(t)) => format!("next run {}", local(t, zone)),
+                (true, None) => "no next run".to_owned(),
+            };
+            println!("{}: {next}; schedule {schedule}", state.code);
+            for at in &state.pending_runs {
+                println!("{}: one-off run at {}", state.code, local(*at, zone));
+            }
+            Ok(())
+        }
+        Err(e @ (CoreError::Validation { .. } | CoreError::NotFound { .. })) => {
+            Err(Failure::Usage(anyhow::Error::new(e)))
+        }
+        Err(e) => Err(Failure::Failed(
+            anyhow::Error::new(e).context("Failed to store the change"),
+        )),
     }
 }
 
@@ -178,12 +252,22 @@ async fn list(runner: &Runner, zone: Tz) -> CommandResult {
             Some(tick) => format!("{} ({})", job.state, local_short(tick, zone)),
             None => job.state.to_string(),
         };
+        // The schedule in force: an operator's replacement is marked as such.
+        let schedule = if job.overridden {
+            format!("{} (override)", job.schedule)
+        } else {
+            job.schedule.to_string()
+        };
+        let next = match (job.state, job.next_run) {
+            (HealthState::Paused, _) => "paused".to_owned(),
+            (_, Some(t)) => local(t, zone),
+            (_, None) => "never".to_owned(),
+        };
         rows.push([
             job.code.clone(),
-            job.schedule.to_string(),
+            schedule,
             state,
-            job.next_run
-                .map_or_else(|| "never".to_owned(), |t| local(t, zone)),
+            next,
             job.last_run
                 .as_ref()
                 .map_or_else(|| "never".to_owned(), |r| local(r.started_at, zone)),

@@ -17,6 +17,7 @@ pub(crate) const MAX_JOB_RUNS: i32 = 500;
 
 /// A job's health in one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, GraphQLEnum)]
+#[graphql(name = "JobHealthState")]
 pub(crate) enum JobState {
     /// Running on schedule, and its last run did not fail past the alert threshold.
     Ok,
@@ -30,6 +31,8 @@ pub(crate) enum JobState {
     Missed,
     /// Its latest runs failed, at least its alert threshold in a row.
     Failing,
+    /// An operator paused it.
+    Paused,
 }
 
 impl From<HealthState> for JobState {
@@ -40,6 +43,7 @@ impl From<HealthState> for JobState {
             HealthState::Late => Self::Late,
             HealthState::Missed => Self::Missed,
             HealthState::Failing => Self::Failing,
+            HealthState::Paused => Self::Paused,
             _ => Self::NeverRun,
         }
     }
@@ -83,9 +87,14 @@ impl JobNode {
         &self.0.code
     }
 
-    /// Its schedule: a cron expression such as `*/5 * * * *` (read in `timeZone`).
+    /// The schedule in force: a cron expression such as `*/5 * * * *` (read in `timeZone`).
     fn schedule(&self) -> String {
         self.0.schedule_expression()
+    }
+
+    /// Whether `schedule` is an operator's replacement of the job's own.
+    fn schedule_overridden(&self) -> bool {
+        self.0.overridden
     }
 
     /// The IANA time zone the schedule is read in.
@@ -103,7 +112,7 @@ impl JobNode {
         self.0.overdue_tick.map(Timestamp)
     }
 
-    /// When it is next due.
+    /// When it next runs (its next tick, or an operator's one-off run); null while paused.
     fn next_run(&self) -> Option<Timestamp> {
         self.0.next_run.map(Timestamp)
     }

@@ -149,6 +149,25 @@ async fn batched_requests_get_one_answer_each() {
 }
 
 #[async_std::test]
+async fn a_batch_over_sixteen_operations_is_refused_whole() {
+    let app = spawn_app().await;
+    let batch: Vec<Value> = (0..17).map(|_| json!({"query": "{ hello }"})).collect();
+    let body = Value::Array(batch).to_string();
+    let r = app
+        .request(
+            "POST",
+            "/graphql",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let (message, code) = first_error(&r.json());
+    assert_eq!(message, "a batch holds at most 16 operations, got 17");
+    assert_eq!(code, "BAD_REQUEST");
+}
+
+#[async_std::test]
 async fn a_body_that_is_not_json_gets_a_clear_400() {
     let app = spawn_app().await;
     let r = app
@@ -364,6 +383,28 @@ async fn bulk_create_creates_the_valid_ones_and_reports_the_rest_in_order() {
         errors[3]
     );
     assert_eq!(customer_count(&app).await, 3);
+}
+
+#[async_std::test]
+async fn a_bulk_call_over_the_limit_is_refused_and_writes_nothing() {
+    let config = ServerConfig {
+        max_bulk_customers: 2,
+        ..ServerConfig::default()
+    };
+    let app = spawn_app_with(TestDb::sqlite().await, config).await;
+    let input: Vec<Value> = (0..3)
+        .map(|i| json!({"name": "N", "email": format!("n{i}@example.com")}))
+        .collect();
+    let answer = app
+        .gql(
+            "mutation($input: [CustomerInput!]!) { bulkCreateCustomers(input: $input) { errors } }",
+            json!({"input": input}),
+        )
+        .await;
+    let (message, code) = first_error(&answer);
+    assert_eq!(code, "VALIDATION");
+    assert_eq!(message, "input: at most 2 customers per call, got 3");
+    assert_eq!(customer_count(&app).await, 0);
 }
 
 #[async_std::test]
@@ -1024,6 +1065,25 @@ async fn a_panic_in_a_resolver_is_answered_and_the_server_keeps_serving() {
         data,
         json!({"hello": "Hello, GraphQL!", "totalCustomers": 0})
     );
+}
+
+#[async_std::test]
+async fn an_empty_token_is_refused_at_startup_and_a_padded_one_is_trimmed() {
+    let db = TestDb::sqlite().await;
+    let store = std::sync::Arc::new(db.database().clone());
+    let config = |token: &str| ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        api_token: Some(token.to_owned()),
+        ..ServerConfig::default()
+    };
+    let err = crm_server::BoundServer::bind(store.clone(), config("  "))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("CRM_API_TOKEN"), "{err}");
+    let app = spawn_app_with(db, config("tok\n")).await;
+    let r = app.post_graphql(RESTOCK, json!({}), Some("tok")).await;
+    assert!(r.json().get("errors").is_none(), "{}", r.body);
 }
 
 #[async_std::test]
