@@ -31,8 +31,9 @@ const MAX_ATTEMPTS: u32 = 10;
 pub enum Handled {
     /// The job ran (or its tick had already run elsewhere); acknowledged, result written.
     Ran(RunReport),
-    /// The job does not run in parallel and is running for another tick, or the message's eta
-    /// is still ahead: put back on the queue.
+    /// The job does not run in parallel and is running for another tick, the tick itself is
+    /// being run by another worker (which may have died), or the message's eta is still ahead:
+    /// put back on the queue.
     Requeued {
         /// The task id.
         id: String,
@@ -330,9 +331,23 @@ impl Worker {
                     reason: report.message,
                 });
             }
-            // Taken: the tick ran (or runs) elsewhere. A finished run's outcome is written
-            // again (the same result); a running one writes its own when done. Skipped does
-            // not come from run_at.
+            // Taken by a run still going: that run may be a killed worker's whose lease has
+            // not run out yet. Put the message back until the run ends (then it is
+            // acknowledged) or is found abandoned (then this message runs the next attempt).
+            RunStatus::Taken
+                if holder
+                    .as_ref()
+                    .is_none_or(|run| run.outcome == RunOutcome::Running) =>
+            {
+                async_std::task::sleep(HOLD_UP).await;
+                self.broker.requeue(&message.delivery_tag, raw).await?;
+                return Ok(Handled::Requeued {
+                    id,
+                    reason: format!("the tick is being run: {}", report.message),
+                });
+            }
+            // Taken: the tick ran elsewhere. Its outcome is written again (the same result).
+            // Skipped does not come from run_at.
             _ => {
                 tracing::info!(task.id = %id, job.code = %code, "Tick already claimed; message acknowledged without a second run");
                 let message = holder
