@@ -192,4 +192,7 @@ pub(crate) struct WorkerArgs {
     /// (as the next attempt) once both this and the visibility timeout have passed.
     #[arg(long, env = "CRM_WORKER_LEASE", default_value_t = 60)]
     pub(crate) lease: u64,
+    /// Send Celery's task events for Flower (`celery worker -E`); heartbeats are always sent.
+    #[arg(long, short = 'E', env = "CRM_WORKER_EVENTS")]
+    pub(crate) events: bool,
 }

@@ -84,7 +84,9 @@ pub(crate) async fn worker(
             "--concurrency must be at least 1"
         )));
     }
-    let worker = Worker::new(broker, runner.clone()).concurrency(concurrency);
+    let worker = Worker::new(broker, runner.clone())
+        .concurrency(concurrency)
+        .task_events(args.events);
     let handle = worker.handle();
     async_std::task::spawn(async move {
         let _ = stop.recv().await;
