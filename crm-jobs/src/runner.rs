@@ -50,9 +50,9 @@ pub enum RunnerError {
     /// The configured time zone is not an IANA name.
     #[error(transparent)]
     TimeZone(#[from] ScheduleError),
-    /// A lease must last at least a second.
-    #[error("the lease must be at least 1 second, got {0:?}")]
-    LeaseTooShort(Duration),
+    /// A lease lasts from 1 second to 1 day.
+    #[error("the lease must last from 1 second to 1 day, got {0:?}")]
+    LeaseOutOfRange(Duration),
     /// No registered job has this code.
     #[error("no job with code '{code}' (known: {known})")]
     UnknownJob {
@@ -304,8 +304,8 @@ impl RunnerBuilder {
 
     /// Checks the configuration and builds the runner.
     pub fn build(self) -> Result<Runner, RunnerError> {
-        if self.lease < Duration::from_secs(1) {
-            return Err(RunnerError::LeaseTooShort(self.lease));
+        if self.lease < Duration::from_secs(1) || self.lease > Duration::from_secs(86_400) {
+            return Err(RunnerError::LeaseOutOfRange(self.lease));
         }
         let zone = match self.zone {
             Some(zone) => zone,
@@ -365,6 +365,11 @@ fn validate_code(code: &str) -> Result<(), RunnerError> {
 /// `t` cut to whole microseconds, the ledger's precision, so what is stored reads back equal.
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t)
+}
+
+/// `t + d`, or `None` past the end of time (a `Duration::MAX` delay means never).
+fn later(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(TimeDelta::from_std(d).ok()?)
 }
 
 fn delta(d: Duration) -> TimeDelta {
@@ -521,8 +526,9 @@ impl Runner {
             if let Some(after) = job.options.retry_after_failure
                 && let Ok(Some(last)) = self.ledger.last_scheduled(&job.code).await
                 && last.outcome.is_failure()
+                && let Some(retry_at) = later(last.ended_at.unwrap_or(last.started_at), after)
             {
-                consider(last.ended_at.unwrap_or(last.started_at) + delta(after));
+                consider(retry_at);
             }
         }
         match self.ledger.running(None).await {
@@ -534,7 +540,8 @@ impl Runner {
                 .filter(|r| r.host != self.host || r.pid != self.pid)
                 .filter_map(|r| r.lease_until)
                 // Just past the end, when the claim counts as expired.
-                .for_each(|until| consider(until + TimeDelta::milliseconds(1))),
+                .filter_map(|until| until.checked_add_signed(TimeDelta::milliseconds(1)))
+                .for_each(&mut consider),
             Err(e) => tracing::warn!(error = %e, "Could not read the running jobs from the ledger"),
         }
         wake
@@ -594,7 +601,7 @@ impl Runner {
         }
         if let (Some(last), Some(after)) = (&last, job.options.retry_after_failure)
             && last.outcome.is_failure()
-            && now >= last.ended_at.unwrap_or(last.started_at) + delta(after)
+            && later(last.ended_at.unwrap_or(last.started_at), after).is_some_and(|at| now >= at)
         {
             return Some(
                 self.execute(job, last.tick, RunKind::Retry, last.attempt + 1)
@@ -618,7 +625,7 @@ impl Runner {
             kind,
             attempt,
             started_at,
-            lease_until: started_at + delta(self.lease),
+            lease_until: later(started_at, self.lease).unwrap_or(DateTime::<Utc>::MAX_UTC),
             host: self.host.clone(),
             pid: self.pid,
         }
@@ -823,7 +830,8 @@ impl Runner {
             let every = self.lease / 3;
             loop {
                 async_io::Timer::after(every).await;
-                let until = micros(self.clock.now()) + delta(self.lease);
+                let until =
+                    later(micros(self.clock.now()), self.lease).unwrap_or(DateTime::<Utc>::MAX_UTC);
                 match self.ledger.renew(id, until).await {
                     Ok(true) => {}
                     Ok(false) => {

@@ -946,6 +946,26 @@ async fn a_failed_tick_is_retried_after_the_delay_until_it_succeeds() {
 }
 
 #[async_std::test]
+async fn an_endless_retry_delay_means_no_retry_and_no_overflow() {
+    let start = utc(2026, 6, 1, 8, 0);
+    let clock = ManualClock::new(start);
+    let failing = TestJob::cron("job", "0 8 * * *")
+        .options(JobOptions::default().retry_after_failure(Some(Duration::MAX)))
+        .body(|_, _| async { Err(JobError::Other("nope".into())) }.boxed());
+    let runner = runner_with(
+        &clock,
+        Arc::new(MemoryLedger::new()),
+        Arc::new(Alerts::default()),
+        vec![failing],
+    );
+    assert_eq!(runner.run_due(start).await.len(), 1);
+    let later = start + TimeDelta::hours(3);
+    clock.set(later);
+    assert!(runner.run_due(later).await.is_empty());
+    assert_eq!(runner.next_wakeup(later).await, Some(utc(2026, 6, 2, 8, 0)));
+}
+
+#[async_std::test]
 async fn without_a_retry_delay_a_failed_tick_waits_for_the_next_one() {
     let start = utc(2026, 6, 1, 8, 0);
     let clock = ManualClock::new(start);
@@ -1372,7 +1392,13 @@ async fn the_builder_refuses_duplicate_and_malformed_codes() {
         .lease(Duration::from_millis(10))
         .build()
         .unwrap_err();
-    assert!(matches!(err, RunnerError::LeaseTooShort(_)));
+    assert!(matches!(err, RunnerError::LeaseOutOfRange(_)));
+    let err = Runner::builder()
+        .time_zone(Tz::UTC)
+        .lease(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RunnerError::LeaseOutOfRange(_)));
 }
 
 #[async_std::test]

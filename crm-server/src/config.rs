@@ -58,6 +58,10 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// When set, every mutation needs `Authorization: Bearer <token>`; queries stay open.
     pub api_token: Option<String>,
+    /// With a token set, also refuse queries without it (HTTP 401), not only mutations.
+    /// `GET /graphql` (GraphiQL's page) and `/healthz` stay open. Default `false`: queries are
+    /// open, as in the original.
+    pub token_for_queries: bool,
     /// Largest request body accepted, in bytes; larger ones get HTTP 413. Default 1 MiB.
     pub max_body_bytes: usize,
     /// Deepest nesting of a GraphQL document (selection sets, fragments, input values).
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
                 .parse()
                 .expect("the default bind address parses"),
             api_token: None,
+            token_for_queries: false,
             max_body_bytes: 1024 * 1024,
             max_depth: 20,
             max_page_size: 100,
@@ -94,6 +99,7 @@ impl fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("bind", &self.bind)
             .field("api_token", &self.api_token.as_ref().map(|_| "<set>"))
+            .field("token_for_queries", &self.token_for_queries)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_depth", &self.max_depth)
             .field("max_page_size", &self.max_page_size)

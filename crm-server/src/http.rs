@@ -7,13 +7,14 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream};
 use async_std::stream::StreamExt as _;
 use crm_core::CrmStore;
-use futures::AsyncReadExt as _;
+use futures::{AsyncReadExt as _, FutureExt as _};
 use juniper::http::graphiql::graphiql_source;
 use juniper::http::{GraphQLBatchRequest, GraphQLRequest};
 use juniper::{EmptySubscription, RootNode};
@@ -23,6 +24,7 @@ use tide::{Body, Request, Response, StatusCode};
 
 use crate::config::ServerConfig;
 use crate::context::Context;
+use crate::error::ApiError;
 use crate::schema::{Mutation, Query, Schema};
 
 /// Most operations one batched request may carry.
@@ -183,6 +185,19 @@ async fn graphiql(_: Request<AppState>) -> tide::Result {
 
 async fn graphql(mut request: Request<AppState>) -> tide::Result {
     let state = request.state().clone();
+    let authorized = match &state.config.api_token {
+        None => true,
+        Some(token) => bearer_matches(request.header("Authorization").map(|v| v.as_str()), token),
+    };
+    if !authorized && state.config.token_for_queries {
+        let mut response = error_response(
+            StatusCode::Unauthorized,
+            "this server needs the header `Authorization: Bearer <token>` with its API token",
+            ApiError::Unauthorized.code(),
+        );
+        response.insert_header("WWW-Authenticate", "Bearer");
+        return Ok(response);
+    }
     let limit = state.config.max_body_bytes;
     if request.len().is_some_and(|len| len > limit) {
         return Ok(too_large(limit));
@@ -223,10 +238,6 @@ async fn graphql(mut request: Request<AppState>) -> tide::Result {
             requests.len()
         )));
     }
-    let authorized = match &state.config.api_token {
-        None => true,
-        Some(token) => bearer_matches(request.header("Authorization").map(|v| v.as_str()), token),
-    };
     let context = Context::new(
         state.store.clone(),
         authorized,
@@ -234,7 +245,19 @@ async fn graphql(mut request: Request<AppState>) -> tide::Result {
         state.config.max_page_size,
         state.config.max_bulk_customers,
     );
-    let response = batch.execute(&state.schema, &context).await;
+    let executed = AssertUnwindSafe(batch.execute(&state.schema, &context))
+        .catch_unwind()
+        .await;
+    let Ok(response) = executed else {
+        // A bug, not the client's fault: the connection still gets an answer, and the server
+        // keeps serving the others. The panic message itself was printed by the panic hook.
+        tracing::error!("a GraphQL request panicked");
+        return Ok(error_response(
+            StatusCode::InternalServerError,
+            "internal error",
+            ApiError::Internal.code(),
+        ));
+    };
     let status = if response.is_ok() {
         StatusCode::Ok
     } else {

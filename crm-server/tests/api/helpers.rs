@@ -219,6 +219,7 @@ fn dechunk(mut body: &str) -> String {
 pub(crate) struct CountingStore {
     inner: Arc<dyn CrmStore>,
     calls: AtomicUsize,
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 impl CountingStore {
@@ -226,6 +227,7 @@ impl CountingStore {
         Self {
             inner,
             calls: AtomicUsize::new(0),
+            panic_next: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -237,7 +239,15 @@ impl CountingStore {
         self.calls.store(0, Ordering::SeqCst);
     }
 
+    /// Makes the next call panic, as a bug in a store would.
+    pub(crate) fn panic_on_next_call(&self) {
+        self.panic_next.store(true, Ordering::SeqCst);
+    }
+
     fn count(&self) -> &dyn CrmStore {
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            panic!("a store bug (injected by the test)");
+        }
         self.calls.fetch_add(1, Ordering::SeqCst);
         &*self.inner
     }

@@ -929,6 +929,56 @@ async fn mutations_without_or_with_a_wrong_token_are_refused_and_write_nothing()
 }
 
 #[async_std::test]
+async fn with_token_for_queries_every_request_needs_the_token_but_graphiql_and_healthz() {
+    let config = ServerConfig {
+        api_token: Some("s3cret-token".into()),
+        token_for_queries: true,
+        ..ServerConfig::default()
+    };
+    let app = spawn_app_with(TestDb::sqlite().await, config).await;
+    for token in [None, Some("wrong")] {
+        let r = app.post_graphql("{ hello }", json!({}), token).await;
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(
+            r.headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{}",
+            r.headers
+        );
+        let (message, code) = first_error(&r.json());
+        assert_eq!(code, "UNAUTHORIZED");
+        assert!(message.contains("Authorization: Bearer"), "{message}");
+    }
+    let r = app
+        .post_graphql("{ hello }", json!({}), Some("s3cret-token"))
+        .await;
+    assert_eq!(r.json()["data"]["hello"], "Hello, GraphQL!");
+    assert_eq!(app.request("GET", "/graphql", &[], b"").await.status, 200);
+    assert_eq!(app.request("GET", "/healthz", &[], b"").await.status, 200);
+}
+
+#[async_std::test]
+async fn a_panic_in_a_resolver_is_answered_and_the_server_keeps_serving() {
+    let app = spawn_app().await;
+    app.store.panic_on_next_call();
+    let r = app
+        .post_graphql("{ totalCustomers }", json!({}), None)
+        .await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(
+        first_error(&r.json()),
+        ("internal error".to_owned(), "INTERNAL".to_owned())
+    );
+    assert!(!r.body.contains("injected"), "{}", r.body);
+    let data = app.data("{ hello totalCustomers }", json!({})).await;
+    assert_eq!(
+        data,
+        json!({"hello": "Hello, GraphQL!", "totalCustomers": 0})
+    );
+}
+
+#[async_std::test]
 async fn storage_failures_answer_internal_error_without_sql_or_500() {
     helpers::captured_logs();
     let app = spawn_app().await;
