@@ -13,7 +13,7 @@ use crate::error::ApiError;
 /// What every resolver of one request sees.
 pub struct Context {
     store: Arc<dyn CrmStore>,
-    authorized: bool,
+    write_access: WriteAccess,
     clock: Clock,
     max_page_size: u64,
     max_bulk_customers: usize,
@@ -22,6 +22,17 @@ pub struct Context {
 }
 
 impl juniper::Context for Context {}
+
+/// Whether a request may run mutations, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteAccess {
+    /// No token is configured, or the request carried the right one.
+    Allowed,
+    /// A token is configured and the request did not carry it.
+    MissingToken,
+    /// The request came by GET, which may only read (a link must not write).
+    ReadOnlyMethod,
+}
 
 /// The customers and products of the orders this request has seen.
 ///
@@ -37,18 +48,17 @@ struct OrderLoader {
 }
 
 impl Context {
-    /// A context for one request. `authorized` says whether mutations may run (no token is
-    /// configured, or the request carried the right one).
+    /// A context for one request; `write_access` says whether mutations may run.
     pub(crate) fn new(
         store: Arc<dyn CrmStore>,
-        authorized: bool,
+        write_access: WriteAccess,
         clock: Clock,
         max_page_size: u64,
         max_bulk_customers: usize,
     ) -> Self {
         Self {
             store,
-            authorized,
+            write_access,
             clock,
             max_page_size,
             max_bulk_customers,
@@ -76,10 +86,13 @@ impl Context {
     /// Refuses a mutation unless the request may write. Called first in every mutation, so a
     /// refused one writes nothing.
     pub(crate) fn require_write_access(&self) -> Result<(), ApiError> {
-        if self.authorized {
-            Ok(())
-        } else {
-            Err(ApiError::Unauthorized)
+        match self.write_access {
+            WriteAccess::Allowed => Ok(()),
+            WriteAccess::MissingToken => Err(ApiError::Unauthorized),
+            WriteAccess::ReadOnlyMethod => Err(ApiError::validation(
+                "method",
+                "mutations must be sent by POST, not GET",
+            )),
         }
     }
 

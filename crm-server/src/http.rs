@@ -23,7 +23,7 @@ use tide::http::mime;
 use tide::{Body, Request, Response, StatusCode};
 
 use crate::config::ServerConfig;
-use crate::context::Context;
+use crate::context::{Context, WriteAccess};
 use crate::error::ApiError;
 use crate::schema::{Mutation, Query, Schema};
 
@@ -47,8 +47,9 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The tide application: `POST /graphql` and `/graphql/` run GraphQL, `GET` on them serves
-/// GraphiQL, `GET /healthz` answers `ok`. Every request is logged (method, path, status,
+/// The tide application: `POST /graphql` and `/graphql/` run GraphQL; `GET` on them serves
+/// GraphiQL to browsers and runs `?query=` (read-only) for other clients, as graphene-django
+/// does; `GET /healthz` answers `ok`. Every request is logged (method, path, status,
 /// duration; never bodies or headers).
 pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppState> {
     let schema =
@@ -61,7 +62,7 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
     let mut app = tide::with_state(state);
     app.with(log_request);
     for path in ["/graphql", "/graphql/"] {
-        app.at(path).post(graphql).get(graphiql);
+        app.at(path).post(graphql_post).get(graphql_get);
     }
     app.at("/healthz").get(|_| async { Ok("ok") });
     app
@@ -176,28 +177,58 @@ fn log_request<'a>(
     })
 }
 
-async fn graphiql(_: Request<AppState>) -> tide::Result {
-    Ok(Response::builder(StatusCode::Ok)
-        .body(graphiql_source("/graphql", None))
-        .content_type(mime::HTML)
-        .build())
+/// The parameters of a GraphQL request by GET.
+#[derive(serde::Deserialize)]
+struct GetParams {
+    query: Option<String>,
+    variables: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
 }
 
-async fn graphql(mut request: Request<AppState>) -> tide::Result {
-    let state = request.state().clone();
-    let authorized = match &state.config.api_token {
-        None => true,
-        Some(token) => bearer_matches(request.header("Authorization").map(|v| v.as_str()), token),
+/// GraphiQL for browsers (and for a GET without `query`); otherwise runs the `query` parameter,
+/// without mutations.
+async fn graphql_get(request: Request<AppState>) -> tide::Result {
+    let wants_html = request
+        .header("Accept")
+        .is_some_and(|accept| accept.as_str().contains("text/html"));
+    let params: GetParams = match request.query() {
+        Ok(params) => params,
+        Err(_) => return Ok(bad_request("the query string is not valid")),
     };
-    if !authorized && state.config.token_for_queries {
-        let mut response = error_response(
-            StatusCode::Unauthorized,
-            "this server needs the header `Authorization: Bearer <token>` with its API token",
-            ApiError::Unauthorized.code(),
-        );
-        response.insert_header("WWW-Authenticate", "Bearer");
-        return Ok(response);
+    let Some(query) = params.query.filter(|_| !wants_html) else {
+        return Ok(Response::builder(StatusCode::Ok)
+            .body(graphiql_source("/graphql", None))
+            .content_type(mime::HTML)
+            .build());
+    };
+    if let Err(refused) = check_token(&request) {
+        return Ok(refused.into());
     }
+    let variables = match params
+        .variables
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+    {
+        Ok(variables) => variables,
+        Err(e) => {
+            return Ok(bad_request(&format!(
+                "`variables` is not a JSON object ({e})"
+            )));
+        }
+    };
+    let batch =
+        GraphQLBatchRequest::Single(GraphQLRequest::new(query, params.operation_name, variables));
+    execute(request.state(), batch, WriteAccess::ReadOnlyMethod).await
+}
+
+async fn graphql_post(mut request: Request<AppState>) -> tide::Result {
+    let state = request.state().clone();
+    let write_access = match check_token(&request) {
+        Ok(access) => access,
+        Err(refused) => return Ok(refused.into()),
+    };
     let limit = state.config.max_body_bytes;
     if request.len().is_some_and(|len| len > limit) {
         return Ok(too_large(limit));
@@ -238,9 +269,51 @@ async fn graphql(mut request: Request<AppState>) -> tide::Result {
             requests.len()
         )));
     }
+    execute(&state, batch, write_access).await
+}
+
+/// Whether the request may write. With `token_for_queries`, a request without the token is
+/// refused here, whole (HTTP 401), before its body is read.
+fn check_token(request: &Request<AppState>) -> Result<WriteAccess, TokenRequired> {
+    let config = &request.state().config;
+    let Some(token) = &config.api_token else {
+        return Ok(WriteAccess::Allowed);
+    };
+    if bearer_matches(request.header("Authorization").map(|v| v.as_str()), token) {
+        return Ok(WriteAccess::Allowed);
+    }
+    if config.token_for_queries {
+        Err(TokenRequired)
+    } else {
+        Ok(WriteAccess::MissingToken)
+    }
+}
+
+/// A request refused whole for want of the token (`token_for_queries`).
+struct TokenRequired;
+
+impl From<TokenRequired> for Response {
+    fn from(_: TokenRequired) -> Self {
+        let mut response = error_response(
+            StatusCode::Unauthorized,
+            "this server needs the header `Authorization: Bearer <token>` with its API token",
+            ApiError::Unauthorized.code(),
+        );
+        response.insert_header("WWW-Authenticate", "Bearer");
+        response
+    }
+}
+
+/// Runs the request with a fresh per-request context and answers its JSON: 200 when it ran
+/// (field errors included), 400 when it did not parse or validate.
+async fn execute(
+    state: &AppState,
+    batch: GraphQLBatchRequest,
+    write_access: WriteAccess,
+) -> tide::Result {
     let context = Context::new(
         state.store.clone(),
-        authorized,
+        write_access,
         state.config.clock.clone(),
         state.config.max_page_size,
         state.config.max_bulk_customers,

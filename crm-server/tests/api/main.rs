@@ -81,6 +81,53 @@ async fn get_serves_graphiql_and_healthz_answers() {
     assert_eq!((r.status, r.body.as_str()), (200, "ok"));
 }
 
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[async_std::test]
+async fn get_with_a_query_runs_it_for_programs_but_never_a_mutation() {
+    let app = spawn_app().await;
+    let path = format!(
+        "/graphql?query={}&variables={}",
+        percent_encode("query($n: Int) { hello allCustomers(first: $n) { totalCount } }"),
+        percent_encode(r#"{"n": 5}"#)
+    );
+    let r = app
+        .request("GET", &path, &[("Accept", "application/json")], b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        json!({"data": {"hello": "Hello, GraphQL!", "allCustomers": {"totalCount": 0}}})
+    );
+    // A browser asking for the same URL gets GraphiQL.
+    let r = app
+        .request("GET", &path, &[("Accept", "text/html,*/*")], b"")
+        .await;
+    assert!(
+        r.headers.to_ascii_lowercase().contains("text/html"),
+        "{}",
+        r.headers
+    );
+    // A link must not write.
+    let mutation = "mutation { createCustomer(input: {name: \"Gus\", email: \"gus@example.com\"}) { message } }";
+    let path = format!("/graphql/?query={}", percent_encode(mutation));
+    let r = app.request("GET", &path, &[], b"").await;
+    let (message, code) = first_error(&r.json());
+    assert_eq!(code, "VALIDATION");
+    assert!(
+        message.contains("mutations must be sent by POST"),
+        "{message}"
+    );
+    assert_eq!(customer_count(&app).await, 0);
+}
+
 #[async_std::test]
 async fn batched_requests_get_one_answer_each() {
     let app = spawn_app().await;
