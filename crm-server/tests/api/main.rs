@@ -148,6 +148,25 @@ async fn batched_requests_get_one_answer_each() {
 }
 
 #[async_std::test]
+async fn a_batch_over_sixteen_operations_is_refused_whole() {
+    let app = spawn_app().await;
+    let batch: Vec<Value> = (0..17).map(|_| json!({"query": "{ hello }"})).collect();
+    let body = Value::Array(batch).to_string();
+    let r = app
+        .request(
+            "POST",
+            "/graphql",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let (message, code) = first_error(&r.json());
+    assert_eq!(message, "a batch holds at most 16 operations, got 17");
+    assert_eq!(code, "BAD_REQUEST");
+}
+
+#[async_std::test]
 async fn a_body_that_is_not_json_gets_a_clear_400() {
     let app = spawn_app().await;
     let r = app
@@ -363,6 +382,28 @@ async fn bulk_create_creates_the_valid_ones_and_reports_the_rest_in_order() {
         errors[3]
     );
     assert_eq!(customer_count(&app).await, 3);
+}
+
+#[async_std::test]
+async fn a_bulk_call_over_the_limit_is_refused_and_writes_nothing() {
+    let config = ServerConfig {
+        max_bulk_customers: 2,
+        ..ServerConfig::default()
+    };
+    let app = spawn_app_with(TestDb::sqlite().await, config).await;
+    let input: Vec<Value> = (0..3)
+        .map(|i| json!({"name": "N", "email": format!("n{i}@example.com")}))
+        .collect();
+    let answer = app
+        .gql(
+            "mutation($input: [CustomerInput!]!) { bulkCreateCustomers(input: $input) { errors } }",
+            json!({"input": input}),
+        )
+        .await;
+    let (message, code) = first_error(&answer);
+    assert_eq!(code, "VALIDATION");
+    assert_eq!(message, "input: at most 2 customers per call, got 3");
+    assert_eq!(customer_count(&app).await, 0);
 }
 
 #[async_std::test]
