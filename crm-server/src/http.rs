@@ -86,7 +86,21 @@ impl std::fmt::Debug for BoundServer {
 
 impl BoundServer {
     /// Binds `config.bind` (port 0 picks a free port) and builds the app over `store`.
-    pub async fn bind(store: Arc<dyn CrmStore>, config: ServerConfig) -> io::Result<Self> {
+    ///
+    /// An `api_token` that is empty (or only whitespace) is refused with `InvalidInput`: it
+    /// would make every mutation impossible, and is most likely an unset variable. Whitespace
+    /// around a token (a trailing newline from a file) is dropped.
+    pub async fn bind(store: Arc<dyn CrmStore>, mut config: ServerConfig) -> io::Result<Self> {
+        if let Some(token) = &config.api_token {
+            let token = token.trim();
+            if token.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the API token is empty; set a non-empty CRM_API_TOKEN or leave it unset",
+                ));
+            }
+            config.api_token = Some(token.to_owned());
+        }
         let listener = TcpListener::bind(config.bind).await?;
         let local_addr = listener.local_addr()?;
         Ok(Self {

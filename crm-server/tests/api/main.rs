@@ -1067,6 +1067,25 @@ async fn a_panic_in_a_resolver_is_answered_and_the_server_keeps_serving() {
 }
 
 #[async_std::test]
+async fn an_empty_token_is_refused_at_startup_and_a_padded_one_is_trimmed() {
+    let db = TestDb::sqlite().await;
+    let store = std::sync::Arc::new(db.database().clone());
+    let config = |token: &str| ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        api_token: Some(token.to_owned()),
+        ..ServerConfig::default()
+    };
+    let err = crm_server::BoundServer::bind(store.clone(), config("  "))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("CRM_API_TOKEN"), "{err}");
+    let app = spawn_app_with(db, config("tok\n")).await;
+    let r = app.post_graphql(RESTOCK, json!({}), Some("tok")).await;
+    assert!(r.json().get("errors").is_none(), "{}", r.body);
+}
+
+#[async_std::test]
 async fn storage_failures_answer_internal_error_without_sql_or_500() {
     helpers::captured_logs();
     let app = spawn_app().await;
