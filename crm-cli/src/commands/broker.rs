@@ -31,17 +31,15 @@ async fn connect(settings: &Settings, args: &BrokerArgs) -> CommandResult<Broker
     }
 }
 
-/// Publishes the jobs' due ticks until SIGINT/SIGTERM. Needs no database: beat runs no job.
+/// Publishes the jobs' due ticks until SIGINT/SIGTERM. Beat runs no job; it reads the
+/// database only for operators' schedule overrides (pauses, replacement schedules), which it
+/// follows live.
 pub(crate) async fn beat(settings: &Settings, args: &BeatArgs) -> CommandResult {
     let config = jobs::jobs_config(settings)?;
-    // The jobs are registered only to read their codes and schedules (in the configured zone):
-    // over a throwaway in-memory database, so a beat machine needs no database of its own.
-    let scratch = Database::connect("sqlite::memory:").await.map_err(|e| {
-        Failure::Failed(anyhow::Error::new(e).context("Failed to register the jobs"))
-    })?;
-    let runner = jobs::runner(&scratch, &config)?;
+    let db = crate::commands::connect(settings).await?;
+    let runner = Arc::new(jobs::runner(&db, &config)?);
     let broker = connect(settings, &args.broker).await?;
-    let beat = Beat::for_runner(broker, &runner);
+    let beat = Beat::for_live_runner(broker, runner.clone());
     let handle = beat.handle();
     let stop = shutdown_signal()?;
     async_std::task::spawn(async move {
