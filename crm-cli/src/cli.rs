@@ -228,4 +228,11 @@ pub(crate) struct WorkerArgs {
     /// Tasks run at once [default: the number of CPUs].
     #[arg(long, short = 'c', env = "CRM_WORKER_CONCURRENCY")]
     pub(crate) concurrency: Option<usize>,
+    /// Seconds a run's claim holds unless renewed: a tick whose worker was killed is run again
+    /// (as the next attempt) once both this and the visibility timeout have passed.
+    #[arg(long, env = "CRM_WORKER_LEASE", default_value_t = 60)]
+    pub(crate) lease: u64,
+    /// Send Celery's task events for Flower (`celery worker -E`); heartbeats are always sent.
+    #[arg(long, short = 'E', env = "CRM_WORKER_EVENTS")]
+    pub(crate) events: bool,
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use crm_core::overrides::JobControl;
 
 /// The address the contract names: `127.0.0.1:8000`.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
@@ -77,6 +78,10 @@ pub struct ServerConfig {
     /// The scheduled jobs whose health `/status` and the `jobs` queries show (their schedules
     /// and the ledger they record into); `None` serves no job information.
     pub jobs: Option<Arc<crm_jobs::Runner>>,
+    /// The scheduled jobs' run-time controls behind `setJobEnabled`, `setJobSchedule` and
+    /// `scheduleJobRun` (the jobs crate's runner over the same database). Without it those
+    /// mutations answer that job control is not configured. Default none.
+    pub job_control: Option<Arc<dyn JobControl>>,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +98,7 @@ impl Default for ServerConfig {
             max_bulk_customers: 1_000,
             clock: Clock::system(),
             jobs: None,
+            job_control: None,
         }
     }
 }
@@ -109,6 +115,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_page_size", &self.max_page_size)
             .field("max_bulk_customers", &self.max_bulk_customers)
             .field("jobs", &self.jobs.as_ref().map(|r| r.codes().count()))
+            .field("job_control", &self.job_control.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -121,9 +121,13 @@ impl BoundServer {
     }
 
     /// Sets the scheduled jobs `/status` and the `jobs` queries report on (see
-    /// [`ServerConfig::jobs`]); for jobs that need the bound address first (they call this
-    /// server).
+    /// [`ServerConfig::jobs`]), and, unless one is set, the job control of the job mutations
+    /// ([`ServerConfig::job_control`]: the same runner); for jobs that need the bound address
+    /// first (they call this server).
     pub fn with_jobs(mut self, jobs: Arc<crm_jobs::Runner>) -> Self {
+        if self.config.job_control.is_none() {
+            self.config.job_control = Some(jobs.clone());
+        }
         self.config.jobs = Some(jobs);
         self
     }
@@ -350,6 +354,7 @@ async fn execute(
         state.config.clock.clone(),
         state.config.max_page_size,
         state.config.max_bulk_customers,
+        state.config.job_control.clone(),
     )
     .with_jobs(state.config.jobs.clone());
     let executed = AssertUnwindSafe(batch.execute(&state.schema, &context))

@@ -64,7 +64,16 @@ pub(crate) async fn worker(
     stop: async_std::channel::Receiver<()>,
 ) -> CommandResult {
     let config = jobs::jobs_config(settings)?;
-    let runner = Arc::new(jobs::runner(db, &config, jobs::alert_hook(settings)?)?);
+    let store: Arc<dyn crm_core::CrmStore> = Arc::new(db.clone());
+    let runner = crm_jobs::Runner::builder()
+        .jobs(crm_jobs::standard_jobs(&config, store).usage("Invalid configuration")?)
+        .ledger(Arc::new(db.clone()))
+        .alert_hook(jobs::alert_hook(settings)?)
+        .time_zone(config.time_zone)
+        .lease(Duration::from_secs(args.lease))
+        .build()
+        .usage("Invalid worker settings")?;
+    let runner = Arc::new(runner);
     let broker = connect(settings, &args.broker).await?;
     let concurrency = args.concurrency.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -74,7 +83,9 @@ pub(crate) async fn worker(
             "--concurrency must be at least 1"
         )));
     }
-    let worker = Worker::new(broker, runner.clone()).concurrency(concurrency);
+    let worker = Worker::new(broker, runner.clone())
+        .concurrency(concurrency)
+        .task_events(args.events);
     let handle = worker.handle();
     async_std::task::spawn(async move {
         let _ = stop.recv().await;

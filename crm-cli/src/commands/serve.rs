@@ -25,24 +25,37 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
         .with_context(|| format!("Failed to listen on {}", args.bind))?;
     // Listen for SIGINT/SIGTERM before anything announces it is running.
     let shutdown = shutdown_signal()?;
-    // The jobs' runner: `/status` and the `jobs` queries show its jobs' health, and with
-    // `--scheduler` it runs them. Its GraphQL jobs call this very server unless told otherwise.
-    let mut jobs_config = jobs::jobs_config(settings)?;
-    if settings.graphql_url.is_none() {
-        jobs_config = jobs_config
+    // The jobs' runner over this database: `/status` and the `jobs` queries show its jobs'
+    // health, `setJobEnabled`/`setJobSchedule`/`scheduleJobRun` change them (every scheduler
+    // picks the changes up live), and with `--scheduler` it runs them. Its GraphQL jobs call
+    // this very server unless told otherwise.
+    let jobs_config = jobs::jobs_config(settings).and_then(|config| match &settings.graphql_url {
+        Some(_) => Ok(config),
+        None => config
             .with_graphql_url(&server.graphql_url())
-            .map_err(anyhow::Error::new)?;
-    }
-    let runner = if args.scheduler {
-        scheduler::build(&db, &jobs_config, jobs::alert_hook(settings)?)?
-    } else {
-        Arc::new(jobs::runner(
-            &db,
-            &jobs_config,
-            Arc::new(crm_jobs::LogAlert),
-        )?)
+            .map_err(|e| anyhow::Error::new(e).into()),
+    });
+    let runner = match jobs_config {
+        Ok(config) if args.scheduler => {
+            Some(scheduler::build(&db, &config, jobs::alert_hook(settings)?)?)
+        }
+        Ok(config) => match jobs::runner(&db, &config, Arc::new(crm_jobs::LogAlert)) {
+            Ok(runner) => Some(Arc::new(runner)),
+            Err(e) => {
+                tracing::warn!(error = %e, "The jobs are unavailable through the API and /status");
+                None
+            }
+        },
+        Err(e) if args.scheduler => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "The jobs are unavailable through the API and /status");
+            None
+        }
     };
-    let server = server.with_jobs(runner.clone());
+    let server = match &runner {
+        Some(runner) => server.with_jobs(runner.clone()),
+        None => server,
+    };
     println!(
         "Serving GraphQL at {} (GraphiQL in a browser), the jobs' status at http://{}/status",
         server.graphql_url(),
@@ -52,7 +65,7 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
     let stop = async move {
         let _ = shutdown.recv().await;
     };
-    if args.scheduler {
+    if let Some(runner) = runner.filter(|_| args.scheduler) {
         scheduler::run_until(runner, stop).await;
     } else if let futures::future::Either::Left((result, _)) =
         futures::future::select(serving, Box::pin(stop)).await
