@@ -4,8 +4,9 @@
 //! (`SeedConfig::demo`), serves the CRM API on a free port, and beside it a bare tide app whose
 //! handlers answer fixed bytes: the API's own answers to the two benchmark requests (the floor:
 //! HTTP and tide without GraphQL or the database; connections set up the same way, with
-//! `TCP_NODELAY`). Then it runs `wrk` (64 connections, 2
-//! threads, 10 s by default) on each and prints a Markdown table.
+//! `TCP_NODELAY`). It first times one request at a time in process (no HTTP) and the orders
+//! request's store calls, then runs `wrk` (64 connections, 2 threads, 10 s by default) on each
+//! server, and prints Markdown tables.
 //!
 //! ```text
 //! cargo run --release -p crm-server --example bench_server [-- SECONDS]
@@ -17,9 +18,12 @@ use std::sync::Arc;
 
 use async_std::io::{ReadExt as _, WriteExt as _};
 use async_std::net::{TcpListener, TcpStream};
-use chrono::{Duration, SecondsFormat, Utc};
-use crm_core::{Database, SeedConfig, seed};
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use crm_core::{CrmStore, Database, OrderField, OrderFilter, PageRequest, SeedConfig, Sort, seed};
 use crm_server::{BoundServer, ServerConfig};
+use tide::http::{Method, Request, Url};
 
 const CONNECTIONS: u32 = 64;
 
@@ -37,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bind: "127.0.0.1:0".parse()?,
         ..ServerConfig::default()
     };
-    let server = BoundServer::bind(Arc::new(db), config).await?;
+    let server = BoundServer::bind(Arc::new(db.clone()), config).await?;
     let api = server.local_addr();
     async_std::task::spawn(server.run());
 
@@ -66,6 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let floor_addr = floor_listener.local_addr()?;
     async_std::task::spawn(serve_floor(floor, floor_listener));
 
+    breakdown(&db, &hello, &orders, now).await?;
+
     let scripts = [("hello", &hello), ("orders", &orders)];
     println!("| request | server | requests/s | p99 latency |");
     println!("|---|---|---:|---:|");
@@ -81,6 +87,63 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// Where one request's time goes, in process and one at a time (no HTTP, no concurrency): the
+/// store calls of the orders request, and each whole request through the app (`respond`).
+async fn breakdown(
+    db: &Database,
+    hello: &str,
+    orders: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    const RUNS: u32 = 300;
+    let filter = OrderFilter {
+        order_date_gte: Some(now - Duration::days(7)),
+        order_date_lte: Some(now),
+        ..OrderFilter::default()
+    };
+    let sort = [Sort {
+        field: OrderField::OrderDate,
+        descending: false,
+    }];
+    let page = PageRequest {
+        offset: 0,
+        limit: 101,
+    };
+    let started = Instant::now();
+    let mut customer_ids = Vec::new();
+    for _ in 0..RUNS {
+        let page = db.list_orders(&filter, &sort, page).await?;
+        customer_ids = page.iter().map(|o| o.customer_id).collect();
+    }
+    let list = started.elapsed() / RUNS;
+    let started = Instant::now();
+    for _ in 0..RUNS {
+        std::hint::black_box(db.customers_by_ids(&customer_ids).await?);
+    }
+    let customers = started.elapsed() / RUNS;
+    let app = crm_server::app(Arc::new(db.clone()), ServerConfig::default());
+    let mut whole = Vec::new();
+    for body in [hello, orders] {
+        let started = Instant::now();
+        for _ in 0..RUNS {
+            let mut request = Request::new(Method::Post, Url::parse("http://localhost/graphql")?);
+            request.insert_header("Content-Type", "application/json");
+            request.set_body(body.to_owned());
+            let response: tide::http::Response = app.respond(request).await?;
+            std::hint::black_box(response);
+        }
+        whole.push(started.elapsed() / RUNS);
+    }
+    println!("| in process, one at a time | time per call |");
+    println!("|---|---:|");
+    println!("| `hello` request through the app | {:?} |", whole[0]);
+    println!("| orders request through the app | {:?} |", whole[1]);
+    println!("| of which `list_orders` (101 rows) | {list:?} |");
+    println!("| of which `customers_by_ids` | {customers:?} |");
+    println!();
     Ok(())
 }
 
