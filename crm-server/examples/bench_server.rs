@@ -5,11 +5,12 @@
 //! handlers answer fixed bytes: the API's own answers to the two benchmark requests (the floor:
 //! HTTP and tide without GraphQL or the database; connections set up the same way, with
 //! `TCP_NODELAY`). It first times one request at a time in process (no HTTP) and the orders
-//! request's store calls, then runs `wrk` (64 connections, 2 threads, 10 s by default) on each
-//! server, and prints Markdown tables.
+//! request's store calls, then runs `wrk` (64 connections, 2 threads) on each server: ROUNDS
+//! rounds (default 5) of SECONDS (default 5) each, the two servers taking turns so that drifting
+//! load on a shared machine hits both alike. It prints Markdown tables (medians).
 //!
 //! ```text
-//! cargo run --release -p crm-server --example bench_server [-- SECONDS]
+//! cargo run --release -p crm-server --example bench_server [-- SECONDS [ROUNDS]]
 //! ```
 //! Needs `wrk` on the PATH (`apt-get install wrk`).
 
@@ -29,7 +30,8 @@ const CONNECTIONS: u32 = 64;
 
 #[async_std::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: u32 = std::env::args().nth(1).map_or(Ok(10), |s| s.parse())?;
+    let seconds: u32 = std::env::args().nth(1).map_or(Ok(5), |s| s.parse())?;
+    let rounds: u32 = std::env::args().nth(2).map_or(Ok(5), |s| s.parse())?;
     let dir = tempfile_dir()?;
     let url = format!("sqlite://{}/bench.db", dir.display());
     let db = Database::connect(&url).await?;
@@ -72,19 +74,47 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     breakdown(&db, &hello, &orders, now).await?;
 
+    // Load on a shared machine drifts: the two servers take turns, several short rounds each,
+    // and the table shows medians and the spread of the per-round ratio.
     let scripts = [("hello", &hello), ("orders", &orders)];
-    println!("| request | server | requests/s | p99 latency |");
-    println!("|---|---|---:|---:|");
+    println!(
+        "| request | crm-server requests/s | floor requests/s | crm-server / floor (median, range) | crm-server p99 | floor p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, body) in scripts {
         let script = dir.join(format!("{name}.lua"));
         std::fs::write(&script, wrk_script(body))?;
-        for (server, url) in [
-            ("crm-server", format!("http://{api}/graphql")),
-            ("bare tide (floor)", format!("http://{floor_addr}/{name}")),
-        ] {
-            let (rps, p99) = run_wrk(&script, &url, seconds)?;
-            println!("| {name} | {server} | {rps} | {p99} |");
+        let ours_url = format!("http://{api}/graphql");
+        let floor_url = format!("http://{floor_addr}/{name}");
+        let (mut ours, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (a, b) = if round % 2 == 0 {
+                let a = run_wrk(&script, &ours_url, seconds)?;
+                (a, run_wrk(&script, &floor_url, seconds)?)
+            } else {
+                let b = run_wrk(&script, &floor_url, seconds)?;
+                (run_wrk(&script, &ours_url, seconds)?, b)
+            };
+            eprintln!("{name} round {round}: ours {a:?}, floor {b:?}");
+            ratios.push(a.0 / b.0);
+            ours.push(a);
+            floor.push(b);
         }
+        let rps = |runs: &[(f64, f64)]| median(runs.iter().map(|r| r.0).collect());
+        let p99 = |runs: &[(f64, f64)]| median(runs.iter().map(|r| r.1).collect());
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} % ({:.0}–{:.0} %) | {:.1} ms | {:.1} ms |",
+            rps(&ours),
+            rps(&floor),
+            100.0 * median(ratios.clone()),
+            100.0 * low,
+            100.0 * high,
+            p99(&ours),
+            p99(&floor)
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
     Ok(())
@@ -212,12 +242,12 @@ fn wrk_script(body: &str) -> String {
     )
 }
 
-/// Runs wrk; returns (requests/s, p99 latency) as wrk prints them.
+/// Runs wrk; returns requests per second and the p99 latency in milliseconds.
 fn run_wrk(
     script: &std::path::Path,
     url: &str,
     seconds: u32,
-) -> Result<(String, String), Box<dyn std::error::Error>> {
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let output = Command::new("wrk")
         .args([
             "-t2",
@@ -245,9 +275,29 @@ fn run_wrk(
             .map(str::trim)
             .find_map(|l| l.strip_prefix(prefix))
             .map(|v| v.trim().to_owned())
-            .unwrap_or_else(|| "?".into())
+            .ok_or_else(|| format!("no `{prefix}` in wrk's output: {text}"))
     };
-    Ok((field("Requests/sec:"), field("99%")))
+    let rps: f64 = field("Requests/sec:")?.parse()?;
+    Ok((rps, milliseconds(&field("99%")?)?))
+}
+
+/// wrk's `850.00us`, `23.83ms` or `1.05s` in milliseconds.
+fn milliseconds(text: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return Err(format!("unknown latency unit in `{text}`").into());
+    };
+    Ok(number.parse::<f64>()? * scale)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
