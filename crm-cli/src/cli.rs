@@ -148,6 +148,37 @@ pub(crate) enum JobsCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Resume a paused job: its schedule applies again from now on (missed ticks do not run).
+    Enable {
+        /// The job's code.
+        code: String,
+    },
+    /// Pause a job: it runs no more (shown as paused, not missed) until enabled. Every running
+    /// scheduler and beat obeys within seconds.
+    Disable {
+        /// The job's code.
+        code: String,
+    },
+    /// Replace a job's schedule at run time (`0 3 * * *`, `every 10 minutes`, `at 08:00,17:30`,
+    /// optionally `in Europe/London`), or restore the code's own with --default.
+    Schedule {
+        /// The job's code.
+        code: String,
+        /// The new schedule (quote it, or give its words as separate arguments).
+        #[arg(required_unless_present = "default", conflicts_with = "default", num_args = 1..)]
+        expression: Vec<String>,
+        /// Remove the replacement: the job's own schedule applies again.
+        #[arg(long)]
+        default: bool,
+    },
+    /// Run a job once at an instant (RFC 3339, e.g. 2026-11-27T08:00:00Z or
+    /// 2026-11-27T09:00:00+01:00), besides its schedule.
+    At {
+        /// The job's code.
+        code: String,
+        /// When to run it (RFC 3339, with its offset).
+        instant: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,4 +219,11 @@ pub(crate) struct WorkerArgs {
     /// Tasks run at once [default: the number of CPUs].
     #[arg(long, short = 'c', env = "CRM_WORKER_CONCURRENCY")]
     pub(crate) concurrency: Option<usize>,
+    /// Seconds a run's claim holds unless renewed: a tick whose worker was killed is run again
+    /// (as the next attempt) once both this and the visibility timeout have passed.
+    #[arg(long, env = "CRM_WORKER_LEASE", default_value_t = 60)]
+    pub(crate) lease: u64,
+    /// Send Celery's task events for Flower (`celery worker -E`); heartbeats are always sent.
+    #[arg(long, short = 'E', env = "CRM_WORKER_EVENTS")]
+    pub(crate) events: bool,
 }

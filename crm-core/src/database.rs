@@ -40,6 +40,11 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         description: "job_runs",
         sql: include_str!("../migrations/sqlite/0002_job_runs.sql"),
     },
+    Embedded {
+        version: 4,
+        description: "job_overrides",
+        sql: include_str!("../migrations/sqlite/0004_job_overrides.sql"),
+    },
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     Embedded {
@@ -51,6 +56,11 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
         version: 2,
         description: "job_runs",
         sql: include_str!("../migrations/postgres/0002_job_runs.sql"),
+    },
+    Embedded {
+        version: 4,
+        description: "job_overrides",
+        sql: include_str!("../migrations/postgres/0004_job_overrides.sql"),
     },
 ];
 

@@ -4,6 +4,7 @@ mod database;
 mod domain;
 mod error;
 pub mod ledger;
+pub mod overrides;
 mod postgres;
 mod seed;
 mod sql;

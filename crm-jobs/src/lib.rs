@@ -23,6 +23,10 @@ pub use config::{
 pub use crm_core::ledger::{
     Claim, JobRun, MemoryLedger, NewRun, RunId, RunKind, RunLedger, RunOutcome,
 };
+pub use crm_core::overrides::{
+    AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,
+    OverrideStore,
+};
 pub use graphql::{
     GraphqlClient, GraphqlError, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
     readable_id,
@@ -34,10 +38,11 @@ pub use jobs::{
 };
 pub use log_file::{LogFile, file_names};
 pub use runner::{
-    DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, RunReport, RunStatus, Runner, RunnerBuilder, RunnerError,
+    DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, EffectiveSchedule, RunReport, RunStatus, Runner,
+    RunnerBuilder, RunnerError,
 };
 pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
 };
 #[cfg(feature = "async-std-scheduler")]
-pub use scheduler::{Scheduler, SchedulerSummary, ShutdownHandle};
+pub use scheduler::{DEFAULT_OVERRIDE_POLL, Scheduler, SchedulerSummary, ShutdownHandle};

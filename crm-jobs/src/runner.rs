@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -17,6 +17,7 @@ use crm_core::CoreError;
 use crm_core::ledger::{
     Claim, JobRun, MAX_CODE_CHARS, MemoryLedger, NewRun, RunId, RunKind, RunLedger, RunOutcome,
 };
+use crm_core::overrides::OverrideStore;
 use futures::FutureExt;
 use futures::future::{self, Either};
 
@@ -24,6 +25,11 @@ use crate::alert::{Alert, AlertHook, LogAlert};
 use crate::clock::{Clock, SystemClock};
 use crate::job::{CronJob, JobContext, JobOptions, MisfirePolicy};
 use crate::schedule::{Schedule, ScheduleError, default_time_zone};
+
+mod overrides;
+
+pub use overrides::EffectiveSchedule;
+use overrides::OverrideCache;
 
 /// How long a claim holds unless renewed; the runner renews it every third of this.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
@@ -186,6 +192,9 @@ struct Registered {
 pub struct Runner {
     jobs: Vec<Registered>,
     ledger: Arc<dyn RunLedger>,
+    overrides: Option<Arc<dyn OverrideStore>>,
+    /// The overrides as last read, keyed by the store's change counter.
+    cache: Mutex<OverrideCache>,
     clock: Arc<dyn Clock>,
     alert: Arc<dyn AlertHook>,
     host: String,
@@ -216,6 +225,7 @@ impl fmt::Debug for Runner {
 pub struct RunnerBuilder {
     jobs: Vec<Box<dyn CronJob>>,
     ledger: Option<Arc<dyn RunLedger>>,
+    overrides: Option<Arc<dyn OverrideStore>>,
     clock: Option<Arc<dyn Clock>>,
     alert: Option<Arc<dyn AlertHook>>,
     host: Option<String>,
@@ -256,6 +266,14 @@ impl RunnerBuilder {
     /// Where runs are recorded and claimed; default: a fresh [`MemoryLedger`] (one process only).
     pub fn ledger(mut self, ledger: Arc<dyn RunLedger>) -> Self {
         self.ledger = Some(ledger);
+        self
+    }
+
+    /// Where operators' run-time changes are kept (pause, replacement schedule, one-off
+    /// runs); default: none, so every job keeps its code's schedule. Use the same database as
+    /// the ledger, so one-off runs are claimed like any tick.
+    pub fn overrides(mut self, overrides: Arc<dyn OverrideStore>) -> Self {
+        self.overrides = Some(overrides);
         self
     }
 
@@ -330,6 +348,8 @@ impl RunnerBuilder {
         Ok(Runner {
             jobs,
             ledger: self.ledger.unwrap_or_else(|| Arc::new(MemoryLedger::new())),
+            overrides: self.overrides,
+            cache: Mutex::default(),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             alert: self.alert.unwrap_or_else(|| Arc::new(LogAlert)),
             host: self
@@ -392,6 +412,7 @@ impl Runner {
         RunnerBuilder {
             jobs: Vec::new(),
             ledger: None,
+            overrides: None,
             clock: None,
             alert: None,
             host: None,
@@ -438,9 +459,24 @@ impl Runner {
     /// latest of the missed ticks) or is recorded as skipped under [`MisfirePolicy::Skip`]. A
     /// job never seen before starts with its first on-time tick. A failed tick is retried after
     /// the job's `retry_after_failure`, until it succeeds or the next tick comes.
+    ///
+    /// With an override store, a paused job does nothing, a replacement schedule replaces the
+    /// code's, ticks at or before the job's last change never count as missed, and one-off runs
+    /// whose instant has come run once each (claimed as manual runs at that instant).
     pub async fn run_due(&self, now: DateTime<Utc>) -> Vec<RunReport> {
+        self.refresh_or_warn().await;
         self.abandon_expired().await;
-        let turns = self.jobs.iter().map(|job| self.turn(job, now));
+        let turns = self.jobs.iter().map(|job| async move {
+            let mut reports: Vec<RunReport> = self.turn(job, now).await.into_iter().collect();
+            for one_off in self.due_one_offs(job, now) {
+                let report = self.execute(job, one_off.at, RunKind::Manual, 1).await;
+                if !matches!(report.status, RunStatus::Busy | RunStatus::LedgerError) {
+                    self.cache().done.insert(one_off.id);
+                }
+                reports.push(report);
+            }
+            reports
+        });
         future::join_all(turns)
             .await
             .into_iter()
@@ -478,7 +514,7 @@ impl Runner {
             Some(report) => Ok(report),
             None => Err(RunnerError::NotDue {
                 code: code.to_owned(),
-                next: job.schedule.next_after(now),
+                next: self.effective(job).next_after(now),
             }),
         }
     }
@@ -512,16 +548,24 @@ impl Runner {
     /// dead runner's claim frees its job then). `None` if nothing will ever be due. A tick held
     /// up by this runner's own long run is due again when that run ends.
     pub async fn next_wakeup(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.refresh_or_warn().await;
         let mut wake = self
             .jobs
             .iter()
-            .filter_map(|j| j.schedule.next_after(now))
+            .filter_map(|j| self.effective(j).next_after(now))
             .min();
         let mut consider = |t: DateTime<Utc>| {
             if t > now && wake.is_none_or(|w| t < w) {
                 wake = Some(t);
             }
         };
+        for job in &self.jobs {
+            if self.effective(job).enabled {
+                for one_off in self.pending_one_offs(&job.code) {
+                    consider(one_off.at);
+                }
+            }
+        }
         for job in &self.jobs {
             if let Some(after) = job.options.retry_after_failure
                 && let Ok(Some(last)) = self.ledger.last_scheduled(&job.code).await
@@ -574,6 +618,10 @@ impl Runner {
 
     /// Decides what `job` needs at `now` and does it; `None` if nothing.
     async fn turn(&self, job: &Registered, now: DateTime<Utc>) -> Option<RunReport> {
+        let effective = self.effective(job);
+        if !effective.enabled {
+            return None;
+        }
         let last = match self.ledger.last_scheduled(&job.code).await {
             Ok(last) => last,
             Err(e) => {
@@ -587,7 +635,7 @@ impl Runner {
             }
         };
         let grace = delta(self.misfire_grace);
-        let latest = job.schedule.latest_at_or_before(now);
+        let latest = effective.latest_at_or_before(now);
         let new_tick = match (latest, &last) {
             (Some(tick), Some(last)) if tick > last.tick => Some(tick),
             (Some(tick), None) if now - tick <= grace => Some(tick),

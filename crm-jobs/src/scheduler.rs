@@ -2,9 +2,12 @@
 //! sleeps until the runner's next wakeup, runs what is due in the background, and shuts down
 //! gracefully.
 //!
-//! It never polls: each sleep ends at [`Runner::next_wakeup`] (a tick, a pending retry, or the
-//! end of a lease someone else holds), when a run that held up another of its job ends, or at
-//! shutdown. An app with its own event loop can skip this and drive the runner itself.
+//! It does not poll for due jobs: each sleep ends at [`Runner::next_wakeup`] (a tick, a pending
+//! retry, a one-off run, or the end of a lease someone else holds), when a run that held up
+//! another of its job ends, or at shutdown. The one thing it polls, when the runner has an
+//! override store, is the store's change counter (one integer, every
+//! [`DEFAULT_OVERRIDE_POLL`]): when an operator changed a schedule, it plans again at once.
+//! An app with its own event loop can skip this and drive the runner itself.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,11 +18,15 @@ use futures::future::{self, Either};
 
 use crate::runner::{RunStatus, Runner};
 
+/// How often a scheduler reads the override store's change counter.
+pub const DEFAULT_OVERRIDE_POLL: Duration = Duration::from_secs(2);
+
 /// Runs a [`Runner`]'s jobs when they are due, until shut down through its [`ShutdownHandle`].
 #[derive(Debug)]
 pub struct Scheduler {
     runner: Arc<Runner>,
     shutdown: Arc<Shutdown>,
+    override_poll: Duration,
 }
 
 /// Asks a running [`Scheduler`] to stop. Cheap to clone; usable from a signal handler's task.
@@ -89,7 +96,15 @@ impl Scheduler {
         Self {
             runner,
             shutdown: Arc::default(),
+            override_poll: DEFAULT_OVERRIDE_POLL,
         }
+    }
+
+    /// How often to check the override store for changes (default [`DEFAULT_OVERRIDE_POLL`]).
+    #[must_use]
+    pub fn override_poll(mut self, every: Duration) -> Self {
+        self.override_poll = every.max(Duration::from_millis(10));
+        self
     }
 
     /// The handle that stops it.
@@ -133,7 +148,9 @@ impl Scheduler {
                     None => Box::pin(future::pending()),
                 };
                 let interrupted = future::select(stop, ended);
-                match future::select(sleep, interrupted).await {
+                let changed = overrides_changed(&self.runner, self.override_poll);
+                futures::pin_mut!(changed);
+                match future::select(future::select(sleep, changed), interrupted).await {
                     Either::Left(_) => continue 'rounds,
                     Either::Right((Either::Left(_), _)) => break 'rounds,
                     Either::Right((Either::Right(_), _)) => {
@@ -196,5 +213,21 @@ impl Scheduler {
                 in_flight.drained.notify(usize::MAX);
             }
         });
+    }
+}
+
+/// Completes when the runner's override store reports a change (the runner has then reloaded
+/// it); never, if the runner has no store.
+async fn overrides_changed(runner: &Runner, every: Duration) {
+    if runner.override_store().is_none() {
+        return future::pending().await;
+    }
+    loop {
+        async_io::Timer::after(every).await;
+        match runner.refresh_overrides().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "Could not check the schedule overrides"),
+        }
     }
 }

@@ -722,3 +722,59 @@ async fn a_stopping_worker_finishes_its_running_task_and_acknowledges_it() {
     assert_eq!(done.lock().unwrap().len(), 1);
     assert_eq!(tb.broker.unacked_len().await.unwrap(), 0);
 }
+
+#[async_std::test]
+async fn a_python_event_receiver_sees_our_worker_and_its_tasks_as_flower_would() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let mut listen = celery_command(&tb, &["events", "7"]);
+    listen.stdout(Stdio::piped()).stderr(Stdio::null());
+    let listener = async_std::task::spawn_blocking(move || listen.output().unwrap());
+    // Give the receiver time to subscribe before anything is sent.
+    async_std::task::sleep(Duration::from_secs(3)).await;
+
+    let worker = Worker::new(
+        tb.broker.clone(),
+        runner(
+            Recorded::new("sync_things", "*/5 * * * *"),
+            Arc::new(MemoryLedger::new()),
+            1,
+        ),
+    )
+    .task_events(true);
+    let hostname = worker.hostname().to_owned();
+    let handle = worker.handle();
+    let running = async_std::task::spawn(worker.run());
+    tb.broker
+        .publish(&scheduled_envelope(
+            "sync_things",
+            monday_six(),
+            "celery",
+            "t",
+        ))
+        .await
+        .unwrap();
+    let output = listener.await;
+    handle.shutdown();
+    running.await;
+
+    let events: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let id = tick_task_id("sync_things", monday_six());
+    let of = |kind: &str| {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind && e["hostname"] == json!(hostname))
+            .count()
+    };
+    assert_eq!(of("worker-online"), 1, "{events:?}");
+    assert!(of("worker-heartbeat") >= 1, "{events:?}");
+    for kind in ["task-received", "task-started", "task-succeeded"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["type"] == kind && e["uuid"] == json!(id)),
+            "no {kind} for {id}: {events:?}"
+        );
+    }
+}

@@ -10,8 +10,10 @@ Usage:
   python crm_celery.py send TASK [TIMEOUT]   send_task(TASK), then AsyncResult.get(): prints
                                              {"id", "status", "result"} as JSON; exit 1 on a
                                              task failure or timeout
-  python crm_celery.py worker CODE...        a Celery worker (solo pool) with a task
-                                             crm.tasks.CODE for each CODE
+  python crm_celery.py worker CODE...        a Celery worker with a task crm.tasks.CODE for
+                                             each CODE (solo pool, or prefork with
+                                             CRM_CELERY_CONCURRENCY > 1)
+  python crm_celery.py events SECONDS        prints the monitoring events seen in SECONDS
   python crm_celery.py bench-send N          sends N crm.tasks.noop tasks, prints the seconds
 """
 
@@ -79,10 +81,32 @@ def main(argv):
     if command == "worker":
         for code in argv[2:]:
             register(code)
-        app.worker_main(["worker", "--pool=solo", "--concurrency=1", "--loglevel=INFO",
+        concurrency = int(os.environ.get("CRM_CELERY_CONCURRENCY", "1"))
+        pool = "solo" if concurrency == 1 else "prefork"
+        app.worker_main(["worker", f"--pool={pool}", f"--concurrency={concurrency}",
+                         "--loglevel=" + os.environ.get("CRM_CELERY_LOGLEVEL", "INFO"),
                          "--without-heartbeat", "--without-mingle", "--without-gossip",
                          "-Q", queue])
         return 0
+    if command == "events":
+        # Listens to Celery's monitoring events (what Flower reads) for SECONDS, then prints
+        # [{"type", "hostname", "uuid"}] as JSON.
+        seconds = float(argv[2])
+        seen = []
+
+        def on_event(event):
+            seen.append({"type": event.get("type"), "hostname": event.get("hostname"),
+                         "uuid": event.get("uuid")})
+
+        def listen():
+            with app.connection() as conn:
+                app.events.Receiver(conn, handlers={"*": on_event}).capture(limit=None)
+
+        import threading
+        threading.Thread(target=listen, daemon=True).start()
+        time.sleep(seconds)
+        print(json.dumps(seen), flush=True)
+        os._exit(0)
     if command == "bench-send":
         n = int(argv[2])
         start = time.monotonic()

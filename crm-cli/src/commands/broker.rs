@@ -31,17 +31,15 @@ async fn connect(settings: &Settings, args: &BrokerArgs) -> CommandResult<Broker
     }
 }
 
-/// Publishes the jobs' due ticks until SIGINT/SIGTERM. Needs no database: beat runs no job.
+/// Publishes the jobs' due ticks until SIGINT/SIGTERM. Beat runs no job; it reads the
+/// database only for operators' schedule overrides (pauses, replacement schedules), which it
+/// follows live.
 pub(crate) async fn beat(settings: &Settings, args: &BeatArgs) -> CommandResult {
     let config = jobs::jobs_config(settings)?;
-    // The jobs are registered only to read their codes and schedules (in the configured zone):
-    // over a throwaway in-memory database, so a beat machine needs no database of its own.
-    let scratch = Database::connect("sqlite::memory:").await.map_err(|e| {
-        Failure::Failed(anyhow::Error::new(e).context("Failed to register the jobs"))
-    })?;
-    let runner = jobs::runner(&scratch, &config)?;
+    let db = crate::commands::connect(settings).await?;
+    let runner = Arc::new(jobs::runner(&db, &config)?);
     let broker = connect(settings, &args.broker).await?;
-    let beat = Beat::for_runner(broker, &runner);
+    let beat = Beat::for_live_runner(broker, runner.clone());
     let handle = beat.handle();
     let stop = shutdown_signal()?;
     async_std::task::spawn(async move {
@@ -66,7 +64,15 @@ pub(crate) async fn worker(
     stop: async_std::channel::Receiver<()>,
 ) -> CommandResult {
     let config = jobs::jobs_config(settings)?;
-    let runner = Arc::new(jobs::runner(db, &config)?);
+    let store: Arc<dyn crm_core::CrmStore> = Arc::new(db.clone());
+    let runner = crm_jobs::Runner::builder()
+        .jobs(crm_jobs::standard_jobs(&config, store).usage("Invalid configuration")?)
+        .ledger(Arc::new(db.clone()))
+        .time_zone(config.time_zone)
+        .lease(Duration::from_secs(args.lease))
+        .build()
+        .usage("Invalid worker settings")?;
+    let runner = Arc::new(runner);
     let broker = connect(settings, &args.broker).await?;
     let concurrency = args.concurrency.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -76,7 +82,9 @@ pub(crate) async fn worker(
             "--concurrency must be at least 1"
         )));
     }
-    let worker = Worker::new(broker, runner.clone()).concurrency(concurrency);
+    let worker = Worker::new(broker, runner.clone())
+        .concurrency(concurrency)
+        .task_events(args.events);
     let handle = worker.handle();
     async_std::task::spawn(async move {
         let _ = stop.recv().await;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use crm_core::{CrmStore, Database};
+use crm_core::{CoreError, CrmStore, Database};
 use crm_jobs::{
-    Clock as _, JobRun, JobsConfig, LogAlert, ORDER_REMINDERS_PROCESSED, RunReport, RunStatus,
-    Runner, RunnerError, SendOrderReminders, SystemClock,
+    Clock as _, JobControl as _, JobRun, JobState, JobsConfig, LogAlert, ORDER_REMINDERS_PROCESSED,
+    RunReport, RunStatus, Runner, RunnerError, SendOrderReminders, SystemClock,
 };
 
 use crate::cli::{JobsCommand, Settings};
@@ -33,6 +33,7 @@ pub(crate) fn runner(db: &Database, config: &JobsConfig) -> CommandResult<Runner
     Runner::builder()
         .jobs(jobs)
         .ledger(Arc::new(db.clone()))
+        .overrides(Arc::new(db.clone()))
         .clock(Arc::new(SystemClock))
         .alert_hook(Arc::new(LogAlert))
         .time_zone(config.time_zone)
@@ -69,6 +70,40 @@ pub(crate) async fn run(
             }
             Ok(())
         }
+        JobsCommand::Enable { code } => control(
+            runner.set_enabled(code, true, &cli_actor()).await,
+            config.time_zone,
+        ),
+        JobsCommand::Disable { code } => control(
+            runner.set_enabled(code, false, &cli_actor()).await,
+            config.time_zone,
+        ),
+        JobsCommand::Schedule {
+            code,
+            expression,
+            default,
+        } => {
+            let expression = (!*default).then(|| expression.join(" "));
+            control(
+                runner
+                    .set_schedule(code, expression.as_deref(), &cli_actor())
+                    .await,
+                config.time_zone,
+            )
+        }
+        JobsCommand::At { code, instant } => {
+            let at = DateTime::parse_from_rfc3339(instant.trim())
+                .map_err(|e| {
+                    Failure::Usage(anyhow::anyhow!(
+                        "'{instant}' is not an RFC 3339 instant such as 2026-11-27T08:00:00Z: {e}"
+                    ))
+                })?
+                .with_timezone(&Utc);
+            control(
+                runner.schedule_run(code, at, &cli_actor()).await,
+                config.time_zone,
+            )
+        }
         JobsCommand::History { code, limit } => {
             if let Some(code) = code
                 && runner.schedule_of(code).is_none()
@@ -86,6 +121,43 @@ pub(crate) async fn run(
             print_history(&runs, config.time_zone);
             Ok(())
         }
+    }
+}
+
+/// Who a change from the command line is recorded as: `cli:<OS user>`.
+fn cli_actor() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("cli:{user}")
+}
+
+/// Prints the job's state after a change; a refused change is a usage error (exit 2).
+fn control(result: Result<JobState, CoreError>, zone: Tz) -> CommandResult {
+    match result {
+        Ok(state) => {
+            let schedule = if state.overridden {
+                format!("{} (replaces {})", state.schedule, state.default_schedule)
+            } else {
+                format!("{} (the job's own)", state.schedule)
+            };
+            let next = match (state.enabled, state.next_run) {
+                (false, _) => "paused".to_owned(),
+                (true, Some(t)) => format!("next run {}", local(t, zone)),
+                (true, None) => "no next run".to_owned(),
+            };
+            println!("{}: {next}; schedule {schedule}", state.code);
+            for at in &state.pending_runs {
+                println!("{}: one-off run at {}", state.code, local(*at, zone));
+            }
+            Ok(())
+        }
+        Err(e @ (CoreError::Validation { .. } | CoreError::NotFound { .. })) => {
+            Err(Failure::Usage(anyhow::Error::new(e)))
+        }
+        Err(e) => Err(Failure::Failed(
+            anyhow::Error::new(e).context("Failed to store the change"),
+        )),
     }
 }
 
@@ -152,17 +224,31 @@ async fn list(runner: &Runner, zone: Tz) -> CommandResult {
         "LAST RUN".to_owned(),
         "OUTCOME".to_owned(),
     ]];
+    runner
+        .refresh_overrides()
+        .await
+        .context("Failed to read the schedule overrides")?;
     for code in runner.codes() {
-        let schedule = runner
-            .schedule_of(code)
+        let effective = runner
+            .effective_of(code)
             .expect("a registered code has a schedule");
         let last = last.iter().find(|r| r.code == code);
+        let schedule = if effective.overridden {
+            format!("{} (override)", effective.schedule)
+        } else {
+            effective.schedule.to_string()
+        };
+        let next = if effective.enabled {
+            runner
+                .next_run_of(code, now)
+                .map_or_else(|| "never".to_owned(), |t| local(t, zone))
+        } else {
+            "paused".to_owned()
+        };
         rows.push([
             code.to_owned(),
-            schedule.to_string(),
-            schedule
-                .next_after(now)
-                .map_or_else(|| "never".to_owned(), |t| local(t, zone)),
+            schedule,
+            next,
             last.map_or_else(|| "never".to_owned(), |r| local(r.started_at, zone)),
             last.map_or_else(String::new, |r| r.outcome.to_string()),
         ]);

@@ -14,6 +14,9 @@ use crate::cli::{Cli, Command, CrontabCommand, Settings};
 use crate::outcome::{CommandResult, Failure, UsageContext as _};
 
 pub(crate) async fn run(cli: Cli) -> CommandResult {
+    if cli.command.is_long_running() {
+        ignore_hangups()?;
+    }
     let settings = cli.settings;
     match cli.command {
         Command::Migrate => {
@@ -94,12 +97,41 @@ async fn connect(settings: &Settings) -> CommandResult<Database> {
 }
 
 /// Resolves once SIGINT or SIGTERM arrives, so long-running commands can stop cleanly (let
-/// running jobs finish, close the database).
+/// running jobs finish, close the database). SIGHUP is not one of them: see [`ignore_hangups`].
 pub(crate) fn shutdown_signal() -> anyhow::Result<async_std::channel::Receiver<()>> {
+    use futures::StreamExt as _;
+
     let (sender, receiver) = async_std::channel::bounded(1);
-    ctrlc::set_handler(move || {
-        let _ = sender.try_send(());
-    })
-    .context("Failed to install the SIGINT/SIGTERM handler")?;
+    let mut signals =
+        async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
+            .context("Failed to install the SIGINT/SIGTERM handler")?;
+    async_std::task::spawn(async move {
+        while let Some(signal) = signals.next().await {
+            if signal.is_ok() {
+                let _ = sender.try_send(());
+            }
+        }
+    });
     Ok(receiver)
+}
+
+/// Services ignore SIGHUP (its default action would kill them) and say so in their log: there
+/// is nothing to reload, since schedule changes are picked up live from the database, and the
+/// environment file is read at start (restart the service to change a setting).
+fn ignore_hangups() -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+
+    let mut hangups = async_signal::Signals::new([async_signal::Signal::Hup])
+        .context("Failed to install the SIGHUP handler")?;
+    async_std::task::spawn(async move {
+        while let Some(signal) = hangups.next().await {
+            if signal.is_ok() {
+                tracing::info!(
+                    "SIGHUP received: nothing to reload (schedule changes are picked up live; \
+                     restart the service to re-read its environment file)"
+                );
+            }
+        }
+    });
+    Ok(())
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use super::message::{scheduled_envelope, tick_task_id};
 use super::{Broker, BrokerError};
 use crate::clock::{Clock, SystemClock};
-use crate::runner::Runner;
+use crate::runner::{EffectiveSchedule, Runner};
 use crate::schedule::Schedule;
 
 /// How late a tick may be published: a beat (re)started within this after a tick publishes it;
@@ -19,6 +19,9 @@ pub const DEFAULT_BEAT_GRACE: Duration = Duration::from_secs(300);
 
 /// How often a waiting beat looks at its stop flag.
 const POLL: Duration = Duration::from_millis(500);
+
+/// How often a beat over a live runner reads the override store's change counter.
+const OVERRIDE_POLL: Duration = Duration::from_secs(2);
 
 /// One tick a beat looked at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub struct Beat {
     grace: Duration,
     origin: String,
     stop: Arc<AtomicBool>,
+    /// A runner with an override store: its jobs' schedules as operators change them.
+    live: Option<Arc<Runner>>,
 }
 
 impl Beat {
@@ -69,7 +74,31 @@ impl Beat {
             grace: DEFAULT_BEAT_GRACE,
             origin: format!("crm-beat-{}@{host}", std::process::id()),
             stop: Arc::new(AtomicBool::new(false)),
+            live: None,
         }
+    }
+
+    /// A beat for the runner's jobs that follows operators' changes (pauses, replacement
+    /// schedules) from the runner's override store, noticed within a few seconds. One-off runs
+    /// are not published: `crm scheduler` or `crm jobs run-due` run them.
+    pub fn for_live_runner(broker: Broker, runner: Arc<Runner>) -> Self {
+        let mut beat = Self::for_runner(broker, &runner);
+        beat.live = Some(runner);
+        beat
+    }
+
+    /// Each job's schedule as it stands now.
+    fn effective(&self) -> Vec<(&str, EffectiveSchedule)> {
+        self.schedules
+            .iter()
+            .filter_map(|(code, schedule)| {
+                let effective = match &self.live {
+                    Some(runner) => runner.effective_of(code)?,
+                    None => EffectiveSchedule::fixed(schedule.clone()),
+                };
+                Some((code.as_str(), effective))
+            })
+            .collect()
     }
 
     /// A beat for the runner's jobs, with their schedules in the runner's zone and its clock.
@@ -109,7 +138,12 @@ impl Beat {
     pub async fn publish_due(&self, now: DateTime<Utc>) -> Result<Vec<Published>, BrokerError> {
         let grace = TimeDelta::from_std(self.grace).unwrap_or(TimeDelta::MAX);
         let mut published = Vec::new();
-        for (code, schedule) in &self.schedules {
+        if let Some(runner) = &self.live
+            && let Err(e) = runner.refresh_overrides().await
+        {
+            tracing::warn!(error = %e, "Could not read the schedule overrides; keeping the last ones read");
+        }
+        for (code, schedule) in self.effective() {
             let Some(tick) = schedule.latest_at_or_before(now) else {
                 continue;
             };
@@ -129,7 +163,7 @@ impl Beat {
                 tracing::info!(job.code = %code, %tick, task.id = %task_id, "Published a due tick");
             }
             published.push(Published {
-                code: code.clone(),
+                code: code.to_owned(),
                 tick,
                 task_id,
                 by_us,
@@ -140,7 +174,7 @@ impl Beat {
 
     /// The next instant after `now` when some job has a tick.
     pub fn next_tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedules
+        self.effective()
             .iter()
             .filter_map(|(_, s)| s.next_after(now))
             .min()
@@ -150,8 +184,20 @@ impl Beat {
     /// published yet), then at each next tick. A broker error is logged and retried.
     pub async fn run(self) {
         let mut due_at = Some(self.clock.now());
+        let mut checked = std::time::Instant::now();
         while !self.stop.load(Ordering::SeqCst) {
             let now = self.clock.now();
+            if let Some(runner) = &self.live
+                && checked.elapsed() >= OVERRIDE_POLL
+            {
+                checked = std::time::Instant::now();
+                match runner.refresh_overrides().await {
+                    // Plan again from now: a tick at or before the change never counts.
+                    Ok(true) => due_at = Some(now),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "Could not check the schedule overrides"),
+                }
+            }
             if due_at.is_some_and(|at| at <= now) {
                 match self.publish_due(now).await {
                     Ok(_) => due_at = self.next_tick(now),

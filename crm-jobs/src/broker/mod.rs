@@ -6,7 +6,7 @@
 //! outcome where Celery clients read results. Python Celery speaks to the same Redis: its
 //! `send_task('crm.tasks.generate_crm_report')` is run by our worker and its
 //! `AsyncResult.get()` reads our result; its workers accept our beat's messages; Flower sees
-//! the queue.
+//! our workers and their tasks through Celery's monitoring events.
 //!
 //! # Why our own thin protocol code rather than the `celery` crate
 //!
@@ -30,6 +30,7 @@
 //!   the message in `unacked`, and any worker restores it after the visibility timeout.
 
 mod beat;
+mod events;
 mod message;
 mod transport;
 mod worker;

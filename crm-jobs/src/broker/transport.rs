@@ -195,6 +195,20 @@ impl Broker {
         Ok(published == 1)
     }
 
+    /// PUBLISHes a monitoring event's envelope on `channel` (already prefixed).
+    pub(crate) async fn publish_event(
+        &self,
+        channel: &str,
+        envelope: &Value,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = self
+            .conn
+            .clone()
+            .publish(channel, envelope.to_string())
+            .await?;
+        Ok(())
+    }
+
     /// Waits up to `wait` for a message (on `conn`, which it blocks) and records it as
     /// unacknowledged. `None` if none came.
     pub(crate) async fn fetch(

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crm_core::ledger::{JobRun, RunKind, RunOutcome};
 use serde_json::{Value, json};
 
+use super::events::{Events, HEARTBEAT_SECS};
 use super::transport::{Broker, Delivery};
 use super::{BrokerError, TaskMessage};
 use crate::runner::{RunReport, RunStatus, Runner, RunnerError};
@@ -31,8 +32,9 @@ const MAX_ATTEMPTS: u32 = 10;
 pub enum Handled {
     /// The job ran (or its tick had already run elsewhere); acknowledged, result written.
     Ran(RunReport),
-    /// The job does not run in parallel and is running for another tick, or the message's eta
-    /// is still ahead: put back on the queue.
+    /// The job does not run in parallel and is running for another tick, the tick itself is
+    /// being run by another worker (which may have died), or the message's eta is still ahead:
+    /// put back on the queue.
     Requeued {
         /// The task id.
         id: String,
@@ -105,6 +107,17 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     unknown_seen: Arc<Mutex<HashSet<String>>>,
     counters: Arc<Counters>,
+    in_flight: Arc<AtomicU64>,
+    events: Arc<Events>,
+}
+
+/// The name this worker goes by in Celery's monitoring (Flower): `crm-<pid>@<host>`.
+fn worker_hostname() -> String {
+    format!(
+        "crm-{}@{}",
+        std::process::id(),
+        gethostname::gethostname().to_string_lossy()
+    )
 }
 
 fn failure_result(exc_type: &str, module: &str, message: &str) -> Value {
@@ -115,6 +128,7 @@ impl Worker {
     /// A worker over `broker` running the runner's jobs, one at a time until
     /// [`Worker::concurrency`] says otherwise.
     pub fn new(broker: Broker, runner: Arc<Runner>) -> Self {
+        let events = Arc::new(Events::new(broker.clone(), worker_hostname(), false));
         Self {
             broker,
             runner,
@@ -122,7 +136,23 @@ impl Worker {
             stop: Arc::new(AtomicBool::new(false)),
             unknown_seen: Arc::default(),
             counters: Arc::default(),
+            in_flight: Arc::default(),
+            events,
         }
+    }
+
+    /// Also sends Celery's task events (received, started, succeeded, failed) for Flower, as
+    /// `celery worker -E` does. Worker heartbeats are always sent.
+    #[must_use]
+    pub fn task_events(mut self, on: bool) -> Self {
+        let hostname = self.events.hostname().to_owned();
+        self.events = Arc::new(Events::new(self.broker.clone(), hostname, on));
+        self
+    }
+
+    /// The name this worker goes by in Celery's monitoring (Flower).
+    pub fn hostname(&self) -> &str {
+        self.events.hostname()
     }
 
     /// How many messages it handles at once (at least 1).
@@ -142,6 +172,27 @@ impl Worker {
     /// Consumes until stopped through a [`WorkerHandle`]; then lets the running tasks finish.
     /// Losing the broker is logged and retried, never fatal.
     pub async fn run(self) -> WorkerSummary {
+        self.events.heartbeat("worker-online", 0, 0).await;
+        let heart = {
+            let worker = self.clone();
+            async_std::task::spawn(async move {
+                let mut last = std::time::Instant::now();
+                while !worker.stop.load(Ordering::SeqCst) {
+                    async_std::task::sleep(Duration::from_millis(200)).await;
+                    if last.elapsed().as_secs_f64() >= HEARTBEAT_SECS {
+                        last = std::time::Instant::now();
+                        worker
+                            .events
+                            .heartbeat(
+                                "worker-heartbeat",
+                                worker.in_flight.load(Ordering::Relaxed),
+                                worker.counters.received.load(Ordering::Relaxed),
+                            )
+                            .await;
+                    }
+                }
+            })
+        };
         let slots: Vec<_> = (0..self.concurrency)
             .map(|slot| {
                 let worker = self.clone();
@@ -149,6 +200,9 @@ impl Worker {
             })
             .collect();
         futures::future::join_all(slots).await;
+        heart.await;
+        let processed = self.counters.received.load(Ordering::Relaxed);
+        self.events.heartbeat("worker-offline", 0, processed).await;
         WorkerSummary {
             received: self.counters.received.load(Ordering::Relaxed),
             succeeded: self.counters.succeeded.load(Ordering::Relaxed),
@@ -211,7 +265,12 @@ impl Worker {
                     reason: reason.0,
                 }
             }
-            Delivery::Message { message, raw } => self.handle_message(message, &raw).await?,
+            Delivery::Message { message, raw } => {
+                self.in_flight.fetch_add(1, Ordering::Relaxed);
+                let handled = self.handle_message(message, &raw).await;
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
+                handled?
+            }
         };
         match &handled {
             Handled::Ran(report) if report.status == RunStatus::Succeeded => {
@@ -289,6 +348,18 @@ impl Worker {
             Some(tick) => (tick, RunKind::Scheduled),
             None => (self.broker.first_seen(&id, now).await?, RunKind::Manual),
         };
+        self.events
+            .send(
+                "task-received",
+                json!({
+                    "uuid": id, "name": message.task, "args": "()", "kwargs": "{}",
+                    "root_id": id, "parent_id": null, "retries": 0,
+                    "eta": message.eta.map(|t| t.to_rfc3339()),
+                    "expires": message.expires.map(|t| t.to_rfc3339()),
+                }),
+            )
+            .await;
+        self.events.send("task-started", json!({"uuid": id})).await;
         let (report, holder) = match self.run_tick(code, tick, kind).await {
             Ok(ran) => ran,
             Err(e) => {
@@ -304,6 +375,13 @@ impl Worker {
                 self.broker
                     .store_result(&id, "SUCCESS", Value::from(report.message.as_str()), None)
                     .await?;
+                let runtime = report.duration.unwrap_or_default().as_secs_f64();
+                self.events
+                    .send(
+                        "task-succeeded",
+                        json!({"uuid": id, "result": format!("{:?}", report.message), "runtime": runtime}),
+                    )
+                    .await;
             }
             RunStatus::Failed => {
                 self.broker
@@ -314,6 +392,12 @@ impl Worker {
                         Some(&report.message),
                     )
                     .await?;
+                self.events
+                    .send(
+                        "task-failed",
+                        json!({"uuid": id, "exception": format!("RuntimeError({:?})", report.message), "traceback": report.message}),
+                    )
+                    .await;
             }
             RunStatus::Busy => {
                 async_std::task::sleep(HOLD_UP).await;
@@ -330,9 +414,23 @@ impl Worker {
                     reason: report.message,
                 });
             }
-            // Taken: the tick ran (or runs) elsewhere. A finished run's outcome is written
-            // again (the same result); a running one writes its own when done. Skipped does
-            // not come from run_at.
+            // Taken by a run still going: that run may be a killed worker's whose lease has
+            // not run out yet. Put the message back until the run ends (then it is
+            // acknowledged) or is found abandoned (then this message runs the next attempt).
+            RunStatus::Taken
+                if holder
+                    .as_ref()
+                    .is_none_or(|run| run.outcome == RunOutcome::Running) =>
+            {
+                async_std::task::sleep(HOLD_UP).await;
+                self.broker.requeue(&message.delivery_tag, raw).await?;
+                return Ok(Handled::Requeued {
+                    id,
+                    reason: format!("the tick is being run: {}", report.message),
+                });
+            }
+            // Taken: the tick ran elsewhere. Its outcome is written again (the same result).
+            // Skipped does not come from run_at.
             _ => {
                 tracing::info!(task.id = %id, job.code = %code, "Tick already claimed; message acknowledged without a second run");
                 let message = holder

@@ -1,0 +1,259 @@
+//! `crm beat` and `crm worker` as an operator runs them: the real binary against the real Redis
+//! (127.0.0.1:6379, or `CRM_TEST_REDIS_URL`), each test under its own key prefix, killed the
+//! hard way. Without Redis these tests fail when `CI=true` and are skipped otherwise.
+
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn redis_url() -> String {
+    std::env::var("CRM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A key prefix of its own, deleted (every key under it) when the test ends.
+struct Prefix {
+    prefix: String,
+    conn: redis::Connection,
+}
+
+impl Prefix {
+    fn new() -> Option<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let prefix = format!("crm_cli_t_{}_{nanos}:", std::process::id());
+        match redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            Ok(conn) => Some(Self { prefix, conn }),
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("SKIPPED: Redis is not reachable at {} ({e})", redis_url());
+                None
+            }
+            Err(e) => panic!("Redis is required (CI=true) at {}: {e}", redis_url()),
+        }
+    }
+
+    fn len(&mut self, kind: &str, key: &str) -> usize {
+        redis::cmd(kind)
+            .arg(format!("{}{key}", self.prefix))
+            .query(&mut self.conn)
+            .unwrap()
+    }
+
+    fn keys(&mut self, pattern: &str) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(format!("{}{pattern}", self.prefix))
+            .query(&mut self.conn)
+            .unwrap()
+    }
+
+    fn get(&mut self, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query(&mut self.conn).unwrap()
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let keys = self.keys("*");
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut self.conn);
+        }
+    }
+}
+
+/// A child process that is killed and reaped if the test ends early.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn crm(dir: &Path, prefix: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CRM_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .current_dir(dir)
+        .env("CRM_LOG_DIR", dir.join("logs"))
+        .env("CRM_TIME_ZONE", "UTC")
+        .env("CRM_BROKER_URL", redis_url())
+        .env("CRM_BROKER_KEY_PREFIX", prefix)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null());
+    command
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for a child to exit on its own; its stderr (piped) is returned.
+fn exits_within(child: &mut KillOnDrop, limit: Duration) -> (Option<i32>, String) {
+    wait_until("the process to exit", limit, || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    let mut err = String::new();
+    if let Some(mut stderr) = child.0.stderr.take() {
+        stderr.read_to_string(&mut err).unwrap();
+    }
+    (child.0.wait().unwrap().code(), err)
+}
+
+#[test]
+fn a_worker_killed_mid_task_has_its_tick_run_once_by_another_and_beat_and_worker_stop_on_sigterm() {
+    let Some(mut redis) = Prefix::new() else {
+        return;
+    };
+    let prefix = redis.prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let migrate = crm(dir, &prefix).arg("migrate").output().unwrap();
+    assert!(migrate.status.success());
+
+    // The real server, for the worker that survives.
+    let mut server = KillOnDrop(
+        crm(dir, &prefix)
+            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo-data"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("serve printed no URL: {line:?}"))
+        .to_owned();
+    // An endpoint that accepts and never answers: the doomed worker's heartbeat hangs on it.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}/graphql", silent.local_addr().unwrap());
+
+    // Beat publishes the heartbeat's current tick (within its grace), then stops on SIGTERM.
+    let mut beat = KillOnDrop(
+        crm(dir, &prefix)
+            .arg("beat")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("beat to publish", Duration::from_secs(20), || {
+        redis.len("LLEN", "celery") >= 1
+    });
+    sigterm(&beat.0);
+    let (code, _) = exits_within(&mut beat, Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+
+    // The doomed worker takes the heartbeat and is killed -9 while it waits for GraphQL.
+    let mut doomed = KillOnDrop(
+        crm(dir, &prefix)
+            .args([
+                "worker",
+                "-c",
+                "1",
+                "--visibility-timeout",
+                "2",
+                "--lease",
+                "2",
+            ])
+            .env("CRM_GRAPHQL_URL", &silent_url)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "the doomed worker to take a task",
+        Duration::from_secs(20),
+        || redis.len("HLEN", "unacked") >= 1,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    doomed.0.kill().unwrap();
+    doomed.0.wait().unwrap();
+    let heartbeat_log = dir.join("logs/crm_heartbeat_log.txt");
+    assert_eq!(read(&heartbeat_log), "", "the killed run wrote nothing");
+
+    // Another worker restores the unacknowledged message after the visibility timeout and,
+    // the dead run's lease over, runs the tick as its second attempt.
+    let mut survivor = KillOnDrop(
+        crm(dir, &prefix)
+            .args([
+                "worker",
+                "-c",
+                "2",
+                "--visibility-timeout",
+                "2",
+                "--lease",
+                "2",
+            ])
+            .env("CRM_GRAPHQL_URL", &url)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let results = wait_until_some(Duration::from_secs(40), || {
+        let keys = redis.keys("celery-task-meta-crm.tasks.log_crm_heartbeat@*");
+        let key = keys.first()?;
+        redis.get(key).filter(|r| r.contains("SUCCESS"))
+    });
+    let result: serde_json::Value = serde_json::from_str(&results).unwrap();
+    assert_eq!(result["status"], "SUCCESS");
+    assert_eq!(result["result"], "CRM is alive");
+    let log = read(&heartbeat_log);
+    assert_eq!(log.lines().count(), 1, "{log}");
+    assert!(log.ends_with(" CRM is alive\n"), "{log}");
+    assert_eq!(redis.len("HLEN", "unacked"), 0);
+
+    sigterm(&survivor.0);
+    let (code, err) = exits_within(&mut survivor, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("Worker stopped"), "{err}");
+
+    let history = crm(dir, &prefix)
+        .args(["jobs", "history", "log_crm_heartbeat"])
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains("abandoned"), "{history}");
+    assert!(history.contains("succeeded"), "{history}");
+    drop(silent);
+}
+
+fn read(path: &PathBuf) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn wait_until_some<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

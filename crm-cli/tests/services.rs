@@ -1,0 +1,440 @@
+//! Operators' run-time controls and running `crm` as a service, with the real binary: `crm jobs
+//! enable|disable|schedule|at` (and their refusals, exit 2), a running scheduler obeying a
+//! change made by another `crm` process, SIGHUP and SIGTERM, and the example systemd units
+//! and Supervisord programs (`systemd-analyze verify`, and every command line they start is a
+//! real `crm` subcommand).
+
+use std::io::{BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const CRM: &str = env!("CARGO_BIN_EXE_crm");
+
+/// The repository's root (examples live there).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// `crm` in `dir`, with none of the caller's `CRM_*` settings, logs in `dir`, times in UTC.
+fn crm(dir: &Path) -> Command {
+    let mut command = Command::new(CRM);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CRM_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .current_dir(dir)
+        .env("CRM_LOG_DIR", dir)
+        .env("CRM_TIME_ZONE", "UTC")
+        .env("USER", "operator")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null());
+    command
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    crm(dir).args(args).output().expect("crm runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// The `jobs list` row of `code`.
+fn list_row(dir: &Path, code: &str) -> String {
+    let output = run(dir, &["jobs", "list"]);
+    assert_exit(&output, 0);
+    stdout(&output)
+        .lines()
+        .find(|l| l.starts_with(code))
+        .unwrap_or_else(|| panic!("no row for {code}"))
+        .to_owned()
+}
+
+#[test]
+fn operators_pause_reschedule_and_add_runs_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+
+    let paused = run(dir, &["jobs", "disable", "log_crm_heartbeat"]);
+    assert_exit(&paused, 0);
+    assert!(
+        stdout(&paused).contains("log_crm_heartbeat: paused"),
+        "{}",
+        stdout(&paused)
+    );
+    let row = list_row(dir, "log_crm_heartbeat");
+    assert!(row.contains("paused"), "{row}");
+    assert!(!row.contains("missed"), "{row}");
+
+    let resumed = run(dir, &["jobs", "enable", "log_crm_heartbeat"]);
+    assert_exit(&resumed, 0);
+    assert!(
+        stdout(&resumed).contains("next run"),
+        "{}",
+        stdout(&resumed)
+    );
+    assert!(!list_row(dir, "log_crm_heartbeat").contains("paused"));
+
+    // Words as separate arguments or one quoted argument, the same.
+    let replaced = run(
+        dir,
+        &[
+            "jobs",
+            "schedule",
+            "send_order_reminders",
+            "every",
+            "10",
+            "minutes",
+        ],
+    );
+    assert_exit(&replaced, 0);
+    let row = list_row(dir, "send_order_reminders");
+    assert!(row.contains("every 10 minutes in UTC (override)"), "{row}");
+    let restored = run(
+        dir,
+        &["jobs", "schedule", "send_order_reminders", "--default"],
+    );
+    assert_exit(&restored, 0);
+    let row = list_row(dir, "send_order_reminders");
+    assert!(row.contains("0 8 * * * in UTC"), "{row}");
+    assert!(!row.contains("override"), "{row}");
+
+    let one_off = run(
+        dir,
+        &[
+            "jobs",
+            "at",
+            "update_low_stock",
+            "2031-01-02T03:04:05+01:00",
+        ],
+    );
+    assert_exit(&one_off, 0);
+    assert!(
+        stdout(&one_off).contains("one-off run at 2031-01-02 02:04:05 UTC"),
+        "{}",
+        stdout(&one_off)
+    );
+
+    // Refusals: exit 2, one line naming the reason, nothing stored.
+    for (args, reason) in [
+        (
+            &["jobs", "schedule", "send_order_reminders", "61 * * * *"][..],
+            "'61 * * * *'",
+        ),
+        (
+            &[
+                "jobs",
+                "schedule",
+                "send_order_reminders",
+                "0 8 * * * in Mars/Base",
+            ][..],
+            "Mars/Base",
+        ),
+        (&["jobs", "disable", "no_such_job"][..], "'no_such_job'"),
+        (&["jobs", "enable", "no_such_job"][..], "'no_such_job'"),
+        (
+            &["jobs", "schedule", "no_such_job", "--default"][..],
+            "'no_such_job'",
+        ),
+        (
+            &["jobs", "at", "no_such_job", "2031-01-01T00:00:00Z"][..],
+            "'no_such_job'",
+        ),
+        (
+            &["jobs", "at", "update_low_stock", "tomorrow"][..],
+            "RFC 3339",
+        ),
+        (
+            &["jobs", "at", "update_low_stock", "2001-01-01T00:00:00Z"][..],
+            "in the past",
+        ),
+    ] {
+        let output = run(dir, args);
+        assert_exit(&output, 2);
+        let err = stderr(&output);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(reason), "{args:?}: {err}");
+    }
+    let row = list_row(dir, "send_order_reminders");
+    assert!(row.contains("0 8 * * * in UTC"), "nothing stored: {row}");
+
+    // Who changed what is on record, in the database the CLI uses.
+    let db = async_std::task::block_on(crm_core::Database::connect(&format!(
+        "sqlite://{}",
+        dir.join("crm.db").display()
+    )))
+    .unwrap();
+    let audit =
+        async_std::task::block_on(crm_core::overrides::OverrideStore::audit(&db, None, 100))
+            .unwrap();
+    let actions: Vec<_> = audit
+        .iter()
+        .rev()
+        .map(|e| (e.actor.as_str(), e.code.as_str(), e.action.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("cli:operator", "log_crm_heartbeat", "disable"),
+            ("cli:operator", "log_crm_heartbeat", "enable"),
+            ("cli:operator", "send_order_reminders", "schedule"),
+            ("cli:operator", "send_order_reminders", "default_schedule"),
+            ("cli:operator", "update_low_stock", "run_at"),
+        ]
+    );
+}
+
+/// A child process that is killed and reaped if the test ends early.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `stderr` until a line contains `what` (or the stream ends: a failure).
+fn wait_for_line(stderr: &mut impl std::io::BufRead, what: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "ended before printing {what:?}: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains(what) {
+            return seen;
+        }
+    }
+}
+
+#[test]
+fn a_running_scheduler_obeys_a_one_off_run_added_by_another_crm_and_survives_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    assert_exit(&run(dir, &["migrate"]), 0);
+    // Nothing serves GraphQL here: the heartbeat then fails fast, and is recorded all the same.
+    let mut scheduler = KillOnDrop(
+        crm(dir)
+            .args(["--graphql-url", "http://127.0.0.1:9/graphql", "scheduler"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(scheduler.0.stderr.take().unwrap());
+    wait_for_line(&mut stderr, "Scheduler started");
+
+    // SIGHUP is not fatal: logged, ignored.
+    let hup = Command::new("kill")
+        .args(["-HUP", &scheduler.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for_line(&mut stderr, "SIGHUP received");
+
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_rfc3339();
+    let asked = run(dir, &["jobs", "at", "log_crm_heartbeat", &at]);
+    assert_exit(&asked, 0);
+    let started = Instant::now();
+    loop {
+        let history = run(dir, &["jobs", "history", "log_crm_heartbeat"]);
+        assert_exit(&history, 0);
+        if stdout(&history).contains("manual") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the scheduler never ran the one-off run: {}",
+            stdout(&history)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        scheduler.0.try_wait().unwrap().is_none(),
+        "still running after SIGHUP"
+    );
+    let term = Command::new("kill")
+        .args(["-TERM", &scheduler.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("Scheduler stopped"), "{rest}");
+    assert!(scheduler.0.wait().unwrap().success());
+}
+
+fn unit_files() -> Vec<PathBuf> {
+    let mut units: Vec<_> = std::fs::read_dir(root().join("examples/systemd"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "service"))
+        .collect();
+    units.sort();
+    units
+}
+
+#[test]
+fn the_systemd_units_start_serve_with_the_scheduler_a_worker_and_a_beat_hardened() {
+    let units = unit_files();
+    let names: Vec<_> = units
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "crm-beat.service",
+            "crm-serve.service",
+            "crm-worker.service"
+        ]
+    );
+    for unit in &units {
+        let text = std::fs::read_to_string(unit).unwrap();
+        for setting in [
+            "Restart=on-failure",
+            "User=crm",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "EnvironmentFile=/etc/crm/crm.env",
+            "KillSignal=SIGTERM",
+            "TimeoutStopSec=",
+            "LogsDirectory=crm",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(setting)),
+                "{}: no {setting}",
+                unit.display()
+            );
+        }
+    }
+}
+
+/// The arguments after the `crm` binary of each command line a unit or program starts.
+fn service_command_lines() -> Vec<(String, Vec<String>)> {
+    let mut lines = Vec::new();
+    for unit in unit_files() {
+        for line in std::fs::read_to_string(&unit).unwrap().lines() {
+            if let Some(command) = line.strip_prefix("ExecStart=") {
+                lines.push((unit.display().to_string(), command.to_owned()));
+            }
+        }
+    }
+    let supervisord = root().join("examples/supervisord/crm.conf");
+    for line in std::fs::read_to_string(&supervisord).unwrap().lines() {
+        if let Some(command) = line.strip_prefix("command=") {
+            lines.push((supervisord.display().to_string(), command.to_owned()));
+        }
+    }
+    lines
+        .into_iter()
+        .map(|(file, command)| {
+            let mut words = command.split_whitespace().map(str::to_owned);
+            assert_eq!(
+                words.next().as_deref(),
+                Some("/usr/local/bin/crm"),
+                "{file}: {command}"
+            );
+            (file, words.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn every_command_line_the_examples_start_is_a_real_crm_subcommand() {
+    let lines = service_command_lines();
+    assert_eq!(lines.len(), 6, "three units, three programs");
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("crm.env");
+    std::fs::write(&env_file, "CRM_TIME_ZONE=UTC\n").unwrap();
+    for (file, args) in lines {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| {
+                if a == "/etc/crm/crm.env" {
+                    env_file.display().to_string()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        // Unknown subcommands or flags make clap fail before it gets to --help.
+        let output = crm(dir.path()).args(&args).arg("--help").output().unwrap();
+        assert_exit(&output, 0);
+        assert!(
+            stdout(&output).contains("Usage: crm"),
+            "{file}: crm {args:?}: {}",
+            stdout(&output)
+        );
+    }
+    let started: Vec<_> = service_command_lines()
+        .into_iter()
+        .filter_map(|(_, args)| {
+            args.iter()
+                .find(|a| ["serve", "worker", "beat"].contains(&a.as_str()))
+                .cloned()
+        })
+        .collect();
+    assert_eq!(
+        started,
+        ["beat", "serve", "worker", "serve", "worker", "beat"]
+    );
+}
+
+#[test]
+fn systemd_analyze_verify_accepts_the_units() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        println!("skipped: systemd-analyze is not installed here");
+        return;
+    };
+    assert!(version.status.success());
+    // The units name the installed path; verify checks that the binary exists, so it gets a
+    // copy pointing at the one just built (the previous test checks the arguments).
+    let dir = tempfile::tempdir().unwrap();
+    let mut copies = Vec::new();
+    for unit in unit_files() {
+        let text = std::fs::read_to_string(&unit)
+            .unwrap()
+            .replace("/usr/local/bin/crm", CRM);
+        let copy = dir.path().join(unit.file_name().unwrap());
+        std::fs::write(&copy, text).unwrap();
+        copies.push(copy);
+    }
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&copies)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+}
