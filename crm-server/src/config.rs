@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use crm_core::overrides::JobControl;
 
 /// The address the contract names: `127.0.0.1:8000`.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 
-/// Where "now" comes from: the default orders date of `createOrder`. Injected so tests can fix
-/// the time.
+/// Where "now" comes from: the order date `createOrder` uses when none is given. Injected so
+/// tests can fix the time.
 #[derive(Clone)]
 pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
 
@@ -74,6 +75,10 @@ pub struct ServerConfig {
     pub max_bulk_customers: usize,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// The scheduled jobs' run-time controls behind `setJobEnabled`, `setJobSchedule` and
+    /// `scheduleJobRun` (the jobs crate's runner over the same database). Without it those
+    /// mutations answer that job control is not configured. Default none.
+    pub job_control: Option<Arc<dyn JobControl>>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +94,7 @@ impl Default for ServerConfig {
             max_page_size: 100,
             max_bulk_customers: 1_000,
             clock: Clock::system(),
+            job_control: None,
         }
     }
 }
@@ -104,6 +110,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_depth", &self.max_depth)
             .field("max_page_size", &self.max_page_size)
             .field("max_bulk_customers", &self.max_bulk_customers)
+            .field("job_control", &self.job_control.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_std::sync::Mutex;
+use crm_core::overrides::JobControl;
 use crm_core::{CrmStore, Customer, CustomerId, Order, OrderId, Product, Totals};
 
 use crate::config::Clock;
@@ -17,6 +18,7 @@ pub struct Context {
     clock: Clock,
     max_page_size: u64,
     max_bulk_customers: usize,
+    job_control: Option<Arc<dyn JobControl>>,
     loader: Mutex<OrderLoader>,
     totals: Mutex<Option<Totals>>,
 }
@@ -55,6 +57,7 @@ impl Context {
         clock: Clock,
         max_page_size: u64,
         max_bulk_customers: usize,
+        job_control: Option<Arc<dyn JobControl>>,
     ) -> Self {
         Self {
             store,
@@ -62,6 +65,7 @@ impl Context {
             clock,
             max_page_size,
             max_bulk_customers,
+            job_control,
             loader: Mutex::new(OrderLoader::default()),
             totals: Mutex::new(None),
         }
@@ -81,6 +85,16 @@ impl Context {
 
     pub(crate) fn max_bulk_customers(&self) -> usize {
         self.max_bulk_customers
+    }
+
+    /// The jobs' run-time controls, or a clear error when this server has none.
+    pub(crate) fn job_control(&self) -> Result<&dyn JobControl, ApiError> {
+        self.job_control.as_deref().ok_or_else(|| {
+            ApiError::validation(
+                "code",
+                "job control is not configured on this server (start it with `crm serve`)",
+            )
+        })
     }
 
     /// Refuses a mutation unless the request may write. Called first in every mutation, so a

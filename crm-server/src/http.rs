@@ -331,6 +331,7 @@ async fn execute(
         state.config.clock.clone(),
         state.config.max_page_size,
         state.config.max_bulk_customers,
+        state.config.job_control.clone(),
     );
     let executed = AssertUnwindSafe(batch.execute(&state.schema, &context))
         .catch_unwind()

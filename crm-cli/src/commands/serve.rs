@@ -15,9 +15,19 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
         seed_if_empty(&db).await?;
     }
     let store: Arc<dyn CrmStore> = Arc::new(db.clone());
+    // The API's setJobEnabled/setJobSchedule/scheduleJobRun change the jobs of this database
+    // (validated against the registered jobs); every scheduler picks the changes up live.
+    let job_control = match jobs::jobs_config(settings).and_then(|c| jobs::runner(&db, &c)) {
+        Ok(runner) => Some(Arc::new(runner) as Arc<dyn crm_core::overrides::JobControl>),
+        Err(e) => {
+            tracing::warn!(error = %e, "Job control unavailable through the API");
+            None
+        }
+    };
     let config = ServerConfig {
         bind: args.bind,
         api_token: settings.api_token.clone(),
+        job_control,
         ..ServerConfig::default()
     };
     let server = BoundServer::bind(store, config)
