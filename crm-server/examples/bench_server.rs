@@ -4,11 +4,13 @@
 //! (`SeedConfig::demo`), serves the CRM API on a free port, and beside it a bare tide app whose
 //! handlers answer fixed bytes: the API's own answers to the two benchmark requests (the floor:
 //! HTTP and tide without GraphQL or the database; connections set up the same way, with
-//! `TCP_NODELAY`). Then it runs `wrk` (64 connections, 2
-//! threads, 10 s by default) on each and prints a Markdown table.
+//! `TCP_NODELAY`). It first times one request at a time in process (no HTTP) and the orders
+//! request's store calls, then runs `wrk` (64 connections, 2 threads) on each server: ROUNDS
+//! rounds (default 5) of SECONDS (default 5) each, the two servers taking turns so that drifting
+//! load on a shared machine hits both alike. It prints Markdown tables (medians).
 //!
 //! ```text
-//! cargo run --release -p crm-server --example bench_server [-- SECONDS]
+//! cargo run --release -p crm-server --example bench_server [-- SECONDS [ROUNDS]]
 //! ```
 //! Needs `wrk` on the PATH (`apt-get install wrk`).
 
@@ -17,15 +19,19 @@ use std::sync::Arc;
 
 use async_std::io::{ReadExt as _, WriteExt as _};
 use async_std::net::{TcpListener, TcpStream};
-use chrono::{Duration, SecondsFormat, Utc};
-use crm_core::{Database, SeedConfig, seed};
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use crm_core::{CrmStore, Database, OrderField, OrderFilter, PageRequest, SeedConfig, Sort, seed};
 use crm_server::{BoundServer, ServerConfig};
+use tide::http::{Method, Request, Url};
 
 const CONNECTIONS: u32 = 64;
 
 #[async_std::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let seconds: u32 = std::env::args().nth(1).map_or(Ok(10), |s| s.parse())?;
+    let seconds: u32 = std::env::args().nth(1).map_or(Ok(5), |s| s.parse())?;
+    let rounds: u32 = std::env::args().nth(2).map_or(Ok(5), |s| s.parse())?;
     let dir = tempfile_dir()?;
     let url = format!("sqlite://{}/bench.db", dir.display());
     let db = Database::connect(&url).await?;
@@ -37,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         bind: "127.0.0.1:0".parse()?,
         ..ServerConfig::default()
     };
-    let server = BoundServer::bind(Arc::new(db), config).await?;
+    let server = BoundServer::bind(Arc::new(db.clone()), config).await?;
     let api = server.local_addr();
     async_std::task::spawn(server.run());
 
@@ -66,21 +72,108 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let floor_addr = floor_listener.local_addr()?;
     async_std::task::spawn(serve_floor(floor, floor_listener));
 
+    breakdown(&db, &hello, &orders, now).await?;
+
+    // Load on a shared machine drifts: the two servers take turns, several short rounds each,
+    // and the table shows medians and the spread of the per-round ratio.
     let scripts = [("hello", &hello), ("orders", &orders)];
-    println!("| request | server | requests/s | p99 latency |");
-    println!("|---|---|---:|---:|");
+    println!(
+        "| request | crm-server requests/s | floor requests/s | crm-server / floor (median, range) | crm-server p99 | floor p99 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
     for (name, body) in scripts {
         let script = dir.join(format!("{name}.lua"));
         std::fs::write(&script, wrk_script(body))?;
-        for (server, url) in [
-            ("crm-server", format!("http://{api}/graphql")),
-            ("bare tide (floor)", format!("http://{floor_addr}/{name}")),
-        ] {
-            let (rps, p99) = run_wrk(&script, &url, seconds)?;
-            println!("| {name} | {server} | {rps} | {p99} |");
+        let ours_url = format!("http://{api}/graphql");
+        let floor_url = format!("http://{floor_addr}/{name}");
+        let (mut ours, mut floor, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (a, b) = if round % 2 == 0 {
+                let a = run_wrk(&script, &ours_url, seconds)?;
+                (a, run_wrk(&script, &floor_url, seconds)?)
+            } else {
+                let b = run_wrk(&script, &floor_url, seconds)?;
+                (run_wrk(&script, &ours_url, seconds)?, b)
+            };
+            eprintln!("{name} round {round}: ours {a:?}, floor {b:?}");
+            ratios.push(a.0 / b.0);
+            ours.push(a);
+            floor.push(b);
         }
+        let rps = |runs: &[(f64, f64)]| median(runs.iter().map(|r| r.0).collect());
+        let p99 = |runs: &[(f64, f64)]| median(runs.iter().map(|r| r.1).collect());
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} % ({:.0}–{:.0} %) | {:.1} ms | {:.1} ms |",
+            rps(&ours),
+            rps(&floor),
+            100.0 * median(ratios.clone()),
+            100.0 * low,
+            100.0 * high,
+            p99(&ours),
+            p99(&floor)
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
+
+/// Where one request's time goes, in process and one at a time (no HTTP, no concurrency): the
+/// store calls of the orders request, and each whole request through the app (`respond`).
+async fn breakdown(
+    db: &Database,
+    hello: &str,
+    orders: &str,
+    now: DateTime<Utc>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    const RUNS: u32 = 300;
+    let filter = OrderFilter {
+        order_date_gte: Some(now - Duration::days(7)),
+        order_date_lte: Some(now),
+        ..OrderFilter::default()
+    };
+    let sort = [Sort {
+        field: OrderField::OrderDate,
+        descending: false,
+    }];
+    let page = PageRequest {
+        offset: 0,
+        limit: 101,
+    };
+    let started = Instant::now();
+    let mut customer_ids = Vec::new();
+    for _ in 0..RUNS {
+        let page = db.list_orders(&filter, &sort, page).await?;
+        customer_ids = page.iter().map(|o| o.customer_id).collect();
+    }
+    let list = started.elapsed() / RUNS;
+    let started = Instant::now();
+    for _ in 0..RUNS {
+        std::hint::black_box(db.customers_by_ids(&customer_ids).await?);
+    }
+    let customers = started.elapsed() / RUNS;
+    let app = crm_server::app(Arc::new(db.clone()), ServerConfig::default());
+    let mut whole = Vec::new();
+    for body in [hello, orders] {
+        let started = Instant::now();
+        for _ in 0..RUNS {
+            let mut request = Request::new(Method::Post, Url::parse("http://localhost/graphql")?);
+            request.insert_header("Content-Type", "application/json");
+            request.set_body(body.to_owned());
+            let response: tide::http::Response = app.respond(request).await?;
+            std::hint::black_box(response);
+        }
+        whole.push(started.elapsed() / RUNS);
+    }
+    println!("| in process, one at a time | time per call |");
+    println!("|---|---:|");
+    println!("| `hello` request through the app | {:?} |", whole[0]);
+    println!("| orders request through the app | {:?} |", whole[1]);
+    println!("| of which `list_orders` (101 rows) | {list:?} |");
+    println!("| of which `customers_by_ids` | {customers:?} |");
+    println!();
     Ok(())
 }
 
@@ -149,12 +242,12 @@ fn wrk_script(body: &str) -> String {
     )
 }
 
-/// Runs wrk; returns (requests/s, p99 latency) as wrk prints them.
+/// Runs wrk; returns requests per second and the p99 latency in milliseconds.
 fn run_wrk(
     script: &std::path::Path,
     url: &str,
     seconds: u32,
-) -> Result<(String, String), Box<dyn std::error::Error>> {
+) -> Result<(f64, f64), Box<dyn std::error::Error>> {
     let output = Command::new("wrk")
         .args([
             "-t2",
@@ -182,9 +275,29 @@ fn run_wrk(
             .map(str::trim)
             .find_map(|l| l.strip_prefix(prefix))
             .map(|v| v.trim().to_owned())
-            .unwrap_or_else(|| "?".into())
+            .ok_or_else(|| format!("no `{prefix}` in wrk's output: {text}"))
     };
-    Ok((field("Requests/sec:"), field("99%")))
+    let rps: f64 = field("Requests/sec:")?.parse()?;
+    Ok((rps, milliseconds(&field("99%")?)?))
+}
+
+/// wrk's `850.00us`, `23.83ms` or `1.05s` in milliseconds.
+fn milliseconds(text: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return Err(format!("unknown latency unit in `{text}`").into());
+    };
+    Ok(number.parse::<f64>()? * scale)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {

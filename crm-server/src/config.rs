@@ -10,8 +10,8 @@ use crm_core::overrides::JobControl;
 /// The address the contract names: `127.0.0.1:8000`.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
 
-/// Where "now" comes from: the default orders date of `createOrder`. Injected so tests can fix
-/// the time.
+/// Where "now" comes from: the order date `createOrder` uses when none is given. Injected so
+/// tests can fix the time.
 #[derive(Clone)]
 pub struct Clock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
 

@@ -402,6 +402,40 @@ impl Broker {
         result: Value,
         traceback: Option<&str>,
     ) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        self.result_commands(&mut pipe, id, status, result, traceback);
+        let _: () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// [`Broker::store_result`] and [`Broker::ack`] in one Redis step: a worker dying between
+    /// the two cannot leave a written result with its message still to be redelivered.
+    pub async fn store_result_and_ack(
+        &self,
+        id: &str,
+        status: &str,
+        result: Value,
+        traceback: Option<&str>,
+        delivery_tag: &str,
+    ) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        self.result_commands(&mut pipe, id, status, result, traceback);
+        pipe.zrem(self.key("unacked_index"), delivery_tag)
+            .ignore()
+            .hdel(self.key("unacked"), delivery_tag)
+            .ignore();
+        let _: () = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    fn result_commands(
+        &self,
+        pipe: &mut redis::Pipeline,
+        id: &str,
+        status: &str,
+        result: Value,
+        traceback: Option<&str>,
+    ) {
         let meta = json!({
             "status": status,
             "result": result,
@@ -412,15 +446,11 @@ impl Broker {
         })
         .to_string();
         let key = self.result_key(id);
-        let _: () = redis::pipe()
-            .atomic()
+        pipe.atomic()
             .set_ex(&key, &meta, self.config.result_expires.as_secs().max(1))
             .ignore()
             .publish(&key, &meta)
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+            .ignore();
     }
 
     /// Reads a task's result as written by [`Broker::store_result`] (or by a Python worker).

@@ -370,11 +370,9 @@ impl Worker {
                 });
             }
         };
-        match report.status {
+        // The result to write, in the same Redis step as the acknowledgement.
+        let result: Option<(&str, Value, Option<String>)> = match report.status {
             RunStatus::Succeeded => {
-                self.broker
-                    .store_result(&id, "SUCCESS", Value::from(report.message.as_str()), None)
-                    .await?;
                 let runtime = report.duration.unwrap_or_default().as_secs_f64();
                 self.events
                     .send(
@@ -382,22 +380,20 @@ impl Worker {
                         json!({"uuid": id, "result": format!("{:?}", report.message), "runtime": runtime}),
                     )
                     .await;
+                Some(("SUCCESS", Value::from(report.message.as_str()), None))
             }
             RunStatus::Failed => {
-                self.broker
-                    .store_result(
-                        &id,
-                        "FAILURE",
-                        failure_result("RuntimeError", "builtins", &report.message),
-                        Some(&report.message),
-                    )
-                    .await?;
                 self.events
                     .send(
                         "task-failed",
                         json!({"uuid": id, "exception": format!("RuntimeError({:?})", report.message), "traceback": report.message}),
                     )
                     .await;
+                Some((
+                    "FAILURE",
+                    failure_result("RuntimeError", "builtins", &report.message),
+                    Some(report.message.clone()),
+                ))
             }
             RunStatus::Busy => {
                 async_std::task::sleep(HOLD_UP).await;
@@ -433,31 +429,35 @@ impl Worker {
             // Skipped does not come from run_at.
             _ => {
                 tracing::info!(task.id = %id, job.code = %code, "Tick already claimed; message acknowledged without a second run");
-                let message = holder
+                let text = holder
                     .as_ref()
                     .and_then(|run| run.message.clone())
                     .unwrap_or_default();
                 match holder.as_ref().map(|run| run.outcome) {
-                    Some(RunOutcome::Succeeded) => {
-                        self.broker
-                            .store_result(&id, "SUCCESS", Value::from(message), None)
-                            .await?;
-                    }
-                    Some(RunOutcome::Failed) => {
-                        self.broker
-                            .store_result(
-                                &id,
-                                "FAILURE",
-                                failure_result("RuntimeError", "builtins", &message),
-                                Some(&message),
-                            )
-                            .await?;
-                    }
-                    _ => {}
+                    Some(RunOutcome::Succeeded) => Some(("SUCCESS", Value::from(text), None)),
+                    Some(RunOutcome::Failed) => Some((
+                        "FAILURE",
+                        failure_result("RuntimeError", "builtins", &text),
+                        Some(text),
+                    )),
+                    _ => None,
                 }
             }
+        };
+        match result {
+            Some((status, value, traceback)) => {
+                self.broker
+                    .store_result_and_ack(
+                        &id,
+                        status,
+                        value,
+                        traceback.as_deref(),
+                        &message.delivery_tag,
+                    )
+                    .await?;
+            }
+            None => self.broker.ack(&message.delivery_tag).await?,
         }
-        self.broker.ack(&message.delivery_tag).await?;
         Ok(Handled::Ran(report))
     }
 
