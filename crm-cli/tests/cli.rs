@@ -378,6 +378,20 @@ fn a_database_password_never_appears_in_errors() {
 /// Tests that touch the real crontab of the user running them take turns.
 static CRONTAB: Mutex<()> = Mutex::new(());
 
+/// The user's crontab is one per machine: tests in other processes (another checkout's test
+/// run) take turns with ours through an exclusive lock on a file, held until dropped.
+fn crontab_turn() -> (std::sync::MutexGuard<'static, ()>, std::fs::File) {
+    let in_process = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("crm-crontab-tests.lock"))
+        .expect("the crontab lock file");
+    file.lock().expect("the crontab lock");
+    (in_process, file)
+}
+
 /// Saves the user's crontab and puts it back when dropped, whatever the test did.
 struct SavedCrontab(Option<String>);
 
@@ -429,7 +443,7 @@ fn current_crontab() -> String {
 
 #[test]
 fn crontab_add_show_remove_manage_only_our_lines() {
-    let _turn = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = crontab_turn();
     let _saved = SavedCrontab::save();
     let foreign = "# backups\n30 3 * * * /usr/local/bin/backup --all\n";
     install_crontab(foreign);
@@ -486,7 +500,7 @@ fn crontab_add_show_remove_manage_only_our_lines() {
 
 #[test]
 fn crontab_add_refuses_to_write_a_token_into_the_crontab() {
-    let _turn = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = crontab_turn();
     let _saved = SavedCrontab::save();
     install_crontab("");
     let ws = Workspace::new();
@@ -512,7 +526,7 @@ fn crontab_add_refuses_to_write_a_token_into_the_crontab() {
 /// The real cron daemon runs a `* * * * *` heartbeat line and the contract's line appears.
 #[test]
 fn the_cron_daemon_runs_a_heartbeat_line_within_a_minute() {
-    let _turn = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = crontab_turn();
     let _saved = SavedCrontab::save();
     ensure_cron_daemon();
     let ws = Workspace::new();
