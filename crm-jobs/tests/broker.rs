@@ -778,3 +778,63 @@ async fn a_python_event_receiver_sees_our_worker_and_its_tasks_as_flower_would()
         );
     }
 }
+
+#[async_std::test]
+async fn a_message_our_killed_worker_left_unacknowledged_is_restored_and_run_by_python_celery() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let mut job = Recorded::new("log_crm_heartbeat", "*/5 * * * *");
+    job.hang_on_first_attempt = true;
+    let doomed = Worker::new(
+        tb.broker.clone(),
+        runner(job, Arc::new(MemoryLedger::new()), 1),
+    );
+    let tick = monday_six();
+    tb.broker
+        .publish(&scheduled_envelope(
+            "log_crm_heartbeat",
+            tick,
+            "celery",
+            "t",
+        ))
+        .await
+        .unwrap();
+    let killed = async_std::future::timeout(
+        Duration::from_millis(500),
+        doomed.handle_next(Duration::from_secs(1)),
+    )
+    .await;
+    assert!(killed.is_err(), "the doomed run should still be hanging");
+    drop(doomed);
+    assert_eq!(tb.broker.unacked_len().await.unwrap(), 1);
+
+    // kombu reads our unacked entry, puts the message back once it is older than the
+    // visibility timeout (a Celery worker sweeps when it starts polling, then every 100 s, so
+    // let the timeout pass first) and its worker runs it.
+    async_std::task::sleep(Duration::from_millis(1500)).await;
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut cmd = celery_command(&tb, &["worker", "log_crm_heartbeat"]);
+    cmd.env("CRM_TEST_OUT", out.path())
+        .env("CRM_BROKER_VISIBILITY_TIMEOUT", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _python_worker = Reaped(cmd.spawn().unwrap());
+    let id = tick_task_id("log_crm_heartbeat", tick);
+    let result = wait_for(
+        "Python to run the restored message",
+        Duration::from_secs(60),
+        async || {
+            tb.broker
+                .result(&id)
+                .await
+                .unwrap()
+                .filter(|r| r["status"] == "SUCCESS")
+        },
+    )
+    .await;
+    assert_eq!(result["result"], "python ran crm.tasks.log_crm_heartbeat");
+    let lines = std::fs::read_to_string(out.path()).unwrap();
+    assert_eq!(lines.lines().count(), 1, "{lines}");
+    assert_eq!(tb.broker.unacked_len().await.unwrap(), 0);
+}

@@ -4,6 +4,7 @@ Settings come from the environment, as the Rust side passes them:
   CRM_BROKER_URL         redis://127.0.0.1:6379/0
   CRM_BROKER_KEY_PREFIX  kombu's and the result backend's global_keyprefix (each test its own)
   CRM_BROKER_QUEUE       the queue (default: celery)
+  CRM_BROKER_VISIBILITY_TIMEOUT  kombu's visibility_timeout, in seconds (default: kombu's)
   CRM_TEST_OUT           (worker) file each task run appends one JSON line to
 
 Usage:
@@ -39,9 +40,13 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     task_acks_late=True,
 )
+transport_options = {}
 if prefix:
-    app.conf.broker_transport_options = {"global_keyprefix": prefix}
+    transport_options["global_keyprefix"] = prefix
     app.conf.result_backend_transport_options = {"global_keyprefix": prefix}
+if os.environ.get("CRM_BROKER_VISIBILITY_TIMEOUT"):
+    transport_options["visibility_timeout"] = float(os.environ["CRM_BROKER_VISIBILITY_TIMEOUT"])
+app.conf.broker_transport_options = transport_options
 
 
 def register(code):
