@@ -337,16 +337,17 @@ main{padding:8px 20px 24px}\
 table{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);\
 border-radius:8px;overflow:hidden}\
 th{text-align:left;font-size:12px;text-transform:uppercase;letter-spacing:.04em;\
-color:var(--muted);background:#eef1f4;padding:8px 12px;border-bottom:1px solid var(--line)}\
+color:var(--muted);background:#eef1f4;padding:8px 12px;border-bottom:1px solid var(--line);\
+white-space:nowrap}\
 td{padding:10px 12px;border-bottom:1px solid var(--line);vertical-align:top}\
 tr:last-child td{border-bottom:0}\
-code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}\
+code{font:13px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:nowrap}\
 .job code{font-weight:600;font-size:14px}\
 .tz,.detail,.timing,time{color:var(--muted);font-size:13px}\
-.timing{display:block;margin-top:2px}\
+.timing{display:block;margin-top:2px;white-space:nowrap}\
 time{color:var(--fg)}\
 .detail time{color:inherit}\
-.msg{color:var(--bad);font-size:12px;max-width:28em;overflow-wrap:anywhere}\
+.msg{color:var(--bad);font-size:12px;max-width:24em;overflow-wrap:break-word}\
 .badge{display:inline-block;padding:1px 10px;border-radius:999px;font-weight:600;\
 font-size:13px;color:#fff;white-space:nowrap}\
 .badge.ok{background:var(--ok)}.badge.bad{background:var(--bad)}\
