@@ -44,6 +44,15 @@ pub(crate) struct Settings {
     /// Directory of the jobs' log files.
     #[arg(long, global = true, env = "CRM_LOG_DIR", default_value = "/tmp")]
     pub(crate) log_dir: PathBuf,
+    /// Where alerts about failing, late or missed jobs are POSTed as JSON (besides the log);
+    /// none by default.
+    #[arg(
+        long,
+        global = true,
+        env = "CRM_ALERT_WEBHOOK_URL",
+        hide_env_values = true
+    )]
+    pub(crate) alert_webhook_url: Option<String>,
     /// IANA time zone of schedules and log timestamps [default: the machine's local zone].
     #[arg(long, global = true, env = "CRM_TIME_ZONE")]
     pub(crate) time_zone: Option<String>,

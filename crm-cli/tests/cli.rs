@@ -625,3 +625,102 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// GETs `url` (plain HTTP) with an optional bearer token; the status and the whole answer.
+fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let rest = url.strip_prefix("http://").expect(url);
+    let (host, path) = rest.split_once('/').expect(url);
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status");
+    (status, answer)
+}
+
+#[test]
+fn jobs_list_and_the_status_page_tell_each_jobs_state() {
+    let ws = Workspace::new();
+    assert_exit(&ws.run(&["migrate"]), 0);
+    // Without a server the heartbeat fails, and is recorded as such.
+    let beat = ws
+        .crm()
+        .args(["--graphql-url", "http://127.0.0.1:9/graphql"])
+        .args(["jobs", "run", "log_crm_heartbeat"])
+        .output()
+        .unwrap();
+    assert_exit(&beat, 1);
+
+    let list = ws.run(&["jobs", "list"]);
+    assert_exit(&list, 0);
+    let out = stdout(&list);
+    let header = out.lines().next().unwrap_or_default();
+    for column in [
+        "CODE",
+        "SCHEDULE",
+        "STATE",
+        "NEXT RUN",
+        "LAST RUN",
+        "OUTCOME",
+        "LAST SUCCESS",
+        "LAST FAILURE",
+    ] {
+        assert!(header.contains(column), "{out}");
+    }
+    let row = |code: &str| {
+        out.lines()
+            .find(|l| l.starts_with(code))
+            .unwrap_or_else(|| panic!("no row for {code}: {out}"))
+            .to_owned()
+    };
+    assert!(row("log_crm_heartbeat").contains("failing"), "{out}");
+    assert!(row("log_crm_heartbeat").contains("s ago"), "{out}");
+    assert!(
+        row("clean_inactive_customers").contains("never run"),
+        "{out}"
+    );
+
+    // `crm serve` shows the same on /status; with a token, only to who has it.
+    let server = ws.serve(&["--no-demo-data"]);
+    let status_url = server.url.replace("/graphql", "/status");
+    let (status, page) = http_get(&status_url, None);
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("<tr data-job=\"log_crm_heartbeat\" data-state=\"failing\">"),
+        "{page}"
+    );
+    assert_eq!(page.matches("<tr data-job=").count(), 5, "{page}");
+    drop(server);
+    let mut child = ws
+        .crm()
+        .env("CRM_API_TOKEN", "cli-t0ken")
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-demo-data"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let guarded = Server {
+        url: line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("a URL")
+            .replace("/graphql", "/status"),
+        child,
+    };
+    assert_eq!(http_get(&guarded.url, None).0, 401);
+    assert_eq!(http_get(&guarded.url, Some("cli-t0ken")).0, 200);
+}

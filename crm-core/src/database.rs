@@ -41,6 +41,11 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         sql: include_str!("../migrations/sqlite/0002_job_runs.sql"),
     },
     Embedded {
+        version: 3,
+        description: "job_incidents",
+        sql: include_str!("../migrations/sqlite/0003_job_incidents.sql"),
+    },
+    Embedded {
         version: 4,
         description: "job_overrides",
         sql: include_str!("../migrations/sqlite/0004_job_overrides.sql"),
@@ -56,6 +61,11 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
         version: 2,
         description: "job_runs",
         sql: include_str!("../migrations/postgres/0002_job_runs.sql"),
+    },
+    Embedded {
+        version: 3,
+        description: "job_incidents",
+        sql: include_str!("../migrations/postgres/0003_job_incidents.sql"),
     },
     Embedded {
         version: 4,

@@ -129,6 +129,55 @@ word_from_str!(
     [Running, Succeeded, Failed, Skipped, Abandoned]
 );
 word_from_str!(RunKind, "run kind", [Scheduled, Retry, Manual, DryRun]);
+word_from_str!(IncidentKind, "incident kind", [Late, Missed]);
+
+/// What is wrong with a job's schedule (its runs' failures are counted from the runs instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IncidentKind {
+    /// A due tick has not started within the grace period.
+    Late,
+    /// A tick passed (the next one came) without a run, or was skipped.
+    Missed,
+}
+
+impl IncidentKind {
+    /// The word stored in the ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Late => "late",
+            Self::Missed => "missed",
+        }
+    }
+}
+
+/// A job's schedule incident: opened when it is first seen late or missed, escalated once from
+/// late to missed, resolved when the job runs again. At most one is open per job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incident {
+    /// The job's code.
+    pub code: String,
+    /// How bad it got.
+    pub kind: IncidentKind,
+    /// The tick that was late or missed (the latest one seen).
+    pub tick: DateTime<Utc>,
+    /// When it was first seen.
+    pub opened_at: DateTime<Utc>,
+    /// When it ended; `None` while open.
+    pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// What [`RunLedger::open_incident`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IncidentChange {
+    /// No incident was open: this one is new (tell someone).
+    Opened,
+    /// A late incident became a missed one (tell someone).
+    Escalated,
+    /// This incident was already known (someone was told already).
+    Known,
+}
 
 /// A run about to be claimed (or recorded as skipped).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +297,31 @@ pub trait RunLedger: Send + Sync + fmt::Debug {
 
     /// The runs of a job (or of all jobs) still marked running.
     async fn running(&self, code: Option<&str>) -> Result<Vec<JobRun>>;
+
+    /// For every job in one query: its latest `per_job` runs (capped at [`MAX_HISTORY_LIMIT`]),
+    /// plus, however old, its latest success, its latest failure (or abandoned run) and its
+    /// latest scheduled run or retry (by tick); dry runs left out. Ordered by code, then newest
+    /// first (by start, then id). What the health of every job is computed from.
+    async fn recent_runs(&self, per_job: u32) -> Result<Vec<JobRun>>;
+
+    /// Records that the job's schedule is in trouble at `tick`, seen at `now`: opens an
+    /// incident if none is open, escalates an open late one to missed, otherwise changes
+    /// nothing. Atomic, so of several processes watching, exactly one hears `Opened` (or
+    /// `Escalated`) and alerts.
+    async fn open_incident(
+        &self,
+        code: &str,
+        kind: IncidentKind,
+        tick: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange>;
+
+    /// Resolves the job's open incident at `now` and returns it; `None` if none was open (or
+    /// another process resolved it first).
+    async fn resolve_incident(&self, code: &str, now: DateTime<Utc>) -> Result<Option<Incident>>;
+
+    /// The incidents still open, by code.
+    async fn open_incidents(&self) -> Result<Vec<Incident>>;
 }
 
 /// The message cut to [`MAX_MESSAGE_CHARS`] characters.
@@ -303,6 +377,9 @@ mod tests {
             RunKind::DryRun,
         ] {
             assert_eq!(kind.to_string().parse::<RunKind>(), Ok(kind));
+        }
+        for kind in [IncidentKind::Late, IncidentKind::Missed] {
+            assert_eq!(kind.to_string().parse::<IncidentKind>(), Ok(kind));
         }
         assert!("done".parse::<RunOutcome>().is_err());
     }

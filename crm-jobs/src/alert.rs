@@ -1,7 +1,9 @@
 //! What the runner tells people when a job keeps failing, and when it recovers.
 //!
 //! The runner calls the [`AlertHook`] once per incident: when a job's consecutive failures
-//! reach its `failures_before_alert`, and once more when it next succeeds. Two hooks come ready:
+//! reach its `failures_before_alert`, and once more when it next succeeds; and, from
+//! [`crate::Runner::check_schedules`], when a job is late or missed a tick, and once more when
+//! it is back on schedule. Two hooks come ready:
 //! [`LogAlert`] (a `tracing` event) and [`WebhookAlert`] (a JSON POST, retried, with a timeout).
 
 use std::fmt;
@@ -40,13 +42,46 @@ pub enum Alert {
         /// The host that ran it.
         host: String,
     },
+    /// The job's latest tick is due and has not started within the grace period.
+    Late {
+        /// The job's code.
+        code: String,
+        /// The tick that has not started.
+        tick: DateTime<Utc>,
+        /// The tick after it.
+        next_run: Option<DateTime<Utc>>,
+    },
+    /// A tick of the job passed with no run (or was skipped).
+    Missed {
+        /// The job's code.
+        code: String,
+        /// The tick that got no run.
+        tick: DateTime<Utc>,
+        /// The next tick.
+        next_run: Option<DateTime<Utc>>,
+    },
+    /// The job, late or missing ticks before, runs on schedule again.
+    BackOnSchedule {
+        /// The job's code.
+        code: String,
+        /// What the incident was: `late` or `missed`.
+        was: String,
+        /// The tick the incident was about.
+        tick: DateTime<Utc>,
+        /// When the incident was first seen.
+        since: DateTime<Utc>,
+    },
 }
 
 impl Alert {
     /// The job the alert is about.
     pub fn code(&self) -> &str {
         match self {
-            Self::Failing { code, .. } | Self::Recovered { code, .. } => code,
+            Self::Failing { code, .. }
+            | Self::Recovered { code, .. }
+            | Self::Late { code, .. }
+            | Self::Missed { code, .. }
+            | Self::BackOnSchedule { code, .. } => code,
         }
     }
 }
@@ -99,12 +134,22 @@ impl AlertHook for LogAlert {
                 after_failures,
                 ..
             } => tracing::info!(job.code = %code, after_failures, "Job recovered"),
+            Alert::Late { code, tick, .. } => {
+                tracing::warn!(job.code = %code, %tick, "Job is late: its due run has not started")
+            }
+            Alert::Missed { code, tick, .. } => {
+                tracing::error!(job.code = %code, %tick, "Job missed a run")
+            }
+            Alert::BackOnSchedule { code, was, .. } => {
+                tracing::info!(job.code = %code, was = %was, "Job is back on schedule")
+            }
         }
         Ok(())
     }
 }
 
-/// Alerts POSTed as JSON (the [`Alert`] with an `event` field of `failing` or `recovered`) to a
+/// Alerts POSTed as JSON (the [`Alert`] with an `event` field of `failing`, `recovered`, `late`,
+/// `missed` or `back_on_schedule`) to a
 /// webhook, tried `attempts` times with a pause between tries, each with a timeout.
 #[derive(Clone)]
 pub struct WebhookAlert {
@@ -206,5 +251,23 @@ impl AlertHook for WebhookAlert {
             attempts: self.attempts,
             reason,
         })
+    }
+}
+
+/// Several hooks at once (e.g. the log and a webhook), each told every alert in turn; delivery
+/// fails if any hook failed, after all were tried.
+#[derive(Debug, Clone, Default)]
+pub struct AlertHooks(pub Vec<std::sync::Arc<dyn AlertHook>>);
+
+#[async_trait]
+impl AlertHook for AlertHooks {
+    async fn alert(&self, alert: &Alert) -> Result<(), AlertError> {
+        let mut result = Ok(());
+        for hook in &self.0 {
+            if let Err(e) = hook.alert(alert).await {
+                result = Err(e);
+            }
+        }
+        result
     }
 }

@@ -7,6 +7,7 @@ mod clock;
 mod config;
 pub mod crontab;
 mod graphql;
+pub mod health;
 mod job;
 mod jobs;
 mod log_file;
@@ -15,13 +16,14 @@ mod schedule;
 #[cfg(feature = "async-std-scheduler")]
 mod scheduler;
 
-pub use alert::{Alert, AlertError, AlertHook, LogAlert, WebhookAlert};
+pub use alert::{Alert, AlertError, AlertHook, AlertHooks, LogAlert, WebhookAlert};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
 };
 pub use crm_core::ledger::{
-    Claim, JobRun, MemoryLedger, NewRun, RunId, RunKind, RunLedger, RunOutcome,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunId, RunKind,
+    RunLedger, RunOutcome,
 };
 pub use crm_core::overrides::{
     AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,

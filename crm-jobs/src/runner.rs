@@ -15,7 +15,8 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use chrono_tz::Tz;
 use crm_core::CoreError;
 use crm_core::ledger::{
-    Claim, JobRun, MAX_CODE_CHARS, MemoryLedger, NewRun, RunId, RunKind, RunLedger, RunOutcome,
+    Claim, IncidentChange, IncidentKind, JobRun, MAX_CODE_CHARS, MemoryLedger, NewRun, RunId,
+    RunKind, RunLedger, RunOutcome,
 };
 use crm_core::overrides::OverrideStore;
 use futures::FutureExt;
@@ -23,6 +24,7 @@ use futures::future::{self, Either};
 
 use crate::alert::{Alert, AlertHook, LogAlert};
 use crate::clock::{Clock, SystemClock};
+use crate::health::HealthState;
 use crate::job::{CronJob, JobContext, JobOptions, MisfirePolicy};
 use crate::schedule::{Schedule, ScheduleError, default_time_zone};
 
@@ -434,6 +436,72 @@ impl Runner {
             .iter()
             .find(|j| j.code == code)
             .map(|j| &j.schedule)
+    }
+
+    /// Every registered job's code, schedule and options, in registration order.
+    pub fn registered(&self) -> impl Iterator<Item = (&str, &Schedule, &JobOptions)> {
+        self.jobs
+            .iter()
+            .map(|j| (j.code.as_str(), &j.schedule, &j.options))
+    }
+
+    /// How late a tick may start and still be on time; later, health calls the job late.
+    pub fn misfire_grace(&self) -> Duration {
+        self.misfire_grace
+    }
+
+    /// Checks every job's schedule at `now` and alerts (through the runner's hook) once per
+    /// incident: when a job is first seen late, when it has missed a tick, and when it is back
+    /// on schedule. Incidents are remembered in the ledger, so any number of processes may
+    /// check, as often as they like: each incident is told once. Failing runs are alerted by
+    /// the runs themselves. Returns the alerts sent.
+    pub async fn check_schedules(&self, now: DateTime<Utc>) -> Result<Vec<Alert>, RunnerError> {
+        let mut alerts = Vec::new();
+        for health in crate::health::assess(self, now).await? {
+            let code = health.code.clone();
+            let trouble = match (health.state, health.overdue_tick) {
+                (HealthState::Late, Some(tick)) => Some((IncidentKind::Late, tick)),
+                (HealthState::Missed, Some(tick)) => Some((IncidentKind::Missed, tick)),
+                _ => None,
+            };
+            match trouble {
+                Some((kind, tick)) => {
+                    let change = self.ledger.open_incident(&code, kind, tick, now).await?;
+                    if matches!(change, IncidentChange::Opened | IncidentChange::Escalated) {
+                        alerts.push(match kind {
+                            IncidentKind::Late => Alert::Late {
+                                code,
+                                tick,
+                                next_run: health.next_run,
+                            },
+                            _ => Alert::Missed {
+                                code,
+                                tick,
+                                next_run: health.next_run,
+                            },
+                        });
+                    }
+                }
+                // A job never run has nothing to recover from, a paused one is not due (its
+                // incident ends once it runs again); any other state means its schedule is
+                // kept again.
+                None if matches!(health.state, HealthState::NeverRun | HealthState::Paused) => {}
+                None => {
+                    if let Some(incident) = self.ledger.resolve_incident(&code, now).await? {
+                        alerts.push(Alert::BackOnSchedule {
+                            code,
+                            was: incident.kind.as_str().to_owned(),
+                            tick: incident.tick,
+                            since: incident.opened_at,
+                        });
+                    }
+                }
+            }
+        }
+        for alert in &alerts {
+            self.send(alert.clone()).await;
+        }
+        Ok(alerts)
     }
 
     /// The ledger runs are recorded in.

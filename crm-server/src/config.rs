@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub max_bulk_customers: usize,
     /// Where "now" comes from.
     pub clock: Clock,
+    /// The scheduled jobs whose health `/status` and the `jobs` queries show (their schedules
+    /// and the ledger they record into); `None` serves no job information.
+    pub jobs: Option<Arc<crm_jobs::Runner>>,
     /// The scheduled jobs' run-time controls behind `setJobEnabled`, `setJobSchedule` and
     /// `scheduleJobRun` (the jobs crate's runner over the same database). Without it those
     /// mutations answer that job control is not configured. Default none.
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             max_page_size: 100,
             max_bulk_customers: 1_000,
             clock: Clock::system(),
+            jobs: None,
             job_control: None,
         }
     }
@@ -110,6 +114,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_depth", &self.max_depth)
             .field("max_page_size", &self.max_page_size)
             .field("max_bulk_customers", &self.max_bulk_customers)
+            .field("jobs", &self.jobs.as_ref().map(|r| r.codes().count()))
             .field("job_control", &self.job_control.is_some())
             .finish_non_exhaustive()
     }

@@ -21,6 +21,7 @@ pub struct Context {
     job_control: Option<Arc<dyn JobControl>>,
     loader: Mutex<OrderLoader>,
     totals: Mutex<Option<Totals>>,
+    jobs: Option<Arc<crm_jobs::Runner>>,
 }
 
 impl juniper::Context for Context {}
@@ -68,7 +69,21 @@ impl Context {
             job_control,
             loader: Mutex::new(OrderLoader::default()),
             totals: Mutex::new(None),
+            jobs: None,
         }
+    }
+
+    /// The scheduled jobs the `jobs` queries report on.
+    pub(crate) fn with_jobs(mut self, jobs: Option<Arc<crm_jobs::Runner>>) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// The scheduled jobs, if this server was given them.
+    pub(crate) fn jobs(&self) -> Result<&crm_jobs::Runner, ApiError> {
+        self.jobs.as_deref().ok_or_else(|| {
+            ApiError::NotFound("this server was started without the scheduled jobs".to_owned())
+        })
     }
 
     pub(crate) fn store(&self) -> &dyn CrmStore {

@@ -39,6 +39,13 @@ pub struct AppState {
     config: Arc<ServerConfig>,
 }
 
+impl AppState {
+    /// The server's settings.
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+}
+
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
@@ -49,8 +56,8 @@ impl std::fmt::Debug for AppState {
 
 /// The tide application: `POST /graphql` and `/graphql/` run GraphQL; `GET` on them serves
 /// GraphiQL to browsers and runs `?query=` (read-only) for other clients, as graphene-django
-/// does; `GET /healthz` answers `ok`. Every request is logged (method, path, status,
-/// duration; never bodies or headers).
+/// does; `GET /healthz` answers `ok`; `GET /status` shows the scheduled jobs' health. Every
+/// request is logged (method, path, status, duration; never bodies or headers).
 pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppState> {
     let schema =
         RootNode::new(Query, Mutation, EmptySubscription::new()).limit_depth(config.max_depth);
@@ -65,6 +72,7 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
         app.at(path).post(graphql_post).get(graphql_get);
     }
     app.at("/healthz").get(|_| async { Ok("ok") });
+    app.at("/status").get(crate::status::page);
     app
 }
 
@@ -73,7 +81,8 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
 pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
-    app: tide::Server<AppState>,
+    store: Arc<dyn CrmStore>,
+    config: ServerConfig,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -106,8 +115,21 @@ impl BoundServer {
         Ok(Self {
             listener,
             local_addr,
-            app: app(store, config),
+            store,
+            config,
         })
+    }
+
+    /// Sets the scheduled jobs `/status` and the `jobs` queries report on (see
+    /// [`ServerConfig::jobs`]), and, unless one is set, the job control of the job mutations
+    /// ([`ServerConfig::job_control`]: the same runner); for jobs that need the bound address
+    /// first (they call this server).
+    pub fn with_jobs(mut self, jobs: Arc<crm_jobs::Runner>) -> Self {
+        if self.config.job_control.is_none() {
+            self.config.job_control = Some(jobs.clone());
+        }
+        self.config.jobs = Some(jobs);
+        self
     }
 
     /// The address actually bound.
@@ -127,6 +149,7 @@ impl BoundServer {
     /// Nagle's algorithm and the client's delayed ACK stall each answer for about 40 ms.
     pub async fn run(self) -> io::Result<()> {
         tracing::info!(address = %self.local_addr, "GraphQL server listening");
+        let app = app(self.store, self.config);
         let mut incoming = self.listener.incoming();
         while let Some(stream) = incoming.next().await {
             let stream = match stream {
@@ -139,7 +162,7 @@ impl BoundServer {
                     continue;
                 }
             };
-            let app = self.app.clone();
+            let app = app.clone();
             async_std::task::spawn(serve_connection(app, stream));
         }
         Ok(())
@@ -332,7 +355,8 @@ async fn execute(
         state.config.max_page_size,
         state.config.max_bulk_customers,
         state.config.job_control.clone(),
-    );
+    )
+    .with_jobs(state.config.jobs.clone());
     let executed = AssertUnwindSafe(batch.execute(&state.schema, &context))
         .catch_unwind()
         .await;

@@ -7,6 +7,7 @@ mod http;
 mod ids;
 mod scalars;
 mod schema;
+mod status;
 
 pub use config::{Clock, DEFAULT_BIND, ServerConfig};
 pub use context::Context;

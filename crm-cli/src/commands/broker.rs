@@ -7,7 +7,7 @@ use crm_core::Database;
 use crm_jobs::broker::{Beat, Broker, BrokerConfig, Worker};
 
 use crate::cli::{BeatArgs, BrokerArgs, Settings, WorkerArgs};
-use crate::commands::{jobs, shutdown_signal};
+use crate::commands::{jobs, scheduler, shutdown_signal};
 use crate::outcome::{CommandResult, Failure, UsageContext as _};
 
 async fn connect(settings: &Settings, args: &BrokerArgs) -> CommandResult<Broker> {
@@ -37,7 +37,7 @@ async fn connect(settings: &Settings, args: &BrokerArgs) -> CommandResult<Broker
 pub(crate) async fn beat(settings: &Settings, args: &BeatArgs) -> CommandResult {
     let config = jobs::jobs_config(settings)?;
     let db = crate::commands::connect(settings).await?;
-    let runner = Arc::new(jobs::runner(&db, &config)?);
+    let runner = Arc::new(jobs::runner(&db, &config, Arc::new(crm_jobs::LogAlert))?);
     let broker = connect(settings, &args.broker).await?;
     let beat = Beat::for_live_runner(broker, runner.clone());
     let handle = beat.handle();
@@ -68,6 +68,7 @@ pub(crate) async fn worker(
     let runner = crm_jobs::Runner::builder()
         .jobs(crm_jobs::standard_jobs(&config, store).usage("Invalid configuration")?)
         .ledger(Arc::new(db.clone()))
+        .alert_hook(jobs::alert_hook(settings)?)
         .time_zone(config.time_zone)
         .lease(Duration::from_secs(args.lease))
         .build()
@@ -100,7 +101,11 @@ pub(crate) async fn worker(
             .join(", "),
         args.broker.queue,
     );
+    // Workers share the database's ledger: they watch for late and missed jobs (each incident
+    // is alerted once, however many workers watch).
+    let watch = async_std::task::spawn(scheduler::watch_schedules(runner.clone()));
     let summary = worker.run().await;
+    watch.cancel().await;
     eprintln!(
         "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered",
         summary.received, summary.succeeded, summary.failed, summary.dead_lettered

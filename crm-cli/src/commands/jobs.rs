@@ -6,9 +6,11 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use crm_core::{CoreError, CrmStore, Database};
+use crm_jobs::health::HealthState;
 use crm_jobs::{
-    Clock as _, JobControl as _, JobRun, JobState, JobsConfig, LogAlert, ORDER_REMINDERS_PROCESSED,
-    RunReport, RunStatus, Runner, RunnerError, SendOrderReminders, SystemClock,
+    AlertHook, AlertHooks, Clock as _, JobControl as _, JobRun, JobState, JobsConfig, LogAlert,
+    ORDER_REMINDERS_PROCESSED, RunReport, RunStatus, Runner, RunnerError, SendOrderReminders,
+    SystemClock, WebhookAlert,
 };
 
 use crate::cli::{JobsCommand, Settings};
@@ -26,8 +28,23 @@ pub(crate) fn jobs_config(settings: &Settings) -> CommandResult<JobsConfig> {
     .usage("Invalid configuration")
 }
 
+/// Where alerts go: the log, and the webhook `CRM_ALERT_WEBHOOK_URL` names if set.
+pub(crate) fn alert_hook(settings: &Settings) -> CommandResult<Arc<dyn AlertHook>> {
+    let mut hooks: Vec<Arc<dyn AlertHook>> = vec![Arc::new(LogAlert)];
+    if let Some(url) = &settings.alert_webhook_url {
+        hooks.push(Arc::new(
+            WebhookAlert::new(url).usage("Invalid CRM_ALERT_WEBHOOK_URL")?,
+        ));
+    }
+    Ok(Arc::new(AlertHooks(hooks)))
+}
+
 /// The five jobs on a runner recording into the CRM's own database.
-pub(crate) fn runner(db: &Database, config: &JobsConfig) -> CommandResult<Runner> {
+pub(crate) fn runner(
+    db: &Database,
+    config: &JobsConfig,
+    alerts: Arc<dyn AlertHook>,
+) -> CommandResult<Runner> {
     let store: Arc<dyn CrmStore> = Arc::new(db.clone());
     let jobs = crm_jobs::standard_jobs(config, store).usage("Invalid configuration")?;
     Runner::builder()
@@ -35,7 +52,7 @@ pub(crate) fn runner(db: &Database, config: &JobsConfig) -> CommandResult<Runner
         .ledger(Arc::new(db.clone()))
         .overrides(Arc::new(db.clone()))
         .clock(Arc::new(SystemClock))
-        .alert_hook(Arc::new(LogAlert))
+        .alert_hook(alerts)
         .time_zone(config.time_zone)
         .build()
         .usage("Invalid job registry")
@@ -47,7 +64,7 @@ pub(crate) async fn run(
     command: &JobsCommand,
 ) -> CommandResult {
     let config = jobs_config(settings)?;
-    let runner = runner(db, &config)?;
+    let runner = runner(db, &config, alert_hook(settings)?)?;
     match command {
         JobsCommand::List => list(&runner, config.time_zone).await,
         JobsCommand::Run {
@@ -57,6 +74,11 @@ pub(crate) async fn run(
         } => run_one(&runner, code, *force, *dry_run).await,
         JobsCommand::RunDue => {
             let reports = runner.run_due(SystemClock.now()).await;
+            // A crontab line runs this every minute: the natural place to notice a job that
+            // is late or missed a run (each incident is alerted once, whoever notices).
+            if let Err(e) = runner.check_schedules(SystemClock.now()).await {
+                tracing::warn!(error = %e, "Could not check the jobs' schedules");
+            }
             if reports.is_empty() {
                 println!("Nothing due.");
             }
@@ -212,49 +234,71 @@ fn print_report(report: &RunReport) {
 
 async fn list(runner: &Runner, zone: Tz) -> CommandResult {
     let now = SystemClock.now();
-    let last = runner
-        .ledger()
-        .last_runs()
+    let health = crm_jobs::health::assess(runner, now)
         .await
         .context("Failed to read the run ledger")?;
     let mut rows = vec![[
         "CODE".to_owned(),
         "SCHEDULE".to_owned(),
+        "STATE".to_owned(),
         "NEXT RUN".to_owned(),
         "LAST RUN".to_owned(),
         "OUTCOME".to_owned(),
+        "LAST SUCCESS".to_owned(),
+        "LAST FAILURE".to_owned(),
     ]];
-    runner
-        .refresh_overrides()
-        .await
-        .context("Failed to read the schedule overrides")?;
-    for code in runner.codes() {
-        let effective = runner
-            .effective_of(code)
-            .expect("a registered code has a schedule");
-        let last = last.iter().find(|r| r.code == code);
-        let schedule = if effective.overridden {
-            format!("{} (override)", effective.schedule)
-        } else {
-            effective.schedule.to_string()
+    for job in &health {
+        let state = match job.overdue_tick {
+            Some(tick) => format!("{} ({})", job.state, local_short(tick, zone)),
+            None => job.state.to_string(),
         };
-        let next = if effective.enabled {
-            runner
-                .next_run_of(code, now)
-                .map_or_else(|| "never".to_owned(), |t| local(t, zone))
+        // The schedule in force: an operator's replacement is marked as such.
+        let schedule = if job.overridden {
+            format!("{} (override)", job.schedule)
         } else {
-            "paused".to_owned()
+            job.schedule.to_string()
+        };
+        let next = match (job.state, job.next_run) {
+            (HealthState::Paused, _) => "paused".to_owned(),
+            (_, Some(t)) => local(t, zone),
+            (_, None) => "never".to_owned(),
         };
         rows.push([
-            code.to_owned(),
+            job.code.clone(),
             schedule,
+            state,
             next,
-            last.map_or_else(|| "never".to_owned(), |r| local(r.started_at, zone)),
-            last.map_or_else(String::new, |r| r.outcome.to_string()),
+            job.last_run
+                .as_ref()
+                .map_or_else(|| "never".to_owned(), |r| local(r.started_at, zone)),
+            job.last_run
+                .as_ref()
+                .map_or_else(String::new, |r| r.outcome.to_string()),
+            job.last_success
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |r| ago(now, r.started_at)),
+            job.last_failure
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |r| ago(now, r.started_at)),
         ]);
     }
     print_table(&rows);
     Ok(())
+}
+
+/// How long ago `t` was, in its largest unit: `45s ago`, `12m ago`, `3h ago`, `2d ago`.
+fn ago(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    let secs = (now - t).num_seconds().max(0);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+fn local_short(t: DateTime<Utc>, zone: Tz) -> String {
+    t.with_timezone(&zone).format("%m-%d %H:%M").to_string()
 }
 
 fn print_history(runs: &[JobRun], zone: Tz) {

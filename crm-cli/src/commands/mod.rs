@@ -7,6 +7,8 @@ mod scheduler;
 mod seed;
 mod serve;
 
+use std::sync::Arc;
+
 use anyhow::Context as _;
 use crm_core::Database;
 
@@ -48,9 +50,10 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
         Command::Scheduler => {
             let db = connect(&settings).await?;
             let config = jobs::jobs_config(&settings)?;
-            let scheduler = scheduler::build(&db, &config)?;
+            // Listen for SIGINT/SIGTERM before the scheduler announces it is running.
             let stop = shutdown_signal()?;
-            scheduler::run_until(scheduler, async move {
+            let runner = scheduler::build(&db, &config, jobs::alert_hook(&settings)?)?;
+            scheduler::run_until(runner, async move {
                 let _ = stop.recv().await;
             })
             .await;
@@ -66,7 +69,7 @@ async fn crontab_lines(settings: &Settings) -> CommandResult<Vec<crontab::CronJo
     let config = jobs::jobs_config(settings)?;
     let local = crm_jobs::default_time_zone().usage("Cannot tell the machine's time zone")?;
     let db = connect(settings).await?;
-    let runner = jobs::runner(&db, &config)?;
+    let runner = jobs::runner(&db, &config, Arc::new(crm_jobs::LogAlert))?;
     let mut lines = Vec::new();
     for code in runner.codes() {
         let schedule = runner

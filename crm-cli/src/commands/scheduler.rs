@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crm_core::Database;
-use crm_jobs::{JobsConfig, Scheduler};
+use crm_jobs::{AlertHook, JobsConfig, Runner, Scheduler};
 
 use crate::commands::jobs;
 use crate::outcome::CommandResult;
@@ -13,9 +13,16 @@ use crate::outcome::CommandResult;
 /// 90 s, so this ends first).
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
-/// A scheduler over the five jobs, recording into `db`.
-pub(crate) fn build(db: &Database, config: &JobsConfig) -> CommandResult<Scheduler> {
-    let runner = jobs::runner(db, config)?;
+/// How often the schedules are checked for late and missed jobs.
+const SCHEDULE_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// The five jobs on a runner recording into `db`, alerting `alerts`, ready for a scheduler.
+pub(crate) fn build(
+    db: &Database,
+    config: &JobsConfig,
+    alerts: Arc<dyn AlertHook>,
+) -> CommandResult<Arc<Runner>> {
+    let runner = jobs::runner(db, config, alerts)?;
     let codes: Vec<&str> = runner.codes().collect();
     eprintln!(
         "Scheduler running {} (times in {}), GraphQL jobs calling {}",
@@ -23,14 +30,16 @@ pub(crate) fn build(db: &Database, config: &JobsConfig) -> CommandResult<Schedul
         runner.time_zone().name(),
         config.graphql_url
     );
-    Ok(Scheduler::new(Arc::new(runner)))
+    Ok(Arc::new(runner))
 }
 
-/// Runs `scheduler` until `stop` resolves, then lets running jobs finish.
+/// Runs the jobs of `runner` when due until `stop` resolves, then lets running jobs finish.
+/// Meanwhile checks the schedules every half minute, so a late or missed job is alerted.
 pub(crate) async fn run_until(
-    scheduler: Scheduler,
+    runner: Arc<Runner>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
+    let scheduler = Scheduler::new(runner.clone());
     let handle = scheduler.handle();
     async_std::task::spawn(async move {
         stop.await;
@@ -40,11 +49,24 @@ pub(crate) async fn run_until(
         );
         handle.shutdown(SHUTDOWN_GRACE);
     });
+    let watch = async_std::task::spawn(watch_schedules(runner));
     let summary = scheduler.run().await;
+    watch.cancel().await;
     if summary.unfinished > 0 {
         tracing::warn!(
             unfinished = summary.unfinished,
             "Scheduler stopped with runs still going; they will be marked abandoned"
         );
+    }
+}
+
+/// Checks the jobs' schedules forever (each incident is alerted once, however many processes
+/// check).
+pub(crate) async fn watch_schedules(runner: Arc<Runner>) {
+    loop {
+        async_std::task::sleep(SCHEDULE_CHECK_EVERY).await;
+        if let Err(e) = runner.check_schedules(runner.clock().now()).await {
+            tracing::warn!(error = %e, "Could not check the jobs' schedules");
+        }
     }
 }

@@ -15,54 +15,62 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
         seed_if_empty(&db).await?;
     }
     let store: Arc<dyn CrmStore> = Arc::new(db.clone());
-    // The API's setJobEnabled/setJobSchedule/scheduleJobRun change the jobs of this database
-    // (validated against the registered jobs); every scheduler picks the changes up live.
-    let job_control = match jobs::jobs_config(settings).and_then(|c| jobs::runner(&db, &c)) {
-        Ok(runner) => Some(Arc::new(runner) as Arc<dyn crm_core::overrides::JobControl>),
-        Err(e) => {
-            tracing::warn!(error = %e, "Job control unavailable through the API");
-            None
-        }
-    };
     let config = ServerConfig {
         bind: args.bind,
         api_token: settings.api_token.clone(),
-        job_control,
         ..ServerConfig::default()
     };
     let server = BoundServer::bind(store, config)
         .await
         .with_context(|| format!("Failed to listen on {}", args.bind))?;
-    println!(
-        "Serving GraphQL at {} (GraphiQL in a browser)",
-        server.graphql_url()
-    );
+    // Listen for SIGINT/SIGTERM before anything announces it is running.
     let shutdown = shutdown_signal()?;
-    // The scheduler's GraphQL jobs call this very server unless told otherwise.
-    let scheduler = if args.scheduler {
-        let mut config = jobs::jobs_config(settings)?;
-        if settings.graphql_url.is_none() {
-            config = config
-                .with_graphql_url(&server.graphql_url())
-                .map_err(anyhow::Error::new)?;
+    // The jobs' runner over this database: `/status` and the `jobs` queries show its jobs'
+    // health, `setJobEnabled`/`setJobSchedule`/`scheduleJobRun` change them (every scheduler
+    // picks the changes up live), and with `--scheduler` it runs them. Its GraphQL jobs call
+    // this very server unless told otherwise.
+    let jobs_config = jobs::jobs_config(settings).and_then(|config| match &settings.graphql_url {
+        Some(_) => Ok(config),
+        None => config
+            .with_graphql_url(&server.graphql_url())
+            .map_err(|e| anyhow::Error::new(e).into()),
+    });
+    let runner = match jobs_config {
+        Ok(config) if args.scheduler => {
+            Some(scheduler::build(&db, &config, jobs::alert_hook(settings)?)?)
         }
-        Some(scheduler::build(&db, &config)?)
-    } else {
-        None
+        Ok(config) => match jobs::runner(&db, &config, Arc::new(crm_jobs::LogAlert)) {
+            Ok(runner) => Some(Arc::new(runner)),
+            Err(e) => {
+                tracing::warn!(error = %e, "The jobs are unavailable through the API and /status");
+                None
+            }
+        },
+        Err(e) if args.scheduler => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "The jobs are unavailable through the API and /status");
+            None
+        }
     };
+    let server = match &runner {
+        Some(runner) => server.with_jobs(runner.clone()),
+        None => server,
+    };
+    println!(
+        "Serving GraphQL at {} (GraphiQL in a browser), the jobs' status at http://{}/status",
+        server.graphql_url(),
+        server.local_addr()
+    );
     let serving = async_std::task::spawn(server.run());
     let stop = async move {
         let _ = shutdown.recv().await;
     };
-    match scheduler {
-        Some(scheduler) => scheduler::run_until(scheduler, stop).await,
-        None => {
-            if let futures::future::Either::Left((result, _)) =
-                futures::future::select(serving, Box::pin(stop)).await
-            {
-                result.context("The server stopped")?;
-            }
-        }
+    if let Some(runner) = runner.filter(|_| args.scheduler) {
+        scheduler::run_until(runner, stop).await;
+    } else if let futures::future::Either::Left((result, _)) =
+        futures::future::select(serving, Box::pin(stop)).await
+    {
+        result.context("The server stopped")?;
     }
     db.close().await;
     Ok(())

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Claim, JobRun, NewRun, RunId, RunKind, RunLedger, RunOutcome, abandoned_message, clip_message,
-    validate_new_run,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, RunId, RunKind, RunLedger,
+    RunOutcome, abandoned_message, clip_message, validate_new_run,
 };
 use crate::error::Result;
 
@@ -17,6 +17,7 @@ use crate::error::Result;
 #[derive(Debug, Default)]
 pub struct MemoryLedger {
     runs: Mutex<Vec<JobRun>>,
+    incidents: Mutex<Vec<Incident>>,
 }
 
 impl MemoryLedger {
@@ -29,6 +30,12 @@ impl MemoryLedger {
         // A panic elsewhere while holding the lock leaves the rows whole (each change is one
         // push or one field write), so the data is still good.
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn incidents(&self) -> MutexGuard<'_, Vec<Incident>> {
+        self.incidents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -210,5 +217,91 @@ impl RunLedger for MemoryLedger {
             .filter(|r| r.outcome == RunOutcome::Running && code.is_none_or(|c| r.code == c))
             .cloned()
             .collect())
+    }
+
+    async fn recent_runs(&self, per_job: u32) -> Result<Vec<JobRun>> {
+        let per_job = per_job.min(super::MAX_HISTORY_LIMIT) as usize;
+        let mut rows: Vec<JobRun> = self
+            .runs()
+            .iter()
+            .filter(|r| r.kind != RunKind::DryRun)
+            .cloned()
+            .collect();
+        rows.sort_by(|a, b| {
+            a.code
+                .cmp(&b.code)
+                .then((b.started_at, b.id).cmp(&(a.started_at, a.id)))
+        });
+        let mut kept = Vec::new();
+        for code_rows in rows.chunk_by(|a, b| a.code == b.code) {
+            let latest_of = |wanted: &dyn Fn(&JobRun) -> bool| {
+                code_rows.iter().filter(|r| wanted(r)).map(|r| r.id).max()
+            };
+            let success = latest_of(&|r| r.outcome == RunOutcome::Succeeded);
+            let failure = latest_of(&|r| r.outcome.is_failure());
+            let scheduled = code_rows
+                .iter()
+                .filter(|r| matches!(r.kind, RunKind::Scheduled | RunKind::Retry))
+                .max_by_key(|r| (r.tick, r.attempt, r.id))
+                .map(|r| r.id);
+            kept.extend(code_rows.iter().enumerate().filter_map(|(i, r)| {
+                let landmark = [success, failure, scheduled].contains(&Some(r.id));
+                (i < per_job || landmark).then(|| r.clone())
+            }));
+        }
+        Ok(kept)
+    }
+
+    async fn open_incident(
+        &self,
+        code: &str,
+        kind: IncidentKind,
+        tick: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange> {
+        let mut incidents = self.incidents();
+        match incidents
+            .iter_mut()
+            .find(|i| i.code == code && i.resolved_at.is_none())
+        {
+            None => {
+                incidents.push(Incident {
+                    code: code.to_owned(),
+                    kind,
+                    tick,
+                    opened_at: now,
+                    resolved_at: None,
+                });
+                Ok(IncidentChange::Opened)
+            }
+            Some(open) if open.kind == IncidentKind::Late && kind == IncidentKind::Missed => {
+                open.kind = kind;
+                open.tick = tick;
+                Ok(IncidentChange::Escalated)
+            }
+            Some(_) => Ok(IncidentChange::Known),
+        }
+    }
+
+    async fn resolve_incident(&self, code: &str, now: DateTime<Utc>) -> Result<Option<Incident>> {
+        let mut incidents = self.incidents();
+        Ok(incidents
+            .iter_mut()
+            .find(|i| i.code == code && i.resolved_at.is_none())
+            .map(|open| {
+                open.resolved_at = Some(now);
+                open.clone()
+            }))
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<Incident>> {
+        let mut open: Vec<Incident> = self
+            .incidents()
+            .iter()
+            .filter(|i| i.resolved_at.is_none())
+            .cloned()
+            .collect();
+        open.sort_by(|a, b| a.code.cmp(&b.code));
+        Ok(open)
     }
 }

@@ -14,7 +14,10 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Claim, JobRun, NewRun, RunId, RunLedger, RunOutcome, clip_message, validate_new_run};
+use super::{
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, RunId, RunLedger, RunOutcome,
+    clip_message, validate_new_run,
+};
 use crate::database::{Backend, Database};
 use crate::error::{CoreError, Result};
 
@@ -106,6 +109,29 @@ fn pg_row(row: &PgRow) -> Result<JobRun> {
         lease_until: row.try_get("lease_until")?,
         host: row.try_get("host")?,
         pid: u32::try_from(row.try_get::<i64, _>("pid")?).map_err(|_| decode_error("pid"))?,
+    })
+}
+
+fn sqlite_incident(row: &SqliteRow) -> Result<Incident> {
+    Ok(Incident {
+        code: row.try_get("code")?,
+        kind: parse_word(row.try_get("kind")?)?,
+        tick: from_micros(row.try_get("tick_us")?)?,
+        opened_at: from_micros(row.try_get("opened_at_us")?)?,
+        resolved_at: row
+            .try_get::<Option<i64>, _>("resolved_at_us")?
+            .map(from_micros)
+            .transpose()?,
+    })
+}
+
+fn pg_incident(row: &PgRow) -> Result<Incident> {
+    Ok(Incident {
+        code: row.try_get("code")?,
+        kind: parse_word(row.try_get("kind")?)?,
+        tick: row.try_get("tick")?,
+        opened_at: row.try_get("opened_at")?,
+        resolved_at: row.try_get("resolved_at")?,
     })
 }
 
@@ -543,6 +569,186 @@ impl RunLedger for Database {
             .await?
             .iter()
             .map(pg_row)
+            .collect(),
+        }
+    }
+
+    async fn recent_runs(&self, per_job: u32) -> Result<Vec<JobRun>> {
+        let per_job = i64::from(per_job.min(super::MAX_HISTORY_LIMIT));
+        match self.backend() {
+            Backend::Sqlite(pool) => sqlx::query(concat!(
+                "SELECT ",
+                sqlite_columns!(),
+                " FROM (SELECT ",
+                sqlite_columns!(),
+                ", ROW_NUMBER() OVER (PARTITION BY code ORDER BY started_at_us DESC, id DESC) \
+                 AS rn FROM job_runs WHERE kind <> 'dry_run') AS r \
+                 WHERE rn <= ?1 \
+                 OR id IN (SELECT MAX(id) FROM job_runs WHERE kind <> 'dry_run' \
+                    AND outcome = 'succeeded' GROUP BY code) \
+                 OR id IN (SELECT MAX(id) FROM job_runs WHERE kind <> 'dry_run' \
+                    AND outcome IN ('failed', 'abandoned') GROUP BY code) \
+                 OR id IN (SELECT (SELECT j.id FROM job_runs AS j WHERE j.code = c.code \
+                    AND j.kind IN ('scheduled', 'retry') \
+                    ORDER BY j.tick_us DESC, j.attempt DESC, j.id DESC LIMIT 1) \
+                    FROM (SELECT DISTINCT code FROM job_runs) AS c) \
+                 ORDER BY code, started_at_us DESC, id DESC"
+            ))
+            .bind(per_job)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(sqlite_row)
+            .collect(),
+            Backend::Postgres(pool) => sqlx::query(concat!(
+                "SELECT ",
+                pg_columns!(),
+                " FROM (SELECT ",
+                pg_columns!(),
+                ", ROW_NUMBER() OVER (PARTITION BY code ORDER BY started_at DESC, id DESC) \
+                 AS rn FROM job_runs WHERE kind <> 'dry_run') AS r \
+                 WHERE rn <= $1 \
+                 OR id IN (SELECT MAX(id) FROM job_runs WHERE kind <> 'dry_run' \
+                    AND outcome = 'succeeded' GROUP BY code) \
+                 OR id IN (SELECT MAX(id) FROM job_runs WHERE kind <> 'dry_run' \
+                    AND outcome IN ('failed', 'abandoned') GROUP BY code) \
+                 OR id IN (SELECT (SELECT j.id FROM job_runs AS j WHERE j.code = c.code \
+                    AND j.kind IN ('scheduled', 'retry') \
+                    ORDER BY j.tick DESC, j.attempt DESC, j.id DESC LIMIT 1) \
+                    FROM (SELECT DISTINCT code FROM job_runs) AS c) \
+                 ORDER BY code, started_at DESC, id DESC"
+            ))
+            .bind(per_job)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(pg_row)
+            .collect(),
+        }
+    }
+
+    async fn open_incident(
+        &self,
+        code: &str,
+        kind: IncidentKind,
+        tick: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange> {
+        // Each step is one statement, atomic on its own: the partial unique index lets one
+        // insert win, and the escalation's `kind = 'late'` condition lets one update win.
+        let (opened, escalated) = match self.backend() {
+            Backend::Sqlite(pool) => {
+                let opened = sqlx::query(
+                    "INSERT INTO job_incidents (code, kind, tick_us, opened_at_us) \
+                     VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(code)
+                .bind(kind.as_str())
+                .bind(micros(tick))
+                .bind(micros(now))
+                .execute(pool)
+                .await?
+                .rows_affected()
+                    == 1;
+                let escalated = !opened
+                    && kind == IncidentKind::Missed
+                    && sqlx::query(
+                        "UPDATE job_incidents SET kind = 'missed', tick_us = ? \
+                         WHERE code = ? AND resolved_at_us IS NULL AND kind = 'late'",
+                    )
+                    .bind(micros(tick))
+                    .bind(code)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                (opened, escalated)
+            }
+            Backend::Postgres(pool) => {
+                let opened = sqlx::query(
+                    "INSERT INTO job_incidents (code, kind, tick, opened_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(code)
+                .bind(kind.as_str())
+                .bind(tick)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                    == 1;
+                let escalated = !opened
+                    && kind == IncidentKind::Missed
+                    && sqlx::query(
+                        "UPDATE job_incidents SET kind = 'missed', tick = $1 \
+                         WHERE code = $2 AND resolved_at IS NULL AND kind = 'late'",
+                    )
+                    .bind(tick)
+                    .bind(code)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                (opened, escalated)
+            }
+        };
+        Ok(if opened {
+            IncidentChange::Opened
+        } else if escalated {
+            IncidentChange::Escalated
+        } else {
+            IncidentChange::Known
+        })
+    }
+
+    async fn resolve_incident(&self, code: &str, now: DateTime<Utc>) -> Result<Option<Incident>> {
+        match self.backend() {
+            Backend::Sqlite(pool) => sqlx::query(
+                "UPDATE job_incidents SET resolved_at_us = ? \
+                 WHERE code = ? AND resolved_at_us IS NULL \
+                 RETURNING code, kind, tick_us, opened_at_us, resolved_at_us",
+            )
+            .bind(micros(now))
+            .bind(code)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(sqlite_incident)
+            .transpose(),
+            Backend::Postgres(pool) => sqlx::query(
+                "UPDATE job_incidents SET resolved_at = $1 \
+                 WHERE code = $2 AND resolved_at IS NULL \
+                 RETURNING code, kind, tick, opened_at, resolved_at",
+            )
+            .bind(now)
+            .bind(code)
+            .fetch_optional(pool)
+            .await?
+            .as_ref()
+            .map(pg_incident)
+            .transpose(),
+        }
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<Incident>> {
+        match self.backend() {
+            Backend::Sqlite(pool) => sqlx::query(
+                "SELECT code, kind, tick_us, opened_at_us, resolved_at_us FROM job_incidents \
+                 WHERE resolved_at_us IS NULL ORDER BY code",
+            )
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(sqlite_incident)
+            .collect(),
+            Backend::Postgres(pool) => sqlx::query(
+                "SELECT code, kind, tick, opened_at, resolved_at FROM job_incidents \
+                 WHERE resolved_at IS NULL ORDER BY code",
+            )
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(pg_incident)
             .collect(),
         }
     }

@@ -2,6 +2,7 @@
 //! clients' queries work unchanged.
 
 mod filters;
+mod jobs;
 mod mutation;
 mod query;
 mod types;

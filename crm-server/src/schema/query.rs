@@ -10,6 +10,7 @@ use crate::schema::filters::{
     CUSTOMER_SORTS, CustomerFilterInput, ORDER_SORTS, OrderFilterInput, PRODUCT_SORTS,
     ProductFilterInput, fetch_one_more, page_request, parse_order_by,
 };
+use crate::schema::jobs::{JobNode, JobRunNode};
 use crate::schema::types::{
     CustomerConnection, CustomerNode, OrderConnection, OrderNode, ProductConnection, ProductNode,
 };
@@ -151,6 +152,21 @@ impl Query {
     /// Sum of every order's total amount (summed by the database; `"0.00"` with no orders).
     async fn total_revenue(context: &Context) -> Result<Money, ApiError> {
         Ok(Money(context.totals().await?.revenue))
+    }
+
+    /// Every scheduled job with its health: state (ok, running, late, missed, failing),
+    /// schedule, next run, last success and failure, recent durations.
+    async fn jobs(context: &Context) -> Result<Vec<JobNode>, ApiError> {
+        crate::schema::jobs::jobs(context).await
+    }
+
+    /// A scheduled job's latest runs, newest first (`first` from 1 to 500, default 20).
+    async fn job_runs(
+        context: &Context,
+        code: String,
+        first: Option<i32>,
+    ) -> Result<Vec<JobRunNode>, ApiError> {
+        crate::schema::jobs::job_runs(context, &code, first).await
     }
 }
 
