@@ -257,3 +257,39 @@ fn wait_until_some<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_bad_broker_url_is_a_usage_error_and_an_unreachable_broker_a_failure_neither_showing_the_password()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, code, reason) in [
+        ("bogus://:s3cret@host/0", 2, "Invalid CRM_BROKER_URL"),
+        (
+            "redis://:s3cret@127.0.0.1:6379/notadb",
+            2,
+            "Invalid CRM_BROKER_URL",
+        ),
+        (
+            "redis://:s3cret@127.0.0.1:1/0",
+            1,
+            "cannot reach the broker",
+        ),
+    ] {
+        for command in ["beat", "worker"] {
+            let output = crm(dir.path(), "unused:")
+                .arg(command)
+                .env("CRM_BROKER_URL", url)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(code),
+                "{command} {url}: {stderr}"
+            );
+            assert!(stderr.contains(reason), "{command} {url}: {stderr}");
+            assert!(!stderr.contains("s3cret"), "{command} {url}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        }
+    }
+}

@@ -191,17 +191,33 @@ fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The venv's Python. A missing venv is created once per test run by `tests/python/setup.sh`
+/// (real Celery from PyPI), so `cargo test --workspace` needs no step before it.
 fn python() -> PathBuf {
-    let venv = std::env::var_os("CRM_CELERY_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target/celery-venv"));
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "the Python Celery venv is missing at {}: run tests/python/setup.sh first",
-        venv.display()
-    );
-    python
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let venv = std::env::var_os("CRM_CELERY_VENV")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| workspace_root().join("target/celery-venv"));
+            let python = venv.join("bin/python");
+            if !python.exists() {
+                let setup = workspace_root().join("tests/python/setup.sh");
+                let status = Command::new("bash")
+                    .arg(&setup)
+                    .env("CRM_CELERY_VENV", &venv)
+                    .status()
+                    .expect("bash runs tests/python/setup.sh");
+                assert!(
+                    status.success() && python.exists(),
+                    "could not create the Python Celery venv at {} with {}",
+                    venv.display(),
+                    setup.display()
+                );
+            }
+            python
+        })
+        .clone()
 }
 
 fn celery_command(tb: &TestBroker, args: &[&str]) -> Command {

@@ -127,8 +127,16 @@ pub enum BrokerError {
     InvalidConfig(String),
     /// The broker could not be reached.
     #[error("cannot reach the broker: {0}")]
-    Unreachable(#[source] redis::RedisError),
+    Unreachable(redis::RedisError),
     /// A command failed (connection lost, wrong type of key, …).
     #[error("broker command failed: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
+}
+
+// Not `#[from]`: the Redis error is shown in the message (logs print only the message), so it
+// is not also reported as the source, which would print it twice in an error chain.
+impl From<redis::RedisError> for BrokerError {
+    fn from(error: redis::RedisError) -> Self {
+        Self::Redis(error)
+    }
 }
