@@ -574,24 +574,27 @@ impl RunLedger for Database {
     }
 
     async fn recent_runs(&self, per_job: u32) -> Result<Vec<JobRun>> {
+        // Per job, each part is an index walk from the newest row down (a `LIMIT` on
+        // `(code, started_at, id)`, on the primary key, on the claim key), so the cost follows
+        // the number of jobs and `per_job`, not the ledger's length.
         let per_job = i64::from(per_job.min(super::MAX_HISTORY_LIMIT));
         match self.backend() {
             Backend::Sqlite(pool) => sqlx::query(concat!(
-                "SELECT ",
+                "WITH codes AS (SELECT DISTINCT code FROM job_runs) SELECT ",
                 sqlite_columns!(),
-                " FROM (SELECT ",
-                sqlite_columns!(),
-                ", ROW_NUMBER() OVER (PARTITION BY code ORDER BY started_at_us DESC, id DESC) \
-                 AS rn FROM job_runs WHERE kind <> 'dry_run') AS r \
-                 WHERE rn <= ?1 \
-                 OR id IN (SELECT MAX(id) FROM job_runs WHERE kind <> 'dry_run' \
-                    AND outcome = 'succeeded' GROUP BY code) \
-                 OR id IN (SELECT MAX(id) FROM job_runs WHERE kind <> 'dry_run' \
-                    AND outcome IN ('failed', 'abandoned') GROUP BY code) \
-                 OR id IN (SELECT (SELECT j.id FROM job_runs AS j WHERE j.code = c.code \
-                    AND j.kind IN ('scheduled', 'retry') \
-                    ORDER BY j.tick_us DESC, j.attempt DESC, j.id DESC LIMIT 1) \
-                    FROM (SELECT DISTINCT code FROM job_runs) AS c) \
+                " FROM job_runs WHERE id IN ( \
+                 SELECT y.id FROM codes AS c JOIN job_runs AS y ON y.id IN ( \
+                    SELECT z.id FROM job_runs AS z WHERE z.code = c.code \
+                    AND z.kind <> 'dry_run' ORDER BY z.started_at_us DESC, z.id DESC LIMIT ?1) \
+                 UNION SELECT (SELECT z.id FROM job_runs AS z WHERE z.code = c.code \
+                    AND z.kind <> 'dry_run' AND z.outcome = 'succeeded' \
+                    ORDER BY z.id DESC LIMIT 1) FROM codes AS c \
+                 UNION SELECT (SELECT z.id FROM job_runs AS z WHERE z.code = c.code \
+                    AND z.kind <> 'dry_run' AND z.outcome IN ('failed', 'abandoned') \
+                    ORDER BY z.id DESC LIMIT 1) FROM codes AS c \
+                 UNION SELECT (SELECT z.id FROM job_runs AS z WHERE z.code = c.code \
+                    AND z.kind IN ('scheduled', 'retry') \
+                    ORDER BY z.tick_us DESC, z.attempt DESC, z.id DESC LIMIT 1) FROM codes AS c) \
                  ORDER BY code, started_at_us DESC, id DESC"
             ))
             .bind(per_job)
@@ -601,21 +604,21 @@ impl RunLedger for Database {
             .map(sqlite_row)
             .collect(),
             Backend::Postgres(pool) => sqlx::query(concat!(
-                "SELECT ",
+                "WITH codes AS (SELECT DISTINCT code FROM job_runs) SELECT ",
                 pg_columns!(),
-                " FROM (SELECT ",
-                pg_columns!(),
-                ", ROW_NUMBER() OVER (PARTITION BY code ORDER BY started_at DESC, id DESC) \
-                 AS rn FROM job_runs WHERE kind <> 'dry_run') AS r \
-                 WHERE rn <= $1 \
-                 OR id IN (SELECT MAX(id) FROM job_runs WHERE kind <> 'dry_run' \
-                    AND outcome = 'succeeded' GROUP BY code) \
-                 OR id IN (SELECT MAX(id) FROM job_runs WHERE kind <> 'dry_run' \
-                    AND outcome IN ('failed', 'abandoned') GROUP BY code) \
-                 OR id IN (SELECT (SELECT j.id FROM job_runs AS j WHERE j.code = c.code \
-                    AND j.kind IN ('scheduled', 'retry') \
-                    ORDER BY j.tick DESC, j.attempt DESC, j.id DESC LIMIT 1) \
-                    FROM (SELECT DISTINCT code FROM job_runs) AS c) \
+                " FROM job_runs WHERE id IN ( \
+                 SELECT y.id FROM codes AS c CROSS JOIN LATERAL ( \
+                    SELECT z.id FROM job_runs AS z WHERE z.code = c.code \
+                    AND z.kind <> 'dry_run' ORDER BY z.started_at DESC, z.id DESC LIMIT $1) AS y \
+                 UNION SELECT (SELECT z.id FROM job_runs AS z WHERE z.code = c.code \
+                    AND z.kind <> 'dry_run' AND z.outcome = 'succeeded' \
+                    ORDER BY z.id DESC LIMIT 1) FROM codes AS c \
+                 UNION SELECT (SELECT z.id FROM job_runs AS z WHERE z.code = c.code \
+                    AND z.kind <> 'dry_run' AND z.outcome IN ('failed', 'abandoned') \
+                    ORDER BY z.id DESC LIMIT 1) FROM codes AS c \
+                 UNION SELECT (SELECT z.id FROM job_runs AS z WHERE z.code = c.code \
+                    AND z.kind IN ('scheduled', 'retry') \
+                    ORDER BY z.tick DESC, z.attempt DESC, z.id DESC LIMIT 1) FROM codes AS c) \
                  ORDER BY code, started_at DESC, id DESC"
             ))
             .bind(per_job)
