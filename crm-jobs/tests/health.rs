@@ -2,11 +2,13 @@
 //! every ledger (memory, SQLite, PostgreSQL), and the late alert delivered to a real HTTP
 //! listener.
 
+#[path = "support/webhook.rs"]
+mod webhook;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_std::net::TcpListener;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -17,7 +19,7 @@ use crm_jobs::{
     JobControl as _, JobError, JobOptions, LogAlert, ManualClock, MemoryLedger, MemoryOverrides,
     NewRun, RunKind, RunLedger, Runner, Schedule, WebhookAlert,
 };
-use futures::{AsyncReadExt, AsyncWriteExt};
+use webhook::webhook_listener;
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
@@ -327,56 +329,10 @@ async fn recent_runs_keep_each_jobs_landmarks_on_every_ledger() {
     recent_runs_keep_the_landmarks(postgres.database()).await;
 }
 
-/// A tiny HTTP server on 127.0.0.1:0 answering 503 to the first request and 200 after, handing
-/// over each JSON body it accepted.
-async fn flaky_webhook() -> (String, async_std::channel::Receiver<serde_json::Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = async_std::channel::unbounded();
-    async_std::task::spawn(async move {
-        let mut seen = 0;
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body = loop {
-                let n = stream.read(&mut chunk).await.unwrap_or(0);
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= length {
-                        break Some(body[..length].to_owned());
-                    }
-                }
-            };
-            seen += 1;
-            let status = if seen == 1 { 503 } else { 200 };
-            let answer =
-                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = stream.write_all(answer.as_bytes()).await;
-            if let Some(body) = body
-                && status == 200
-            {
-                let _ = tx.send(serde_json::from_str(&body).unwrap()).await;
-            }
-        }
-    });
-    (url, rx)
-}
-
 #[async_std::test]
 async fn a_late_job_is_posted_to_the_webhook_once_after_a_retry() {
-    let (url, received) = flaky_webhook().await;
+    // 503 to the first request, 200 after.
+    let (url, received) = webhook_listener(vec![503]).await;
     let webhook = WebhookAlert::new(&url)
         .unwrap()
         .attempts(3)

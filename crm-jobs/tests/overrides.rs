@@ -3,6 +3,9 @@
 //! (a manual clock, no sleeping), live pickup by a running scheduler, and two runners on one
 //! PostgreSQL with a change in between.
 
+#[path = "support/drive.rs"]
+mod drive;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ use crm_jobs::{
     CronJob, JobContext, JobControl, JobError, ManualClock, MemoryLedger, MemoryOverrides,
     OverrideStore, RunKind, RunLedger, RunStatus, Runner, Schedule, Scheduler,
 };
+use drive::drive;
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
@@ -75,25 +79,6 @@ fn runner(
         .jobs(jobs)
         .build()
         .unwrap()
-}
-
-/// Drives `runner` as the scheduler does, from `from` until before `until`: run what is due,
-/// ask when to wake, jump the clock there. Every report must be a success.
-async fn drive(runner: &Runner, clock: &ManualClock, from: DateTime<Utc>, until: DateTime<Utc>) {
-    let mut now = from;
-    loop {
-        clock.set(now);
-        for report in runner.run_due(now).await {
-            assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
-        }
-        match runner.next_wakeup(now).await {
-            Some(next) if next < until => {
-                assert!(next > now, "the wakeup must move forward");
-                now = next;
-            }
-            _ => return,
-        }
-    }
 }
 
 /// Every hour from `from` (inclusive) to `to` (exclusive).

@@ -2,6 +2,11 @@
 //! PostgreSQL) and a real HTTP listener for the webhook. Time is a manual clock: a week of
 //! schedules runs in a moment, without sleeping.
 
+#[path = "support/drive.rs"]
+mod drive;
+#[path = "support/webhook.rs"]
+mod webhook;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,8 +24,10 @@ use crm_jobs::{
     MemoryLedger, MisfirePolicy, NewRun, RunKind, RunLedger, RunOutcome, RunReport, RunStatus,
     Runner, RunnerError, Schedule, WebhookAlert, schedules,
 };
+use drive::drive;
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use futures::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use webhook::webhook_listener;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -145,25 +152,6 @@ fn contract_jobs() -> Vec<TestJob> {
     .collect()
 }
 
-/// Drives `runner` the way the scheduler does, from `from` until before `until`: run what is
-/// due, ask when to wake, jump the clock there. Every report must be a success.
-async fn drive(runner: &Runner, clock: &ManualClock, from: DateTime<Utc>, until: DateTime<Utc>) {
-    let mut now = from;
-    loop {
-        clock.set(now);
-        for report in runner.run_due(now).await {
-            assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
-        }
-        match runner.next_wakeup(now).await {
-            Some(next) if next < until => {
-                assert!(next > now, "the wakeup must move forward");
-                now = next;
-            }
-            _ => return,
-        }
-    }
-}
-
 /// A week of the five contract jobs in `zone`, from Sunday 00:00 local, on `ledger`.
 async fn simulate_week(
     zone: Tz,
@@ -232,54 +220,6 @@ fn assert_week(
             .all(|w| w[1] - w[0] == TimeDelta::minutes(5)),
         "heartbeats every 5 minutes of real time, none twice"
     );
-}
-
-/// A tiny HTTP server on 127.0.0.1:0 that answers each request with the next status of
-/// `statuses` (then 200) and hands over each JSON body.
-async fn webhook_listener(
-    statuses: Vec<u16>,
-) -> (String, async_std::channel::Receiver<serde_json::Value>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = async_std::channel::unbounded();
-    async_std::task::spawn(async move {
-        let mut statuses = statuses.into_iter();
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body = loop {
-                let n = stream.read(&mut chunk).await.unwrap_or(0);
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= length {
-                        break Some(body[..length].to_owned());
-                    }
-                }
-            };
-            let status = statuses.next().unwrap_or(200);
-            let answer =
-                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = stream.write_all(answer.as_bytes()).await;
-            if let Some(body) = body
-                && status == 200
-            {
-                let _ = tx.send(serde_json::from_str(&body).unwrap()).await;
-            }
-        }
-    });
-    (url, rx)
 }
 
 fn new_run(code: &str, tick: DateTime<Utc>, at: DateTime<Utc>, lease_secs: i64) -> NewRun {
