@@ -2,11 +2,15 @@
 //! (127.0.0.1:6379, or `CRM_TEST_REDIS_URL`), each test under its own key prefix, killed the
 //! hard way. Without Redis these tests fail when `CI=true` and are skipped otherwise.
 
-use std::io::{BufRead as _, BufReader, Read as _};
+#[path = "support/process.rs"]
+mod process;
+use process::{KillOnDrop, crm_in, exits_within, sigterm, wait_until, wait_until_some};
+
+use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn redis_url() -> String {
     std::env::var("CRM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
@@ -63,60 +67,13 @@ impl Drop for Prefix {
     }
 }
 
-/// A child process that is killed and reaped if the test ends early.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn crm(dir: &Path, prefix: &str) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CRM_") {
-            command.env_remove(key);
-        }
-    }
+    let mut command = crm_in(dir);
     command
-        .current_dir(dir)
         .env("CRM_LOG_DIR", dir.join("logs"))
-        .env("CRM_TIME_ZONE", "UTC")
         .env("CRM_BROKER_URL", redis_url())
-        .env("CRM_BROKER_KEY_PREFIX", prefix)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null());
+        .env("CRM_BROKER_KEY_PREFIX", prefix);
     command
-}
-
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-/// Waits for a child to exit on its own; its stderr (piped) is returned.
-fn exits_within(child: &mut KillOnDrop, limit: Duration) -> (Option<i32>, String) {
-    wait_until("the process to exit", limit, || {
-        child.0.try_wait().unwrap().is_some()
-    });
-    let mut err = String::new();
-    if let Some(mut stderr) = child.0.stderr.take() {
-        stderr.read_to_string(&mut err).unwrap();
-    }
-    (child.0.wait().unwrap().code(), err)
 }
 
 #[test]
@@ -245,17 +202,6 @@ fn a_worker_killed_mid_task_has_its_tick_run_once_by_another_and_beat_and_worker
 
 fn read(path: &PathBuf) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn wait_until_some<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out after {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

@@ -2,6 +2,10 @@
 //! seed, serve on a free port, each job, run-due, history, crontab management against the real
 //! `crontab` program, and bad input with its exit codes.
 
+#[path = "support/process.rs"]
+mod process;
+use process::{KillOnDrop, assert_exit, crm_in, http_get, stderr, stdout};
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -32,18 +36,8 @@ impl Workspace {
 
     /// `crm` in this directory, with none of the caller's `CRM_*` settings and logs in `logs/`.
     fn crm(&self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_crm"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("CRM_") {
-                command.env_remove(key);
-            }
-        }
-        command
-            .current_dir(self.path())
-            .env("CRM_LOG_DIR", self.log_dir())
-            .env("CRM_TIME_ZONE", "UTC")
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null());
+        let mut command = crm_in(self.path());
+        command.env("CRM_LOG_DIR", self.log_dir());
         command
     }
 
@@ -87,25 +81,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(output),
-        stderr(output)
-    );
 }
 
 /// Every line of a log matches `YYYY-MM-DD HH:MM:SS - <rest>`; returns the rests.
@@ -614,38 +589,6 @@ fn the_scheduler_and_the_server_stop_cleanly_on_sigterm() {
             started.elapsed()
         );
     }
-}
-
-/// A child process that is killed and reaped if the test ends early.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// GETs `url` (plain HTTP) with an optional bearer token; the status and the whole answer.
-fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let rest = url.strip_prefix("http://").expect(url);
-    let (host, path) = rest.split_once('/').expect(url);
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("an HTTP status");
-    (status, answer)
 }
 
 #[test]

@@ -4,12 +4,14 @@
 //! and Supervisord programs (`systemd-analyze verify`, and every command line they start is a
 //! real `crm` subcommand).
 
+#[path = "support/process.rs"]
+mod process;
+use process::{CRM, KillOnDrop, assert_exit, crm_in, stderr, stdout, wait_for_line};
+
 use std::io::{BufReader, Read as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const CRM: &str = env!("CARGO_BIN_EXE_crm");
 
 /// The repository's root (examples live there).
 fn root() -> PathBuf {
@@ -21,43 +23,13 @@ fn root() -> PathBuf {
 
 /// `crm` in `dir`, with none of the caller's `CRM_*` settings, logs in `dir`, times in UTC.
 fn crm(dir: &Path) -> Command {
-    let mut command = Command::new(CRM);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CRM_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .current_dir(dir)
-        .env("CRM_LOG_DIR", dir)
-        .env("CRM_TIME_ZONE", "UTC")
-        .env("USER", "operator")
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null());
+    let mut command = crm_in(dir);
+    command.env("CRM_LOG_DIR", dir).env("USER", "operator");
     command
 }
 
 fn run(dir: &Path, args: &[&str]) -> Output {
     crm(dir).args(args).output().expect("crm runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(output),
-        stderr(output)
-    );
 }
 
 /// The `jobs list` row of `code`.
@@ -203,32 +175,6 @@ fn operators_pause_reschedule_and_add_runs_from_the_command_line() {
             ("cli:operator", "update_low_stock", "run_at"),
         ]
     );
-}
-
-/// A child process that is killed and reaped if the test ends early.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads `stderr` until a line contains `what` (or the stream ends: a failure).
-fn wait_for_line(stderr: &mut impl std::io::BufRead, what: &str) -> String {
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(
-            stderr.read_line(&mut line).unwrap() > 0,
-            "ended before printing {what:?}: {seen}"
-        );
-        seen.push_str(&line);
-        if line.contains(what) {
-            return seen;
-        }
-    }
 }
 
 #[test]

@@ -1,0 +1,142 @@
+//! Running the real `crm` binary from a test: a clean environment, its output, waiting for it,
+//! and making sure no child outlives the test. Shared by every test file of this crate
+//! (`#[path = "support/process.rs"] mod process;`), each of which uses a part of it.
+#![allow(dead_code, reason = "each test file uses a part of this module")]
+
+use std::io::{BufRead, Read as _};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `crm` binary cargo built for these tests.
+pub(crate) const CRM: &str = env!("CARGO_BIN_EXE_crm");
+
+/// `crm` in `dir` with none of the caller's `CRM_*` settings, times in UTC, quiet logging and
+/// no stdin; the caller adds the log directory and whatever else the test needs.
+pub(crate) fn crm_in(dir: &Path) -> Command {
+    let mut command = Command::new(CRM);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CRM_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .current_dir(dir)
+        .env("CRM_TIME_ZONE", "UTC")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null());
+    command
+}
+
+pub(crate) fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub(crate) fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams when it is not the expected one.
+#[track_caller]
+pub(crate) fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(output),
+        stderr(output)
+    );
+}
+
+/// A child process that is killed (SIGKILL) and reaped if the test ends early.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `done` every 50 ms; fails the test after `limit`.
+#[track_caller]
+pub(crate) fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `f` every 50 ms until it returns something; fails the test after `limit`.
+#[track_caller]
+pub(crate) fn wait_until_some<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(start.elapsed() < limit, "timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads `stream` until a line contains `what` (or the stream ends: a failure); returns all
+/// that was read.
+pub(crate) fn wait_for_line(stream: &mut impl BufRead, what: &str) -> String {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stream.read_line(&mut line).unwrap() > 0,
+            "ended before printing {what:?}: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains(what) {
+            return seen;
+        }
+    }
+}
+
+/// Sends SIGTERM, as systemd or Supervisord do to stop a service.
+pub(crate) fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits for a child to exit on its own; its exit code and its stderr (if piped).
+pub(crate) fn exits_within(child: &mut KillOnDrop, limit: Duration) -> (Option<i32>, String) {
+    wait_until("the process to exit", limit, || {
+        child.0.try_wait().unwrap().is_some()
+    });
+    let mut err = String::new();
+    if let Some(mut stderr) = child.0.stderr.take() {
+        stderr.read_to_string(&mut err).unwrap();
+    }
+    (child.0.wait().unwrap().code(), err)
+}
+
+/// GETs `url` (plain HTTP) with an optional bearer token; the status and the whole answer.
+pub(crate) fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::Write as _;
+    let rest = url.strip_prefix("http://").expect(url);
+    let (host, path) = rest.split_once('/').expect(url);
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status");
+    (status, answer)
+}
