@@ -712,3 +712,89 @@ async fn a_client_trickling_its_head_is_disconnected_within_a_minute_or_so() {
     eprintln!("S5 a trickling client was disconnected after {cut:?}");
     assert!(cut >= Duration::from_secs(50), "{cut:?}");
 }
+
+/// A job whose failure quotes customers' addresses, in the forms crm-core accepts.
+struct Leaky;
+
+const LEAKED: [&str; 3] = [
+    "jane/smith@example.com",
+    "o!brien@example.com",
+    "ann.lee+crm@example.com",
+];
+
+#[async_trait::async_trait]
+impl CronJob for Leaky {
+    fn code(&self) -> &str {
+        "send_order_reminders"
+    }
+    fn schedule(&self) -> Schedule {
+        Schedule::cron("0 8 * * *").unwrap()
+    }
+    async fn run(&self, _ctx: &JobContext) -> Result<String, JobError> {
+        Err(JobError::Endpoint(format!(
+            "orders 1, 2, 3 for {}, {} and {}",
+            LEAKED[0], LEAKED[1], LEAKED[2]
+        )))
+    }
+}
+
+/// S6 (status page, API and service log): a failed run whose message names customers'
+/// addresses, in every form an address may take, shows none of them on `/status` (which
+/// needs the token), in the `jobRuns` and `jobs` queries, or in the server's own log (the
+/// runner's "Job failed" and the log alert's "Job keeps failing" lines).
+#[async_std::test]
+async fn a_failures_customer_addresses_reach_neither_status_api_nor_log() {
+    crate::helpers::captured_logs();
+    let db = TestDb::sqlite().await;
+    let database = Arc::new(db.database().clone());
+    let runner = Arc::new(
+        Runner::builder()
+            .job(Box::new(Leaky))
+            .ledger(database.clone() as Arc<dyn RunLedger>)
+            .clock(Arc::new(ManualClock::new(now())))
+            .time_zone(chrono_tz::Tz::UTC)
+            .build()
+            .unwrap(),
+    );
+    let report = runner
+        .run_now("send_order_reminders", true, false)
+        .await
+        .unwrap();
+    assert!(report.is_failure(), "{report:?}");
+    let app = spawn_app_with(
+        db,
+        ServerConfig {
+            api_token: Some(TOKEN.to_owned()),
+            jobs: Some(runner),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    assert_eq!(app.request("GET", "/status", &[], b"").await.status, 401);
+    let auth = format!("Bearer {TOKEN}");
+    let page = app
+        .request("GET", "/status", &[("Authorization", &auth)], b"")
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("[e-mail]"), "{}", page.body);
+    let api = app
+        .data(
+            "{ jobRuns(code: \"send_order_reminders\") { message } jobs { code lastFailure { message } } }",
+            json!({}),
+        )
+        .await
+        .to_string();
+    assert!(api.contains("[e-mail]"), "{api}");
+    let logs = crate::helpers::captured_logs();
+    assert!(logs.contains("Job failed"), "{logs}");
+    for email in LEAKED {
+        let local = email.split('@').next().unwrap();
+        for (place, text) in [
+            ("/status", &page.body),
+            ("the API", &api),
+            ("the log", &logs),
+        ] {
+            assert!(!text.contains(local), "{local} shown in {place}: {text}");
+        }
+    }
+}
