@@ -194,7 +194,7 @@ async fn serve_connection(app: tide::Server<AppState>, stream: TcpStream) {
     }
     let local_addr = stream.local_addr().ok();
     let peer_addr = stream.peer_addr().ok();
-    let stream = DiscardLimitedStream::new(stream);
+    let stream = DiscardLimitedStream::new(stream, app.state().config.idle_timeout);
     let budget = stream.budget.clone();
     let discard_limit = MAX_DISCARDED_BODY_BYTES.max(2 * app.state().config.max_body_bytes as u64);
     let served = async_h1::accept(stream, |mut request| {
@@ -217,22 +217,43 @@ async fn serve_connection(app: tide::Server<AppState>, stream: TcpStream) {
     }
 }
 
-/// The connection as async-h1 reads it: between the moment a response is ready and the start
-/// of the next request's handler (that is, while async-h1 discards an unread body and reads the
-/// next request's head), at most `budget` bytes are read; then the stream reads as ended, and
-/// async-h1 closes the connection. Writes are untouched, so the response still goes out.
-#[derive(Clone)]
+/// The connection as async-h1 reads it, with two bounds async-h1 lacks:
+///
+/// - between the moment a response is ready and the start of the next request's handler (that
+///   is, while async-h1 discards an unread body and reads the next request's head), at most
+///   `budget` bytes are read; then the stream reads as ended, and async-h1 closes the
+///   connection. Writes are untouched, so the response still goes out;
+/// - a read that waits longer than `idle_timeout` for the client fails (`TimedOut`), which ends
+///   the connection: a client that announces a body and stalls, or trickles it, or keeps an
+///   idle connection, no longer holds a task and a file descriptor for ever (async-h1 only
+///   bounds the time to receive a request head, at 60 s).
 struct DiscardLimitedStream {
     stream: TcpStream,
     /// Bytes that may still be read; `u64::MAX` while a handler runs (no bound).
     budget: Arc<AtomicU64>,
+    idle_timeout: std::time::Duration,
+    /// Armed while a read of this handle waits for the client; cleared when it completes.
+    idle: Option<async_io::Timer>,
+}
+
+impl Clone for DiscardLimitedStream {
+    fn clone(&self) -> Self {
+        Self {
+            stream: self.stream.clone(),
+            budget: self.budget.clone(),
+            idle_timeout: self.idle_timeout,
+            idle: None,
+        }
+    }
 }
 
 impl DiscardLimitedStream {
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: TcpStream, idle_timeout: std::time::Duration) -> Self {
         Self {
             stream,
             budget: Arc::new(AtomicU64::new(u64::MAX)),
+            idle_timeout,
+            idle: None,
         }
     }
 }
@@ -243,6 +264,8 @@ impl AsyncRead for DiscardLimitedStream {
         cx: &mut TaskContext<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        use std::future::Future as _;
+
         let this = self.get_mut();
         let budget = this.budget.load(Ordering::SeqCst);
         if budget == 0 {
@@ -250,12 +273,31 @@ impl AsyncRead for DiscardLimitedStream {
         }
         let allowed = usize::try_from(budget).unwrap_or(usize::MAX).min(buf.len());
         let read = Pin::new(&mut this.stream).poll_read(cx, &mut buf[..allowed]);
-        if let Poll::Ready(Ok(n)) = read
-            && budget != u64::MAX
-        {
-            // Only this connection's task reads or resets the budget, one step at a time.
-            this.budget
-                .store(budget.saturating_sub(n as u64), Ordering::SeqCst);
+        match &read {
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let timer = this
+                    .idle
+                    .get_or_insert_with(|| async_io::Timer::after(timeout));
+                if Pin::new(timer).poll(cx).is_ready() {
+                    this.idle = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client sent nothing for {timeout:?}"),
+                    )));
+                }
+            }
+            Poll::Ready(result) => {
+                this.idle = None;
+                if let Ok(n) = result
+                    && budget != u64::MAX
+                {
+                    // Only this connection's task reads or resets the budget, one step at a
+                    // time.
+                    this.budget
+                        .store(budget.saturating_sub(*n as u64), Ordering::SeqCst);
+                }
+            }
         }
         read
     }

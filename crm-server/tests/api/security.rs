@@ -798,3 +798,88 @@ async fn a_failures_customer_addresses_reach_neither_status_api_nor_log() {
         }
     }
 }
+
+/// Whether the server closes `stream` (read ends or fails) within `limit`; when.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Instant> {
+    let mut sink = Vec::new();
+    match async_std::future::timeout(limit, stream.read_to_end(&mut sink)).await {
+        Ok(_) => Some(Instant::now()),
+        Err(_) => None,
+    }
+}
+
+/// S5: a client that announces a body and stalls, trickles its head more slowly than the idle
+/// timeout, or leaves a keep-alive connection idle, is disconnected after `idle_timeout`
+/// (1 s here, 30 s by default); a client that keeps sending is served.
+#[async_std::test]
+async fn stalled_and_idle_connections_are_closed_after_the_idle_timeout() {
+    let app = spawn_app_with(
+        TestDb::sqlite().await,
+        ServerConfig {
+            idle_timeout: Duration::from_secs(1),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let started = Instant::now();
+    // A body announced as 1,000 bytes, 10 sent.
+    let mut stalled = TcpStream::connect(app.address).await.unwrap();
+    stalled
+        .write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"query\":")
+        .await
+        .unwrap();
+    // A keep-alive connection, used once and then left idle.
+    let mut idle = KeepAlive::connect(app.address).await;
+    let body = json!({"query": "{ hello }"}).to_string();
+    assert_eq!(idle.post(&body, "none").await, 200);
+    // A head trickled a byte every 2 s.
+    let mut trickled = TcpStream::connect(app.address).await.unwrap();
+    trickled
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let trickler = {
+        let mut stream = trickled.clone();
+        async_std::task::spawn(async move {
+            for _ in 0..5 {
+                async_std::task::sleep(Duration::from_secs(2)).await;
+                if stream.write_all(b"X").await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let limit = Duration::from_secs(10);
+    let stalled_after = closed_within(&mut stalled, limit).await;
+    let idle_after = closed_within(&mut idle.writer, limit).await;
+    let trickled_after = closed_within(&mut trickled, limit).await;
+    let after = |at: Option<Instant>| at.map(|at| at - started);
+    eprintln!(
+        "S5 idle timeout 1 s: stalled body closed after {:?}, idle keep-alive after {:?}, \
+         2-second trickle after {:?}",
+        after(stalled_after),
+        after(idle_after),
+        after(trickled_after)
+    );
+    assert!(
+        stalled_after.is_some(),
+        "a stalled body kept its connection"
+    );
+    assert!(idle_after.is_some(), "an idle connection was kept");
+    assert!(trickled_after.is_some(), "a trickled head was kept");
+    trickler.await;
+    // A client that keeps sending within the timeout is served.
+    let mut slow = TcpStream::connect(app.address).await.unwrap();
+    for part in [
+        "GET /healthz HTTP/1.1\r\n",
+        "Host: x\r\n",
+        "Connection: close\r\n",
+        "\r\n",
+    ] {
+        async_std::task::sleep(Duration::from_millis(400)).await;
+        slow.write_all(part.as_bytes()).await.unwrap();
+    }
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
