@@ -464,6 +464,45 @@ fn crontab_lines_keep_hostile_settings_out_of_the_shell_and_out_of_cron() {
         assert_eq!(current_crontab(), foreign, "{key}: nothing installed");
     }
     assert!(!marker.exists());
+    // Secrets never go into the crontab: a database password is refused like a token (the
+    // token's case is `cli.rs`'s), and through an env file neither appears in the lines.
+    let db = async_std::task::block_on(crm_core::testing::TestDb::postgres());
+    let with_password = match db
+        .url()
+        .strip_prefix("postgres://")
+        .unwrap()
+        .split_once('@')
+    {
+        Some((user, host)) => format!("postgres://{user}:pw-cr0n-s3cret@{host}"),
+        None => panic!("a PostgreSQL test URL without a user: {}", db.url()),
+    };
+    let output = run(
+        &["crontab", "add"],
+        &[("CRM_DATABASE_URL", with_password.as_str())],
+    );
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("--env-file"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("pw-cr0n-s3cret"));
+    assert_eq!(current_crontab(), foreign, "nothing installed");
+    std::fs::write(
+        &env_file,
+        format!("CRM_DATABASE_URL={with_password}\nCRM_API_TOKEN=tok-cr0n-s3cret\n"),
+    )
+    .unwrap();
+    let output = run(
+        &["crontab", "add"],
+        &[("CRM_ENV_FILE", env_file.to_str().unwrap())],
+    );
+    assert_exit(&output, 0);
+    let installed = current_crontab();
+    assert!(
+        !installed.contains("s3cret") && installed.contains("--env-file"),
+        "{installed}"
+    );
 }
 
 /// S10: every dependency in Cargo.lock comes from crates.io (no git or path sources besides

@@ -565,6 +565,39 @@ async fn hostile_documents_get_clear_errors_in_bounded_time() {
         .collect();
     let data = app.data(&format!("{{ {fifty} }}"), json!({})).await;
     assert_eq!(data["a49"]["edges"].as_array().unwrap().len(), 100);
+    // The budget is the whole batch's: 16 operations of 50 lists each are not 16 budgets.
+    let batch: Vec<Value> = (0..16)
+        .map(|_| json!({"query": format!("{{ {fifty} }}")}))
+        .collect();
+    let started = Instant::now();
+    let r = app
+        .request(
+            "POST",
+            "/graphql",
+            &[("Content-Type", "application/json")],
+            Value::Array(batch).to_string().as_bytes(),
+        )
+        .await;
+    let took = started.elapsed();
+    let answers = r.json();
+    let answers = answers.as_array().expect("one answer per operation");
+    assert_eq!(answers.len(), 16);
+    let rows: usize = answers
+        .iter()
+        .filter_map(|a| a["data"].as_object())
+        .flat_map(|data| data.values())
+        .map(|list| list["edges"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert!(rows <= 5_000, "{rows} rows read");
+    assert!(
+        answers.iter().any(|a| a["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("5000 rows"))),
+        "no operation was refused"
+    );
+    eprintln!(
+        "S4 batch of 16 x 50 lists of 100: {rows} rows answered in all, the rest refused, {took:?}"
+    );
 
     // The same field 20,000 times: over juniper's field and token limits.
     let repeated = "totalCustomers ".repeat(20_000);
