@@ -289,6 +289,7 @@ async fn raw_post(address: SocketAddr, body: &str, auth: Option<&str>) -> (u16, 
 /// clients and refuses them, with the reason, from any other address; queries stay open.
 #[async_std::test]
 async fn without_a_token_mutations_are_taken_from_this_machine_only() {
+    crate::helpers::captured_logs();
     let db = TestDb::sqlite().await;
     let config = ServerConfig {
         bind: "0.0.0.0:0".parse().unwrap(),
@@ -335,6 +336,12 @@ async fn without_a_token_mutations_are_taken_from_this_machine_only() {
         .unwrap();
     let emails: Vec<&str> = customers.iter().map(|c| c.email.as_str()).collect();
     assert_eq!(emails, ["local@example.com"]);
+    // The operator was told at start.
+    let logs = crate::helpers::captured_logs();
+    assert!(
+        logs.contains("No API token is set") && logs.contains(&format!("0.0.0.0:{port}")),
+        "{logs}"
+    );
 }
 
 /// A keep-alive HTTP/1.1 client: one connection, one request after the other.
