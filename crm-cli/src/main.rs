@@ -36,9 +36,40 @@ fn load_env_file() -> Result<(), String> {
         }
     }
     match file {
-        Some(path) => dotenvy::from_path(&path)
-            .map_err(|e| format!("cannot read the environment file {}: {e}", path.display())),
+        Some(path) => {
+            dotenvy::from_path(&path)
+                .map_err(|e| format!("cannot read the environment file {}: {e}", path.display()))?;
+            if let Some(warning) = env_file_warning(std::path::Path::new(&path)) {
+                eprintln!("crm: warning: {warning}");
+            }
+            Ok(())
+        }
         None => Ok(()),
+    }
+}
+
+/// A warning when the environment file can be read by users other than its owner: it is where
+/// the README tells operators to keep `CRM_API_TOKEN` and database passwords. Only a warning
+/// (on stderr, naming the file and its mode, never its contents): a group-readable file can be
+/// deliberate, and refusing to start would turn a working deployment into an outage.
+fn env_file_warning(path: &std::path::Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then(|| {
+            format!(
+                "the environment file {} can be read by other users (mode {mode:04o}); it may \
+                 hold secrets: chmod 600 {}",
+                path.display(),
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -54,7 +85,10 @@ fn init_tracing(long_running: bool) {
         "warn,crm_jobs::alert=off,crm_jobs::runner=error"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+        // async-h1's trace level dumps whole HTTP requests, the jobs' `Authorization: Bearer`
+        // header included: never let it through, whatever RUST_LOG asks (security review S8).
+        .add_directive("async_h1=debug".parse().expect("a valid tracing directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

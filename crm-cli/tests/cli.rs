@@ -5,11 +5,13 @@
 #[path = "support/process.rs"]
 mod process;
 use process::{KillOnDrop, assert_exit, crm_in, http_get, stderr, stdout};
+#[path = "support/crontab.rs"]
+mod crontab;
+use crontab::{SavedCrontab, crontab_turn, current_crontab, install_crontab};
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// One operator's working directory and log directory.
@@ -348,72 +350,6 @@ fn a_database_password_never_appears_in_errors() {
     ]);
     assert_exit(&output, 1);
     assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
-}
-
-/// Tests that touch the real crontab of the user running them take turns.
-static CRONTAB: Mutex<()> = Mutex::new(());
-
-/// The user's crontab is one per machine: tests in other processes (another checkout's test
-/// run) take turns with ours through an exclusive lock on a file, held until dropped.
-fn crontab_turn() -> (std::sync::MutexGuard<'static, ()>, std::fs::File) {
-    let in_process = CRONTAB.lock().unwrap_or_else(|e| e.into_inner());
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(std::env::temp_dir().join("crm-crontab-tests.lock"))
-        .expect("the crontab lock file");
-    file.lock().expect("the crontab lock");
-    (in_process, file)
-}
-
-/// Saves the user's crontab and puts it back when dropped, whatever the test did.
-struct SavedCrontab(Option<String>);
-
-impl SavedCrontab {
-    fn save() -> Self {
-        let out = Command::new("crontab")
-            .arg("-l")
-            .output()
-            .expect("the crontab program (Debian package cron) must be installed");
-        Self(
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).into_owned()),
-        )
-    }
-}
-
-impl Drop for SavedCrontab {
-    fn drop(&mut self) {
-        match &self.0 {
-            Some(text) => install_crontab(text),
-            None => {
-                let _ = Command::new("crontab").arg("-r").output();
-            }
-        }
-    }
-}
-
-fn install_crontab(text: &str) {
-    use std::io::Write as _;
-    let mut child = Command::new("crontab")
-        .arg("-")
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-fn current_crontab() -> String {
-    let out = Command::new("crontab").arg("-l").output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

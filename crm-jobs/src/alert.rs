@@ -126,7 +126,8 @@ impl AlertHook for LogAlert {
             } => tracing::error!(
                 job.code = %code,
                 consecutive_failures,
-                error = %message,
+                // A job's message may quote customers' addresses: not in the service's log.
+                error = %crate::health::redact_emails(message),
                 "Job keeps failing"
             ),
             Alert::Recovered {

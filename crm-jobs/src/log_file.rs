@@ -121,11 +121,32 @@ impl LogFile {
             options.mode(0o600);
         }
         let mut file = options.open(&self.path).map_err(fail)?;
+        #[cfg(unix)]
+        tighten(&file);
         // One `write` for the whole batch: with O_APPEND the kernel places it at the end as a
         // unit. A short write (disk full) is finished by `write_all` and still an error if it
         // cannot be.
         file.write_all(buffer.as_bytes()).map_err(fail)?;
         Ok(())
+    }
+}
+
+/// Makes an existing log file owner-only (0600) if it is readable or writable by others: a
+/// file created earlier by another tool, or by a `touch` under umask 022, would otherwise keep
+/// exposing the customers' e-mail addresses the reminders log holds. Only the file's owner
+/// can change its mode; when that fails (someone else's file) the lines are still written,
+/// and the failure is logged once per append.
+#[cfg(unix)]
+fn tighten(file: &std::fs::File) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(metadata) = file.metadata() else {
+        return;
+    };
+    let mode = metadata.permissions().mode();
+    if mode & 0o077 != 0
+        && let Err(error) = file.set_permissions(std::fs::Permissions::from_mode(0o600))
+    {
+        tracing::warn!(%error, mode = format!("{:o}", mode & 0o777), "a job log file is readable by others and could not be made owner-only");
     }
 }
 
@@ -233,6 +254,23 @@ mod tests {
         log.append_lines(&["x"]).unwrap();
         let mode = std::fs::metadata(log.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_existing_file_readable_by_others_is_made_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        std::fs::write(log.path(), "old line\n").unwrap();
+        std::fs::set_permissions(log.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        log.append_lines(&["x"]).unwrap();
+        let mode = std::fs::metadata(log.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap(),
+            "old line\nx\n"
+        );
     }
 
     #[test]

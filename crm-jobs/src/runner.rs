@@ -855,7 +855,8 @@ impl Runner {
             ),
             _ => tracing::warn!(
                 job.code = %job.code, run.id = %row.id, %tick, duration_ms = duration.as_millis() as u64,
-                error = %message, "Job failed"
+                // Redacted: a job's message may quote customers' addresses; the ledger keeps it whole.
+                error = %crate::health::redact_emails(&message), "Job failed"
             ),
         }
         let mut report_message = message.clone();

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_std::sync::Mutex;
 use crm_core::overrides::JobControl;
@@ -18,6 +19,9 @@ pub struct Context {
     clock: Clock,
     max_page_size: u64,
     max_bulk_customers: usize,
+    max_rows: u64,
+    /// List rows this request may still ask for (see [`Context::charge_rows`]).
+    rows_left: AtomicU64,
     job_control: Option<Arc<dyn JobControl>>,
     loader: Mutex<OrderLoader>,
     totals: Mutex<Option<Totals>>,
@@ -33,6 +37,8 @@ pub(crate) enum WriteAccess {
     Allowed,
     /// A token is configured and the request did not carry it.
     MissingToken,
+    /// No token is configured and the request came from another host.
+    NoTokenConfigured,
     /// The request came by GET, which may only read (a link must not write).
     ReadOnlyMethod,
 }
@@ -58,6 +64,7 @@ impl Context {
         clock: Clock,
         max_page_size: u64,
         max_bulk_customers: usize,
+        max_rows: u64,
         job_control: Option<Arc<dyn JobControl>>,
     ) -> Self {
         Self {
@@ -66,6 +73,8 @@ impl Context {
             clock,
             max_page_size,
             max_bulk_customers,
+            max_rows,
+            rows_left: AtomicU64::new(max_rows),
             job_control,
             loader: Mutex::new(OrderLoader::default()),
             totals: Mutex::new(None),
@@ -102,6 +111,27 @@ impl Context {
         self.max_bulk_customers
     }
 
+    /// Takes `rows` (a list's page size) from what this request may still read, or refuses
+    /// the list when the request's lists together ask for more than the server's limit
+    /// (`max_rows_per_request`): aliases let one small document repeat a list a thousand times.
+    pub(crate) fn charge_rows(&self, rows: u64) -> Result<(), ApiError> {
+        self.rows_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(rows)
+            })
+            .map(|_| ())
+            .map_err(|_| {
+                ApiError::validation(
+                    "first",
+                    format!(
+                        "this request's lists ask for more than {} rows in all (each list \
+                         counts its `first`, or the page size); split it into several requests",
+                        self.max_rows
+                    ),
+                )
+            })
+    }
+
     /// The jobs' run-time controls, or a clear error when this server has none.
     pub(crate) fn job_control(&self) -> Result<&dyn JobControl, ApiError> {
         self.job_control.as_deref().ok_or_else(|| {
@@ -118,6 +148,7 @@ impl Context {
         match self.write_access {
             WriteAccess::Allowed => Ok(()),
             WriteAccess::MissingToken => Err(ApiError::Unauthorized),
+            WriteAccess::NoTokenConfigured => Err(ApiError::NoTokenConfigured),
             WriteAccess::ReadOnlyMethod => Err(ApiError::validation(
                 "method",
                 "mutations must be sent by POST, not GET",

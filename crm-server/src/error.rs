@@ -31,6 +31,13 @@ pub enum ApiError {
         "this mutation needs the header `Authorization: Bearer <token>` with the server's API token"
     )]
     Unauthorized,
+    /// A mutation came from another host to a server without an API token: without a token
+    /// only clients on the server's own machine (loopback) may write.
+    #[error(
+        "this server has no API token, so it takes mutations only from its own machine; \
+         set CRM_API_TOKEN on the server and send `Authorization: Bearer <token>`"
+    )]
+    NoTokenConfigured,
     /// Something failed on our side; the detail went to the server's log.
     #[error("internal error")]
     Internal,
@@ -51,7 +58,7 @@ impl ApiError {
             ApiError::Validation { .. } => "VALIDATION",
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
-            ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::Unauthorized | ApiError::NoTokenConfigured => "UNAUTHORIZED",
             ApiError::Internal => "INTERNAL",
         }
     }

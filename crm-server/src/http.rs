@@ -6,15 +6,18 @@
 //! replacing it touches nothing else.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 use async_std::net::{TcpListener, TcpStream};
 use async_std::stream::StreamExt as _;
 use crm_core::CrmStore;
-use futures::{AsyncReadExt as _, FutureExt as _};
+use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, FutureExt as _};
 use juniper::http::graphiql::graphiql_source;
 use juniper::http::{GraphQLBatchRequest, GraphQLRequest};
 use juniper::{EmptySubscription, RootNode};
@@ -29,6 +32,14 @@ use crate::schema::{Mutation, Query, Schema};
 
 /// Most operations one batched request may carry.
 const MAX_BATCH: usize = 16;
+
+/// Fewest bytes of a request body the server still reads (and throws away) after it has
+/// answered without reading it all (HTTP 413, 401, a GET with a body): the larger of this and
+/// twice `max_body_bytes`. Reading the rest lets the client read the answer (closing on unread data
+/// would reset the connection under it) and send its next request; a client that sends more
+/// is disconnected instead. Without this bound async-h1 would read an announced 10 GB body,
+/// or an endless chunked one, to its end.
+const MAX_DISCARDED_BODY_BYTES: u64 = 64 * 1024;
 
 /// What every request handler shares: the schema (with the configured limits), the store and
 /// the settings. Cheap to clone.
@@ -149,6 +160,13 @@ impl BoundServer {
     /// Nagle's algorithm and the client's delayed ACK stall each answer for about 40 ms.
     pub async fn run(self) -> io::Result<()> {
         tracing::info!(address = %self.local_addr, "GraphQL server listening");
+        if self.config.api_token.is_none() && !self.local_addr.ip().is_loopback() {
+            tracing::warn!(
+                address = %self.local_addr,
+                "No API token is set: clients on other hosts can query but not run mutations; \
+                 set CRM_API_TOKEN to allow them"
+            );
+        }
         let app = app(self.store, self.config);
         let mut incoming = self.listener.incoming();
         while let Some(stream) = incoming.next().await {
@@ -176,15 +194,130 @@ async fn serve_connection(app: tide::Server<AppState>, stream: TcpStream) {
     }
     let local_addr = stream.local_addr().ok();
     let peer_addr = stream.peer_addr().ok();
+    let stream = DiscardLimitedStream::new(stream, app.state().config.idle_timeout);
+    let budget = stream.budget.clone();
+    let discard_limit = MAX_DISCARDED_BODY_BYTES.max(2 * app.state().config.max_body_bytes as u64);
     let served = async_h1::accept(stream, |mut request| {
         request.set_local_addr(local_addr);
         request.set_peer_addr(peer_addr);
         let app = app.clone();
-        async move { app.respond(request).await }
+        let budget = budget.clone();
+        async move {
+            // The handler reads as much of the body as it wants (itself bounded by
+            // `max_body_bytes`); what it left unread may only be discarded up to a bound.
+            budget.store(u64::MAX, Ordering::SeqCst);
+            let response = app.respond(request).await;
+            budget.store(discard_limit, Ordering::SeqCst);
+            response
+        }
     })
     .await;
     if let Err(error) = served {
         tracing::debug!(%error, "connection ended with an HTTP error");
+    }
+}
+
+/// The connection as async-h1 reads it, with two bounds async-h1 lacks:
+///
+/// - between the moment a response is ready and the start of the next request's handler (that
+///   is, while async-h1 discards an unread body and reads the next request's head), at most
+///   `budget` bytes are read; then the stream reads as ended, and async-h1 closes the
+///   connection. Writes are untouched, so the response still goes out;
+/// - a read that waits longer than `idle_timeout` for the client fails (`TimedOut`), which ends
+///   the connection: a client that announces a body and stalls, or trickles it, or keeps an
+///   idle connection, no longer holds a task and a file descriptor for ever (async-h1 only
+///   bounds the time to receive a request head, at 60 s).
+struct DiscardLimitedStream {
+    stream: TcpStream,
+    /// Bytes that may still be read; `u64::MAX` while a handler runs (no bound).
+    budget: Arc<AtomicU64>,
+    idle_timeout: std::time::Duration,
+    /// Armed while a read of this handle waits for the client; cleared when it completes.
+    idle: Option<async_io::Timer>,
+}
+
+impl Clone for DiscardLimitedStream {
+    fn clone(&self) -> Self {
+        Self {
+            stream: self.stream.clone(),
+            budget: self.budget.clone(),
+            idle_timeout: self.idle_timeout,
+            idle: None,
+        }
+    }
+}
+
+impl DiscardLimitedStream {
+    fn new(stream: TcpStream, idle_timeout: std::time::Duration) -> Self {
+        Self {
+            stream,
+            budget: Arc::new(AtomicU64::new(u64::MAX)),
+            idle_timeout,
+            idle: None,
+        }
+    }
+}
+
+impl AsyncRead for DiscardLimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        use std::future::Future as _;
+
+        let this = self.get_mut();
+        let budget = this.budget.load(Ordering::SeqCst);
+        if budget == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        let allowed = usize::try_from(budget).unwrap_or(usize::MAX).min(buf.len());
+        let read = Pin::new(&mut this.stream).poll_read(cx, &mut buf[..allowed]);
+        match &read {
+            Poll::Pending => {
+                let timeout = this.idle_timeout;
+                let timer = this
+                    .idle
+                    .get_or_insert_with(|| async_io::Timer::after(timeout));
+                if Pin::new(timer).poll(cx).is_ready() {
+                    this.idle = None;
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client sent nothing for {timeout:?}"),
+                    )));
+                }
+            }
+            Poll::Ready(result) => {
+                this.idle = None;
+                if let Ok(n) = result
+                    && budget != u64::MAX
+                {
+                    // Only this connection's task reads or resets the budget, one step at a
+                    // time.
+                    this.budget
+                        .store(budget.saturating_sub(*n as u64), Ordering::SeqCst);
+                }
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for DiscardLimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_close(cx)
     }
 }
 
@@ -311,10 +444,18 @@ async fn graphql_post(mut request: Request<AppState>) -> tide::Result {
 
 /// Whether the request may write. With `token_for_queries`, a request without the token is
 /// refused here, whole (HTTP 401), before its body is read.
+///
+/// Without a configured token, only clients on this machine (a loopback peer) may write: a
+/// server bound to a public address with no token would otherwise let anyone on the network
+/// create orders and change job schedules.
 fn check_token(request: &Request<AppState>) -> Result<WriteAccess, TokenRequired> {
     let config = &request.state().config;
     let Some(token) = &config.api_token else {
-        return Ok(WriteAccess::Allowed);
+        return Ok(if peer_is_loopback(request.peer_addr()) {
+            WriteAccess::Allowed
+        } else {
+            WriteAccess::NoTokenConfigured
+        });
     };
     if bearer_matches(request.header("Authorization").map(|v| v.as_str()), token) {
         return Ok(WriteAccess::Allowed);
@@ -354,6 +495,7 @@ async fn execute(
         state.config.clock.clone(),
         state.config.max_page_size,
         state.config.max_bulk_customers,
+        state.config.max_rows_per_request,
         state.config.job_control.clone(),
     )
     .with_jobs(state.config.jobs.clone());
@@ -378,6 +520,14 @@ async fn execute(
     Ok(json_response(status, serde_json::to_vec(&response)?))
 }
 
+/// Whether the peer's address (as async-h1 recorded it, `ip:port`) is a loopback address
+/// (`127.0.0.0/8`, `::1`, or IPv4-mapped `::ffff:127.x.y.z`). Unknown means no.
+fn peer_is_loopback(peer: Option<&str>) -> bool {
+    peer.and_then(|p| p.parse::<SocketAddr>().ok())
+        .map(|addr| addr.ip())
+        .is_some_and(|ip: IpAddr| ip.to_canonical().is_loopback())
+}
+
 /// Whether `header` is `Bearer <token>`, compared in constant time so response timing does not
 /// reveal how much of a guess was right.
 fn bearer_matches(header: Option<&str>, token: &str) -> bool {
@@ -390,12 +540,15 @@ fn bearer_matches(header: Option<&str>, token: &str) -> bool {
     given.as_bytes().ct_eq(token.as_bytes()).into()
 }
 
+/// HTTP 413. The connection is closed after it (the rest of the body is not read).
 fn too_large(limit: usize) -> Response {
-    error_response(
+    let mut response = error_response(
         StatusCode::PayloadTooLarge,
         &format!("the request body exceeds the limit of {limit} bytes"),
         "PAYLOAD_TOO_LARGE",
-    )
+    );
+    response.insert_header("Connection", "close");
+    response
 }
 
 fn bad_request(message: &str) -> Response {
@@ -431,5 +584,42 @@ mod tests {
         assert!(!bearer_matches(Some("s3cret"), "s3cret"));
         assert!(!bearer_matches(Some("Bearer "), "s3cret"));
         assert!(!bearer_matches(None, "s3cret"));
+    }
+
+    #[test]
+    fn the_token_comparison_is_subtles_constant_time_one_whatever_the_lengths() {
+        let token = "a".repeat(64);
+        // Same length, differing in the first or the last byte; longer and shorter; a prefix.
+        let mut last = token.clone();
+        last.replace_range(63.., "b");
+        let first = format!("b{}", &token[1..]);
+        for wrong in [last, first, format!("{token}a"), token[..63].to_owned()] {
+            assert!(!bearer_matches(Some(&format!("Bearer {wrong}")), &token));
+        }
+        assert!(bearer_matches(Some(&format!("Bearer {token}")), &token));
+        // Unicode and control characters are just bytes to compare.
+        assert!(!bearer_matches(Some("Bearer é\u{0}"), "é"));
+    }
+
+    #[test]
+    fn only_loopback_peers_count_as_this_machine() {
+        for peer in [
+            "127.0.0.1:5000",
+            "127.9.9.9:1",
+            "[::1]:80",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(peer_is_loopback(Some(peer)), "{peer}");
+        }
+        for peer in [
+            "192.0.2.2:5000",
+            "[2001:db8::1]:80",
+            "[::ffff:10.0.0.1]:80",
+            "0.0.0.0:1",
+        ] {
+            assert!(!peer_is_loopback(Some(peer)), "{peer}");
+        }
+        assert!(!peer_is_loopback(None));
+        assert!(!peer_is_loopback(Some("not an address")));
     }
 }

@@ -69,6 +69,26 @@ pub(crate) fn run(
 /// environment is nearly empty), and the output appended to a log. Secrets never go into the
 /// crontab: with a token or a database password configured, they must come from `--env-file`.
 fn entry(job: &CronJobLine, exe: &Path, settings: &Settings) -> CommandResult<CrontabEntry> {
+    let command = command_line(job, exe, settings)?;
+    // Quoting keeps every value one inert shell word, but a crontab entry is one line: a line
+    // break inside a value would end it, and what follows would be read as a crontab line of
+    // its own (a schedule and a command, e.g. from a database URL or a directory name someone
+    // else chose). Such values cannot be written; nor can other control characters.
+    if let Some(bad) = command.chars().find(|c| c.is_control()) {
+        return Err(Failure::Usage(anyhow!(
+            "a setting for the crontab line (binary path, database URL, directories, time zone) \
+             holds the control character {bad:?}, which a crontab line cannot hold; rename it"
+        )));
+    }
+    Ok(CrontabEntry {
+        code: job.code.clone(),
+        schedule: job.schedule.clone(),
+        command,
+    })
+}
+
+/// The shell command of one job's line, every value quoted.
+fn command_line(job: &CronJobLine, exe: &Path, settings: &Settings) -> CommandResult<String> {
     let mut words = vec![shell_quote(&exe.display().to_string())];
     match &settings.env_file {
         Some(file) => {
@@ -105,16 +125,11 @@ fn entry(job: &CronJobLine, exe: &Path, settings: &Settings) -> CommandResult<Cr
     }
     words.extend(["jobs".into(), "run".into(), shell_quote(&job.code)]);
     let output = log_dir.join(CRON_OUTPUT_LOG);
-    let command = format!(
+    Ok(format!(
         "{} >> {} 2>&1",
         words.join(" "),
         shell_quote(&output.display().to_string())
-    );
-    Ok(CrontabEntry {
-        code: job.code.clone(),
-        schedule: job.schedule.clone(),
-        command,
-    })
+    ))
 }
 
 fn absolute(path: &Path) -> CommandResult<PathBuf> {

@@ -40,6 +40,7 @@ impl Query {
         let filter: crm_core::CustomerFilter = filter.unwrap_or_default().into();
         let sort = parse_order_by(order_by.as_deref(), CUSTOMER_SORTS)?;
         let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
+        context.charge_rows(limit)?;
         let mut rows = context
             .store()
             .list_customers(&filter, &sort, fetch_one_more(offset, limit))
@@ -65,6 +66,7 @@ impl Query {
         let filter: crm_core::ProductFilter = filter.unwrap_or_default().into();
         let sort = parse_order_by(order_by.as_deref(), PRODUCT_SORTS)?;
         let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
+        context.charge_rows(limit)?;
         let mut rows = context
             .store()
             .list_products(&filter, &sort, fetch_one_more(offset, limit))
@@ -92,6 +94,7 @@ impl Query {
         let filter: crm_core::OrderFilter = filter.unwrap_or_default().into();
         let sort = parse_order_by(order_by.as_deref(), ORDER_SORTS)?;
         let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
+        context.charge_rows(limit)?;
         let mut rows = context
             .store()
             .list_orders(&filter, &sort, fetch_one_more(offset, limit))

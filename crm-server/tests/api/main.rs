@@ -2,6 +2,7 @@
 //! PostgreSQL where named), driven with raw HTTP.
 
 mod helpers;
+mod security;
 mod status;
 
 use std::str::FromStr;
