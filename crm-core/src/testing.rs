@@ -214,6 +214,23 @@ fn with_database(url: &str, name: &str) -> String {
     format!("{}/{name}{}", &url[..path_start], &url[query_start..])
 }
 
+/// The environment variable that turns on the hardening suite's long tests (load, repeated
+/// kill -9, …). `.ci/run` sets it; a plain `cargo test --workspace` leaves them out so the
+/// everyday run stays quick.
+pub const LONG_TESTS_ENV: &str = "CRM_LONG_TESTS";
+
+/// Whether the long tests should run: `CRM_LONG_TESTS` is set to anything but `0` or empty.
+///
+/// A long test starts with `if !testing::long_tests_enabled("name") { return; }`; when it is
+/// off, the test says so on stderr rather than passing silently unnoticed.
+pub fn long_tests_enabled(test: &str) -> bool {
+    let on = std::env::var(LONG_TESTS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
+    if !on {
+        eprintln!("{test}: long test left out; set {LONG_TESTS_ENV}=1 to run it (.ci/run does)");
+    }
+    on
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;
@@ -234,21 +251,4 @@ mod tests {
         );
         assert_eq!(with_database("postgres://h?a=b", "x"), "postgres://h/x?a=b");
     }
-}
-
-/// The environment variable that turns on the hardening suite's long tests (load, repeated
-/// kill -9, …). `.ci/run` sets it; a plain `cargo test --workspace` leaves them out so the
-/// everyday run stays quick.
-pub const LONG_TESTS_ENV: &str = "CRM_LONG_TESTS";
-
-/// Whether the long tests should run: `CRM_LONG_TESTS` is set to anything but `0` or empty.
-///
-/// A long test starts with `if !testing::long_tests_enabled("name") { return; }`; when it is
-/// off, the test says so on stderr rather than passing silently unnoticed.
-pub fn long_tests_enabled(test: &str) -> bool {
-    let on = std::env::var(LONG_TESTS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
-    if !on {
-        eprintln!("{test}: long test left out; set {LONG_TESTS_ENV}=1 to run it (.ci/run does)");
-    }
-    on
 }
