@@ -38,7 +38,7 @@ pub use jobs::{
     CleanInactiveCustomers, GenerateCrmReport, LogCrmHeartbeat, ORDER_REMINDERS_PROCESSED,
     SendOrderReminders, UpdateLowStock, standard_jobs,
 };
-pub use log_file::{LogFile, file_names};
+pub use log_file::{LogFile, OpenLogFile, file_names};
 pub use runner::{
     DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, EffectiveSchedule, RunReport, RunStatus, Runner,
     RunnerBuilder, RunnerError,
