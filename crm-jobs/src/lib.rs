@@ -47,4 +47,6 @@ pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
 };
 #[cfg(feature = "async-std-scheduler")]
-pub use scheduler::{DEFAULT_OVERRIDE_POLL, Scheduler, SchedulerSummary, ShutdownHandle};
+pub use scheduler::{
+    DEFAULT_OVERRIDE_POLL, LEDGER_RETRY_AFTER, Scheduler, SchedulerSummary, ShutdownHandle,
+};

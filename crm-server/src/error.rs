@@ -31,6 +31,11 @@ pub enum ApiError {
         "this mutation needs the header `Authorization: Bearer <token>` with the server's API token"
     )]
     Unauthorized,
+    /// The database could not be reached or stayed busy (locked by another writer, restarting,
+    /// connections dropped): passing, so the client is told to try again. Nothing of a failed
+    /// mutation is kept (each runs in one transaction).
+    #[error("the database is unavailable or busy right now; try again shortly")]
+    Unavailable,
     /// Something failed on our side; the detail went to the server's log.
     #[error("internal error")]
     Internal,
@@ -52,6 +57,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::Unavailable => "UNAVAILABLE",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -65,6 +71,12 @@ impl From<CoreError> for ApiError {
                 ApiError::NotFound(format!("{entity} {id} not found"))
             }
             CoreError::Conflict(message) => ApiError::Conflict(message),
+            // Told apart from a bug so that clients retry and operators see an outage, not a
+            // stream of "internal error"s; still logged once here with its detail.
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "database unavailable while answering a GraphQL request");
+                ApiError::Unavailable
+            }
             other => {
                 tracing::error!(error = %other, "storage failure while answering a GraphQL request");
                 ApiError::Internal
