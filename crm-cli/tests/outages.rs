@@ -181,6 +181,8 @@ fn run_job(dir: &Path, database_url: &str, log_dir: &Path, code: &str, graphql: 
         .env("CRM_LOG_DIR", log_dir)
         .env("CRM_API_TOKEN", TOKEN)
         .env("CRM_GRAPHQL_URL", graphql)
+        // The command's own quiet default, as an operator gets it (`crm_in` asks for errors).
+        .env_remove("RUST_LOG")
         .args(["jobs", "run", code, "--force"])
         .output()
         .expect("crm runs")
@@ -382,11 +384,21 @@ fn postgres_connections_ended_again_and_again_cost_at_most_a_retry_and_never_hal
     for run in &job_runs {
         match run.status.code() {
             Some(0) => {}
-            Some(1) => assert!(
-                stderr(run).lines().count() == 1 && stderr(run).contains("database"),
-                "{}",
-                stderr(run)
-            ),
+            Some(1) => {
+                let reason = stderr(run);
+                assert_eq!(reason.lines().count(), 1, "{reason}");
+                assert!(
+                    reason.starts_with("crm: clean_inactive_customers failed: storage: ")
+                        || reason.starts_with("crm: Failed to open the database"),
+                    "{reason}"
+                );
+                // The failure is recorded.
+                assert!(
+                    history(work.path(), db.url(), "clean_inactive_customers").contains("failed")
+                        || reason.contains("Failed to open"),
+                    "{reason}"
+                );
+            }
             other => panic!("crm jobs run exited {other:?}: {}", stderr(run)),
         }
     }
@@ -408,4 +420,183 @@ fn postgres_connections_ended_again_and_again_cost_at_most_a_retry_and_never_hal
         *slowest.lock().unwrap(),
         job_runs[0].status.code()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL: unreachable for a while (a proxy between crm and the shared server)
+
+#[test]
+fn postgres_cut_off_by_a_proxy_fails_requests_cleanly_and_crm_recovers_by_itself() {
+    if !long_tests_enabled(
+        "postgres_cut_off_by_a_proxy_fails_requests_cleanly_and_crm_recovers_by_itself",
+    ) {
+        return;
+    }
+    let db = async_std::task::block_on(TestDb::postgres());
+    async_std::task::block_on(inactive_customer(&db, "gone@example.com"));
+    let proxy = Proxy::start(upstream_of(db.url()));
+    let proxied = via(db.url(), proxy.addr());
+    let work = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut served = Served::start(work.path(), &proxied, logs.path());
+    let customer = create_customer(&served, "Ada", "ada@example.com");
+    let product = create_product(&served, "Widget", "2.50");
+    let order = json!({"i": {"customerId": customer, "productIds": [product]}});
+    assert!(served.ask(CREATE_ORDER, order.clone()).ok());
+
+    // The cleanup is due once, 5 s from now: in the middle of the outage to come. The running
+    // scheduler hears of it within its 2 s poll.
+    let at =
+        (Utc::now() + TimeDelta::seconds(5)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let scheduled = crm_in(work.path())
+        .env("CRM_DATABASE_URL", db.url())
+        .args(["jobs", "at", "clean_inactive_customers", &at])
+        .output()
+        .unwrap();
+    assert_exit(&scheduled, 0);
+    std::thread::sleep(Duration::from_secs(3));
+
+    // PostgreSQL goes away for 15 s: every connection is closed, new ones are refused.
+    proxy.cut();
+    let cut = Instant::now();
+    let (read, write, job) = std::thread::scope(|s| {
+        let read = s.spawn(|| served.ask(TOTALS, json!({})));
+        let write = s.spawn(|| served.ask(CREATE_ORDER, order.clone()));
+        let job = s.spawn(|| {
+            let started = Instant::now();
+            let run = run_job(
+                work.path(),
+                &proxied,
+                logs.path(),
+                "clean_inactive_customers",
+                &served.url,
+            );
+            (run, started.elapsed())
+        });
+        (
+            read.join().unwrap(),
+            write.join().unwrap(),
+            job.join().unwrap(),
+        )
+    });
+    // Reads and writes get the clear GraphQL error within the pool's bounded wait.
+    for answer in [&read, &write] {
+        assert!(!answer.ok(), "{answer:?}");
+        assert_ok_or_unavailable(answer);
+        assert!(answer.took < Duration::from_secs(20), "{:?}", answer.took);
+    }
+    // The server itself is up: its health check answers.
+    let health = served.url.replace("/graphql", "/healthz");
+    assert_eq!(process::http_get(&health, None).0, 200);
+    // A one-shot job cannot reach the database: exit 1, one line saying so.
+    let (run, run_took) = job;
+    assert_exit(&run, 1);
+    let reason = stderr(&run);
+    assert_eq!(reason.lines().count(), 1, "{reason}");
+    assert!(
+        reason.starts_with("crm: Failed to open the database postgres://"),
+        "{reason}"
+    );
+    served.assert_alive();
+    while cut.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Back: the service recovers by itself.
+    proxy.restore();
+    let restored = Instant::now();
+    let mut first_ok = None;
+    while restored.elapsed() < Duration::from_secs(30) {
+        let answer = served.ask(TOTALS, json!({}));
+        assert_ok_or_unavailable(&answer);
+        if answer.ok() {
+            first_ok = Some(restored.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recovered_in = first_ok.expect("the API never recovered after the database came back");
+    // The mutation that failed wrote nothing: one order, the one from before.
+    let totals = served.ask(TOTALS, json!({}));
+    assert_eq!(totals.body["data"]["totalOrders"], 1, "{}", totals.body);
+    // The cleanup due during the outage runs once the database is back (the scheduler tries
+    // again every 5 s after a ledger error) and is recorded.
+    wait_until(
+        "the cleanup due during the outage to run",
+        Duration::from_secs(60),
+        || history(work.path(), db.url(), "clean_inactive_customers").contains("succeeded"),
+    );
+    let ran_after = restored.elapsed();
+    let runs = history(work.path(), db.url(), "clean_inactive_customers");
+    assert_eq!(runs.matches("succeeded").count(), 1, "{runs}");
+    assert!(runs.contains("Deleted 1 inactive customers"), "{runs}");
+    assert_eq!(
+        std::fs::read_to_string(logs.path().join("customer_cleanup_log.txt"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    served.assert_alive();
+    eprintln!(
+        "O2: during a 15 s outage a read answered UNAVAILABLE in {:?}, a mutation in {:?}; \
+         `crm jobs run` exited 1 in {run_took:?}; after the proxy let traffic through again \
+         the API answered in {recovered_in:?}, the cleanup due at {at} ran {ran_after:?} after",
+        read.took, write.took
+    );
+}
+
+/// `crm serve` against a PostgreSQL that is not there, in the two ways it can be not there.
+fn start_without_database(proxy: &Proxy) -> (Option<i32>, String, Duration) {
+    let work = tempfile::tempdir().unwrap();
+    let url = via(
+        &format!("{}/crm", admin_url().rsplit_once('/').unwrap().0),
+        proxy.addr(),
+    );
+    let started = Instant::now();
+    let mut child = KillOnDrop(
+        crm_in(work.path())
+            .env("CRM_DATABASE_URL", &url)
+            .env("CRM_LOG_DIR", work.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--scheduler"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (code, err) = exits_within(&mut child, Duration::from_secs(40));
+    (code, err, started.elapsed())
+}
+
+#[test]
+fn crm_started_while_postgres_refuses_connections_exits_1_with_a_one_line_reason() {
+    let proxy = Proxy::start(upstream_of(&admin_url()));
+    proxy.cut();
+    let (code, err, took) = start_without_database(&proxy);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("crm: Failed to open the database postgres://"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    eprintln!("O3: refused: exit 1 after {took:?}: {}", err.trim());
+}
+
+#[test]
+fn crm_started_while_postgres_never_answers_exits_1_with_a_one_line_reason() {
+    let proxy = Proxy::start(upstream_of(&admin_url()));
+    proxy.black_hole();
+    let (code, err, took) = start_without_database(&proxy);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("crm: Failed to open the database postgres://")
+            && err.ends_with(
+                "error communicating with database: no answer from the server within 15 s\n"
+            ),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    eprintln!("O3: never answering: exit 1 after {took:?}: {}", err.trim());
 }
