@@ -15,7 +15,7 @@ mod process;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -126,10 +126,10 @@ fn create_customer(served: &Served, name: &str, email: &str) -> String {
         .to_owned()
 }
 
-fn create_product(served: &Served, name: &str, price: &str) -> String {
+fn create_product(served: &Served, name: &str, price: &str, stock: i32) -> String {
     let answer = served.ask(
         CREATE_PRODUCT,
-        json!({"i": {"name": name, "price": price, "stock": 100}}),
+        json!({"i": {"name": name, "price": price, "stock": stock}}),
     );
     assert!(answer.ok(), "{answer:?}");
     answer.body["data"]["createProduct"]["product"]["id"]
@@ -236,12 +236,6 @@ async fn inactive_customer(db: &TestDb, email: &str) {
         .unwrap();
 }
 
-fn total_customers(served: &Served) -> i64 {
-    let answer = served.ask(TOTALS, json!({}));
-    assert!(answer.ok(), "{answer:?}");
-    answer.body["data"]["totalCustomers"].as_i64().unwrap()
-}
-
 /// Asserts an answer is either a success or the clear "unavailable" GraphQL error (HTTP 200,
 /// code UNAVAILABLE): never a 5xx, never an internal error.
 #[track_caller]
@@ -273,7 +267,7 @@ fn postgres_connections_ended_again_and_again_cost_at_most_a_retry_and_never_hal
     let logs = tempfile::tempdir().unwrap();
     let mut served = Served::start(work.path(), db.url(), logs.path());
     let customer = create_customer(&served, "Ada", "ada@example.com");
-    let product = create_product(&served, "Widget", "2.50");
+    let product = create_product(&served, "Widget", "2.50", 100_000);
     let name = database_name(db.url());
 
     // Four clients order and read as fast as they can while every backend of the database is
@@ -387,17 +381,21 @@ fn postgres_connections_ended_again_and_again_cost_at_most_a_retry_and_never_hal
             Some(1) => {
                 let reason = stderr(run);
                 assert_eq!(reason.lines().count(), 1, "{reason}");
+                // Opening the database, claiming the run, or the run itself met an ended
+                // connection: each says so.
                 assert!(
-                    reason.starts_with("crm: clean_inactive_customers failed: storage: ")
+                    reason.starts_with("crm: clean_inactive_customers failed: storage")
                         || reason.starts_with("crm: Failed to open the database"),
                     "{reason}"
                 );
-                // The failure is recorded.
-                assert!(
-                    history(work.path(), db.url(), "clean_inactive_customers").contains("failed")
-                        || reason.contains("Failed to open"),
-                    "{reason}"
-                );
+                // A run that started and failed is recorded as failed (unless recording its
+                // end met an ended connection too, which the reason then says).
+                if reason.starts_with("crm: clean_inactive_customers failed: storage: ")
+                    && !reason.contains("not recorded")
+                {
+                    let runs = history(work.path(), db.url(), "clean_inactive_customers");
+                    assert!(runs.contains("failed"), "{runs}");
+                }
             }
             other => panic!("crm jobs run exited {other:?}: {}", stderr(run)),
         }
@@ -440,7 +438,7 @@ fn postgres_cut_off_by_a_proxy_fails_requests_cleanly_and_crm_recovers_by_itself
     let logs = tempfile::tempdir().unwrap();
     let mut served = Served::start(work.path(), &proxied, logs.path());
     let customer = create_customer(&served, "Ada", "ada@example.com");
-    let product = create_product(&served, "Widget", "2.50");
+    let product = create_product(&served, "Widget", "2.50", 100_000);
     let order = json!({"i": {"customerId": customer, "productIds": [product]}});
     assert!(served.ask(CREATE_ORDER, order.clone()).ok());
 
@@ -599,4 +597,327 @@ fn crm_started_while_postgres_never_answers_exits_1_with_a_one_line_reason() {
     );
     assert!(took < Duration::from_secs(30), "{took:?}");
     eprintln!("O3: never answering: exit 1 after {took:?}: {}", err.trim());
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite: locked by another writer
+
+/// Holds SQLite's write lock on `url`'s file (`BEGIN IMMEDIATE` on a connection of its own)
+/// for `hold`, on a thread; returns once the lock is taken.
+fn hold_write_lock(url: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    let url = url.to_owned();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        async_std::task::block_on(async {
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            // A write inside the lock, as a real writer would have pending.
+            sqlx::query("UPDATE products SET stock = stock WHERE id < 0")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            async_std::task::sleep(hold).await;
+            sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+        });
+    });
+    locked_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the test takes the write lock");
+    holder
+}
+
+/// The SQLite database of a test, served, with a customer, a product and an inactive customer.
+struct SqliteCrm {
+    db: TestDb,
+    work: tempfile::TempDir,
+    logs: tempfile::TempDir,
+    served: Served,
+    order: serde_json::Value,
+}
+
+impl SqliteCrm {
+    fn start() -> Self {
+        let db = async_std::task::block_on(TestDb::sqlite());
+        async_std::task::block_on(inactive_customer(&db, "gone@example.com"));
+        let work = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let served = Served::start(work.path(), db.url(), logs.path());
+        let customer = create_customer(&served, "Ada", "ada@example.com");
+        let product = create_product(&served, "Widget", "2.50", 100_000);
+        let order = json!({"i": {"customerId": customer, "productIds": [product]}});
+        Self {
+            db,
+            work,
+            logs,
+            served,
+            order,
+        }
+    }
+
+    fn cleanup(&self, log_dir: &Path) -> (Output, Duration) {
+        let started = Instant::now();
+        let run = run_job(
+            self.work.path(),
+            self.db.url(),
+            log_dir,
+            "clean_inactive_customers",
+            &self.served.url,
+        );
+        (run, started.elapsed())
+    }
+
+    fn totals(&self) -> (i64, i64) {
+        let answer = self.served.ask(TOTALS, json!({}));
+        assert!(answer.ok(), "{answer:?}");
+        (
+            answer.body["data"]["totalCustomers"].as_i64().unwrap(),
+            answer.body["data"]["totalOrders"].as_i64().unwrap(),
+        )
+    }
+}
+
+#[test]
+fn sqlite_locked_by_another_writer_for_less_than_the_busy_timeout_makes_writes_wait_and_succeed() {
+    let crm = SqliteCrm::start();
+    assert_eq!(crm.totals(), (2, 0));
+
+    let holder = hold_write_lock(crm.db.url(), Duration::from_secs(3));
+    let locked = Instant::now();
+    let (order, (job, job_took), read) = std::thread::scope(|s| {
+        let order = s.spawn(|| crm.served.ask(CREATE_ORDER, crm.order.clone()));
+        let job = s.spawn(|| crm.cleanup(crm.logs.path()));
+        let read = s.spawn(|| crm.served.ask(TOTALS, json!({})));
+        (
+            order.join().unwrap(),
+            job.join().unwrap(),
+            read.join().unwrap(),
+        )
+    });
+    holder.join().unwrap();
+    // Readers are not held up by a writer (WAL); the mutation and the job waited and succeeded.
+    assert!(read.ok(), "{read:?}");
+    assert!(read.took < Duration::from_secs(2), "{:?}", read.took);
+    assert!(order.ok(), "{order:?}");
+    assert!(
+        order.took >= Duration::from_millis(2500),
+        "{:?}",
+        order.took
+    );
+    assert_exit(&job, 0);
+    let said = stdout(&job);
+    assert!(
+        said.starts_with("clean_inactive_customers: succeeded in ")
+            && said.ends_with(": Deleted 1 inactive customers\n"),
+        "{said}"
+    );
+    assert_eq!(crm.totals(), (1, 1));
+    eprintln!(
+        "O4: write lock held 3 s: a read answered in {:?}, createOrder waited {:?} and \
+         succeeded, the cleanup waited and succeeded in {job_took:?} ({:?} after the lock)",
+        read.took,
+        order.took,
+        locked.elapsed()
+    );
+}
+
+#[test]
+fn sqlite_locked_by_another_writer_past_the_busy_timeout_fails_cleanly_then_works_again() {
+    if !long_tests_enabled(
+        "sqlite_locked_by_another_writer_past_the_busy_timeout_fails_cleanly_then_works_again",
+    ) {
+        return;
+    }
+    let crm = SqliteCrm::start();
+    assert!(crm.served.ask(CREATE_ORDER, crm.order.clone()).ok());
+    assert_eq!(crm.totals(), (2, 1));
+    let before = std::fs::read_to_string(crm.logs.path().join("customer_cleanup_log.txt"))
+        .unwrap_or_default();
+
+    // 16 s: longer than the 10 s busy timeout, with room for a loaded machine.
+    let holder = hold_write_lock(crm.db.url(), Duration::from_secs(16));
+    let (order, (job, job_took), read) = std::thread::scope(|s| {
+        let order = s.spawn(|| crm.served.ask(CREATE_ORDER, crm.order.clone()));
+        let job = s.spawn(|| crm.cleanup(crm.logs.path()));
+        let read = s.spawn(|| crm.served.ask(TOTALS, json!({})));
+        (
+            order.join().unwrap(),
+            job.join().unwrap(),
+            read.join().unwrap(),
+        )
+    });
+    // Reads carry on; the mutation gets the clear error after the busy timeout.
+    assert!(read.ok(), "{read:?}");
+    assert!(!order.ok(), "{order:?}");
+    assert_ok_or_unavailable(&order);
+    assert!(order.took >= Duration::from_secs(9), "{:?}", order.took);
+    // The job fails with a one-line reason naming the lock.
+    assert_exit(&job, 1);
+    let reason = stderr(&job);
+    assert_eq!(reason.lines().count(), 1, "{reason}");
+    assert!(reason.contains("database is locked"), "{reason}");
+    holder.join().unwrap();
+
+    // Nothing was half-written: the same customers and orders, no cleanup line.
+    assert_eq!(crm.totals(), (2, 1));
+    assert_eq!(
+        std::fs::read_to_string(crm.logs.path().join("customer_cleanup_log.txt"))
+            .unwrap_or_default(),
+        before
+    );
+    // Works again after the release.
+    assert!(crm.served.ask(CREATE_ORDER, crm.order.clone()).ok());
+    let (again, _) = crm.cleanup(crm.logs.path());
+    assert_exit(&again, 0);
+    assert_eq!(crm.totals(), (1, 2));
+    eprintln!(
+        "O5: write lock held 16 s: a read answered in {:?}; createOrder answered UNAVAILABLE \
+         after {:?}; the cleanup exited 1 after {job_took:?}: {}",
+        read.took,
+        order.took,
+        reason.trim()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The log directory read-only or full
+
+#[test]
+fn a_read_only_log_directory_fails_the_cleanup_before_it_deletes_anyone() {
+    let crm = SqliteCrm::start();
+    let read_only = Tmpfs::mount("64k", "ro");
+    assert_eq!(crm.totals(), (2, 0));
+
+    let (run, _) = crm.cleanup(read_only.path());
+    assert_exit(&run, 1);
+    let file = read_only.path().join("customer_cleanup_log.txt");
+    assert_eq!(
+        stderr(&run),
+        format!(
+            "crm: clean_inactive_customers failed: cannot write log file {}: Read-only file \
+             system (os error 30)\n",
+            file.display()
+        )
+    );
+    // Nobody was deleted, and the failure is recorded with its reason.
+    assert_eq!(crm.totals(), (2, 0));
+    let runs = history(crm.work.path(), crm.db.url(), "clean_inactive_customers");
+    assert!(runs.contains("failed"), "{runs}");
+    assert!(runs.contains("Read-only file system"), "{runs}");
+    // The other jobs and the server carry on.
+    let report = run_job(
+        crm.work.path(),
+        crm.db.url(),
+        crm.logs.path(),
+        "generate_crm_report",
+        &crm.served.url,
+    );
+    assert_exit(&report, 0);
+    assert!(crm.served.ask(CREATE_ORDER, crm.order.clone()).ok());
+    // And the cleanup works once the directory is writable again.
+    read_only.remount("rw");
+    let (again, _) = crm.cleanup(read_only.path());
+    assert_exit(&again, 0);
+    assert_eq!(crm.totals(), (1, 1));
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .ends_with(" - Deleted 1 inactive customers\n")
+    );
+    eprintln!("O6: read-only log directory: {}", stderr(&run).trim());
+}
+
+#[test]
+fn a_full_log_directory_fails_the_jobs_saying_what_they_did() {
+    let crm = SqliteCrm::start();
+    let full = Tmpfs::mount("64k", "");
+    let file = full.path().join("customer_cleanup_log.txt");
+    // Earlier runs' lines filling exactly one 4 KiB page, so the next line needs a new one.
+    let earlier: String = (0..64)
+        .map(|i| {
+            format!(
+                "{:<63}\n",
+                format!(
+                    "2026-01-{:02} 02:00:00 - Deleted 0 inactive customers",
+                    i % 28 + 1
+                )
+            )
+        })
+        .collect();
+    assert_eq!(earlier.len(), 4096);
+    std::fs::write(&file, &earlier).unwrap();
+    create_product(&crm.served, "Scarce", "1.00", 3);
+    let filler = full.fill();
+
+    // The cleanup did its work; the run fails and says what was done.
+    let (run, _) = crm.cleanup(full.path());
+    assert_exit(&run, 1);
+    let expected = format!(
+        "crm: clean_inactive_customers failed: Deleted 1 inactive customers, but cannot write \
+         log file {}: No space left on device (os error 28)\n",
+        file.display()
+    );
+    assert_eq!(stderr(&run), expected);
+    assert_eq!(crm.totals(), (1, 0));
+    let runs = history(crm.work.path(), crm.db.url(), "clean_inactive_customers");
+    assert!(
+        runs.contains("Deleted 1 inactive customers, but cannot write log file"),
+        "{runs}"
+    );
+    // The log file is as it was: no partial line.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), earlier);
+    // The restock, through the API, likewise.
+    let restock = run_job(
+        crm.work.path(),
+        crm.db.url(),
+        full.path(),
+        "update_low_stock",
+        &crm.served.url,
+    );
+    assert_exit(&restock, 1);
+    assert_eq!(
+        stderr(&restock),
+        format!(
+            "crm: update_low_stock failed: Restocked 1 products, but cannot write log file {}: \
+             No space left on device (os error 28)\n",
+            full.path().join("low_stock_updates_log.txt").display()
+        )
+    );
+    let scarce = crm.served.ask(
+        "{ allProducts(filter: {nameIcontains: \"Scarce\"}) { edges { node { stock } } } }",
+        json!({}),
+    );
+    assert_eq!(
+        scarce.body["data"]["allProducts"]["edges"][0]["node"]["stock"], 13,
+        "{}",
+        scarce.body
+    );
+    // The server and the jobs logging elsewhere carry on.
+    assert!(crm.served.ask(CREATE_ORDER, crm.order.clone()).ok());
+    let report = run_job(
+        crm.work.path(),
+        crm.db.url(),
+        crm.logs.path(),
+        "generate_crm_report",
+        &crm.served.url,
+    );
+    assert_exit(&report, 0);
+    // Room again: the next run logs.
+    std::fs::remove_file(filler).unwrap();
+    let (again, _) = crm.cleanup(full.path());
+    assert_exit(&again, 0);
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .ends_with(" - Deleted 0 inactive customers\n")
+    );
+    eprintln!(
+        "O7: full log directory: {} / {}",
+        stderr(&run).trim(),
+        stderr(&restock).trim()
+    );
 }
