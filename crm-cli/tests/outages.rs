@@ -921,3 +921,87 @@ fn a_full_log_directory_fails_the_jobs_saying_what_they_did() {
         stderr(&restock).trim()
     );
 }
+
+#[test]
+fn postgres_partitioned_mid_query_gets_a_503_within_the_request_timeout_not_a_hang() {
+    if !long_tests_enabled(
+        "postgres_partitioned_mid_query_gets_a_503_within_the_request_timeout_not_a_hang",
+    ) {
+        return;
+    }
+    let db = async_std::task::block_on(TestDb::postgres());
+    let proxy = Proxy::start(upstream_of(db.url()));
+    let proxied = via(db.url(), proxy.addr());
+    let work = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut served = Served::start(work.path(), &proxied, logs.path());
+    let customer = create_customer(&served, "Ada", "ada@example.com");
+    let product = create_product(&served, "Widget", "2.50", 100);
+    let order = json!({"i": {"customerId": customer, "productIds": [product]}});
+
+    // Six clients order in a loop; the network to PostgreSQL then stops carrying data, with
+    // the connections left open (queries in flight wait for an answer that does not come).
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, order, stop) = (served.url.clone(), order.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let answer = graphql(
+                        &url,
+                        Some(TOKEN),
+                        CREATE_ORDER,
+                        order.clone(),
+                        Duration::from_secs(120),
+                    );
+                    answers.push((answer.status, answer.error_codes(), answer.took));
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    proxy.stall();
+    // Longer than the server's request timeout.
+    std::thread::sleep(crm_server::REQUEST_TIMEOUT + Duration::from_secs(8));
+    proxy.restore();
+    stop.store(true, Ordering::SeqCst);
+    let mut slowest = Duration::ZERO;
+    let (mut ok, mut unavailable, mut timed_out) = (0, 0, 0);
+    for client in clients {
+        for (status, codes, took) in client.join().unwrap() {
+            slowest = slowest.max(took);
+            match (status, codes.as_slice()) {
+                (200, []) => ok += 1,
+                (200, [code]) if code == "UNAVAILABLE" => unavailable += 1,
+                (503, [code]) if code == "UNAVAILABLE" => timed_out += 1,
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+    }
+    // Nobody waited much past the request timeout, and those whose query was in flight were
+    // told so.
+    assert!(
+        slowest < crm_server::REQUEST_TIMEOUT + Duration::from_secs(5),
+        "{slowest:?}"
+    );
+    assert!(timed_out > 0, "no request was caught mid-query");
+    served.assert_alive();
+    // The network is back: the service answers by itself.
+    let restored = Instant::now();
+    wait_until("the API to answer again", Duration::from_secs(30), || {
+        served.ask(TOTALS, json!({})).ok()
+    });
+    // Every order is whole (one product, 2.50), whichever way its request ended.
+    for (total, _, products) in all_orders(&served) {
+        assert_eq!((total.as_str(), products), ("2.50", 1));
+    }
+    eprintln!(
+        "O8: partition of {} s mid-traffic: {ok} orders ok, {unavailable} answered UNAVAILABLE \
+         (no connection within 10 s), {timed_out} answered 503 UNAVAILABLE at the request \
+         timeout; slowest answer {slowest:?}; answering again {:?} after the network came back",
+        (crm_server::REQUEST_TIMEOUT + Duration::from_secs(8)).as_secs(),
+        restored.elapsed()
+    );
+}

@@ -32,8 +32,9 @@ pub enum ApiError {
     )]
     Unauthorized,
     /// The database could not be reached or stayed busy (locked by another writer, restarting,
-    /// connections dropped): passing, so the client is told to try again. Nothing of a failed
-    /// mutation is kept (each runs in one transaction).
+    /// connections dropped): passing, so the client is told to try again. A mutation runs in
+    /// one transaction, so it was applied whole or not at all; only a connection lost during
+    /// the commit itself leaves the server, too, not knowing which.
     #[error("the database is unavailable or busy right now; try again shortly")]
     Unavailable,
     /// Something failed on our side; the detail went to the server's log.

@@ -21,6 +21,9 @@ pub(crate) enum Mode {
     Refuse = 1,
     /// Accepts new connections and never answers (a network partition, a hung server).
     BlackHole = 2,
+    /// Like [`Mode::BlackHole`] for new connections, and the open ones stop carrying data
+    /// (held, not closed): a network partition in the middle of a conversation.
+    Stall = 3,
 }
 
 /// A TCP proxy on `127.0.0.1:0` in front of `upstream`, run by std threads. Dropping it stops
@@ -42,7 +45,8 @@ impl Shared {
         match self.mode.load(Ordering::SeqCst) {
             0 => Mode::Pass,
             1 => Mode::Refuse,
-            _ => Mode::BlackHole,
+            2 => Mode::BlackHole,
+            _ => Mode::Stall,
         }
     }
 
@@ -74,7 +78,7 @@ impl Proxy {
                     Mode::Refuse => {
                         let _ = client.shutdown(Shutdown::Both);
                     }
-                    Mode::BlackHole => {
+                    Mode::BlackHole | Mode::Stall => {
                         accepting.sockets.lock().unwrap().push(client);
                     }
                     Mode::Pass => {
@@ -89,8 +93,12 @@ impl Proxy {
                             sockets.push(client.try_clone().unwrap());
                             sockets.push(server.try_clone().unwrap());
                         }
-                        pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                        pipe(server, client);
+                        pipe(
+                            client.try_clone().unwrap(),
+                            server.try_clone().unwrap(),
+                            accepting.clone(),
+                        );
+                        pipe(server, client, accepting.clone());
                     }
                 }
             }
@@ -117,7 +125,13 @@ impl Proxy {
         self.shared.close_all();
     }
 
-    /// Traffic flows again (for new connections).
+    /// Open connections stop carrying data without being closed, and new ones are never
+    /// answered: a network partition.
+    pub(crate) fn stall(&self) {
+        self.shared.mode.store(Mode::Stall as u8, Ordering::SeqCst);
+    }
+
+    /// Traffic flows again (for new connections; stalled ones carry on).
     pub(crate) fn restore(&self) {
         self.shared.mode.store(Mode::Pass as u8, Ordering::SeqCst);
     }
@@ -132,10 +146,23 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies `from` to `to` on a thread of its own until either side closes.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` on a thread of its own until either side closes; while the proxy is
+/// stalled, what was read is held back.
+fn pipe(mut from: TcpStream, mut to: TcpStream, shared: Arc<Shared>) {
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            while shared.mode() == Mode::Stall && !shared.stopped.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if to.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+        }
         let _ = to.shutdown(Shutdown::Both);
         let _ = from.shutdown(Shutdown::Both);
     });
