@@ -49,8 +49,8 @@ impl CoreError {
             return false;
         };
         match error {
+            // Not `PoolClosed`: that is this process shutting its own pool, not an outage.
             sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => true,
@@ -81,3 +81,30 @@ impl CoreError {
 
 /// `Result` with [`CoreError`].
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_or_dropped_database_is_unavailable_and_other_failures_are_not() {
+        let unavailable = [
+            CoreError::Storage(sqlx::Error::PoolTimedOut),
+            CoreError::Storage(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))),
+        ];
+        for error in &unavailable {
+            assert!(error.is_unavailable(), "{error}");
+        }
+        let not = [
+            CoreError::Storage(sqlx::Error::PoolClosed),
+            CoreError::Storage(sqlx::Error::RowNotFound),
+            CoreError::validation("email", "bad"),
+            CoreError::Conflict("taken".into()),
+        ];
+        for error in &not {
+            assert!(!error.is_unavailable(), "{error}");
+        }
+    }
+}
