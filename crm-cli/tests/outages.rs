@@ -270,6 +270,16 @@ fn postgres_connections_ended_again_and_again_cost_at_most_a_retry_and_never_hal
     let product = create_product(&served, "Widget", "2.50", 100_000);
     let name = database_name(db.url());
 
+    // The server's own scheduler has a heartbeat due 3 s from now, in the middle of it all.
+    let at =
+        (Utc::now() + TimeDelta::seconds(3)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let scheduled = crm_in(work.path())
+        .env("CRM_DATABASE_URL", db.url())
+        .args(["jobs", "at", "log_crm_heartbeat", &at])
+        .output()
+        .unwrap();
+    assert_exit(&scheduled, 0);
+
     // Four clients order and read as fast as they can while every backend of the database is
     // ended every 200 ms, for 8 seconds.
     let stop = Arc::new(AtomicBool::new(false));
@@ -410,6 +420,15 @@ fn postgres_connections_ended_again_and_again_cost_at_most_a_retry_and_never_hal
     );
     assert_exit(&run, 0);
     assert!(history(work.path(), db.url(), "clean_inactive_customers").contains("succeeded"));
+    // The scheduler's heartbeat due during the kills ran, once, and is recorded.
+    wait_until(
+        "the heartbeat due during the kills to be recorded",
+        Duration::from_secs(30),
+        || history(work.path(), db.url(), "log_crm_heartbeat").contains("succeeded"),
+    );
+    let heartbeats = history(work.path(), db.url(), "log_crm_heartbeat");
+    assert_eq!(heartbeats.matches("succeeded").count(), 1, "{heartbeats}");
+    served.assert_alive();
     eprintln!(
         "O1: {kills} rounds of pg_terminate_backend ({ended} backends ended) in 8 s; \
          {told_ok} orders created, {told_unavailable} answered UNAVAILABLE, {} orders in the \
