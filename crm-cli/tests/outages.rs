@@ -855,19 +855,17 @@ fn a_full_log_directory_fails_the_jobs_saying_what_they_did() {
     let crm = SqliteCrm::start();
     let full = Tmpfs::mount("64k", "");
     let file = full.path().join("customer_cleanup_log.txt");
-    // Earlier runs' lines filling exactly one 4 KiB page, so the next line needs a new one.
-    let earlier: String = (0..64)
+    // Earlier runs' lines, 80 of 51 bytes: 16 bytes short of a 4 KiB page, so the next line
+    // fits in part and then finds the disk full.
+    let earlier: String = (0..80)
         .map(|i| {
             format!(
-                "{:<63}\n",
-                format!(
-                    "2026-01-{:02} 02:00:00 - Deleted 0 inactive customers",
-                    i % 28 + 1
-                )
+                "2026-01-{:02} 02:00:00 - Deleted 0 inactive customers\n",
+                i % 28 + 1
             )
         })
         .collect();
-    assert_eq!(earlier.len(), 4096);
+    assert_eq!(earlier.len(), 4080);
     std::fs::write(&file, &earlier).unwrap();
     create_product(&crm.served, "Scarce", "1.00", 3);
     let filler = full.fill();
@@ -887,7 +885,7 @@ fn a_full_log_directory_fails_the_jobs_saying_what_they_did() {
         runs.contains("Deleted 1 inactive customers, but cannot write log file"),
         "{runs}"
     );
-    // The log file is as it was: no partial line.
+    // The log file is as it was: the part of the line that fit was taken back.
     assert_eq!(std::fs::read_to_string(&file).unwrap(), earlier);
     // The restock, through the API, likewise.
     let restock = run_job(
@@ -929,10 +927,12 @@ fn a_full_log_directory_fails_the_jobs_saying_what_they_did() {
     std::fs::remove_file(filler).unwrap();
     let (again, _) = crm.cleanup(full.path());
     assert_exit(&again, 0);
+    let now = std::fs::read_to_string(&file).unwrap();
+    let added = now.strip_prefix(&earlier).expect("earlier lines kept");
+    assert_eq!(added.len(), 51, "{added:?}");
     assert!(
-        std::fs::read_to_string(&file)
-            .unwrap()
-            .ends_with(" - Deleted 0 inactive customers\n")
+        added.ends_with(" - Deleted 0 inactive customers\n"),
+        "{added:?}"
     );
     eprintln!(
         "O7: full log directory: {} / {}",

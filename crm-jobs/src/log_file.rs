@@ -173,14 +173,40 @@ impl OpenLogFile {
             buffer.push('\n');
         }
         // One `write` for the whole batch: with O_APPEND the kernel places it at the end as a
-        // unit. A short write (disk full) is finished by `write_all` and still an error if it
-        // cannot be.
-        self.file
-            .write_all(buffer.as_bytes())
-            .map_err(|source| JobError::LogFile {
+        // unit. A short write (disk full) is continued, and still an error if it cannot be.
+        let bytes = buffer.as_bytes();
+        let mut written = 0;
+        while written < bytes.len() {
+            let error = match self.file.write(&bytes[written..]) {
+                Ok(0) => std::io::Error::from(std::io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    written += n;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            self.take_back(written);
+            return Err(JobError::LogFile {
                 path: self.log.path.clone(),
-                source,
-            })
+                source: error,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes the `written` bytes of a batch that could not be finished (a full disk took
+    /// part of it) from the end of the file, so no half line is left for the next run's line to
+    /// be glued to. Best effort: a line another process appended in between is at the end too.
+    fn take_back(&mut self, written: usize) {
+        if written == 0 {
+            return;
+        }
+        if let Ok(len) = self.file.metadata().map(|m| m.len())
+            && let Some(before) = len.checked_sub(written as u64)
+        {
+            let _ = self.file.set_len(before);
+        }
     }
 }
 
