@@ -75,14 +75,16 @@ fn env_file_warning(path: &std::path::Path) -> Option<String> {
 
 /// Service logs go to stderr, filtered by `RUST_LOG`, so stdout stays for what a command
 /// prints. By default a service (`serve`, `scheduler`) logs at info; a one-shot command only
-/// reports errors, since it prints its own outcome.
+/// reports errors, since it prints its own outcome: the runner's errors (each one ends up in
+/// the run's report, which the command prints) and the pool's warnings about a connection the
+/// server dropped are left out, so a failure is said once, on one line.
 fn init_tracing(long_running: bool) {
     use std::io::IsTerminal as _;
 
     let default = if long_running {
         "warn,crm_core=info,crm_jobs=info,crm_server=info,crm=info"
     } else {
-        "warn,crm_jobs::alert=off,crm_jobs::runner=error"
+        "warn,crm_jobs::alert=off,crm_jobs::runner=off,sqlx=error"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))

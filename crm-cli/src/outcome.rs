@@ -23,13 +23,31 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `{:#}` joins the context chain on one line: "Failed to open …: cause".
         match self {
-            Failure::Usage(e) | Failure::Failed(e) => {
-                write!(f, "{}", format!("{e:#}").replace('\n', " "))
-            }
+            Failure::Usage(e) | Failure::Failed(e) => f.write_str(&one_line(e)),
         }
     }
+}
+
+/// The context chain on one line, "Failed to open …: cause", as `{:#}` joins it, but with each
+/// cause that its predecessor already quotes left out: errors that show their source in their
+/// own message (thiserror's `"storage failure: {0}"` on a `#[from]` field, sqlx's I/O errors)
+/// would otherwise say the same reason two or three times over.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !previous.is_empty() && previous.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+        previous = text;
+    }
+    line
 }
 
 impl From<anyhow::Error> for Failure {
@@ -50,5 +68,37 @@ pub(crate) trait UsageContext<T> {
 impl<T, E: Into<anyhow::Error>> UsageContext<T> for Result<T, E> {
     fn usage(self, context: &str) -> CommandResult<T> {
         self.map_err(|e| Failure::Usage(e.into().context(context.to_owned())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_already_quoted_by_its_error_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 15 s");
+        let error = anyhow::Error::new(crm_core::CoreError::Storage(sqlx_io(io)))
+            .context("Failed to open the database postgres://h/crm");
+        assert_eq!(
+            Failure::Failed(error).to_string(),
+            "Failed to open the database postgres://h/crm: storage failure: error communicating \
+             with database: no answer within 15 s"
+        );
+    }
+
+    #[test]
+    fn causes_that_add_something_are_all_kept() {
+        let error = anyhow::anyhow!("root cause")
+            .context("middle")
+            .context("top");
+        assert_eq!(
+            Failure::Failed(error).to_string(),
+            "top: middle: root cause"
+        );
+    }
+
+    fn sqlx_io(io: std::io::Error) -> sqlx::Error {
+        sqlx::Error::Io(io)
     }
 }

@@ -20,6 +20,13 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://crm.db";
 /// How long a SQLite writer waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a request waits for a PostgreSQL connection (the pool reconnecting after the
+/// server dropped its connections, or the server down) before failing with "unavailable".
+const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the one direct connection attempt made after the pool timed out at start may take.
+const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A migration embedded in the binary, so an installed `crm` needs no files beside it.
 struct Embedded {
     version: i64,
@@ -138,17 +145,33 @@ impl Database {
                 .map_err(|e| CoreError::InvalidUrl(redact(url, &e.to_string())))?;
             let pool = match PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
                 .connect_with(options.clone())
                 .await
             {
                 Ok(pool) => pool,
                 // The pool retries a refused connection until its timeout and then reports
-                // only "timed out"; one direct attempt tells the operator why.
+                // only "timed out"; one direct attempt tells the operator why. That attempt is
+                // bounded too: a server that accepts and never answers (a network partition,
+                // a hung proxy) would otherwise keep `crm` from starting, and from exiting.
                 Err(sqlx::Error::PoolTimedOut) => {
-                    return Err(match PgConnection::connect_with(&options).await {
-                        Err(cause) => CoreError::Storage(cause),
-                        Ok(_) => CoreError::Storage(sqlx::Error::PoolTimedOut),
+                    let attempt = PgConnection::connect_with(&options);
+                    let timer = async_io::Timer::after(DIRECT_CONNECT_TIMEOUT);
+                    futures::pin_mut!(attempt);
+                    return Err(match futures::future::select(attempt, timer).await {
+                        futures::future::Either::Left((Err(cause), _)) => CoreError::Storage(cause),
+                        futures::future::Either::Left((Ok(_), _)) => {
+                            CoreError::Storage(sqlx::Error::PoolTimedOut)
+                        }
+                        futures::future::Either::Right(_) => {
+                            CoreError::Storage(sqlx::Error::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!(
+                                    "no answer from the server within {} s",
+                                    (POSTGRES_ACQUIRE_TIMEOUT + DIRECT_CONNECT_TIMEOUT).as_secs()
+                                ),
+                            )))
+                        }
                     });
                 }
                 Err(e) => return Err(e.into()),

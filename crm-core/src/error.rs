@@ -39,6 +39,37 @@ pub enum CoreError {
 }
 
 impl CoreError {
+    /// Whether the database could not be reached or was too busy to answer: the pool found no
+    /// connection in time, the connection broke or was ended by the server (PostgreSQL
+    /// restarting, `pg_terminate_backend`), or SQLite stayed locked by another writer past the
+    /// busy timeout. Such a failure is passing: the same request may well succeed shortly, so
+    /// the API tells its clients to try again rather than report an internal error.
+    pub fn is_unavailable(&self) -> bool {
+        let CoreError::Storage(error) = self else {
+            return false;
+        };
+        match error {
+            // Not `PoolClosed`: that is this process shutting its own pool, not an outage.
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code();
+                let code = code.as_deref().unwrap_or_default();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes.
+                    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                } else {
+                    // PostgreSQL: class 08 (connection exception), 57P01-57P03 (admin
+                    // shutdown, crash shutdown, cannot connect now).
+                    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// A validation error on `field`.
     pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
         Self::Validation {
@@ -50,3 +81,30 @@ impl CoreError {
 
 /// `Result` with [`CoreError`].
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_or_dropped_database_is_unavailable_and_other_failures_are_not() {
+        let unavailable = [
+            CoreError::Storage(sqlx::Error::PoolTimedOut),
+            CoreError::Storage(sqlx::Error::Io(std::io::Error::from(
+                std::io::ErrorKind::ConnectionReset,
+            ))),
+        ];
+        for error in &unavailable {
+            assert!(error.is_unavailable(), "{error}");
+        }
+        let not = [
+            CoreError::Storage(sqlx::Error::PoolClosed),
+            CoreError::Storage(sqlx::Error::RowNotFound),
+            CoreError::validation("email", "bad"),
+            CoreError::Conflict("taken".into()),
+        ];
+        for error in &not {
+            assert!(!error.is_unavailable(), "{error}");
+        }
+    }
+}

@@ -154,7 +154,35 @@ pub enum JobError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The run's work was done (and committed) but its log lines could not be written, e.g.
+    /// on a full disk. The message starts with what was done, so the ledger and the alert say
+    /// it although the log file cannot.
+    #[error("{done}, but cannot write log file {path}: {source}")]
+    LogFileAfterWork {
+        /// What the run did, as its success message would have said (`Deleted 3 inactive
+        /// customers`).
+        done: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
     /// Any other failure, described.
     #[error("{0}")]
     Other(String),
+}
+
+impl JobError {
+    /// This error, if it is a log file failure, as one that happened after the work `done`
+    /// (a [`JobError::LogFileAfterWork`]); any other error unchanged.
+    pub fn after_work(self, done: impl Into<String>) -> Self {
+        match self {
+            JobError::LogFile { path, source } => JobError::LogFileAfterWork {
+                done: done.into(),
+                path,
+                source,
+            },
+            other => other,
+        }
+    }
 }

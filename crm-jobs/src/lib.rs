@@ -38,7 +38,7 @@ pub use jobs::{
     CleanInactiveCustomers, GenerateCrmReport, LogCrmHeartbeat, ORDER_REMINDERS_PROCESSED,
     SendOrderReminders, UpdateLowStock, standard_jobs,
 };
-pub use log_file::{LogFile, file_names};
+pub use log_file::{LogFile, OpenLogFile, file_names};
 pub use runner::{
     DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, EffectiveSchedule, RunReport, RunStatus, Runner,
     RunnerBuilder, RunnerError,
@@ -47,4 +47,6 @@ pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
 };
 #[cfg(feature = "async-std-scheduler")]
-pub use scheduler::{DEFAULT_OVERRIDE_POLL, Scheduler, SchedulerSummary, ShutdownHandle};
+pub use scheduler::{
+    DEFAULT_OVERRIDE_POLL, LEDGER_RETRY_AFTER, Scheduler, SchedulerSummary, ShutdownHandle,
+};

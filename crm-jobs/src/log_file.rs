@@ -101,6 +101,71 @@ impl LogFile {
         if lines.is_empty() {
             return Ok(());
         }
+        self.open()?.append_lines(lines)
+    }
+
+    /// Opens the file for appending now, creating it owner-only (0600) if it is missing.
+    ///
+    /// A job that changes data opens its log *before* the change: an unwritable log directory
+    /// (read-only, missing, not a directory) then fails the run with nothing changed, instead of
+    /// deleting customers and failing to say so. What can still fail after the change (a full
+    /// disk) is reported by [`JobError::after_work`] with what was done.
+    pub fn open(&self) -> Result<OpenLogFile, JobError> {
+        let mut options = OpenOptions::new();
+        options.append(true).create(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options
+            .open(&self.path)
+            .map_err(|source| JobError::LogFile {
+                path: self.path.clone(),
+                source,
+            })?;
+        #[cfg(unix)]
+        tighten(&file);
+        Ok(OpenLogFile {
+            log: self.clone(),
+            file,
+        })
+    }
+}
+
+/// A job's log file, opened for appending by [`LogFile::open`]: the lines of one run.
+#[derive(Debug)]
+pub struct OpenLogFile {
+    log: LogFile,
+    file: std::fs::File,
+}
+
+impl OpenLogFile {
+    /// Where the lines go.
+    pub fn path(&self) -> &Path {
+        &self.log.path
+    }
+
+    /// As [`LogFile::append_events`], to the open file.
+    pub fn append_events<S: AsRef<str>>(
+        &mut self,
+        at: DateTime<Utc>,
+        messages: &[S],
+    ) -> Result<(), JobError> {
+        let stamp = self.log.event_timestamp(at);
+        let lines: Vec<String> = messages
+            .iter()
+            .map(|m| format!("{stamp} - {}", m.as_ref()))
+            .collect();
+        self.append_lines(&lines)
+    }
+
+    /// As [`LogFile::append_lines`], to the open file (which exists already, so an empty list
+    /// writes nothing more).
+    pub fn append_lines<S: AsRef<str>>(&mut self, lines: &[S]) -> Result<(), JobError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
         let mut buffer = String::new();
         for line in lines {
             buffer.extend(line.as_ref().chars().map(|c| match c {
@@ -109,25 +174,41 @@ impl LogFile {
             }));
             buffer.push('\n');
         }
-        let fail = |source| JobError::LogFile {
-            path: self.path.clone(),
-            source,
-        };
-        let mut options = OpenOptions::new();
-        options.append(true).create(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&self.path).map_err(fail)?;
-        #[cfg(unix)]
-        tighten(&file);
         // One `write` for the whole batch: with O_APPEND the kernel places it at the end as a
-        // unit. A short write (disk full) is finished by `write_all` and still an error if it
-        // cannot be.
-        file.write_all(buffer.as_bytes()).map_err(fail)?;
+        // unit. A short write (disk full) is continued, and still an error if it cannot be.
+        let bytes = buffer.as_bytes();
+        let mut written = 0;
+        while written < bytes.len() {
+            let error = match self.file.write(&bytes[written..]) {
+                Ok(0) => std::io::Error::from(std::io::ErrorKind::WriteZero),
+                Ok(n) => {
+                    written += n;
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => e,
+            };
+            self.take_back(written);
+            return Err(JobError::LogFile {
+                path: self.log.path.clone(),
+                source: error,
+            });
+        }
         Ok(())
+    }
+
+    /// Removes the `written` bytes of a batch that could not be finished (a full disk took
+    /// part of it) from the end of the file, so no half line is left for the next run's line to
+    /// be glued to. Best effort: a line another process appended in between is at the end too.
+    fn take_back(&mut self, written: usize) {
+        if written == 0 {
+            return;
+        }
+        if let Ok(len) = self.file.metadata().map(|m| m.len())
+            && let Some(before) = len.checked_sub(written as u64)
+        {
+            let _ = self.file.set_len(before);
+        }
     }
 }
 
@@ -283,5 +364,39 @@ mod tests {
             other => panic!("expected a LogFile error, got {other:?}"),
         }
         assert!(err.to_string().contains("missing/a.txt"), "{err}");
+    }
+
+    #[test]
+    fn a_log_opened_before_the_work_takes_the_lines_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        let mut open = log.open().unwrap();
+        assert!(log.path().exists());
+        open.append_events(at(2026, 1, 1, 0, 0, 0), &["done"])
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap(),
+            "2026-01-01 00:00:00 - done\n"
+        );
+    }
+
+    #[test]
+    fn a_log_failure_after_the_work_says_what_was_done() {
+        let err = JobError::LogFile {
+            path: PathBuf::from("/logs/customer_cleanup_log.txt"),
+            source: std::io::Error::from_raw_os_error(28),
+        }
+        .after_work("Deleted 3 inactive customers");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "Deleted 3 inactive customers, but cannot write log file \
+                 /logs/customer_cleanup_log.txt: "
+            ),
+            "{text}"
+        );
+        // Any other error is left as it is.
+        let other = JobError::Other("x".into()).after_work("done");
+        assert_eq!(other.to_string(), "x");
     }
 }

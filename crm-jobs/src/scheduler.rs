@@ -21,6 +21,13 @@ use crate::runner::{RunStatus, Runner};
 /// How often a scheduler reads the override store's change counter.
 pub const DEFAULT_OVERRIDE_POLL: Duration = Duration::from_secs(2);
 
+/// How soon a round is tried again after the ledger could not be read or written (the database
+/// down, its connections dropped, SQLite locked). Such a tick was neither run nor recorded;
+/// without this it would wait for the next wakeup, which may be the next tick, and be lost.
+/// Tried again, it runs as soon as the database is back (late, as a misfire, if that took
+/// longer than the grace).
+pub const LEDGER_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// Runs a [`Runner`]'s jobs when they are due, until shut down through its [`ShutdownHandle`].
 #[derive(Debug)]
 pub struct Scheduler {
@@ -81,6 +88,8 @@ struct InFlight {
     count: AtomicUsize,
     /// Some job's tick waits for another run of it to end.
     busy_waiting: AtomicBool,
+    /// A round could not use the ledger; another is due [`LEDGER_RETRY_AFTER`] later.
+    ledger_retry: AtomicBool,
     /// Counts the ended rounds that ran something, so a round that found a job busy can tell
     /// whether a run ended while it looked (and the job may be free already).
     ran_rounds: AtomicU64,
@@ -154,7 +163,9 @@ impl Scheduler {
                     Either::Left(_) => continue 'rounds,
                     Either::Right((Either::Left(_), _)) => break 'rounds,
                     Either::Right((Either::Right(_), _)) => {
-                        if in_flight.busy_waiting.swap(false, Ordering::SeqCst) {
+                        let busy = in_flight.busy_waiting.swap(false, Ordering::SeqCst);
+                        let retry = in_flight.ledger_retry.swap(false, Ordering::SeqCst);
+                        if busy || retry {
                             continue 'rounds;
                         }
                     }
@@ -200,6 +211,18 @@ impl Scheduler {
             let busy = reports.iter().any(|r| r.status == RunStatus::Busy);
             if busy {
                 in_flight.busy_waiting.store(true, Ordering::SeqCst);
+            }
+            if reports.iter().any(|r| r.status == RunStatus::LedgerError) {
+                let in_flight = in_flight.clone();
+                tracing::warn!(
+                    retry_in_s = LEDGER_RETRY_AFTER.as_secs(),
+                    "The run ledger is unavailable; looking for due jobs again shortly"
+                );
+                async_std::task::spawn(async move {
+                    async_io::Timer::after(LEDGER_RETRY_AFTER).await;
+                    in_flight.ledger_retry.store(true, Ordering::SeqCst);
+                    in_flight.ran.notify(usize::MAX);
+                });
             }
             let left = in_flight.count.fetch_sub(1, Ordering::SeqCst) - 1;
             if ran {

@@ -308,6 +308,7 @@ async fn an_unwritable_log_directory_fails_the_run_with_the_path() {
     let db = TestDb::sqlite().await;
     seed(&db).await;
     let crm = offline_crm(db).await;
+    let before = customer_ids(&crm).await;
     // A regular file where the directory should be: unwritable even for root.
     let not_a_dir = crm.logs.path().join("plain-file");
     std::fs::write(&not_a_dir, "").unwrap();
@@ -327,6 +328,8 @@ async fn an_unwritable_log_directory_fails_the_run_with_the_path() {
             .starts_with(&format!("cannot write log file {}", not_a_dir.display())),
         "{err}"
     );
+    // The log is opened before the deletion: nobody was deleted unrecorded.
+    assert_eq!(customer_ids(&crm).await, before);
 }
 
 // ---- the client ----

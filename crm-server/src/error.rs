@@ -38,6 +38,12 @@ pub enum ApiError {
          set CRM_API_TOKEN on the server and send `Authorization: Bearer <token>`"
     )]
     NoTokenConfigured,
+    /// The database could not be reached or stayed busy (locked by another writer, restarting,
+    /// connections dropped): passing, so the client is told to try again. A mutation runs in
+    /// one transaction, so it was applied whole or not at all; only a connection lost during
+    /// the commit itself leaves the server, too, not knowing which.
+    #[error("the database is unavailable or busy right now; try again shortly")]
+    Unavailable,
     /// Something failed on our side; the detail went to the server's log.
     #[error("internal error")]
     Internal,
@@ -59,6 +65,7 @@ impl ApiError {
             ApiError::NotFound(_) => "NOT_FOUND",
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::Unauthorized | ApiError::NoTokenConfigured => "UNAUTHORIZED",
+            ApiError::Unavailable => "UNAVAILABLE",
             ApiError::Internal => "INTERNAL",
         }
     }
@@ -72,6 +79,12 @@ impl From<CoreError> for ApiError {
                 ApiError::NotFound(format!("{entity} {id} not found"))
             }
             CoreError::Conflict(message) => ApiError::Conflict(message),
+            // Told apart from a bug so that clients retry and operators see an outage, not a
+            // stream of "internal error"s; still logged once here with its detail.
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "database unavailable while answering a GraphQL request");
+                ApiError::Unavailable
+            }
             other => {
                 tracing::error!(error = %other, "storage failure while answering a GraphQL request");
                 ApiError::Internal

@@ -482,8 +482,15 @@ impl From<TokenRequired> for Response {
     }
 }
 
+/// How long a GraphQL request may take before it is answered 503. Waiting for a connection is
+/// bounded by the pool (10 s), but a query already sent on a connection whose server stopped
+/// answering (a network partition) would wait for TCP to give up, many minutes; the client
+/// gets a clear answer instead, and the abandoned query's connection is dropped with it.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Runs the request with a fresh per-request context and answers its JSON: 200 when it ran
-/// (field errors included), 400 when it did not parse or validate.
+/// (field errors included), 400 when it did not parse or validate, 503 when it took longer
+/// than [`REQUEST_TIMEOUT`].
 async fn execute(
     state: &AppState,
     batch: GraphQLBatchRequest,
@@ -499,9 +506,28 @@ async fn execute(
         state.config.job_control.clone(),
     )
     .with_jobs(state.config.jobs.clone());
-    let executed = AssertUnwindSafe(batch.execute(&state.schema, &context))
-        .catch_unwind()
-        .await;
+    let executed = async_std::future::timeout(
+        REQUEST_TIMEOUT,
+        AssertUnwindSafe(batch.execute(&state.schema, &context)).catch_unwind(),
+    )
+    .await;
+    let Ok(executed) = executed else {
+        tracing::warn!(
+            timeout_s = REQUEST_TIMEOUT.as_secs(),
+            "A GraphQL request timed out: the database is slow or unreachable"
+        );
+        let mut response = error_response(
+            StatusCode::ServiceUnavailable,
+            &format!(
+                "the request did not complete within {} s (the database is slow or unreachable); \
+                 try again shortly",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+            ApiError::Unavailable.code(),
+        );
+        response.insert_header("Retry-After", "5");
+        return Ok(response);
+    };
     let Ok(response) = executed else {
         // A bug, not the client's fault: the connection still gets an answer, and the server
         // keeps serving the others. The panic message itself was printed by the panic hook.

@@ -50,16 +50,26 @@ impl CronJob for CleanInactiveCustomers {
     /// the store deletes them (and their orders) set-based, in one transaction, so a failure
     /// deletes nobody. The count is of customers only. A dry run counts and changes nothing,
     /// not even the log.
+    ///
+    /// The log is opened before anything is deleted, so an unwritable log directory fails the
+    /// run with every customer still there; a write that fails after the deletion (a full
+    /// disk) fails the run with an error that says how many were deleted.
     async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
-        let count = self
-            .store
-            .delete_inactive_customers(ctx.started_at, ctx.dry_run)
-            .await?;
         if ctx.dry_run {
+            let count = self
+                .store
+                .delete_inactive_customers(ctx.started_at, true)
+                .await?;
             return Ok(format!("Would delete {count} inactive customers (dry run)"));
         }
+        let mut log = self.log.open()?;
+        let count = self
+            .store
+            .delete_inactive_customers(ctx.started_at, false)
+            .await?;
         let message = format!("Deleted {count} inactive customers");
-        self.log.append_events(ctx.started_at, &[&message])?;
+        log.append_events(ctx.started_at, &[&message])
+            .map_err(|e| e.after_work(&message))?;
         Ok(message)
     }
 }

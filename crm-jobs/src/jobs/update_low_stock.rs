@@ -50,18 +50,25 @@ impl CronJob for UpdateLowStock {
     /// Simulated restocking keeps products orderable; the server applies it atomically, so
     /// this job only asks and records what changed, one line per product. A dry run lists the
     /// products that would be restocked and changes nothing.
+    ///
+    /// The log is opened before the mutation, so an unwritable log directory fails the run
+    /// with no stock changed; a write that fails after it (a full disk) fails the run with an
+    /// error that says how many products were restocked.
     async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
         if ctx.dry_run {
             let low = self.client.products_below(LOW_STOCK_THRESHOLD).await?;
             return Ok(format!("Would restock {} products (dry run)", low.len()));
         }
+        let mut log = self.log.open()?;
         let outcome = self.client.update_low_stock_products().await?;
         let lines: Vec<String> = outcome
             .products
             .iter()
             .map(|product| format!("{}: stock now {}", product.name, product.stock))
             .collect();
-        self.log.append_events(ctx.started_at, &lines)?;
-        Ok(format!("Restocked {} products", outcome.products.len()))
+        let message = format!("Restocked {} products", outcome.products.len());
+        log.append_events(ctx.started_at, &lines)
+            .map_err(|e| e.after_work(&message))?;
+        Ok(message)
     }
 }

@@ -1,0 +1,183 @@
+//! The scheduler when its run ledger (the database) is briefly unavailable: the tick due
+//! meanwhile can be neither claimed nor recorded; the scheduler must look again soon
+//! ([`LEDGER_RETRY_AFTER`]) rather than sleep until the next tick, so the tick runs, once, as
+//! soon as the ledger is back. The outage tests of `crm-cli` show the same against a real
+//! PostgreSQL cut off by a proxy (row O2); this one needs no database and no long-test flag.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use crm_core::{CoreError, Result};
+use crm_jobs::{
+    Claim, CronJob, Incident, IncidentChange, IncidentKind, JobContext, JobError, JobRun,
+    LEDGER_RETRY_AFTER, ManualClock, MemoryLedger, NewRun, RunId, RunLedger, RunOutcome, Runner,
+    Schedule, Scheduler,
+};
+
+/// A ledger in memory that fails every call while `down`, as a database that cannot be reached.
+#[derive(Debug, Default)]
+struct FlakyLedger {
+    inner: MemoryLedger,
+    down: AtomicBool,
+    refused: AtomicU32,
+}
+
+impl FlakyLedger {
+    fn check(&self) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(CoreError::Storage(sqlx::Error::PoolTimedOut));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl RunLedger for FlakyLedger {
+    async fn claim(&self, run: &NewRun, exclusive: bool, now: DateTime<Utc>) -> Result<Claim> {
+        self.check()?;
+        self.inner.claim(run, exclusive, now).await
+    }
+    async fn record_skipped(&self, run: &NewRun, message: &str) -> Result<bool> {
+        self.check()?;
+        self.inner.record_skipped(run, message).await
+    }
+    async fn renew(&self, id: RunId, lease_until: DateTime<Utc>) -> Result<bool> {
+        self.check()?;
+        self.inner.renew(id, lease_until).await
+    }
+    async fn finish(
+        &self,
+        id: RunId,
+        outcome: RunOutcome,
+        ended_at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<bool> {
+        self.check()?;
+        self.inner.finish(id, outcome, ended_at, message).await
+    }
+    async fn abandon_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobRun>> {
+        self.check()?;
+        self.inner.abandon_expired(now).await
+    }
+    async fn last_scheduled(&self, code: &str) -> Result<Option<JobRun>> {
+        self.check()?;
+        self.inner.last_scheduled(code).await
+    }
+    async fn last_runs(&self) -> Result<Vec<JobRun>> {
+        self.check()?;
+        self.inner.last_runs().await
+    }
+    async fn history(&self, code: Option<&str>, limit: u32) -> Result<Vec<JobRun>> {
+        self.check()?;
+        self.inner.history(code, limit).await
+    }
+    async fn consecutive_failures(&self, code: &str) -> Result<u32> {
+        self.check()?;
+        self.inner.consecutive_failures(code).await
+    }
+    async fn running(&self, code: Option<&str>) -> Result<Vec<JobRun>> {
+        self.check()?;
+        self.inner.running(code).await
+    }
+    async fn recent_runs(&self, per_job: u32) -> Result<Vec<JobRun>> {
+        self.check()?;
+        self.inner.recent_runs(per_job).await
+    }
+    async fn open_incident(
+        &self,
+        code: &str,
+        kind: IncidentKind,
+        tick: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentChange> {
+        self.check()?;
+        self.inner.open_incident(code, kind, tick, now).await
+    }
+    async fn resolve_incident(&self, code: &str, now: DateTime<Utc>) -> Result<Option<Incident>> {
+        self.check()?;
+        self.inner.resolve_incident(code, now).await
+    }
+    async fn open_incidents(&self) -> Result<Vec<Incident>> {
+        self.check()?;
+        self.inner.open_incidents().await
+    }
+}
+
+struct Heartbeat(Arc<AtomicU32>);
+
+#[async_trait]
+impl CronJob for Heartbeat {
+    fn code(&self) -> &str {
+        "log_crm_heartbeat"
+    }
+    fn schedule(&self) -> Schedule {
+        Schedule::cron("*/5 * * * *").unwrap()
+    }
+    async fn run(&self, _ctx: &JobContext) -> std::result::Result<String, JobError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok("alive".to_owned())
+    }
+}
+
+#[async_std::test]
+async fn a_tick_due_while_the_ledger_is_down_runs_once_soon_after_it_is_back() {
+    // The clock stands still at the tick: only the scheduler's own retry can bring it round.
+    let tick = Utc.with_ymd_and_hms(2026, 6, 4, 10, 0, 0).unwrap();
+    let clock = ManualClock::new(tick);
+    let ledger = Arc::new(FlakyLedger::default());
+    ledger.down.store(true, Ordering::SeqCst);
+    let runs = Arc::new(AtomicU32::new(0));
+    let runner = Arc::new(
+        Runner::builder()
+            .ledger(ledger.clone())
+            .clock(Arc::new(clock.clone()))
+            .time_zone(Tz::UTC)
+            .job(Box::new(Heartbeat(runs.clone())))
+            .build()
+            .unwrap(),
+    );
+    let scheduler = Scheduler::new(runner.clone());
+    let handle = scheduler.handle();
+    let task = async_std::task::spawn(scheduler.run());
+
+    // The first round finds the ledger down: nothing runs, nothing can be recorded.
+    let started = Instant::now();
+    while ledger.refused.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no first round"
+        );
+        async_io::Timer::after(Duration::from_millis(10)).await;
+    }
+    async_io::Timer::after(Duration::from_millis(500)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+
+    // The database is back; the next tick is five minutes of a clock that does not move away.
+    ledger.down.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    while runs.load(Ordering::SeqCst) == 0 {
+        assert!(
+            back.elapsed() < LEDGER_RETRY_AFTER + Duration::from_secs(5),
+            "the tick due during the outage never ran"
+        );
+        async_io::Timer::after(Duration::from_millis(20)).await;
+    }
+    let ran_after = back.elapsed();
+    // Once, recorded as the 10:00 tick.
+    async_io::Timer::after(Duration::from_millis(300)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let history = ledger.inner.history(None, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (history[0].tick, history[0].outcome),
+        (tick, RunOutcome::Succeeded)
+    );
+    handle.shutdown(Duration::from_secs(5));
+    assert_eq!(task.await.unfinished, 0);
+    eprintln!("ledger back: the tick ran {ran_after:?} later");
+}
