@@ -744,11 +744,28 @@ async fn a_python_event_receiver_sees_our_worker_and_its_tasks_as_flower_would()
     let Some(tb) = test_broker(None).await else {
         return;
     };
-    let mut listen = celery_command(&tb, &["events", "7"]);
-    listen.stdout(Stdio::piped()).stderr(Stdio::null());
-    let listener = async_std::task::spawn_blocking(move || listen.output().unwrap());
-    // Give the receiver time to subscribe before anything is sent.
-    async_std::task::sleep(Duration::from_secs(3)).await;
+    let mut listen = celery_command(&tb, &["events", "4"]);
+    listen.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut listen = Reaped(listen.spawn().unwrap());
+    // Nothing is sent before the receiver says it is subscribed (Python may start slowly).
+    let stderr = listen.0.stderr.take().unwrap();
+    let ready = async_std::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut line).unwrap();
+        line
+    })
+    .await;
+    assert_eq!(
+        ready.trim(),
+        "ready",
+        "the Python event receiver did not start"
+    );
+    let listener = async_std::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut listen.0.stdout.take().unwrap(), &mut out).unwrap();
+        let _ = listen.0.wait();
+        out
+    });
 
     let worker = Worker::new(
         tb.broker.clone(),
@@ -775,7 +792,7 @@ async fn a_python_event_receiver_sees_our_worker_and_its_tasks_as_flower_would()
     handle.shutdown();
     running.await;
 
-    let events: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let events: Vec<Value> = serde_json::from_slice(&output).unwrap();
     let id = tick_task_id("sync_things", monday_six());
     let of = |kind: &str| {
         events

@@ -14,7 +14,8 @@ Usage:
   python crm_celery.py worker CODE...        a Celery worker with a task crm.tasks.CODE for
                                              each CODE (solo pool, or prefork with
                                              CRM_CELERY_CONCURRENCY > 1)
-  python crm_celery.py events SECONDS        prints the monitoring events seen in SECONDS
+  python crm_celery.py events SECONDS        prints "ready" on stderr once subscribed, then
+                                             the monitoring events seen in SECONDS
   python crm_celery.py bench-send N          sends N crm.tasks.noop tasks, prints the seconds
 """
 
@@ -103,12 +104,22 @@ def main(argv):
             seen.append({"type": event.get("type"), "hostname": event.get("hostname"),
                          "uuid": event.get("uuid")})
 
+        import threading
+        subscribed = threading.Event()
+
         def listen():
             with app.connection() as conn:
-                app.events.Receiver(conn, handlers={"*": on_event}).capture(limit=None)
+                receiver = app.events.Receiver(conn, handlers={"*": on_event})
+                # Called once the consumer is subscribed: the caller waits for "ready" on
+                # stderr before sending, so no event is missed however slow Python starts.
+                receiver.on_consume_ready = lambda *args, **kwargs: subscribed.set()
+                receiver.capture(limit=None)
 
-        import threading
         threading.Thread(target=listen, daemon=True).start()
+        if not subscribed.wait(60):
+            print("the event receiver did not subscribe within 60 s", file=sys.stderr, flush=True)
+            os._exit(1)
+        print("ready", file=sys.stderr, flush=True)
         time.sleep(seconds)
         print(json.dumps(seen), flush=True)
         os._exit(0)
