@@ -22,8 +22,8 @@ pub use config::{
     ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
 };
 pub use crm_core::ledger::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunId, RunKind,
-    RunLedger, RunOutcome,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, Pruned, Retention,
+    RunId, RunKind, RunLedger, RunOutcome,
 };
 pub use crm_core::overrides::{
     AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,
@@ -47,4 +47,7 @@ pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
 };
 #[cfg(feature = "async-std-scheduler")]
-pub use scheduler::{DEFAULT_OVERRIDE_POLL, Scheduler, SchedulerSummary, ShutdownHandle};
+pub use scheduler::{
+    DEFAULT_OVERRIDE_POLL, DEFAULT_RETENTION, PRUNE_EVERY, Scheduler, SchedulerSummary,
+    ShutdownHandle,
+};

@@ -34,12 +34,14 @@ pub(crate) fn build(
 }
 
 /// Runs the jobs of `runner` when due until `stop` resolves, then lets running jobs finish.
-/// Meanwhile checks the schedules every half minute, so a late or missed job is alerted.
+/// Meanwhile checks the schedules every half minute, so a late or missed job is alerted, and
+/// prunes runs older than `retention` at start and daily.
 pub(crate) async fn run_until(
     runner: Arc<Runner>,
+    retention: Option<Duration>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let scheduler = Scheduler::new(runner.clone());
+    let scheduler = Scheduler::new(runner.clone()).retention(retention);
     let handle = scheduler.handle();
     async_std::task::spawn(async move {
         stop.await;
