@@ -1,0 +1,96 @@
+//! `crm jobs prune`, run as a cron user would: months of run history in the SQLite file, then
+//! the real binary deletes what is older than the retention and says how much; bad settings are
+//! refused with exit 2 and delete nothing.
+
+#[path = "support/process.rs"]
+mod process;
+use process::{assert_exit, crm_in, stderr, stdout};
+
+use chrono::{TimeDelta, Utc};
+use crm_core::Database;
+use crm_core::ledger::RunLedger as _;
+use crm_core::testing::seed_finished_runs;
+
+/// How many heartbeat runs the database in `dir` holds.
+fn runs(url: &str) -> usize {
+    async_std::task::block_on(async {
+        let db = Database::connect(url).await.unwrap();
+        let n = db
+            .history(Some("log_crm_heartbeat"), 10_000)
+            .await
+            .unwrap()
+            .len();
+        db.close().await;
+        n
+    })
+}
+
+#[test]
+fn prune_deletes_runs_older_than_the_retention_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+    // 1,000 hourly heartbeat runs, the first 60 days (less half an hour) ago.
+    async_std::task::block_on(async {
+        let db = Database::connect(&url).await.unwrap();
+        let first = Utc::now() - TimeDelta::days(60) + TimeDelta::minutes(30);
+        let n = seed_finished_runs(&db, "log_crm_heartbeat", 1_000, first, TimeDelta::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(n, 1_000);
+        db.close().await;
+    });
+    let crm = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = crm_in(dir.path());
+        command.env("CRM_DATABASE_URL", &url).args(args);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        command.output().unwrap()
+    };
+
+    // Retention off and no age given, or an age of 0 days: refused, nothing deleted.
+    let off = crm(&["jobs", "prune"], &[("CRM_JOB_RUNS_RETENTION_DAYS", "0")]);
+    assert_exit(&off, 2);
+    assert!(stderr(&off).contains("--older-than"), "{}", stderr(&off));
+    let zero = crm(&["jobs", "prune", "--older-than", "0"], &[]);
+    assert_exit(&zero, 2);
+    assert_eq!(runs(&url), 1_000);
+
+    // Older than 30 days: the first 720 hours go.
+    let out = crm(&["jobs", "prune", "--older-than", "30"], &[]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out).trim(),
+        "Pruned 720 runs, 0 one-off runs and 0 resolved incidents older than 30 days."
+    );
+    assert_eq!(runs(&url), 280);
+
+    // The retention setting is the default age; the default (90 days) finds nothing more.
+    let out = crm(&["jobs", "prune"], &[]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("Pruned 0 runs"),
+        "{}",
+        stdout(&out)
+    );
+    let out = crm(&["jobs", "prune"], &[("CRM_JOB_RUNS_RETENTION_DAYS", "20")]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with("Pruned 240 runs"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(runs(&url), 40);
+
+    // `crm jobs history` still answers, newest first.
+    let out = crm(
+        &["jobs", "history", "log_crm_heartbeat", "--limit", "1"],
+        &[],
+    );
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).contains("log_crm_heartbeat"),
+        "{}",
+        stdout(&out)
+    );
+}
