@@ -379,3 +379,116 @@ async fn the_scheduler_prunes_at_start_and_again_a_day_later() {
     handle.shutdown(Duration::from_secs(5));
     assert_eq!(task.await.unfinished, 0);
 }
+
+/// Prunes `rows` seeded runs (five jobs, one run every ten minutes each, years of history)
+/// while a writer claims and finishes runs as a runner does, and reports the figures.
+async fn prune_under_writes(t: TestDb, rows: u64) {
+    let db = t.database().clone();
+    let start = Instant::now();
+    let per_code = rows / 5;
+    let first = now() - TimeDelta::minutes(10) * (per_code as i32);
+    for code in ["a", "b", "c", "d", "e"] {
+        seed_finished_runs(&db, code, per_code, first, TimeDelta::minutes(10))
+            .await
+            .unwrap();
+    }
+    let seeded = start.elapsed();
+    // Runs that started 90 days ago or later stay: 90 days of ten-minute runs per job.
+    let kept_per_code = (KEEP_DAYS * 24 * 6) as u64;
+    let expected = 5 * per_code.saturating_sub(kept_per_code);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let db = db.clone();
+        let stop = stop.clone();
+        async_std::task::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = Vec::new();
+            let mut tick = now();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                tick += TimeDelta::seconds(1);
+                let began = Instant::now();
+                let run = new_run("writer", RunKind::Scheduled, tick);
+                match db.claim(&run, true, tick).await {
+                    Ok(Claim::Claimed(row)) => {
+                        if let Err(e) = db.finish(row.id, RunOutcome::Succeeded, tick, "ok").await {
+                            errors.push(e.to_string());
+                        }
+                    }
+                    Ok(other) => errors.push(format!("unexpected claim answer {other:?}")),
+                    Err(e) => errors.push(e.to_string()),
+                }
+                latencies.push(began.elapsed());
+                async_io::Timer::after(Duration::from_millis(20)).await;
+            }
+            (latencies, errors)
+        })
+    };
+    async_io::Timer::after(Duration::from_millis(300)).await;
+    let began = Instant::now();
+    let pruned = db
+        .prune(&Retention::before(now() - TimeDelta::days(KEEP_DAYS)))
+        .await
+        .unwrap();
+    let took = began.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut latencies, errors) = writer.await;
+    assert!(errors.is_empty(), "concurrent writes failed: {errors:?}");
+    assert_eq!(pruned.runs, expected, "{pruned:?}");
+    assert_eq!(
+        db.history(Some("writer"), 10_000).await.unwrap().len(),
+        latencies.len(),
+        "every run the writer wrote is there"
+    );
+    latencies.sort();
+    let pct = |p: usize| latencies[(latencies.len() * p / 100).min(latencies.len() - 1)];
+    let max = *latencies.last().unwrap();
+    eprintln!(
+        "{}: seeded {rows} runs in {:.1} s; pruned {} runs in {} batches in {:.1} s \
+         ({:.0} rows/s); meanwhile {} claim+finish pairs, none failed, latency p50 {} ms, \
+         p99 {} ms, max {} ms",
+        db.backend_name(),
+        seeded.as_secs_f64(),
+        pruned.runs,
+        pruned.batches,
+        took.as_secs_f64(),
+        pruned.runs as f64 / took.as_secs_f64(),
+        latencies.len(),
+        pct(50).as_millis(),
+        pct(99).as_millis(),
+        max.as_millis()
+    );
+    assert!(
+        max < Duration::from_secs(5),
+        "a writer waited {max:?} for the prune"
+    );
+}
+
+/// Rows for the long prune tests: `CRM_PRUNE_ROWS` (1,000,000 for the measured figures), else
+/// 200,000.
+fn prune_rows() -> u64 {
+    std::env::var("CRM_PRUNE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
+}
+
+#[async_std::test]
+async fn a_large_sqlite_prune_leaves_concurrent_claims_working() {
+    if !crm_core::testing::long_tests_enabled(
+        "a_large_sqlite_prune_leaves_concurrent_claims_working",
+    ) {
+        return;
+    }
+    prune_under_writes(TestDb::sqlite().await, prune_rows()).await;
+}
+
+#[async_std::test]
+async fn a_large_postgres_prune_leaves_concurrent_claims_working() {
+    if !crm_core::testing::long_tests_enabled(
+        "a_large_postgres_prune_leaves_concurrent_claims_working",
+    ) {
+        return;
+    }
+    prune_under_writes(TestDb::postgres().await, prune_rows()).await;
+}
