@@ -239,3 +239,81 @@ fn a_bad_broker_url_is_a_usage_error_and_an_unreachable_broker_a_failure_neither
         }
     }
 }
+
+#[test]
+fn beat_publishes_a_one_off_run_and_a_worker_skips_the_tasks_of_a_paused_job() {
+    let Some(mut redis) = Prefix::new() else {
+        return;
+    };
+    let prefix = redis.prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let run = |args: &[&str]| {
+        let out = crm(dir, &prefix).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "crm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["migrate"]);
+    // `crm jobs at` a few seconds ahead: beat publishes it when its instant comes, besides the
+    // heartbeat's current tick.
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    run(&["jobs", "at", "log_crm_heartbeat", &at]);
+    let mut beat = KillOnDrop(
+        crm(dir, &prefix)
+            .arg("beat")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "beat to publish the tick and the one-off run",
+        Duration::from_secs(30),
+        || redis.len("LLEN", "celery") >= 2,
+    );
+    sigterm(&beat.0);
+    assert_eq!(exits_within(&mut beat, Duration::from_secs(5)).0, Some(0));
+    let one_off_id = format!("crm.tasks.log_crm_heartbeat@{at}/one-off");
+
+    // The operator pauses the job before a worker takes the tasks: neither runs.
+    run(&["jobs", "disable", "log_crm_heartbeat"]);
+    let mut worker = KillOnDrop(
+        crm(dir, &prefix)
+            .args(["worker", "-c", "1"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let revoked = wait_until_some(Duration::from_secs(30), || {
+        let keys = redis.keys("celery-task-meta-crm.tasks.log_crm_heartbeat@*");
+        let results: Vec<String> = keys.iter().filter_map(|k| redis.get(k)).collect();
+        (results.len() == 2 && results.iter().all(|r| r.contains("REVOKED"))).then_some(keys)
+    });
+    assert!(
+        revoked.iter().any(|k| k.ends_with(&one_off_id)),
+        "{revoked:?}"
+    );
+    assert_eq!(redis.len("HLEN", "unacked"), 0, "both acknowledged");
+    sigterm(&worker.0);
+    let (code, err) = exits_within(&mut worker, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("2 skipped (job paused)"), "{err}");
+    assert_eq!(
+        read(&dir.join("logs/crm_heartbeat_log.txt")),
+        "",
+        "nothing ran"
+    );
+
+    // The tick is recorded as skipped, with the reason; the one-off run still waits.
+    let history = run(&["jobs", "history", "log_crm_heartbeat"]);
+    assert!(history.contains("skipped"), "{history}");
+    assert!(history.contains("paused by an operator"), "{history}");
+    assert_eq!(history.matches("skipped").count(), 1, "{history}");
+    let resumed = run(&["jobs", "enable", "log_crm_heartbeat"]);
+    assert!(resumed.contains("one-off run at"), "{resumed}");
+}

@@ -64,7 +64,8 @@ pub struct Retention {
     pub keep_per_job: u32,
     /// Rows deleted per statement (each statement is its own short transaction).
     pub batch: u32,
-    /// Pause between batches.
+    /// Pause between batches (the SQL ledgers pause at least as long as the batch took, so a
+    /// prune holds the database at most half the time); zero: no pause at all.
     pub pause: Duration,
 }
 

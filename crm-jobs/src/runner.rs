@@ -649,6 +649,28 @@ impl Runner {
         Ok(self.execute(job, micros(tick), kind, attempt.max(1)).await)
     }
 
+    /// Records that the job `code`'s run for `tick` (as `kind`) did not happen, and why (a
+    /// broker worker handed a task for a job an operator paused), unless that tick was already
+    /// claimed: `true` if recorded. A tick recorded so never runs later.
+    pub async fn record_skipped(
+        &self,
+        code: &str,
+        tick: DateTime<Utc>,
+        kind: RunKind,
+        reason: &str,
+    ) -> Result<bool, RunnerError> {
+        let job =
+            self.jobs
+                .iter()
+                .find(|j| j.code == code)
+                .ok_or_else(|| RunnerError::UnknownJob {
+                    code: code.to_owned(),
+                    known: self.codes().collect::<Vec<_>>().join(", "),
+                })?;
+        let run = self.new_run(job, micros(tick), kind, 1);
+        Ok(self.ledger.record_skipped(&run, reason).await?)
+    }
+
     /// When [`Runner::run_due`] should next be called: the earliest of the jobs' next ticks
     /// after `now`, pending retries, and the lease ends of other processes' runs still going (a
     /// dead runner's claim frees its job then). `None` if nothing will ever be due. A tick held

@@ -854,3 +854,252 @@ async fn a_message_our_killed_worker_left_unacknowledged_is_restored_and_run_by_
     assert_eq!(lines.lines().count(), 1, "{lines}");
     assert_eq!(tb.broker.unacked_len().await.unwrap(), 0);
 }
+
+// ---- Operators' pauses and one-off runs (the broker way) ----
+
+/// A runner of `job` recording into `db` and following its operators' changes, its clock at
+/// `clock`.
+fn live_runner(
+    job: Recorded,
+    db: &crm_core::Database,
+    clock: &crm_jobs::ManualClock,
+    pid: u32,
+) -> Arc<Runner> {
+    Arc::new(
+        Runner::builder()
+            .job(Box::new(job))
+            .ledger(Arc::new(db.clone()))
+            .overrides(Arc::new(db.clone()))
+            .clock(Arc::new(clock.clone()))
+            .time_zone(UTC)
+            .lease(Duration::from_secs(1))
+            .host("test")
+            .pid(pid)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[async_std::test]
+async fn a_paused_jobs_tasks_are_acknowledged_not_run_recorded_as_skipped_and_revoked() {
+    use crm_jobs::JobControl as _;
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let t = TestDb::sqlite().await;
+    let clock = crm_jobs::ManualClock::new(monday_six());
+    let job = Recorded::new("sync_things", "*/5 * * * *");
+    let done = job.done.clone();
+    let runner = live_runner(job, t.database(), &clock, 1);
+    let worker = Worker::new(tb.broker.clone(), runner.clone());
+
+    // Published before the pause: a beat's tick, and a client's send_task (no tick).
+    let tick = monday_six();
+    tb.broker
+        .publish(&scheduled_envelope("sync_things", tick, "celery", "beat"))
+        .await
+        .unwrap();
+    let mut sent = scheduled_envelope("sync_things", tick, "celery", "python");
+    sent["headers"]["id"] = json!("4b1d0c9e-client-task");
+    sent["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove(crm_jobs::broker::TICK_HEADER);
+    tb.broker.publish(&sent).await.unwrap();
+    runner
+        .set_enabled("sync_things", false, "cli:operator")
+        .await
+        .unwrap();
+
+    for id in [
+        tick_task_id("sync_things", tick),
+        "4b1d0c9e-client-task".to_owned(),
+    ] {
+        match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+            Some(Handled::Skipped { id: got, reason }) => {
+                assert_eq!(got, id);
+                assert!(reason.contains("paused"), "{reason}");
+            }
+            other => panic!("expected a skip of {id}, got {other:?}"),
+        }
+        let result = tb.broker.result(&id).await.unwrap().unwrap();
+        assert_eq!(result["status"], "REVOKED", "{result}");
+        assert_eq!(result["result"]["exc_type"], "TaskRevokedError");
+    }
+    assert!(done.lock().unwrap().is_empty(), "a paused job ran");
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 0);
+    assert_eq!(
+        tb.broker.unacked_len().await.unwrap(),
+        0,
+        "both acknowledged"
+    );
+    let history = t.database().history(Some("sync_things"), 10).await.unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    for run in &history {
+        assert_eq!(run.outcome, RunOutcome::Skipped);
+        assert!(
+            run.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("paused by an operator"),
+            "{run:?}"
+        );
+    }
+
+    // Resumed: the skipped tick delivered again does not run late; the next tick runs.
+    runner
+        .set_enabled("sync_things", true, "cli:operator")
+        .await
+        .unwrap();
+    tb.broker
+        .publish(&scheduled_envelope("sync_things", tick, "celery", "beat"))
+        .await
+        .unwrap();
+    let next = tick + TimeDelta::minutes(5);
+    tb.broker
+        .publish(&scheduled_envelope("sync_things", next, "celery", "beat"))
+        .await
+        .unwrap();
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Ran(report)) => assert_eq!(report.status, RunStatus::Taken),
+        other => panic!("the skipped tick is acknowledged as taken: {other:?}"),
+    }
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Ran(report)) => assert_eq!(report.status, RunStatus::Succeeded),
+        other => panic!("the next tick runs: {other:?}"),
+    }
+    assert_eq!(*done.lock().unwrap(), vec![(next, 1)]);
+}
+
+#[async_std::test]
+async fn beats_publish_a_one_off_run_once_and_a_paused_ones_waits_for_the_resume() {
+    use crm_jobs::JobControl as _;
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let t = TestDb::sqlite().await;
+    // A weekly job, so no tick of its own comes near the one-off runs.
+    let wednesday = Utc.with_ymd_and_hms(2026, 12, 2, 9, 0, 0).unwrap();
+    let clock = crm_jobs::ManualClock::new(wednesday);
+    let job = || Recorded::new("weekly_report", "0 6 * * 1");
+    let worker_job = job();
+    let done = worker_job.done.clone();
+    let worker_runner = live_runner(worker_job, t.database(), &clock, 1);
+    let worker = Worker::new(tb.broker.clone(), worker_runner.clone());
+    let beat_a = Beat::for_live_runner(
+        tb.broker.clone(),
+        live_runner(job(), t.database(), &clock, 2),
+    );
+    let beat_b = Beat::for_live_runner(
+        tb.another(tb.config()).await,
+        live_runner(job(), t.database(), &clock, 3),
+    );
+
+    // `crm jobs at weekly_report 09:30`: nothing before its instant, then one message.
+    let at = wednesday + TimeDelta::minutes(30);
+    worker_runner
+        .schedule_run("weekly_report", at, "cli:operator")
+        .await
+        .unwrap();
+    let early = beat_a
+        .publish_due(at - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    assert_eq!(
+        beat_a.next_tick(wednesday + TimeDelta::minutes(1)),
+        Some(at),
+        "a beat wakes for the one-off run"
+    );
+    clock.set(at + TimeDelta::seconds(1));
+    let (a, b) = futures::join!(
+        beat_a.publish_due(at + TimeDelta::seconds(1)),
+        beat_b.publish_due(at + TimeDelta::seconds(1))
+    );
+    let published: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    assert_eq!(published.len(), 2, "each beat looked at it: {published:?}");
+    assert!(published.iter().all(|p| p.one_off && p.tick == at));
+    assert_eq!(published.iter().filter(|p| p.by_us).count(), 1);
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 1, "published once");
+
+    // The worker runs it as the manual run at its instant; no beat publishes it again.
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Ran(report)) => {
+            assert_eq!(report.status, RunStatus::Succeeded);
+            assert_eq!(report.kind, Some(crm_jobs::RunKind::Manual));
+            assert_eq!(report.tick, Some(at));
+        }
+        other => panic!("the one-off run runs: {other:?}"),
+    }
+    assert_eq!(*done.lock().unwrap(), vec![(at, 1)]);
+    let result = tb
+        .broker
+        .result(&crm_jobs::broker::one_off_task_id("weekly_report", at))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result["status"], "SUCCESS");
+    let again = beat_b
+        .publish_due(at + TimeDelta::minutes(1))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 0);
+    // A scheduler on the same database does not run it a second time either.
+    let reports = worker_runner.run_due(at + TimeDelta::minutes(2)).await;
+    assert!(
+        reports.iter().all(|r| r.status == RunStatus::Taken),
+        "{reports:?}"
+    );
+    assert_eq!(done.lock().unwrap().len(), 1);
+
+    // A second one-off, published, then the job is paused before a worker takes it: it is
+    // not run and not recorded; it waits, and after the resume a beat publishes it again.
+    let at2 = at + TimeDelta::minutes(30);
+    worker_runner
+        .schedule_run("weekly_report", at2, "cli:operator")
+        .await
+        .unwrap();
+    clock.set(at2);
+    let published = beat_a.publish_due(at2).await.unwrap();
+    assert_eq!(published.iter().filter(|p| p.by_us).count(), 1);
+    worker_runner
+        .set_enabled("weekly_report", false, "cli:operator")
+        .await
+        .unwrap();
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Skipped { .. }) => {}
+        other => panic!("a paused job's one-off run is not run: {other:?}"),
+    }
+    assert_eq!(done.lock().unwrap().len(), 1);
+    let pending = crm_jobs::OverrideStore::snapshot(t.database())
+        .await
+        .unwrap()
+        .pending;
+    assert_eq!(pending.iter().map(|r| r.at).collect::<Vec<_>>(), vec![at2]);
+    clock.set(at2 + TimeDelta::minutes(1));
+    let paused = beat_a.publish_due(clock_now(&clock)).await.unwrap();
+    assert!(
+        paused.is_empty(),
+        "nothing published while paused: {paused:?}"
+    );
+    worker_runner
+        .set_enabled("weekly_report", true, "cli:operator")
+        .await
+        .unwrap();
+    let resumed = beat_b.publish_due(clock_now(&clock)).await.unwrap();
+    assert_eq!(
+        resumed.iter().filter(|p| p.by_us && p.tick == at2).count(),
+        1,
+        "{resumed:?}"
+    );
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Ran(report)) => assert_eq!(report.status, RunStatus::Succeeded),
+        other => panic!("the resumed job's one-off run runs: {other:?}"),
+    }
+    assert_eq!(*done.lock().unwrap(), vec![(at, 1), (at2, 1)]);
+}
+
+fn clock_now(clock: &crm_jobs::ManualClock) -> DateTime<Utc> {
+    crm_jobs::Clock::now(clock)
+}

@@ -68,6 +68,8 @@ pub(crate) async fn worker(
     let runner = crm_jobs::Runner::builder()
         .jobs(crm_jobs::standard_jobs(&config, store).usage("Invalid configuration")?)
         .ledger(Arc::new(db.clone()))
+        // Operators' pauses: a task of a paused job is acknowledged, not run.
+        .overrides(Arc::new(db.clone()))
         .alert_hook(jobs::alert_hook(settings)?)
         .time_zone(config.time_zone)
         .lease(Duration::from_secs(args.lease))
@@ -107,8 +109,8 @@ pub(crate) async fn worker(
     let summary = worker.run().await;
     watch.cancel().await;
     eprintln!(
-        "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered",
-        summary.received, summary.succeeded, summary.failed, summary.dead_lettered
+        "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered, {} skipped (job paused)",
+        summary.received, summary.succeeded, summary.failed, summary.dead_lettered, summary.skipped
     );
     Ok(())
 }

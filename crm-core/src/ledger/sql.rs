@@ -783,6 +783,7 @@ impl RunLedger for Database {
             0,
         );
         loop {
+            let began = std::time::Instant::now();
             let deleted: Vec<(DateTime<Utc>, i64)> = match self.backend() {
                 Backend::Sqlite(pool) => {
                     let kept = serde_json::to_string(&kept)
@@ -822,8 +823,11 @@ impl RunLedger for Database {
             if (deleted.len() as i64) < limit {
                 break;
             }
+            // At least as long as the batch took: the prune holds the database at most half
+            // the time, so a writer waiting on SQLite's busy handler (which sleeps up to 100 ms
+            // between tries) finds it free soon rather than missing short gaps again and again.
             if !retention.pause.is_zero() {
-                async_io::Timer::after(retention.pause).await;
+                async_io::Timer::after(retention.pause.max(began.elapsed())).await;
             }
         }
         pruned.incidents = match self.backend() {

@@ -37,10 +37,10 @@ mod worker;
 
 use std::time::Duration;
 
-pub use beat::{Beat, BeatHandle, DEFAULT_BEAT_GRACE, Published};
+pub use beat::{Beat, BeatHandle, DEFAULT_BEAT_GRACE, ONE_OFF_LOCK_TTL, Published};
 pub use message::{
-    MalformedMessage, TASK_PREFIX, TICK_HEADER, TaskMessage, scheduled_envelope, task_name,
-    tick_task_id,
+    MalformedMessage, ONE_OFF_HEADER, TASK_PREFIX, TICK_HEADER, TaskMessage, one_off_envelope,
+    one_off_task_id, scheduled_envelope, task_name, tick_task_id,
 };
 pub use transport::Broker;
 pub use worker::{Handled, Worker, WorkerHandle, WorkerSummary};

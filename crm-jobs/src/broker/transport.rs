@@ -459,6 +459,12 @@ impl Broker {
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
+    /// Deletes the key `name` (before the prefix); `true` if it existed.
+    pub(crate) async fn delete_key(&self, name: &str) -> Result<bool, BrokerError> {
+        let n: i64 = self.conn.clone().del(self.key(name)).await?;
+        Ok(n > 0)
+    }
+
     /// Remembers the first instant a message id was seen, so every delivery of a message that
     /// names no tick (a `send_task` from Python) runs for the same ledger tick.
     pub(crate) async fn first_seen(

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crm_core::ledger::{JobRun, RunKind, RunOutcome};
 use serde_json::{Value, json};
 
+use super::beat::publish_lock;
 use super::events::{Events, HEARTBEAT_SECS};
 use super::transport::{Broker, Delivery};
 use super::{BrokerError, TaskMessage};
@@ -60,6 +61,14 @@ pub enum Handled {
         /// The task id.
         id: String,
     },
+    /// Its job is paused by an operator: not run, result REVOKED, acknowledged; recorded in
+    /// the ledger as skipped (a one-off run is not: it waits for the job's resume).
+    Skipped {
+        /// The task id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// How a worker's run went, when it stops.
@@ -74,6 +83,8 @@ pub struct WorkerSummary {
     pub failed: u64,
     /// Messages moved to the dead-letter list.
     pub dead_lettered: u64,
+    /// Tasks not run because their job was paused.
+    pub skipped: u64,
 }
 
 /// Stops a running [`Worker`]: it takes no new message and returns once the running ones are
@@ -96,6 +107,7 @@ struct Counters {
     succeeded: AtomicU64,
     failed: AtomicU64,
     dead_lettered: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// Consumes `crm.tasks.<code>` messages for the runner's jobs, `concurrency` at a time.
@@ -208,6 +220,7 @@ impl Worker {
             succeeded: self.counters.succeeded.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
             dead_lettered: self.counters.dead_lettered.load(Ordering::Relaxed),
+            skipped: self.counters.skipped.load(Ordering::Relaxed),
         }
     }
 
@@ -282,6 +295,9 @@ impl Worker {
             Handled::DeadLettered { .. } => {
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
+            Handled::Skipped { .. } => {
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
             _ => {}
         }
         Ok(Some(handled))
@@ -345,9 +361,18 @@ impl Worker {
             });
         }
         let (tick, kind) = match message.tick {
+            Some(tick) if message.one_off => (tick, RunKind::Manual),
             Some(tick) => (tick, RunKind::Scheduled),
             None => (self.broker.first_seen(&id, now).await?, RunKind::Manual),
         };
+        // An operator's pause holds here too, not only in the beat: a task published before
+        // the pause (or sent by a client) is not run while its job is paused.
+        if let Err(e) = self.runner.refresh_overrides().await {
+            tracing::warn!(error = %e, "Could not read the schedule overrides; keeping the last ones read");
+        }
+        if self.runner.is_enabled(code) == Some(false) {
+            return self.skip_paused(&message, code, tick, kind).await;
+        }
         self.events
             .send(
                 "task-received",
@@ -459,6 +484,49 @@ impl Worker {
             None => self.broker.ack(&message.delivery_tag).await?,
         }
         Ok(Handled::Ran(report))
+    }
+
+    /// Acknowledges a task of a paused job without running it, as Celery treats a revoked task:
+    /// result REVOKED (`AsyncResult.get()` raises `TaskRevokedError`), a `task-revoked` event.
+    /// A tick or a client's task is recorded as skipped with the reason (`crm jobs history`),
+    /// so it never runs later; a one-off run is not recorded, so it stays pending as with
+    /// `crm scheduler`, and its beat lock is released so a beat publishes it again once the job
+    /// is resumed.
+    async fn skip_paused(
+        &self,
+        message: &TaskMessage,
+        code: &str,
+        tick: DateTime<Utc>,
+        kind: RunKind,
+    ) -> Result<Handled, BrokerError> {
+        let id = message.id.clone();
+        let reason = format!("not run: job {code} is paused by an operator");
+        if message.one_off {
+            self.broker.delete_key(&publish_lock(&id)).await?;
+        } else if let Err(e) = self.runner.record_skipped(code, tick, kind, &reason).await {
+            tracing::error!(task.id = %id, error = %e, "Could not record a skipped task; left for redelivery");
+            return Ok(Handled::LeftUnacked {
+                id,
+                reason: e.to_string(),
+            });
+        }
+        tracing::info!(task.id = %id, job.code = %code, "Task of a paused job acknowledged without running it");
+        self.events
+            .send(
+                "task-revoked",
+                json!({"uuid": id, "terminated": false, "signum": null, "expired": false}),
+            )
+            .await;
+        self.broker
+            .store_result_and_ack(
+                &id,
+                "REVOKED",
+                failure_result("TaskRevokedError", "celery.exceptions", &reason),
+                None,
+                &message.delivery_tag,
+            )
+            .await?;
+        Ok(Handled::Skipped { id, reason })
     }
 
     /// Runs a tick once across every worker: a tick whose earlier claim was abandoned (its
