@@ -1103,3 +1103,182 @@ async fn beats_publish_a_one_off_run_once_and_a_paused_ones_waits_for_the_resume
 fn clock_now(clock: &crm_jobs::ManualClock) -> DateTime<Utc> {
     crm_jobs::Clock::now(clock)
 }
+
+// ---- Future-eta messages ----
+
+/// A Redis server of this test's own (the machine's `redis-server` on a free port), so that
+/// its command statistics count this test's commands only. Killed on drop.
+struct PrivateRedis {
+    child: Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = match Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("SKIPPED: cannot start redis-server ({e})");
+                return None;
+            }
+            Err(e) => panic!("redis-server is required (CI=true): {e}"),
+        };
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let started = Instant::now();
+        while redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { child, url })
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Commands the server ran since the last reset, by name (`INFO commandstats`).
+    fn commands(&self) -> BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+
+    fn reset_stats(&self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut self.conn())
+            .unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[async_std::test]
+async fn future_eta_tasks_are_held_by_the_worker_not_requeued_over_and_over() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let broker = Broker::connect(BrokerConfig::new(&redis.url))
+        .await
+        .unwrap();
+    let job = Recorded::new("sync_things", "*/5 * * * *");
+    let done = job.done.clone();
+    let mut job = job;
+    job.parallel = true;
+    let worker = Worker::new(
+        broker.clone(),
+        runner(job, Arc::new(MemoryLedger::new()), 1),
+    )
+    .concurrency(4);
+    // 100 tasks due in an hour (Celery's `apply_async(countdown=3600)`).
+    let eta = (Utc::now() + TimeDelta::hours(1)).to_rfc3339();
+    for i in 0..100 {
+        let mut envelope = scheduled_envelope(
+            "sync_things",
+            monday_six() + TimeDelta::minutes(i),
+            "celery",
+            "test",
+        );
+        envelope["headers"]["eta"] = json!(eta);
+        broker.publish(&envelope).await.unwrap();
+    }
+    let handle = worker.handle();
+    let window = Duration::from_secs(5);
+    let rate = |what: &str| {
+        let commands = redis.commands();
+        let per_second = commands.values().sum::<u64>() as f64 / window.as_secs_f64();
+        eprintln!(
+            "100 future-eta tasks, worker concurrency 4, {what}: {per_second:.1} Redis \
+             commands/s over {} s: {commands:?}",
+            window.as_secs()
+        );
+        (per_second, commands)
+    };
+    // The first seconds (taking the 100 tasks), then the steady state once all are held.
+    redis.reset_stats();
+    let running = async_std::task::spawn(worker.run());
+    async_std::task::sleep(window).await;
+    rate("first 5 s");
+    assert_eq!(broker.queue_len().await.unwrap(), 0, "all taken");
+    assert_eq!(
+        broker.unacked_len().await.unwrap(),
+        100,
+        "all held, unacknowledged"
+    );
+    redis.reset_stats();
+    async_std::task::sleep(window).await;
+    let (per_second, commands) = rate("steady state");
+    assert!(
+        done.lock().unwrap().is_empty(),
+        "nothing runs before its eta"
+    );
+
+    // One due in two seconds runs then, the held ones still held.
+    let soon = Utc::now() + TimeDelta::seconds(2);
+    let tick = monday_six() + TimeDelta::days(1);
+    let mut envelope = scheduled_envelope("sync_things", tick, "celery", "test");
+    envelope["headers"]["eta"] = json!(soon.to_rfc3339());
+    broker.publish(&envelope).await.unwrap();
+    let id = tick_task_id("sync_things", tick);
+    wait_for("the task due soon", Duration::from_secs(15), async || {
+        broker.result(&id).await.unwrap()
+    })
+    .await;
+    assert!(Utc::now() >= soon, "not before its eta");
+    assert_eq!(*done.lock().unwrap(), vec![(tick, 1)]);
+
+    // Stopping gives the held tasks back to the queue for other workers.
+    handle.shutdown();
+    running.await;
+    assert_eq!(
+        broker.queue_len().await.unwrap() + broker.unacked_len().await.unwrap(),
+        100
+    );
+    assert_eq!(
+        broker.unacked_len().await.unwrap(),
+        0,
+        "handed back on shutdown"
+    );
+    assert!(
+        per_second < 20.0,
+        "held tasks cost {per_second:.1} Redis commands/s: {commands:?}"
+    );
+}
