@@ -222,6 +222,7 @@ impl Worker {
                 .and_then(|at| (at - now).to_std().ok())
                 .unwrap_or(POLL)
                 .min(POLL)
+                .min(touch_every)
                 .max(Duration::from_millis(10));
             async_std::task::sleep(wait).await;
         }
