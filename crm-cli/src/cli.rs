@@ -65,9 +65,9 @@ pub(crate) struct Settings {
         hide_env_values = true
     )]
     pub(crate) broker_url: String,
-    /// Days finished job runs are kept in the database: `crm scheduler` and `crm serve
-    /// --scheduler` prune older ones at start and daily (each job's latest runs always stay);
-    /// `0` keeps them all.
+    /// Days finished job runs are kept in the database: `crm scheduler`, `crm serve
+    /// --scheduler` and `crm worker` prune older ones at start and daily (each job's latest runs
+    /// always stay); `0` keeps them all.
     #[arg(
         long,
         global = true,

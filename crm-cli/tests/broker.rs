@@ -317,3 +317,55 @@ fn beat_publishes_a_one_off_run_and_a_worker_skips_the_tasks_of_a_paused_job() {
     let resumed = run(&["jobs", "enable", "log_crm_heartbeat"]);
     assert!(resumed.contains("one-off run at"), "{resumed}");
 }
+
+#[test]
+fn a_worker_prunes_the_run_history_it_records_at_start() {
+    use crm_core::ledger::RunLedger as _;
+    let Some(redis) = Prefix::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+    let count = || {
+        async_std::task::block_on(async {
+            let db = crm_core::Database::connect(&url).await.unwrap();
+            let n = db.history(None, 10_000).await.unwrap().len();
+            db.close().await;
+            n
+        })
+    };
+    async_std::task::block_on(async {
+        let db = crm_core::Database::connect(&url).await.unwrap();
+        let first =
+            chrono::Utc::now() - chrono::TimeDelta::days(60) + chrono::TimeDelta::minutes(30);
+        crm_core::testing::seed_finished_runs(
+            &db,
+            "log_crm_heartbeat",
+            1_000,
+            first,
+            chrono::TimeDelta::hours(1),
+        )
+        .await
+        .unwrap();
+        db.close().await;
+    });
+    let mut worker = KillOnDrop(
+        crm(dir.path(), &redis.prefix)
+            .args(["worker", "-c", "1"])
+            .env("CRM_DATABASE_URL", &url)
+            .env("CRM_JOB_RUNS_RETENTION_DAYS", "30")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "the worker to prune runs older than 30 days",
+        Duration::from_secs(30),
+        || count() == 280,
+    );
+    sigterm(&worker.0);
+    assert_eq!(
+        exits_within(&mut worker, Duration::from_secs(10)).0,
+        Some(0)
+    );
+}

@@ -106,8 +106,15 @@ pub(crate) async fn worker(
     // Workers share the database's ledger: they watch for late and missed jobs (each incident
     // is alerted once, however many workers watch).
     let watch = async_std::task::spawn(scheduler::watch_schedules(runner.clone()));
+    // Workers record the runs, so they keep the history in bounds too (any number may).
+    let prune = settings
+        .retention()
+        .map(|keep| async_std::task::spawn(scheduler::prune_daily(runner.clone(), keep)));
     let summary = worker.run().await;
     watch.cancel().await;
+    if let Some(prune) = prune {
+        prune.cancel().await;
+    }
     eprintln!(
         "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered, {} skipped (job paused)",
         summary.received, summary.succeeded, summary.failed, summary.dead_lettered, summary.skipped

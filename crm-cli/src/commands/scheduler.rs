@@ -72,3 +72,14 @@ pub(crate) async fn watch_schedules(runner: Arc<Runner>) {
         }
     }
 }
+
+/// Prunes runs older than `retention` now and then every day, forever (for `crm worker`, which
+/// records runs but has no scheduler to do it).
+pub(crate) async fn prune_daily(runner: Arc<Runner>, retention: Duration) {
+    loop {
+        if let Err(e) = runner.prune_history(retention).await {
+            tracing::warn!(error = %e, "Could not prune the run history; trying again tomorrow");
+        }
+        async_std::task::sleep(crm_jobs::PRUNE_EVERY).await;
+    }
+}
