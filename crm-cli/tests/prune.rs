@@ -11,7 +11,7 @@ use crm_core::Database;
 use crm_core::ledger::RunLedger as _;
 use crm_core::testing::seed_finished_runs;
 
-/// How many heartbeat runs the database in `dir` holds.
+/// How many heartbeat runs the database at `url` holds (up to 10,000).
 fn runs(url: &str) -> usize {
     async_std::task::block_on(async {
         let db = Database::connect(url).await.unwrap();
@@ -93,4 +93,75 @@ fn prune_deletes_runs_older_than_the_retention_and_keeps_the_rest() {
         "{}",
         stdout(&out)
     );
+}
+
+#[test]
+fn a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+    // 200,000 heartbeat runs, one a minute, the first 200,000 minutes (138.9 days) ago, less
+    // half a minute: older than 30 days are the first 156,800.
+    let total = 200_000;
+    async_std::task::block_on(async {
+        let db = Database::connect(&url).await.unwrap();
+        let first = Utc::now() - TimeDelta::minutes(total) + TimeDelta::seconds(30);
+        seed_finished_runs(
+            &db,
+            "log_crm_heartbeat",
+            total as u64,
+            first,
+            TimeDelta::minutes(1),
+        )
+        .await
+        .unwrap();
+        db.close().await;
+    });
+    let prune = || {
+        let mut command = crm_in(dir.path());
+        command
+            .env("CRM_DATABASE_URL", &url)
+            .args(["jobs", "prune", "--older-than", "30"]);
+        command
+    };
+    // Killed with SIGKILL three times while it deletes: only whole batches of 1,000 went.
+    // More rows than `crm jobs history` pages: counted by the sqlite3 command-line client.
+    let count = || -> i64 {
+        let out = std::process::Command::new("sqlite3")
+            .arg(dir.path().join("crm.db"))
+            .arg("SELECT COUNT(*) FROM job_runs")
+            .output()
+            .expect("sqlite3 (Debian's sqlite3 package; .ci/run installs it)");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let mut remaining = count();
+    assert_eq!(remaining, total);
+    for kill_after in [400, 900, 1_500] {
+        let mut child = prune().stdout(std::process::Stdio::null()).spawn().unwrap();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(kill_after) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        child.wait().unwrap();
+        let now = count();
+        assert_eq!(
+            (remaining - now) % 1_000,
+            0,
+            "a half-applied batch: {remaining} -> {now}"
+        );
+        eprintln!("killed after {kill_after} ms: {remaining} -> {now} runs");
+        remaining = now;
+    }
+    assert!(
+        remaining > 43_200,
+        "the kills came before the end: {remaining}"
+    );
+    // The next prune finishes the work: the last 30 days (43,200 minutes) stay.
+    let out = prune().output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(count(), 43_200);
 }
