@@ -369,3 +369,83 @@ fn a_worker_prunes_the_run_history_it_records_at_start() {
         Some(0)
     );
 }
+
+#[test]
+fn a_worker_holding_an_eta_task_keeps_it_from_others_and_when_killed_loses_none() {
+    use crm_jobs::broker::{scheduled_envelope, tick_task_id};
+    let Some(mut redis) = Prefix::new() else {
+        return;
+    };
+    let prefix = redis.prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    assert!(
+        crm(dir, &prefix)
+            .arg("migrate")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let worker = || {
+        KillOnDrop(
+            crm(dir, &prefix)
+                .args(["worker", "-c", "1", "--visibility-timeout", "2"])
+                // Nothing answers there: the heartbeat fails fast, but it runs and logs a line.
+                .env("CRM_GRAPHQL_URL", "http://127.0.0.1:9/graphql")
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    // A heartbeat task due in 6 s, as `apply_async(countdown=6)` sends it.
+    let tick = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    let mut envelope = scheduled_envelope("log_crm_heartbeat", tick, "celery", "test");
+    let eta = chrono::Utc::now() + chrono::TimeDelta::seconds(6);
+    envelope["headers"]["eta"] = serde_json::json!(eta.to_rfc3339());
+    let _: () = redis::cmd("LPUSH")
+        .arg(format!("{prefix}celery"))
+        .arg(envelope.to_string())
+        .query(&mut redis.conn)
+        .unwrap();
+
+    // Worker A takes and holds it; B, started 3 s later (past the visibility timeout), does
+    // not restore it from under A. A is then killed -9 while holding it.
+    let mut a = worker();
+    wait_until("A to hold the task", Duration::from_secs(20), || {
+        redis.len("HLEN", "unacked") == 1 && redis.len("LLEN", "celery") == 0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut b = worker();
+    std::thread::sleep(Duration::from_secs(1));
+    // A restore would have marked it redelivered (and B would hold it now).
+    let held: Vec<String> = redis::cmd("HVALS")
+        .arg(format!("{prefix}unacked"))
+        .query(&mut redis.conn)
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(
+        !held[0].contains("\"redelivered\":true"),
+        "B restored the task A holds: {}",
+        held[0]
+    );
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+
+    // B restores it after the visibility timeout and runs it, at its eta, once.
+    let id = tick_task_id("log_crm_heartbeat", tick);
+    let result = wait_until_some(Duration::from_secs(30), || {
+        redis.get(&format!("{prefix}celery-task-meta-{id}"))
+    });
+    assert!(chrono::Utc::now() >= eta, "not before its eta");
+    assert!(
+        result.contains("FAILURE"),
+        "it ran (GraphQL was down): {result}"
+    );
+    let log = read(&dir.join("logs/crm_heartbeat_log.txt"));
+    assert_eq!(log.lines().count(), 1, "ran once: {log}");
+    assert_eq!(redis.len("HLEN", "unacked"), 0);
+    sigterm(&b.0);
+    assert_eq!(exits_within(&mut b, Duration::from_secs(10)).0, Some(0));
+}
