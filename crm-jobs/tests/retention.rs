@@ -492,3 +492,32 @@ async fn a_large_postgres_prune_leaves_concurrent_claims_working() {
     }
     prune_under_writes(TestDb::postgres().await, prune_rows()).await;
 }
+
+/// Two prunes at once (two schedulers' daily prunes meeting) delete every old run once
+/// between them, and neither fails.
+async fn two_prunes_at_once(t: TestDb) {
+    let db = t.database().clone();
+    let first = now() - TimeDelta::minutes(10) * 20_000;
+    seed_finished_runs(&db, "a", 20_000, first, TimeDelta::minutes(10))
+        .await
+        .unwrap();
+    let expected = 20_000 - (KEEP_DAYS * 24 * 6) as u64;
+    let retention = Retention::before(now() - TimeDelta::days(KEEP_DAYS))
+        .batch(500)
+        .pause(Duration::from_millis(1));
+    let (a, b) = futures::join!(db.prune(&retention), db.prune(&retention));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.runs + b.runs, expected, "{a:?} {b:?}");
+    let again = db.prune(&retention).await.unwrap();
+    assert_eq!(again.runs, 0);
+}
+
+#[async_std::test]
+async fn two_prunes_at_once_on_sqlite_delete_every_old_run_once() {
+    two_prunes_at_once(TestDb::sqlite().await).await;
+}
+
+#[async_std::test]
+async fn two_prunes_at_once_on_postgres_delete_every_old_run_once() {
+    two_prunes_at_once(TestDb::postgres().await).await;
+}

@@ -820,9 +820,8 @@ impl RunLedger for Database {
             if let Some(last) = deleted.iter().max() {
                 key = *last;
             }
-            if (deleted.len() as i64) < limit {
-                break;
-            }
+            // A short batch does not end the prune: another prune running at once may have
+            // deleted some of the rows this one selected. Only an empty batch does.
             // At least as long as the batch took: the prune holds the database at most half
             // the time, so a writer waiting on SQLite's busy handler (which sleeps up to 100 ms
             // between tries) finds it free soon rather than missing short gaps again and again.
