@@ -98,6 +98,11 @@ fn prune_deletes_runs_older_than_the_retention_and_keeps_the_rest() {
 #[test]
 fn a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes() {
     use std::time::{Duration, Instant};
+    if !crm_core::testing::long_tests_enabled(
+        "a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes",
+    ) {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("crm.db").display());
     // 200,000 heartbeat runs, one a minute, the first 200,000 minutes (138.9 days) ago, less
@@ -124,7 +129,6 @@ fn a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes() {
             .args(["jobs", "prune", "--older-than", "30"]);
         command
     };
-    // Killed with SIGKILL three times while it deletes: only whole batches of 1,000 went.
     // More rows than `crm jobs history` pages: counted by the sqlite3 command-line client.
     let count = || -> i64 {
         let out = std::process::Command::new("sqlite3")
@@ -136,15 +140,20 @@ fn a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes() {
     };
     let mut remaining = count();
     assert_eq!(remaining, total);
-    for kill_after in [400, 900, 1_500] {
+    // Killed with SIGKILL three times while it deletes (once rows start going, then 0, 150 and
+    // 300 ms later): only whole batches of 1,000 go.
+    for extra in [0, 150, 300] {
         let mut child = prune().stdout(std::process::Stdio::null()).spawn().unwrap();
         let started = Instant::now();
-        while started.elapsed() < Duration::from_millis(kill_after) {
-            if child.try_wait().unwrap().is_some() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        while count() >= remaining {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the prune ended before it deleted anything"
+            );
+            assert!(started.elapsed() < Duration::from_secs(60), "no deletes");
+            std::thread::sleep(Duration::from_millis(5));
         }
+        std::thread::sleep(Duration::from_millis(extra));
         let _ = child.kill();
         child.wait().unwrap();
         let now = count();
@@ -153,7 +162,7 @@ fn a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes() {
             0,
             "a half-applied batch: {remaining} -> {now}"
         );
-        eprintln!("killed after {kill_after} ms: {remaining} -> {now} runs");
+        eprintln!("killed {extra} ms after its first delete: {remaining} -> {now} runs");
         remaining = now;
     }
     assert!(
