@@ -65,6 +65,26 @@ pub(crate) struct Settings {
         hide_env_values = true
     )]
     pub(crate) broker_url: String,
+    /// Days finished job runs are kept in the database: `crm scheduler`, `crm serve
+    /// --scheduler` and `crm worker` prune older ones at start and daily (each job's latest runs
+    /// always stay); `0` keeps them all.
+    #[arg(
+        long,
+        global = true,
+        env = "CRM_JOB_RUNS_RETENTION_DAYS",
+        default_value_t = crm_core::ledger::DEFAULT_RETENTION_DAYS,
+        value_parser = clap::value_parser!(u32).range(0..=36_500)
+    )]
+    pub(crate) job_runs_retention_days: u32,
+}
+
+impl Settings {
+    /// How long finished runs are kept; `None` when retention is off (`0`).
+    pub(crate) fn retention(&self) -> Option<std::time::Duration> {
+        (self.job_runs_retention_days > 0).then(|| {
+            std::time::Duration::from_secs(u64::from(self.job_runs_retention_days) * 86_400)
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +199,15 @@ pub(crate) enum JobsCommand {
         /// Remove the replacement: the job's own schedule applies again.
         #[arg(long)]
         default: bool,
+    },
+    /// Delete finished runs older than the retention (CRM_JOB_RUNS_RETENTION_DAYS, 90 days by
+    /// default), for cron users (`0 3 * * * crm jobs prune`); each job's latest runs, its last
+    /// success and failure and running runs always stay. Resolved incidents and one-off runs
+    /// done before then go too. In small batches: jobs keep running meanwhile.
+    Prune {
+        /// Delete runs that ended more than this many days ago [default: the retention].
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+        older_than: Option<u32>,
     },
     /// Run a job once at an instant (RFC 3339, e.g. 2026-11-27T08:00:00Z or
     /// 2026-11-27T09:00:00+01:00), besides its schedule.

@@ -239,3 +239,213 @@ fn a_bad_broker_url_is_a_usage_error_and_an_unreachable_broker_a_failure_neither
         }
     }
 }
+
+#[test]
+fn beat_publishes_a_one_off_run_and_a_worker_skips_the_tasks_of_a_paused_job() {
+    let Some(mut redis) = Prefix::new() else {
+        return;
+    };
+    let prefix = redis.prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let run = |args: &[&str]| {
+        let out = crm(dir, &prefix).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "crm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["migrate"]);
+    // `crm jobs at` a few seconds ahead: beat publishes it when its instant comes, besides the
+    // heartbeat's current tick.
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(3))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    run(&["jobs", "at", "log_crm_heartbeat", &at]);
+    let mut beat = KillOnDrop(
+        crm(dir, &prefix)
+            .arg("beat")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "beat to publish the tick and the one-off run",
+        Duration::from_secs(30),
+        || redis.len("LLEN", "celery") >= 2,
+    );
+    sigterm(&beat.0);
+    assert_eq!(exits_within(&mut beat, Duration::from_secs(5)).0, Some(0));
+    let one_off_id = format!("crm.tasks.log_crm_heartbeat@{at}/one-off");
+
+    // The operator pauses the job before a worker takes the tasks: neither runs.
+    run(&["jobs", "disable", "log_crm_heartbeat"]);
+    let mut worker = KillOnDrop(
+        crm(dir, &prefix)
+            .args(["worker", "-c", "1"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let revoked = wait_until_some(Duration::from_secs(30), || {
+        let keys = redis.keys("celery-task-meta-crm.tasks.log_crm_heartbeat@*");
+        let results: Vec<String> = keys.iter().filter_map(|k| redis.get(k)).collect();
+        (results.len() == 2 && results.iter().all(|r| r.contains("REVOKED"))).then_some(keys)
+    });
+    assert!(
+        revoked.iter().any(|k| k.ends_with(&one_off_id)),
+        "{revoked:?}"
+    );
+    assert_eq!(redis.len("HLEN", "unacked"), 0, "both acknowledged");
+    sigterm(&worker.0);
+    let (code, err) = exits_within(&mut worker, Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("2 skipped (job paused)"), "{err}");
+    assert_eq!(
+        read(&dir.join("logs/crm_heartbeat_log.txt")),
+        "",
+        "nothing ran"
+    );
+
+    // The tick is recorded as skipped, with the reason; the one-off run still waits.
+    let history = run(&["jobs", "history", "log_crm_heartbeat"]);
+    assert!(history.contains("skipped"), "{history}");
+    assert!(history.contains("paused by an operator"), "{history}");
+    assert_eq!(history.matches("skipped").count(), 1, "{history}");
+    let resumed = run(&["jobs", "enable", "log_crm_heartbeat"]);
+    assert!(resumed.contains("one-off run at"), "{resumed}");
+}
+
+#[test]
+fn a_worker_prunes_the_run_history_it_records_at_start() {
+    use crm_core::ledger::RunLedger as _;
+    let Some(redis) = Prefix::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+    let count = || {
+        async_std::task::block_on(async {
+            let db = crm_core::Database::connect(&url).await.unwrap();
+            let n = db.history(None, 10_000).await.unwrap().len();
+            db.close().await;
+            n
+        })
+    };
+    async_std::task::block_on(async {
+        let db = crm_core::Database::connect(&url).await.unwrap();
+        let first =
+            chrono::Utc::now() - chrono::TimeDelta::days(60) + chrono::TimeDelta::minutes(30);
+        crm_core::testing::seed_finished_runs(
+            &db,
+            "log_crm_heartbeat",
+            1_000,
+            first,
+            chrono::TimeDelta::hours(1),
+        )
+        .await
+        .unwrap();
+        db.close().await;
+    });
+    let mut worker = KillOnDrop(
+        crm(dir.path(), &redis.prefix)
+            .args(["worker", "-c", "1"])
+            .env("CRM_DATABASE_URL", &url)
+            .env("CRM_JOB_RUNS_RETENTION_DAYS", "30")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "the worker to prune runs older than 30 days",
+        Duration::from_secs(30),
+        || count() == 280,
+    );
+    sigterm(&worker.0);
+    assert_eq!(
+        exits_within(&mut worker, Duration::from_secs(10)).0,
+        Some(0)
+    );
+}
+
+#[test]
+fn a_worker_holding_an_eta_task_keeps_it_from_others_and_when_killed_loses_none() {
+    use crm_jobs::broker::{scheduled_envelope, tick_task_id};
+    let Some(mut redis) = Prefix::new() else {
+        return;
+    };
+    let prefix = redis.prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    assert!(
+        crm(dir, &prefix)
+            .arg("migrate")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let worker = || {
+        KillOnDrop(
+            crm(dir, &prefix)
+                .args(["worker", "-c", "1", "--visibility-timeout", "2"])
+                // Nothing answers there: the heartbeat fails fast, but it runs and logs a line.
+                .env("CRM_GRAPHQL_URL", "http://127.0.0.1:9/graphql")
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    // A heartbeat task due in 6 s, as `apply_async(countdown=6)` sends it.
+    let tick = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    let mut envelope = scheduled_envelope("log_crm_heartbeat", tick, "celery", "test");
+    let eta = chrono::Utc::now() + chrono::TimeDelta::seconds(6);
+    envelope["headers"]["eta"] = serde_json::json!(eta.to_rfc3339());
+    let _: () = redis::cmd("LPUSH")
+        .arg(format!("{prefix}celery"))
+        .arg(envelope.to_string())
+        .query(&mut redis.conn)
+        .unwrap();
+
+    // Worker A takes and holds it; B, started 3 s later (past the visibility timeout), does
+    // not restore it from under A. A is then killed -9 while holding it.
+    let mut a = worker();
+    wait_until("A to hold the task", Duration::from_secs(20), || {
+        redis.len("HLEN", "unacked") == 1 && redis.len("LLEN", "celery") == 0
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut b = worker();
+    std::thread::sleep(Duration::from_secs(1));
+    // A restore would have marked it redelivered (and B would hold it now).
+    let held: Vec<String> = redis::cmd("HVALS")
+        .arg(format!("{prefix}unacked"))
+        .query(&mut redis.conn)
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(
+        !held[0].contains("\"redelivered\":true"),
+        "B restored the task A holds: {}",
+        held[0]
+    );
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+
+    // B restores it after the visibility timeout and runs it, at its eta, once.
+    let id = tick_task_id("log_crm_heartbeat", tick);
+    let result = wait_until_some(Duration::from_secs(30), || {
+        redis.get(&format!("{prefix}celery-task-meta-{id}"))
+    });
+    assert!(chrono::Utc::now() >= eta, "not before its eta");
+    assert!(
+        result.contains("FAILURE"),
+        "it ran (GraphQL was down): {result}"
+    );
+    let log = read(&dir.join("logs/crm_heartbeat_log.txt"));
+    assert_eq!(log.lines().count(), 1, "ran once: {log}");
+    assert_eq!(redis.len("HLEN", "unacked"), 0);
+    sigterm(&b.0);
+    assert_eq!(exits_within(&mut b, Duration::from_secs(10)).0, Some(0));
+}

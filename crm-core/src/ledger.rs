@@ -17,6 +17,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -36,6 +37,85 @@ pub const MAX_CODE_CHARS: usize = 200;
 
 /// The most rows [`RunLedger::history`] returns at once.
 pub const MAX_HISTORY_LIMIT: u32 = 10_000;
+
+/// How many days finished runs are kept by default (`CRM_JOB_RUNS_RETENTION_DAYS`).
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
+/// How many of each job's latest runs [`RunLedger::prune`] keeps however old, by default: at
+/// least the jobs crate's health window (`crm_jobs::health::HEALTH_WINDOW`, 20), so a job's
+/// health, durations and failure streak read the same after a prune.
+pub const DEFAULT_KEEP_PER_JOB: u32 = 20;
+
+/// Rows [`RunLedger::prune`] deletes per statement by default.
+pub const DEFAULT_PRUNE_BATCH: u32 = 1_000;
+
+/// The pause between two batches of [`RunLedger::prune`] by default: room for other writers
+/// (SQLite has one write lock; its waiting writers poll for it).
+pub const DEFAULT_PRUNE_PAUSE: Duration = Duration::from_millis(10);
+
+/// What [`RunLedger::prune`] may delete, and how fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// Finished runs that started and ended before this instant may go (as may one-off runs
+    /// asked for before it that ran, and incidents resolved before it).
+    pub before: DateTime<Utc>,
+    /// Each job's latest this-many runs stay, however old.
+    pub keep_per_job: u32,
+    /// Rows deleted per statement (each statement is its own short transaction).
+    pub batch: u32,
+    /// Pause between batches (the SQL ledgers pause at least as long as the batch took, so a
+    /// prune holds the database at most half the time); zero: no pause at all.
+    pub pause: Duration,
+}
+
+impl Retention {
+    /// Everything finished before `before` may go, with the default batches and keeping each
+    /// job's latest [`DEFAULT_KEEP_PER_JOB`] runs.
+    pub fn before(before: DateTime<Utc>) -> Self {
+        Self {
+            before,
+            keep_per_job: DEFAULT_KEEP_PER_JOB,
+            batch: DEFAULT_PRUNE_BATCH,
+            pause: DEFAULT_PRUNE_PAUSE,
+        }
+    }
+
+    /// Keeps each job's latest `n` runs (capped at [`MAX_HISTORY_LIMIT`]).
+    #[must_use]
+    pub fn keep_per_job(mut self, n: u32) -> Self {
+        self.keep_per_job = n.min(MAX_HISTORY_LIMIT);
+        self
+    }
+
+    /// Deletes `n` rows per statement (1 to 100,000).
+    #[must_use]
+    pub fn batch(mut self, n: u32) -> Self {
+        self.batch = n.clamp(1, 100_000);
+        self
+    }
+
+    /// Pauses this long between batches.
+    #[must_use]
+    pub fn pause(mut self, pause: Duration) -> Self {
+        self.pause = pause;
+        self
+    }
+}
+
+/// What [`RunLedger::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Pruned {
+    /// Runs.
+    pub runs: u64,
+    /// One-off runs that had run.
+    pub one_off_runs: u64,
+    /// Resolved incidents.
+    pub incidents: u64,
+    /// Statements that deleted runs.
+    pub batches: u64,
+}
 
 /// The id of a run in the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -322,6 +402,52 @@ pub trait RunLedger: Send + Sync + fmt::Debug {
 
     /// The incidents still open, by code.
     async fn open_incidents(&self) -> Result<Vec<Incident>>;
+
+    /// Retention: deletes the finished runs that started and ended before `retention.before`,
+    /// oldest first, in batches of `retention.batch` rows (each one short statement, with
+    /// `retention.pause` between them, so concurrent claims and finishes wait for one batch at
+    /// most). It keeps, however old:
+    ///
+    /// - every run still running;
+    /// - each job's latest `retention.keep_per_job` runs and the landmarks
+    ///   [`RunLedger::recent_runs`] and [`RunLedger::last_runs`] read (latest success, latest
+    ///   failure or abandoned run, latest scheduled run or retry, latest run), so health,
+    ///   `crm jobs list` and the due-tick logic see the same after a prune; with
+    ///   `keep_per_job` at least a job's `failures_before_alert`, a failure streak never drops
+    ///   back under the alert threshold (no second alert for one streak);
+    /// - the run of a one-off run still listed (without it the one-off would look pending and
+    ///   run again). One-off runs asked for before `retention.before` that have a finished run
+    ///   are deleted first, so their runs may go too.
+    ///
+    /// Also deletes incidents resolved before `retention.before`. Safe to run from several
+    /// processes at once and to interrupt: every batch stands on its own.
+    ///
+    /// The default keeps everything and says so (nothing pruned), so a ledger written outside
+    /// this crate (a wrapper in a test, say) keeps compiling; [`crate::Database`] and
+    /// [`MemoryLedger`] implement it.
+    async fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        let _ = retention;
+        Ok(Pruned::default())
+    }
+}
+
+/// The ids [`RunLedger::prune`] keeps whatever their age: what `recent_runs(keep_per_job)` and
+/// `last_runs()` return. Read once per prune: a run that becomes a landmark later is newer than
+/// the cutoff anyway.
+pub(crate) async fn kept_ids(
+    ledger: &(impl RunLedger + ?Sized),
+    keep_per_job: u32,
+) -> Result<Vec<i64>> {
+    let mut ids: Vec<i64> = ledger
+        .recent_runs(keep_per_job)
+        .await?
+        .iter()
+        .chain(ledger.last_runs().await?.iter())
+        .map(|run| run.id.0)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(ids)
 }
 
 /// The message cut to [`MAX_MESSAGE_CHARS`] characters.

@@ -231,6 +231,62 @@ pub fn long_tests_enabled(test: &str) -> bool {
     on
 }
 
+/// Writes `count` finished scheduled runs of job `code` straight into the run ledger, set-based
+/// (100,000 rows per statement): the first starting at `first`, then one every `every`, each
+/// lasting one second; every tenth failed, the others succeeded. For tests and benchmarks of
+/// the ledger's retention, which need months of history in a moment. Returns the rows written.
+pub async fn seed_finished_runs(
+    db: &Database,
+    code: &str,
+    count: u64,
+    first: DateTime<Utc>,
+    every: chrono::TimeDelta,
+) -> Result<u64> {
+    const CHUNK: u64 = 100_000;
+    let step = every.num_microseconds().unwrap_or(i64::MAX);
+    let mut written = 0;
+    while written < count {
+        let n = (count - written).min(CHUNK);
+        let start = to_micros(first) + step.saturating_mul(written as i64);
+        let offset = written as i64;
+        written += match db.backend() {
+            Backend::Sqlite(pool) => sqlx::query(
+                "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?2) \
+                 INSERT INTO job_runs (code, tick_us, kind, attempt, started_at_us, ended_at_us, \
+                 outcome, message, host, pid) \
+                 SELECT ?1, ?3 + i * ?4, 'scheduled', 1, ?3 + i * ?4, ?3 + i * ?4 + 1000000, \
+                 CASE WHEN (i + ?5) % 10 = 9 THEN 'failed' ELSE 'succeeded' END, 'seeded', 'seed', 1 \
+                 FROM k",
+            )
+            .bind(code)
+            .bind(n as i64)
+            .bind(start)
+            .bind(step)
+            .bind(offset)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Backend::Postgres(pool) => sqlx::query(
+                "INSERT INTO job_runs (code, tick, kind, attempt, started_at, ended_at, outcome, \
+                 message, host, pid) \
+                 SELECT $1, t, 'scheduled', 1, t, t + interval '1 second', \
+                 CASE WHEN (i + $5) % 10 = 9 THEN 'failed' ELSE 'succeeded' END, 'seeded', 'seed', 1 \
+                 FROM generate_series(0::bigint, $2 - 1) AS i, \
+                 LATERAL (SELECT to_timestamp(0) + ($3 + i * $4) * interval '1 microsecond') AS s(t)",
+            )
+            .bind(code)
+            .bind(n as i64)
+            .bind(start)
+            .bind(step)
+            .bind(offset)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

@@ -22,8 +22,8 @@ pub use config::{
     ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
 };
 pub use crm_core::ledger::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunId, RunKind,
-    RunLedger, RunOutcome,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, Pruned, Retention,
+    RunId, RunKind, RunLedger, RunOutcome,
 };
 pub use crm_core::overrides::{
     AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,
@@ -48,5 +48,6 @@ pub use schedule::{
 };
 #[cfg(feature = "async-std-scheduler")]
 pub use scheduler::{
-    DEFAULT_OVERRIDE_POLL, LEDGER_RETRY_AFTER, Scheduler, SchedulerSummary, ShutdownHandle,
+    DEFAULT_OVERRIDE_POLL, DEFAULT_RETENTION, LEDGER_RETRY_AFTER, PRUNE_EVERY, Scheduler,
+    SchedulerSummary, ShutdownHandle,
 };

@@ -450,6 +450,44 @@ impl Runner {
         self.misfire_grace
     }
 
+    /// Retention: deletes the ledger's finished runs older than `older_than` (by the runner's
+    /// clock), in small batches, through [`RunLedger::prune`]. Each job keeps, however old, its
+    /// latest runs (at least the health window and its `failures_before_alert`) and the
+    /// landmarks health reads, so [`crate::health::assess`] answers the same afterwards.
+    /// Incidents resolved and one-off runs done before then go too.
+    pub async fn prune_history(
+        &self,
+        older_than: Duration,
+    ) -> Result<crm_core::ledger::Pruned, RunnerError> {
+        let Some(before) = TimeDelta::from_std(older_than)
+            .ok()
+            .and_then(|d| self.clock.now().checked_sub_signed(d))
+        else {
+            return Ok(crm_core::ledger::Pruned::default()); // nothing is that old
+        };
+        let keep_per_job = self
+            .jobs
+            .iter()
+            .map(|j| j.options.failures_before_alert)
+            .chain([crate::health::HEALTH_WINDOW])
+            .max()
+            .unwrap_or(crate::health::HEALTH_WINDOW);
+        let started = std::time::Instant::now();
+        let retention =
+            crm_core::ledger::Retention::before(micros(before)).keep_per_job(keep_per_job);
+        let pruned = self.ledger.prune(&retention).await?;
+        tracing::info!(
+            runs = pruned.runs,
+            one_off_runs = pruned.one_off_runs,
+            incidents = pruned.incidents,
+            batches = pruned.batches,
+            before = %before,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "Pruned the run history"
+        );
+        Ok(pruned)
+    }
+
     /// Checks every job's schedule at `now` and alerts (through the runner's hook) once per
     /// incident: when a job is first seen late, when it has missed a tick, and when it is back
     /// on schedule. Incidents are remembered in the ledger, so any number of processes may
@@ -609,6 +647,28 @@ impl Runner {
                 })?;
         self.abandon_expired().await;
         Ok(self.execute(job, micros(tick), kind, attempt.max(1)).await)
+    }
+
+    /// Records that the job `code`'s run for `tick` (as `kind`) did not happen, and why (a
+    /// broker worker handed a task for a job an operator paused), unless that tick was already
+    /// claimed: `true` if recorded. A tick recorded so never runs later.
+    pub async fn record_skipped(
+        &self,
+        code: &str,
+        tick: DateTime<Utc>,
+        kind: RunKind,
+        reason: &str,
+    ) -> Result<bool, RunnerError> {
+        let job =
+            self.jobs
+                .iter()
+                .find(|j| j.code == code)
+                .ok_or_else(|| RunnerError::UnknownJob {
+                    code: code.to_owned(),
+                    known: self.codes().collect::<Vec<_>>().join(", "),
+                })?;
+        let run = self.new_run(job, micros(tick), kind, 1);
+        Ok(self.ledger.record_skipped(&run, reason).await?)
     }
 
     /// When [`Runner::run_due`] should next be called: the earliest of the jobs' next ticks

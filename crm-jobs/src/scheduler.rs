@@ -28,12 +28,21 @@ pub const DEFAULT_OVERRIDE_POLL: Duration = Duration::from_secs(2);
 /// longer than the grace).
 pub const LEDGER_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// How long a scheduler keeps finished runs by default: 90 days
+/// ([`crm_core::ledger::DEFAULT_RETENTION_DAYS`]).
+pub const DEFAULT_RETENTION: Duration =
+    Duration::from_secs(crm_core::ledger::DEFAULT_RETENTION_DAYS as u64 * 86_400);
+
+/// How often a scheduler prunes the run history: once at start, then daily (by its clock).
+pub const PRUNE_EVERY: Duration = Duration::from_secs(86_400);
+
 /// Runs a [`Runner`]'s jobs when they are due, until shut down through its [`ShutdownHandle`].
 #[derive(Debug)]
 pub struct Scheduler {
     runner: Arc<Runner>,
     shutdown: Arc<Shutdown>,
     override_poll: Duration,
+    retention: Option<Duration>,
 }
 
 /// Asks a running [`Scheduler`] to stop. Cheap to clone; usable from a signal handler's task.
@@ -106,7 +115,18 @@ impl Scheduler {
             runner,
             shutdown: Arc::default(),
             override_poll: DEFAULT_OVERRIDE_POLL,
+            retention: Some(DEFAULT_RETENTION),
         }
+    }
+
+    /// How long finished runs are kept (default [`DEFAULT_RETENTION`]); `None` keeps them all.
+    /// The scheduler prunes at start and then every [`PRUNE_EVERY`], in the background and in
+    /// small batches ([`Runner::prune_history`]), so the ledger (a heartbeat alone adds 105,000
+    /// runs a year) stops growing without end.
+    #[must_use]
+    pub fn retention(mut self, keep: Option<Duration>) -> Self {
+        self.retention = keep;
+        self
     }
 
     /// How often to check the override store for changes (default [`DEFAULT_OVERRIDE_POLL`]).
@@ -134,6 +154,8 @@ impl Scheduler {
             zone = %self.runner.time_zone(),
             "Scheduler started"
         );
+        let pruning = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut next_prune = self.retention.map(|_| clock.now());
         'rounds: loop {
             if self.shutdown.requested().is_some() {
                 break;
@@ -141,7 +163,18 @@ impl Scheduler {
             let now = clock.now();
             rounds += 1;
             self.spawn_round(now, &in_flight);
-            let wake = self.runner.next_wakeup(now).await;
+            if let Some(keep) = self.retention
+                && next_prune.is_some_and(|at| at <= now)
+            {
+                next_prune = chrono::TimeDelta::from_std(PRUNE_EVERY)
+                    .ok()
+                    .and_then(|every| now.checked_add_signed(every));
+                self.spawn_prune(keep, &pruning);
+            }
+            let wake = match (self.runner.next_wakeup(now).await, next_prune) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Some(at) = wake {
                 tracing::debug!(next = %at, "Scheduler sleeping");
             }
@@ -196,6 +229,21 @@ impl Scheduler {
             tracing::info!("Scheduler stopped");
         }
         SchedulerSummary { rounds, unfinished }
+    }
+
+    /// Prunes the run history in the background, unless a prune is still going.
+    fn spawn_prune(&self, keep: Duration, pruning: &Arc<std::sync::atomic::AtomicBool>) {
+        if pruning.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let runner = self.runner.clone();
+        let pruning = pruning.clone();
+        async_std::task::spawn(async move {
+            if let Err(e) = runner.prune_history(keep).await {
+                tracing::warn!(error = %e, "Could not prune the run history; trying again tomorrow");
+            }
+            pruning.store(false, Ordering::SeqCst);
+        });
     }
 
     fn spawn_round(&self, now: chrono::DateTime<chrono::Utc>, in_flight: &Arc<InFlight>) {

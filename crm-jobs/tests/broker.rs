@@ -871,3 +871,431 @@ async fn a_message_our_killed_worker_left_unacknowledged_is_restored_and_run_by_
     assert_eq!(lines.lines().count(), 1, "{lines}");
     assert_eq!(tb.broker.unacked_len().await.unwrap(), 0);
 }
+
+// ---- Operators' pauses and one-off runs (the broker way) ----
+
+/// A runner of `job` recording into `db` and following its operators' changes, its clock at
+/// `clock`.
+fn live_runner(
+    job: Recorded,
+    db: &crm_core::Database,
+    clock: &crm_jobs::ManualClock,
+    pid: u32,
+) -> Arc<Runner> {
+    Arc::new(
+        Runner::builder()
+            .job(Box::new(job))
+            .ledger(Arc::new(db.clone()))
+            .overrides(Arc::new(db.clone()))
+            .clock(Arc::new(clock.clone()))
+            .time_zone(UTC)
+            .lease(Duration::from_secs(1))
+            .host("test")
+            .pid(pid)
+            .build()
+            .unwrap(),
+    )
+}
+
+#[async_std::test]
+async fn a_paused_jobs_tasks_are_acknowledged_not_run_recorded_as_skipped_and_revoked() {
+    use crm_jobs::JobControl as _;
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let t = TestDb::sqlite().await;
+    let clock = crm_jobs::ManualClock::new(monday_six());
+    let job = Recorded::new("sync_things", "*/5 * * * *");
+    let done = job.done.clone();
+    let runner = live_runner(job, t.database(), &clock, 1);
+    let worker = Worker::new(tb.broker.clone(), runner.clone());
+
+    // Published before the pause: a beat's tick, and a client's send_task (no tick).
+    let tick = monday_six();
+    tb.broker
+        .publish(&scheduled_envelope("sync_things", tick, "celery", "beat"))
+        .await
+        .unwrap();
+    let mut sent = scheduled_envelope("sync_things", tick, "celery", "python");
+    sent["headers"]["id"] = json!("4b1d0c9e-client-task");
+    sent["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove(crm_jobs::broker::TICK_HEADER);
+    tb.broker.publish(&sent).await.unwrap();
+    runner
+        .set_enabled("sync_things", false, "cli:operator")
+        .await
+        .unwrap();
+
+    for id in [
+        tick_task_id("sync_things", tick),
+        "4b1d0c9e-client-task".to_owned(),
+    ] {
+        match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+            Some(Handled::Skipped { id: got, reason }) => {
+                assert_eq!(got, id);
+                assert!(reason.contains("paused"), "{reason}");
+            }
+            other => panic!("expected a skip of {id}, got {other:?}"),
+        }
+        let result = tb.broker.result(&id).await.unwrap().unwrap();
+        assert_eq!(result["status"], "REVOKED", "{result}");
+        assert_eq!(result["result"]["exc_type"], "TaskRevokedError");
+    }
+    assert!(done.lock().unwrap().is_empty(), "a paused job ran");
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 0);
+    assert_eq!(
+        tb.broker.unacked_len().await.unwrap(),
+        0,
+        "both acknowledged"
+    );
+    let history = t.database().history(Some("sync_things"), 10).await.unwrap();
+    assert_eq!(history.len(), 2, "{history:?}");
+    for run in &history {
+        assert_eq!(run.outcome, RunOutcome::Skipped);
+        assert!(
+            run.message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("paused by an operator"),
+            "{run:?}"
+        );
+    }
+
+    // Resumed: the skipped tick delivered again does not run late; the next tick runs.
+    runner
+        .set_enabled("sync_things", true, "cli:operator")
+        .await
+        .unwrap();
+    tb.broker
+        .publish(&scheduled_envelope("sync_things", tick, "celery", "beat"))
+        .await
+        .unwrap();
+    let next = tick + TimeDelta::minutes(5);
+    tb.broker
+        .publish(&scheduled_envelope("sync_things", next, "celery", "beat"))
+        .await
+        .unwrap();
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Ran(report)) => assert_eq!(report.status, RunStatus::Taken),
+        other => panic!("the skipped tick is acknowledged as taken: {other:?}"),
+    }
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Ran(report)) => assert_eq!(report.status, RunStatus::Succeeded),
+        other => panic!("the next tick runs: {other:?}"),
+    }
+    assert_eq!(*done.lock().unwrap(), vec![(next, 1)]);
+}
+
+#[async_std::test]
+async fn beats_publish_a_one_off_run_once_and_a_paused_ones_waits_for_the_resume() {
+    use crm_jobs::JobControl as _;
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let t = TestDb::sqlite().await;
+    // A weekly job, so no tick of its own comes near the one-off runs.
+    let wednesday = Utc.with_ymd_and_hms(2026, 12, 2, 9, 0, 0).unwrap();
+    let clock = crm_jobs::ManualClock::new(wednesday);
+    let job = || Recorded::new("weekly_report", "0 6 * * 1");
+    let worker_job = job();
+    let done = worker_job.done.clone();
+    let worker_runner = live_runner(worker_job, t.database(), &clock, 1);
+    let worker = Worker::new(tb.broker.clone(), worker_runner.clone());
+    let beat_a = Beat::for_live_runner(
+        tb.broker.clone(),
+        live_runner(job(), t.database(), &clock, 2),
+    );
+    let beat_b = Beat::for_live_runner(
+        tb.another(tb.config()).await,
+        live_runner(job(), t.database(), &clock, 3),
+    );
+
+    // `crm jobs at weekly_report 09:30`: nothing before its instant, then one message.
+    let at = wednesday + TimeDelta::minutes(30);
+    worker_runner
+        .schedule_run("weekly_report", at, "cli:operator")
+        .await
+        .unwrap();
+    let early = beat_a
+        .publish_due(at - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    assert_eq!(
+        beat_a.next_tick(wednesday + TimeDelta::minutes(1)),
+        Some(at),
+        "a beat wakes for the one-off run"
+    );
+    clock.set(at + TimeDelta::seconds(1));
+    let (a, b) = futures::join!(
+        beat_a.publish_due(at + TimeDelta::seconds(1)),
+        beat_b.publish_due(at + TimeDelta::seconds(1))
+    );
+    let published: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    assert_eq!(published.len(), 2, "each beat looked at it: {published:?}");
+    assert!(published.iter().all(|p| p.one_off && p.tick == at));
+    assert_eq!(published.iter().filter(|p| p.by_us).count(), 1);
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 1, "published once");
+
+    // The worker runs it as the manual run at its instant; no beat publishes it again.
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Ran(report)) => {
+            assert_eq!(report.status, RunStatus::Succeeded);
+            assert_eq!(report.kind, Some(crm_jobs::RunKind::Manual));
+            assert_eq!(report.tick, Some(at));
+        }
+        other => panic!("the one-off run runs: {other:?}"),
+    }
+    assert_eq!(*done.lock().unwrap(), vec![(at, 1)]);
+    let result = tb
+        .broker
+        .result(&crm_jobs::broker::one_off_task_id("weekly_report", at))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result["status"], "SUCCESS");
+    let again = beat_b
+        .publish_due(at + TimeDelta::minutes(1))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(tb.broker.queue_len().await.unwrap(), 0);
+    // A scheduler on the same database does not run it a second time either.
+    let reports = worker_runner.run_due(at + TimeDelta::minutes(2)).await;
+    assert!(
+        reports.iter().all(|r| r.status == RunStatus::Taken),
+        "{reports:?}"
+    );
+    assert_eq!(done.lock().unwrap().len(), 1);
+
+    // A second one-off, published, then the job is paused before a worker takes it: it is
+    // not run and not recorded; it waits, and after the resume a beat publishes it again.
+    let at2 = at + TimeDelta::minutes(30);
+    worker_runner
+        .schedule_run("weekly_report", at2, "cli:operator")
+        .await
+        .unwrap();
+    clock.set(at2);
+    let published = beat_a.publish_due(at2).await.unwrap();
+    assert_eq!(published.iter().filter(|p| p.by_us).count(), 1);
+    worker_runner
+        .set_enabled("weekly_report", false, "cli:operator")
+        .await
+        .unwrap();
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Skipped { .. }) => {}
+        other => panic!("a paused job's one-off run is not run: {other:?}"),
+    }
+    assert_eq!(done.lock().unwrap().len(), 1);
+    let pending = crm_jobs::OverrideStore::snapshot(t.database())
+        .await
+        .unwrap()
+        .pending;
+    assert_eq!(pending.iter().map(|r| r.at).collect::<Vec<_>>(), vec![at2]);
+    clock.set(at2 + TimeDelta::minutes(1));
+    let paused = beat_a.publish_due(clock_now(&clock)).await.unwrap();
+    assert!(
+        paused.is_empty(),
+        "nothing published while paused: {paused:?}"
+    );
+    worker_runner
+        .set_enabled("weekly_report", true, "cli:operator")
+        .await
+        .unwrap();
+    let resumed = beat_b.publish_due(clock_now(&clock)).await.unwrap();
+    assert_eq!(
+        resumed.iter().filter(|p| p.by_us && p.tick == at2).count(),
+        1,
+        "{resumed:?}"
+    );
+    match worker.handle_next(Duration::from_secs(2)).await.unwrap() {
+        Some(Handled::Ran(report)) => assert_eq!(report.status, RunStatus::Succeeded),
+        other => panic!("the resumed job's one-off run runs: {other:?}"),
+    }
+    assert_eq!(*done.lock().unwrap(), vec![(at, 1), (at2, 1)]);
+}
+
+fn clock_now(clock: &crm_jobs::ManualClock) -> DateTime<Utc> {
+    crm_jobs::Clock::now(clock)
+}
+
+// ---- Future-eta messages ----
+
+/// A Redis server of this test's own (the machine's `redis-server` on a free port), so that
+/// its command statistics count this test's commands only. Killed on drop.
+struct PrivateRedis {
+    child: Child,
+    url: String,
+}
+
+impl PrivateRedis {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = match Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("SKIPPED: cannot start redis-server ({e})");
+                return None;
+            }
+            Err(e) => panic!("redis-server is required (CI=true): {e}"),
+        };
+        let url = format!("redis://127.0.0.1:{port}/0");
+        let started = Instant::now();
+        while redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self { child, url })
+    }
+
+    fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// Commands the server ran since the last reset, by name (`INFO commandstats`).
+    fn commands(&self) -> BTreeMap<String, u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .unwrap();
+        info.lines()
+            .filter_map(|line| {
+                let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                let calls = rest
+                    .strip_prefix("calls=")?
+                    .split(',')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((name.to_owned(), calls))
+            })
+            .collect()
+    }
+
+    fn reset_stats(&self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut self.conn())
+            .unwrap();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[async_std::test]
+async fn future_eta_tasks_are_held_by_the_worker_not_requeued_over_and_over() {
+    let Some(redis) = PrivateRedis::start() else {
+        return;
+    };
+    let broker = Broker::connect(BrokerConfig::new(&redis.url))
+        .await
+        .unwrap();
+    let job = Recorded::new("sync_things", "*/5 * * * *");
+    let done = job.done.clone();
+    let mut job = job;
+    job.parallel = true;
+    let worker = Worker::new(
+        broker.clone(),
+        runner(job, Arc::new(MemoryLedger::new()), 1),
+    )
+    .concurrency(4);
+    // 100 tasks due in an hour (Celery's `apply_async(countdown=3600)`).
+    let eta = (Utc::now() + TimeDelta::hours(1)).to_rfc3339();
+    for i in 0..100 {
+        let mut envelope = scheduled_envelope(
+            "sync_things",
+            monday_six() + TimeDelta::minutes(i),
+            "celery",
+            "test",
+        );
+        envelope["headers"]["eta"] = json!(eta);
+        broker.publish(&envelope).await.unwrap();
+    }
+    let handle = worker.handle();
+    let window = Duration::from_secs(5);
+    let rate = |what: &str| {
+        let commands = redis.commands();
+        let per_second = commands.values().sum::<u64>() as f64 / window.as_secs_f64();
+        eprintln!(
+            "100 future-eta tasks, worker concurrency 4, {what}: {per_second:.1} Redis \
+             commands/s over {} s: {commands:?}",
+            window.as_secs()
+        );
+        (per_second, commands)
+    };
+    // The first seconds (taking the 100 tasks), then the steady state once all are held.
+    redis.reset_stats();
+    let running = async_std::task::spawn(worker.run());
+    async_std::task::sleep(window).await;
+    rate("first 5 s");
+    assert_eq!(broker.queue_len().await.unwrap(), 0, "all taken");
+    assert_eq!(
+        broker.unacked_len().await.unwrap(),
+        100,
+        "all held, unacknowledged"
+    );
+    redis.reset_stats();
+    async_std::task::sleep(window).await;
+    let (per_second, commands) = rate("steady state");
+    assert!(
+        done.lock().unwrap().is_empty(),
+        "nothing runs before its eta"
+    );
+
+    // One due in two seconds runs then, the held ones still held.
+    let soon = Utc::now() + TimeDelta::seconds(2);
+    let tick = monday_six() + TimeDelta::days(1);
+    let mut envelope = scheduled_envelope("sync_things", tick, "celery", "test");
+    envelope["headers"]["eta"] = json!(soon.to_rfc3339());
+    broker.publish(&envelope).await.unwrap();
+    let id = tick_task_id("sync_things", tick);
+    wait_for("the task due soon", Duration::from_secs(15), async || {
+        broker.result(&id).await.unwrap()
+    })
+    .await;
+    assert!(Utc::now() >= soon, "not before its eta");
+    assert_eq!(*done.lock().unwrap(), vec![(tick, 1)]);
+
+    // Stopping gives the held tasks back to the queue for other workers.
+    handle.shutdown();
+    running.await;
+    assert_eq!(
+        broker.queue_len().await.unwrap() + broker.unacked_len().await.unwrap(),
+        100
+    );
+    assert_eq!(
+        broker.unacked_len().await.unwrap(),
+        0,
+        "handed back on shutdown"
+    );
+    assert!(
+        per_second < 20.0,
+        "held tasks cost {per_second:.1} Redis commands/s: {commands:?}"
+    );
+}

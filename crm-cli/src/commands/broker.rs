@@ -68,6 +68,8 @@ pub(crate) async fn worker(
     let runner = crm_jobs::Runner::builder()
         .jobs(crm_jobs::standard_jobs(&config, store).usage("Invalid configuration")?)
         .ledger(Arc::new(db.clone()))
+        // Operators' pauses: a task of a paused job is acknowledged, not run.
+        .overrides(Arc::new(db.clone()))
         .alert_hook(jobs::alert_hook(settings)?)
         .time_zone(config.time_zone)
         .lease(Duration::from_secs(args.lease))
@@ -104,11 +106,18 @@ pub(crate) async fn worker(
     // Workers share the database's ledger: they watch for late and missed jobs (each incident
     // is alerted once, however many workers watch).
     let watch = async_std::task::spawn(scheduler::watch_schedules(runner.clone()));
+    // Workers record the runs, so they keep the history in bounds too (any number may).
+    let prune = settings
+        .retention()
+        .map(|keep| async_std::task::spawn(scheduler::prune_daily(runner.clone(), keep)));
     let summary = worker.run().await;
     watch.cancel().await;
+    if let Some(prune) = prune {
+        prune.cancel().await;
+    }
     eprintln!(
-        "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered",
-        summary.received, summary.succeeded, summary.failed, summary.dead_lettered
+        "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered, {} skipped (job paused)",
+        summary.received, summary.succeeded, summary.failed, summary.dead_lettered, summary.skipped
     );
     Ok(())
 }

@@ -143,6 +143,26 @@ pub(crate) async fn run(
             print_history(&runs, config.time_zone);
             Ok(())
         }
+        JobsCommand::Prune { older_than } => {
+            let days = match older_than {
+                Some(days) => *days,
+                None if settings.job_runs_retention_days > 0 => settings.job_runs_retention_days,
+                None => {
+                    return Err(Failure::Usage(anyhow::anyhow!(
+                        "retention is off (CRM_JOB_RUNS_RETENTION_DAYS=0): say how old with --older-than DAYS"
+                    )));
+                }
+            };
+            let pruned = runner
+                .prune_history(std::time::Duration::from_secs(u64::from(days) * 86_400))
+                .await
+                .context("Failed to prune the run history")?;
+            println!(
+                "Pruned {} runs, {} one-off runs and {} resolved incidents older than {days} days.",
+                pruned.runs, pruned.one_off_runs, pruned.incidents
+            );
+            Ok(())
+        }
     }
 }
 

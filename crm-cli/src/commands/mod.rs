@@ -53,7 +53,7 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             // Listen for SIGINT/SIGTERM before the scheduler announces it is running.
             let stop = shutdown_signal()?;
             let runner = scheduler::build(&db, &config, jobs::alert_hook(&settings)?)?;
-            scheduler::run_until(runner, async move {
+            scheduler::run_until(runner, settings.retention(), async move {
                 let _ = stop.recv().await;
             })
             .await;

@@ -34,12 +34,14 @@ pub(crate) fn build(
 }
 
 /// Runs the jobs of `runner` when due until `stop` resolves, then lets running jobs finish.
-/// Meanwhile checks the schedules every half minute, so a late or missed job is alerted.
+/// Meanwhile checks the schedules every half minute, so a late or missed job is alerted, and
+/// prunes runs older than `retention` at start and daily.
 pub(crate) async fn run_until(
     runner: Arc<Runner>,
+    retention: Option<Duration>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
-    let scheduler = Scheduler::new(runner.clone());
+    let scheduler = Scheduler::new(runner.clone()).retention(retention);
     let handle = scheduler.handle();
     async_std::task::spawn(async move {
         stop.await;
@@ -68,5 +70,16 @@ pub(crate) async fn watch_schedules(runner: Arc<Runner>) {
         if let Err(e) = runner.check_schedules(runner.clock().now()).await {
             tracing::warn!(error = %e, "Could not check the jobs' schedules");
         }
+    }
+}
+
+/// Prunes runs older than `retention` now and then every day, forever (for `crm worker`, which
+/// records runs but has no scheduler to do it).
+pub(crate) async fn prune_daily(runner: Arc<Runner>, retention: Duration) {
+    loop {
+        if let Err(e) = runner.prune_history(retention).await {
+            tracing::warn!(error = %e, "Could not prune the run history; trying again tomorrow");
+        }
+        async_std::task::sleep(crm_jobs::PRUNE_EVERY).await;
     }
 }

@@ -66,7 +66,7 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
         let _ = shutdown.recv().await;
     };
     if let Some(runner) = runner.filter(|_| args.scheduler) {
-        scheduler::run_until(runner, stop).await;
+        scheduler::run_until(runner, settings.retention(), stop).await;
     } else if let futures::future::Either::Left((result, _)) =
         futures::future::select(serving, Box::pin(stop)).await
     {

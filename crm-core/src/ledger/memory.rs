@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, RunId, RunKind, RunLedger,
-    RunOutcome, abandoned_message, clip_message, validate_new_run,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunId,
+    RunKind, RunLedger, RunOutcome, abandoned_message, clip_message, kept_ids, validate_new_run,
 };
 use crate::error::Result;
 
@@ -59,7 +59,8 @@ fn expired(row: &JobRun, now: DateTime<Utc>) -> bool {
 fn new_row(runs: &[JobRun], run: &NewRun, outcome: RunOutcome, message: Option<String>) -> JobRun {
     let finished = outcome != RunOutcome::Running;
     JobRun {
-        id: RunId(runs.len() as i64 + 1),
+        // Rows are pushed in id order; after a prune the length no longer gives a fresh id.
+        id: RunId(runs.last().map_or(1, |last| last.id.0 + 1)),
         code: run.code.clone(),
         tick: run.tick,
         kind: run.kind,
@@ -303,5 +304,29 @@ impl RunLedger for MemoryLedger {
             .collect();
         open.sort_by(|a, b| a.code.cmp(&b.code));
         Ok(open)
+    }
+
+    /// As the database's, at once (one lock); there are no one-off runs in this ledger.
+    async fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        let kept = kept_ids(self, retention.keep_per_job).await?;
+        let before = retention.before;
+        let mut runs = self.runs();
+        let len = runs.len();
+        runs.retain(|r| {
+            kept.binary_search(&r.id.0).is_ok()
+                || r.started_at >= before
+                || r.ended_at.is_none_or(|ended| ended >= before)
+        });
+        let pruned_runs = (len - runs.len()) as u64;
+        drop(runs);
+        let mut incidents = self.incidents();
+        let len = incidents.len();
+        incidents.retain(|i| i.resolved_at.is_none_or(|at| at >= before));
+        Ok(Pruned {
+            runs: pruned_runs,
+            one_off_runs: 0,
+            incidents: (len - incidents.len()) as u64,
+            batches: u64::from(pruned_runs > 0),
+        })
     }
 }

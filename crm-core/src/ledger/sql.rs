@@ -15,8 +15,8 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, RunId, RunLedger, RunOutcome,
-    clip_message, validate_new_run,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunId,
+    RunLedger, RunOutcome, clip_message, kept_ids, validate_new_run,
 };
 use crate::database::{Backend, Database};
 use crate::error::{CoreError, Result};
@@ -754,6 +754,94 @@ impl RunLedger for Database {
             .map(pg_incident)
             .collect(),
         }
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<Pruned> {
+        let before = retention.before;
+        // One-off runs first: once one is gone, its run is an ordinary run.
+        let one_off_runs = match self.backend() {
+            Backend::Sqlite(pool) => sqlx::query(include_str!("sqlite/prune_one_offs.sql"))
+                .bind(micros(before))
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Backend::Postgres(pool) => sqlx::query(include_str!("postgres/prune_one_offs.sql"))
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        let mut pruned = Pruned {
+            one_off_runs,
+            ..Pruned::default()
+        };
+        let kept = kept_ids(self, retention.keep_per_job).await?;
+        let limit = i64::from(retention.batch.max(1));
+        // Where the previous batch stopped (started_at, id); year 1 before the first.
+        let mut key: (DateTime<Utc>, i64) = (
+            DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            0,
+        );
+        loop {
+            let began = std::time::Instant::now();
+            let deleted: Vec<(DateTime<Utc>, i64)> = match self.backend() {
+                Backend::Sqlite(pool) => {
+                    let kept = serde_json::to_string(&kept)
+                        .map_err(|e| CoreError::Storage(sqlx::Error::Encode(e.into())))?;
+                    sqlx::query(include_str!("sqlite/prune_runs.sql"))
+                        .bind(micros(before))
+                        .bind(micros(key.0))
+                        .bind(key.1)
+                        .bind(kept)
+                        .bind(limit)
+                        .fetch_all(pool)
+                        .await?
+                        .iter()
+                        .map(|row| Ok((from_micros(row.try_get(0)?)?, row.try_get(1)?)))
+                        .collect::<Result<_>>()?
+                }
+                Backend::Postgres(pool) => sqlx::query(include_str!("postgres/prune_runs.sql"))
+                    .bind(before)
+                    .bind(key.0)
+                    .bind(key.1)
+                    .bind(&kept)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
+                    .iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect::<Result<_>>()?,
+            };
+            if deleted.is_empty() {
+                break;
+            }
+            pruned.batches += 1;
+            pruned.runs += deleted.len() as u64;
+            if let Some(last) = deleted.iter().max() {
+                key = *last;
+            }
+            // A short batch does not end the prune: another prune running at once may have
+            // deleted some of the rows this one selected. Only an empty batch does.
+            // At least as long as the batch took: the prune holds the database at most half
+            // the time, so a writer waiting on SQLite's busy handler (which sleeps up to 100 ms
+            // between tries) finds it free soon rather than missing short gaps again and again.
+            if !retention.pause.is_zero() {
+                async_io::Timer::after(retention.pause.max(began.elapsed())).await;
+            }
+        }
+        pruned.incidents = match self.backend() {
+            Backend::Sqlite(pool) => sqlx::query(include_str!("sqlite/prune_incidents.sql"))
+                .bind(micros(before))
+                .execute(pool)
+                .await?
+                .rows_affected(),
+            Backend::Postgres(pool) => sqlx::query(include_str!("postgres/prune_incidents.sql"))
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        };
+        Ok(pruned)
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::message::{scheduled_envelope, tick_task_id};
+use super::message::{one_off_envelope, one_off_task_id, scheduled_envelope, tick_task_id};
 use super::{Broker, BrokerError};
 use crate::clock::{Clock, SystemClock};
 use crate::runner::{EffectiveSchedule, Runner};
@@ -16,6 +16,16 @@ use crate::schedule::Schedule;
 /// How late a tick may be published: a beat (re)started within this after a tick publishes it;
 /// an older tick is left alone (as Celery beat does not replay missed ticks either).
 pub const DEFAULT_BEAT_GRACE: Duration = Duration::from_secs(300);
+
+/// How long the lock of a published one-off run lasts. A beat publishes a one-off run while it
+/// has no run in the ledger: if no worker takes it within this time, it is published again (the
+/// ledger's claim still runs it once).
+pub const ONE_OFF_LOCK_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// The Redis key (before the prefix) that lets one beat publish the task `task_id`.
+pub(crate) fn publish_lock(task_id: &str) -> String {
+    format!("crm.beat.{task_id}")
+}
 
 /// How often a waiting beat looks at its stop flag.
 const POLL: Duration = Duration::from_millis(500);
@@ -35,6 +45,8 @@ pub struct Published {
     pub task_id: String,
     /// `true` if this beat published it; `false` if another beat had.
     pub by_us: bool,
+    /// Whether it is an operator's one-off run (`crm jobs at`) rather than a tick.
+    pub one_off: bool,
 }
 
 /// Stops a running [`Beat`].
@@ -79,8 +91,9 @@ impl Beat {
     }
 
     /// A beat for the runner's jobs that follows operators' changes (pauses, replacement
-    /// schedules) from the runner's override store, noticed within a few seconds. One-off runs
-    /// are not published: `crm scheduler` or `crm jobs run-due` run them.
+    /// schedules) from the runner's override store, noticed within a few seconds, and publishes
+    /// the one-off runs operators ask for (`crm jobs at`) when their instant comes, each once
+    /// across beats (a paused job's wait until it is resumed).
     pub fn for_live_runner(broker: Broker, runner: Arc<Runner>) -> Self {
         let mut beat = Self::for_runner(broker, &runner);
         beat.live = Some(runner);
@@ -157,7 +170,7 @@ impl Beat {
             let ttl = self.grace + Duration::from_secs(3600);
             let by_us = self
                 .broker
-                .publish_once(&format!("crm.beat.{task_id}"), ttl, &envelope)
+                .publish_once(&publish_lock(&task_id), ttl, &envelope)
                 .await?;
             if by_us {
                 tracing::info!(job.code = %code, %tick, task.id = %task_id, "Published a due tick");
@@ -167,17 +180,76 @@ impl Beat {
                 tick,
                 task_id,
                 by_us,
+                one_off: false,
             });
+        }
+        if let Some(runner) = &self.live {
+            self.publish_one_offs(runner, now, &mut published).await?;
         }
         Ok(published)
     }
 
-    /// The next instant after `now` when some job has a tick.
+    /// Publishes the one-off runs whose instant has come and that have no run in the ledger
+    /// yet (read afresh, so one already run is not published again), however late: as
+    /// `crm scheduler` runs them. A paused job's wait. The lock is set in the same Redis step
+    /// as the push, so of several beats one publishes.
+    async fn publish_one_offs(
+        &self,
+        runner: &Runner,
+        now: DateTime<Utc>,
+        published: &mut Vec<Published>,
+    ) -> Result<(), BrokerError> {
+        let Some(store) = runner.override_store() else {
+            return Ok(());
+        };
+        let pending = match store.snapshot().await {
+            Ok(snapshot) => snapshot.pending,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not read the one-off runs; trying at the next round");
+                return Ok(());
+            }
+        };
+        for run in pending.into_iter().filter(|run| run.at <= now) {
+            if runner.is_enabled(&run.code) != Some(true) {
+                continue; // paused (it waits), or not one of this beat's jobs
+            }
+            let task_id = one_off_task_id(&run.code, run.at);
+            let envelope =
+                one_off_envelope(&run.code, run.at, &self.broker.config().queue, &self.origin);
+            let by_us = self
+                .broker
+                .publish_once(&publish_lock(&task_id), ONE_OFF_LOCK_TTL, &envelope)
+                .await?;
+            if by_us {
+                tracing::info!(job.code = %run.code, at = %run.at, task.id = %task_id, "Published a one-off run");
+            }
+            published.push(Published {
+                code: run.code,
+                tick: run.at,
+                task_id,
+                by_us,
+                one_off: true,
+            });
+        }
+        Ok(())
+    }
+
+    /// The next instant after `now` when some job has a tick (or, for a live beat, a one-off
+    /// run of a job not paused).
     pub fn next_tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.effective()
-            .iter()
-            .filter_map(|(_, s)| s.next_after(now))
-            .min()
+        let ticks = self
+            .effective()
+            .into_iter()
+            .filter_map(|(_, s)| s.next_after(now));
+        let one_offs = self.live.iter().flat_map(|runner| {
+            self.schedules
+                .iter()
+                .filter(|(code, _)| runner.is_enabled(code) == Some(true))
+                .flat_map(|(code, _)| runner.pending_runs(code))
+                .map(|run| run.at)
+                .filter(|at| *at > now)
+        });
+        ticks.chain(one_offs).min()
     }
 
     /// Publishes due ticks until stopped: once at start (a tick within the grace that no beat

@@ -17,6 +17,10 @@ pub const TASK_PREFIX: &str = "crm.tasks.";
 /// The header carrying the scheduled tick of a message published by a beat.
 pub const TICK_HEADER: &str = "crm_tick";
 
+/// The header marking a message a beat published for a one-off run (`crm jobs at`): its
+/// `crm_tick` is the run's instant, and it runs as a manual run at that instant.
+pub const ONE_OFF_HEADER: &str = "crm_one_off";
+
 /// The Celery task name of a job: `crm.tasks.generate_crm_report`.
 pub fn task_name(code: &str) -> String {
     format!("{TASK_PREFIX}{code}")
@@ -33,6 +37,12 @@ pub fn tick_task_id(code: &str, tick: DateTime<Utc>) -> String {
     )
 }
 
+/// The task id of a job's one-off run at `at`: `crm.tasks.<code>@<at, RFC 3339 UTC>/one-off`,
+/// distinct from a scheduled tick at the same instant.
+pub fn one_off_task_id(code: &str, at: DateTime<Utc>) -> String {
+    format!("{}/one-off", tick_task_id(code, at))
+}
+
 /// A task message read from the queue, with what the worker needs from it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -43,6 +53,9 @@ pub struct TaskMessage {
     pub task: String,
     /// The scheduled tick, when a beat published it (`headers.crm_tick`).
     pub tick: Option<DateTime<Utc>>,
+    /// Whether `tick` is a one-off run's instant rather than a schedule's tick
+    /// (`headers.crm_one_off`).
+    pub one_off: bool,
     /// When the message expires (`headers.expires`); an expired message is not run.
     pub expires: Option<DateTime<Utc>>,
     /// Not to be run before (`headers.eta`).
@@ -157,8 +170,24 @@ impl TaskMessage {
             Some([args, Value::Object(kwargs), ..]) if args.is_array() => kwargs.clone(),
             _ => return Err(malformed("the body is not [args, kwargs, embed]")),
         };
+        let tick = header_time(headers, TICK_HEADER)?;
+        let one_off = match headers.get(ONE_OFF_HEADER) {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(Value::Bool(true)) if tick.is_some() => true,
+            Some(Value::Bool(true)) => {
+                return Err(malformed(format!(
+                    "header {ONE_OFF_HEADER} without {TICK_HEADER}"
+                )));
+            }
+            Some(other) => {
+                return Err(malformed(format!(
+                    "header {ONE_OFF_HEADER} is not a boolean: {other}"
+                )));
+            }
+        };
         Ok(Self {
-            tick: header_time(headers, TICK_HEADER)?,
+            tick,
+            one_off,
             expires: header_time(headers, "expires")?,
             eta: header_time(headers, "eta")?,
             id,
@@ -179,7 +208,23 @@ impl TaskMessage {
 /// The envelope of a message for job `code`'s scheduled `tick`, routed to `queue`, as Celery's
 /// `send_task` would write it (no arguments; `origin` names the publisher).
 pub fn scheduled_envelope(code: &str, tick: DateTime<Utc>, queue: &str, origin: &str) -> Value {
-    let id = tick_task_id(code, tick);
+    envelope(code, tick_task_id(code, tick), tick, false, queue, origin)
+}
+
+/// The envelope of a message for job `code`'s one-off run at `at` (`crm jobs at`), as a beat
+/// publishes it: task id [`one_off_task_id`], headers `crm_tick` = `at` and `crm_one_off`.
+pub fn one_off_envelope(code: &str, at: DateTime<Utc>, queue: &str, origin: &str) -> Value {
+    envelope(code, one_off_task_id(code, at), at, true, queue, origin)
+}
+
+fn envelope(
+    code: &str,
+    id: String,
+    tick: DateTime<Utc>,
+    one_off: bool,
+    queue: &str,
+    origin: &str,
+) -> Value {
     let body = json!([[], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]);
     json!({
         "body": BASE64.encode(body.to_string()),
@@ -206,6 +251,7 @@ pub fn scheduled_envelope(code: &str, tick: DateTime<Utc>, queue: &str, origin: 
             "stamped_headers": null,
             "stamps": {},
             TICK_HEADER: tick.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            ONE_OFF_HEADER: one_off,
         },
         "properties": {
             "correlation_id": id,
@@ -255,6 +301,27 @@ mod tests {
         assert_eq!(msg.job_code(), Some("generate_crm_report"));
         assert_eq!(msg.routing_key, "celery");
         assert!(msg.kwargs.is_empty());
+    }
+
+    #[test]
+    fn a_one_off_envelope_reads_back_as_a_one_off_with_an_id_of_its_own() {
+        let envelope = one_off_envelope("generate_crm_report", tick(), "celery", "beat@host");
+        let (msg, _) = TaskMessage::parse(envelope.to_string().as_bytes()).unwrap();
+        assert!(msg.one_off);
+        assert_eq!(msg.tick, Some(tick()));
+        assert_eq!(
+            msg.id,
+            "crm.tasks.generate_crm_report@2026-11-30T06:00:00Z/one-off"
+        );
+        let scheduled = scheduled_envelope("generate_crm_report", tick(), "celery", "o");
+        let (msg, _) = TaskMessage::parse(scheduled.to_string().as_bytes()).unwrap();
+        assert!(!msg.one_off);
+        let mut bad = envelope.clone();
+        bad["headers"][ONE_OFF_HEADER] = json!("yes");
+        assert!(TaskMessage::parse(bad.to_string().as_bytes()).is_err());
+        bad["headers"][ONE_OFF_HEADER] = json!(true);
+        bad["headers"][TICK_HEADER] = Value::Null;
+        assert!(TaskMessage::parse(bad.to_string().as_bytes()).is_err());
     }
 
     #[test]

@@ -28,6 +28,20 @@
 //!   (its worker was killed) runs again as the next attempt, so it still completes.
 //! - Acknowledgement comes after the run (kombu's late ack): a worker killed mid-task leaves
 //!   the message in `unacked`, and any worker restores it after the visibility timeout.
+//!
+//! # Operators' pauses, one-off runs and eta
+//!
+//! - A worker whose runner has an override store checks the job's pause (one integer read)
+//!   when it takes a task: a paused job's task is acknowledged without running, its result is
+//!   REVOKED (as `celery revoke` leaves it) and the tick is recorded as skipped, so it does not
+//!   run late after the resume. A one-off run's task is not recorded: the one-off stays pending
+//!   and the beat's lock is released, so a beat publishes it again after the resume.
+//! - A live beat publishes one-off runs (`crm jobs at`) when their instant comes, with the
+//!   header `crm_one_off`, under the same one-step lock as ticks; the worker claims them as the
+//!   manual run at that instant, the key a `crm scheduler` would use, so each runs once.
+//! - A task with a future eta is held by the worker that took it, unacknowledged, until due
+//!   (its `unacked_index` entry renewed so no sweep restores it), then goes to the head of the
+//!   queue; a stopping worker hands its held tasks back.
 
 mod beat;
 mod events;
@@ -37,10 +51,10 @@ mod worker;
 
 use std::time::Duration;
 
-pub use beat::{Beat, BeatHandle, DEFAULT_BEAT_GRACE, Published};
+pub use beat::{Beat, BeatHandle, DEFAULT_BEAT_GRACE, ONE_OFF_LOCK_TTL, Published};
 pub use message::{
-    MalformedMessage, TASK_PREFIX, TICK_HEADER, TaskMessage, scheduled_envelope, task_name,
-    tick_task_id,
+    MalformedMessage, ONE_OFF_HEADER, TASK_PREFIX, TICK_HEADER, TaskMessage, one_off_envelope,
+    one_off_task_id, scheduled_envelope, task_name, tick_task_id,
 };
 pub use transport::Broker;
 pub use worker::{Handled, Worker, WorkerHandle, WorkerSummary};

@@ -282,6 +282,42 @@ impl Broker {
         Ok(())
     }
 
+    /// Puts a taken message back at the head of its queue (the next one taken), acknowledged
+    /// in the same step, if it is still unacknowledged: a held eta task whose time has come.
+    pub(crate) async fn requeue_front(
+        &self,
+        delivery_tag: &str,
+        raw: &str,
+    ) -> Result<(), BrokerError> {
+        let _: i64 = redis::Script::new(RESTORE_ONE)
+            .key(self.key("unacked"))
+            .key(self.key("unacked_index"))
+            .key(self.queue_key())
+            .arg(delivery_tag)
+            .arg(raw)
+            .arg("RPUSH")
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks taken messages as taken now (one `ZADD XX`), so that no worker's sweep restores
+    /// them after the visibility timeout while this worker holds them; a message restored or
+    /// acknowledged meanwhile is not brought back.
+    pub(crate) async fn touch_unacked(&self, delivery_tags: &[String]) -> Result<(), BrokerError> {
+        if delivery_tags.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now();
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.key("unacked_index")).arg("XX");
+        for tag in delivery_tags {
+            cmd.arg(now).arg(tag);
+        }
+        let _: i64 = cmd.query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
     /// Moves a bad message to the dead-letter list with the reason, and acknowledges it if it
     /// was recorded as unacknowledged.
     pub(crate) async fn dead_letter(
@@ -457,6 +493,12 @@ impl Broker {
     pub async fn result(&self, id: &str) -> Result<Option<Value>, BrokerError> {
         let raw: Option<String> = self.conn.clone().get(self.result_key(id)).await?;
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// Deletes the key `name` (before the prefix); `true` if it existed.
+    pub(crate) async fn delete_key(&self, name: &str) -> Result<bool, BrokerError> {
+        let n: i64 = self.conn.clone().del(self.key(name)).await?;
+        Ok(n > 0)
     }
 
     /// Remembers the first instant a message id was seen, so every delivery of a message that

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use crm_core::ledger::{JobRun, RunKind, RunOutcome};
 use serde_json::{Value, json};
 
+use super::beat::publish_lock;
 use super::events::{Events, HEARTBEAT_SECS};
 use super::transport::{Broker, Delivery};
 use super::{BrokerError, TaskMessage};
@@ -22,6 +23,14 @@ const RESTORE_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a message held up (job busy, eta not reached) waits before going back on the queue.
 const HOLD_UP: Duration = Duration::from_millis(500);
+
+/// At most this many future-eta messages are held in memory by one worker; beyond, they go
+/// back on the queue as before.
+const MAX_HELD: usize = 10_000;
+
+/// How often a worker marks the messages it holds as freshly taken (at most: a third of the
+/// visibility timeout if that is shorter).
+const TOUCH_HELD_EVERY: Duration = Duration::from_secs(60);
 
 /// A redelivered tick whose runs keep being abandoned is tried at most this many times.
 const MAX_ATTEMPTS: u32 = 10;
@@ -60,6 +69,22 @@ pub enum Handled {
         /// The task id.
         id: String,
     },
+    /// Its eta is ahead: held by this worker, unacknowledged, until then (its time come, it
+    /// goes to the head of the queue and runs).
+    Held {
+        /// The task id.
+        id: String,
+        /// When it is due.
+        until: DateTime<Utc>,
+    },
+    /// Its job is paused by an operator: not run, result REVOKED, acknowledged; recorded in
+    /// the ledger as skipped (a one-off run is not: it waits for the job's resume).
+    Skipped {
+        /// The task id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// How a worker's run went, when it stops.
@@ -74,6 +99,8 @@ pub struct WorkerSummary {
     pub failed: u64,
     /// Messages moved to the dead-letter list.
     pub dead_lettered: u64,
+    /// Tasks not run because their job was paused.
+    pub skipped: u64,
 }
 
 /// Stops a running [`Worker`]: it takes no new message and returns once the running ones are
@@ -96,6 +123,7 @@ struct Counters {
     succeeded: AtomicU64,
     failed: AtomicU64,
     dead_lettered: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// Consumes `crm.tasks.<code>` messages for the runner's jobs, `concurrency` at a time.
@@ -109,6 +137,15 @@ pub struct Worker {
     counters: Arc<Counters>,
     in_flight: Arc<AtomicU64>,
     events: Arc<Events>,
+    held: Arc<Mutex<Vec<HeldTask>>>,
+}
+
+/// A message taken off the queue whose eta is ahead, held unacknowledged until then.
+#[derive(Debug, Clone)]
+struct HeldTask {
+    eta: DateTime<Utc>,
+    delivery_tag: String,
+    raw: String,
 }
 
 /// The name this worker goes by in Celery's monitoring (Flower): `crm-<pid>@<host>`.
@@ -138,6 +175,68 @@ impl Worker {
             counters: Arc::default(),
             in_flight: Arc::default(),
             events,
+            held: Arc::default(),
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Vec<HeldTask>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Releases held messages whose eta has come (to the head of the queue), keeps the others
+    /// marked as taken, until stopped; then hands every held message back to the queue, so
+    /// that another worker takes it (kombu restores a stopping consumer's messages alike).
+    async fn hold(&self, slots_done: &AtomicBool) {
+        let touch_every = TOUCH_HELD_EVERY.min(self.broker.config().visibility_timeout / 3);
+        let mut touched = std::time::Instant::now();
+        // Until the last slot stopped: a slot may still take (and hold) a message after the
+        // stop was asked for.
+        while !slots_done.load(Ordering::SeqCst) {
+            let now = self.runner.clock().now();
+            let (due, next): (Vec<HeldTask>, Option<DateTime<Utc>>) = {
+                let mut held = self.held();
+                let (due, keep) = held.drain(..).partition(|h| h.eta <= now);
+                *held = keep;
+                (due, held.iter().map(|h| h.eta).min())
+            };
+            for task in &due {
+                if let Err(e) = self
+                    .broker
+                    .requeue_front(&task.delivery_tag, &task.raw)
+                    .await
+                {
+                    tracing::warn!(error = %e, "Could not release a held task; it is restored after the visibility timeout");
+                }
+            }
+            if touched.elapsed() >= touch_every {
+                touched = std::time::Instant::now();
+                let tags: Vec<String> =
+                    self.held().iter().map(|h| h.delivery_tag.clone()).collect();
+                if let Err(e) = self.broker.touch_unacked(&tags).await {
+                    tracing::warn!(error = %e, "Could not renew the held tasks' visibility");
+                }
+            }
+            let wait = next
+                .and_then(|at| (at - now).to_std().ok())
+                .unwrap_or(POLL)
+                .min(POLL)
+                .min(touch_every)
+                .max(Duration::from_millis(10));
+            async_std::task::sleep(wait).await;
+        }
+        let held: Vec<HeldTask> = self.held().drain(..).collect();
+        for task in &held {
+            if let Err(e) = self.broker.requeue(&task.delivery_tag, &task.raw).await {
+                tracing::warn!(error = %e, "Could not hand a held task back; it is restored after the visibility timeout");
+            }
+        }
+        if !held.is_empty() {
+            tracing::info!(
+                tasks = held.len(),
+                "Held eta tasks handed back to the queue"
+            );
         }
     }
 
@@ -199,7 +298,15 @@ impl Worker {
                 async_std::task::spawn(async move { worker.slot(slot).await })
             })
             .collect();
+        let slots_done = Arc::new(AtomicBool::new(false));
+        let holder = {
+            let worker = self.clone();
+            let slots_done = slots_done.clone();
+            async_std::task::spawn(async move { worker.hold(&slots_done).await })
+        };
         futures::future::join_all(slots).await;
+        slots_done.store(true, Ordering::SeqCst);
+        holder.await;
         heart.await;
         let processed = self.counters.received.load(Ordering::Relaxed);
         self.events.heartbeat("worker-offline", 0, processed).await;
@@ -208,6 +315,7 @@ impl Worker {
             succeeded: self.counters.succeeded.load(Ordering::Relaxed),
             failed: self.counters.failed.load(Ordering::Relaxed),
             dead_lettered: self.counters.dead_lettered.load(Ordering::Relaxed),
+            skipped: self.counters.skipped.load(Ordering::Relaxed),
         }
     }
 
@@ -232,7 +340,7 @@ impl Worker {
                     }
                 },
             };
-            if let Err(e) = self.handle_next_on(c, POLL).await {
+            if let Err(e) = self.handle_next_on(c, POLL, true).await {
                 tracing::warn!(error = %e, "Broker command failed; reconnecting in 1 s");
                 conn = None;
                 async_std::task::sleep(POLL).await;
@@ -244,13 +352,16 @@ impl Worker {
     /// [`Worker::run`]). `None` if no message came.
     pub async fn handle_next(&self, wait: Duration) -> Result<Option<Handled>, BrokerError> {
         let mut conn = self.broker.dedicated().await?;
-        self.handle_next_on(&mut conn, wait).await
+        self.handle_next_on(&mut conn, wait, false).await
     }
 
+    /// `hold`: a future-eta message is held by the worker's holder (only while [`Worker::run`]
+    /// runs one) rather than put back on the queue.
     async fn handle_next_on(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         wait: Duration,
+        hold: bool,
     ) -> Result<Option<Handled>, BrokerError> {
         let Some(delivery) = self.broker.fetch(conn, wait).await? else {
             return Ok(None);
@@ -267,7 +378,7 @@ impl Worker {
             }
             Delivery::Message { message, raw } => {
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
-                let handled = self.handle_message(message, &raw).await;
+                let handled = self.handle_message(message, &raw, hold).await;
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
                 handled?
             }
@@ -282,6 +393,9 @@ impl Worker {
             Handled::DeadLettered { .. } => {
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
+            Handled::Skipped { .. } => {
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
             _ => {}
         }
         Ok(Some(handled))
@@ -291,6 +405,7 @@ impl Worker {
         &self,
         message: TaskMessage,
         raw: &str,
+        hold: bool,
     ) -> Result<Handled, BrokerError> {
         let id = message.id.clone();
         let known = message
@@ -336,6 +451,19 @@ impl Worker {
             self.broker.ack(&message.delivery_tag).await?;
             return Ok(Handled::Expired { id });
         }
+        if let Some(eta) = message.eta.filter(|at| *at > now)
+            && hold
+        {
+            let mut held = self.held();
+            if held.len() < MAX_HELD {
+                held.push(HeldTask {
+                    eta,
+                    delivery_tag: message.delivery_tag.clone(),
+                    raw: raw.to_owned(),
+                });
+                return Ok(Handled::Held { id, until: eta });
+            }
+        }
         if message.eta.is_some_and(|at| at > now) {
             async_std::task::sleep(HOLD_UP).await;
             self.broker.requeue(&message.delivery_tag, raw).await?;
@@ -345,9 +473,18 @@ impl Worker {
             });
         }
         let (tick, kind) = match message.tick {
+            Some(tick) if message.one_off => (tick, RunKind::Manual),
             Some(tick) => (tick, RunKind::Scheduled),
             None => (self.broker.first_seen(&id, now).await?, RunKind::Manual),
         };
+        // An operator's pause holds here too, not only in the beat: a task published before
+        // the pause (or sent by a client) is not run while its job is paused.
+        if let Err(e) = self.runner.refresh_overrides().await {
+            tracing::warn!(error = %e, "Could not read the schedule overrides; keeping the last ones read");
+        }
+        if self.runner.is_enabled(code) == Some(false) {
+            return self.skip_paused(&message, code, tick, kind).await;
+        }
         self.events
             .send(
                 "task-received",
@@ -459,6 +596,49 @@ impl Worker {
             None => self.broker.ack(&message.delivery_tag).await?,
         }
         Ok(Handled::Ran(report))
+    }
+
+    /// Acknowledges a task of a paused job without running it, as Celery treats a revoked task:
+    /// result REVOKED (`AsyncResult.get()` raises `TaskRevokedError`), a `task-revoked` event.
+    /// A tick or a client's task is recorded as skipped with the reason (`crm jobs history`),
+    /// so it never runs later; a one-off run is not recorded, so it stays pending as with
+    /// `crm scheduler`, and its beat lock is released so a beat publishes it again once the job
+    /// is resumed.
+    async fn skip_paused(
+        &self,
+        message: &TaskMessage,
+        code: &str,
+        tick: DateTime<Utc>,
+        kind: RunKind,
+    ) -> Result<Handled, BrokerError> {
+        let id = message.id.clone();
+        let reason = format!("not run: job {code} is paused by an operator");
+        if message.one_off {
+            self.broker.delete_key(&publish_lock(&id)).await?;
+        } else if let Err(e) = self.runner.record_skipped(code, tick, kind, &reason).await {
+            tracing::error!(task.id = %id, error = %e, "Could not record a skipped task; left for redelivery");
+            return Ok(Handled::LeftUnacked {
+                id,
+                reason: e.to_string(),
+            });
+        }
+        tracing::info!(task.id = %id, job.code = %code, "Task of a paused job acknowledged without running it");
+        self.events
+            .send(
+                "task-revoked",
+                json!({"uuid": id, "terminated": false, "signum": null, "expired": false}),
+            )
+            .await;
+        self.broker
+            .store_result_and_ack(
+                &id,
+                "REVOKED",
+                failure_result("TaskRevokedError", "celery.exceptions", &reason),
+                None,
+                &message.delivery_tag,
+            )
+            .await?;
+        Ok(Handled::Skipped { id, reason })
     }
 
     /// Runs a tick once across every worker: a tick whose earlier claim was abandoned (its

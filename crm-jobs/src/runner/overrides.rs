@@ -207,6 +207,14 @@ impl Runner {
         }
     }
 
+    /// One-off runs of `code` not run yet (by this runner), as last read from the override
+    /// store (re-read when an operator changes something), earliest first.
+    pub fn pending_runs(&self, code: &str) -> Vec<OneOffRun> {
+        let mut runs = self.pending_one_offs(code);
+        runs.sort_by_key(|r| (r.at, r.id));
+        runs
+    }
+
     /// One-off runs of `code` not run yet, as last read.
     pub(super) fn pending_one_offs(&self, code: &str) -> Vec<OneOffRun> {
         let cache = self.cache();

@@ -1,0 +1,2 @@
+-- Retention of schedule incidents (RunLedger::prune): those resolved before $1. Open ones stay.
+DELETE FROM job_incidents WHERE resolved_at < $1
