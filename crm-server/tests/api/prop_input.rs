@@ -738,3 +738,123 @@ async fn p5_customers_with_odd_names_and_quoted_emails_round_trip() {
         );
     }
 }
+
+// ------------------------------------------------------------------ P3: setJobSchedule
+
+/// A job whose schedule the operator tries to replace; it never runs here.
+struct Nightly;
+
+#[async_trait::async_trait]
+impl crm_jobs::CronJob for Nightly {
+    fn code(&self) -> &str {
+        "nightly"
+    }
+    fn schedule(&self) -> crm_jobs::Schedule {
+        crm_jobs::Schedule::cron("0 3 * * *").unwrap()
+    }
+    async fn run(&self, _ctx: &crm_jobs::JobContext) -> Result<String, crm_jobs::JobError> {
+        Ok("ran".to_owned())
+    }
+}
+
+/// Schedules no one may set: cron fields out of range or malformed, bad zones, intervals and
+/// times, huge and hostile text.
+fn bad_schedule() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (60..10_000u32).prop_map(|m| format!("{m} * * * *")),
+        (24..1_000u32).prop_map(|h| format!("0 {h} * * *")),
+        Just("*/0 * * * *".to_owned()),
+        Just("* * * *".to_owned()),
+        Just("* * * * * *".to_owned()),
+        Just("0 0 30 2 *".to_owned()),
+        Just("1,,2 * * * *".to_owned()),
+        Just("@reboot".to_owned()),
+        Just("every 0 minutes".to_owned()),
+        Just("every -5 minutes".to_owned()),
+        Just("every 99999999999 minutes".to_owned()),
+        Just("at 24:00".to_owned()),
+        Just("at ".to_owned()),
+        Just("0 8 * * * in Mars/Olympus".to_owned()),
+        Just("0 8 * * * in ../../etc/passwd".to_owned()),
+        Just("0 8 * * *; rm -rf /".to_owned()),
+        Just("$(reboot) * * * *".to_owned()),
+        Just("0 8 * * * `id`".to_owned()),
+        Just("".to_owned()),
+        Just("   ".to_owned()),
+        Just("\u{0}".to_owned()),
+        Just("0 8 * * *\n0 9 * * *".to_owned()),
+        (600..300_000usize).prop_map(|n| "*".repeat(n)),
+        "\\PC{1,40}".prop_filter("not a schedule", |s| s
+            .parse::<crm_jobs::Schedule>()
+            .is_err()),
+    ]
+}
+
+/// `setJobSchedule` with refused schedules, with and without the token: each a readable
+/// refusal (`VALIDATION` or `UNAUTHORIZED`), and no override, audit row or change counted.
+#[async_std::test]
+async fn p3_set_job_schedule_refuses_bad_schedules_and_writes_nothing() {
+    use crm_core::overrides::OverrideStore;
+    use std::sync::Arc;
+
+    let db = TestDb::sqlite().await;
+    let database = db.database().clone();
+    let clock = crm_jobs::ManualClock::new(crate::helpers::now());
+    let runner = crm_jobs::Runner::builder()
+        .ledger(Arc::new(database.clone()))
+        .overrides(Arc::new(database.clone()))
+        .clock(Arc::new(clock))
+        .time_zone(chrono_tz::UTC)
+        .jobs(vec![Box::new(Nightly) as Box<dyn crm_jobs::CronJob>])
+        .build()
+        .unwrap();
+    let config = ServerConfig {
+        api_token: Some("sesame".to_owned()),
+        job_control: Some(Arc::new(runner)),
+        ..ServerConfig::default()
+    };
+    let app = spawn_app_with(db, config).await;
+    let query = "mutation($code: String!, $s: String) { setJobSchedule(code: $code, schedule: $s) { schedule } }";
+    for (i, schedule) in draw(bad_schedule(), 200).into_iter().enumerate() {
+        let variables = json!({"code": "nightly", "s": schedule}).to_string();
+        let token = (i % 5 != 0).then_some("sesame");
+        let answer = expect_refusal(&app, &body(query, &variables), token).await;
+        let code = answer["errors"][0]["extensions"]["code"].as_str();
+        let expected = if token.is_some() {
+            "VALIDATION"
+        } else {
+            "UNAUTHORIZED"
+        };
+        assert_eq!(code, Some(expected), "{}: {answer}", short(&schedule));
+        let message = answer["errors"][0]["message"].as_str().unwrap();
+        assert!(message.len() < 2_000, "{} bytes of message", message.len());
+    }
+    // Unknown job codes, hostile ones included: NOT_FOUND.
+    for code in [
+        "no_such_job",
+        "nightly; DROP TABLE job_overrides",
+        "",
+        "\u{0}",
+    ] {
+        let variables = json!({"code": code, "s": "0 4 * * *"}).to_string();
+        let answer = expect_refusal(&app, &body(query, &variables), Some("sesame")).await;
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "NOT_FOUND",
+            "{answer}"
+        );
+    }
+    assert_eq!(OverrideStore::version(&database).await.unwrap(), 0);
+    assert!(
+        OverrideStore::audit(&database, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        OverrideStore::snapshot(&database)
+            .await
+            .unwrap()
+            .overrides
+            .is_empty()
+    );
+}
