@@ -33,10 +33,17 @@ impl TryFrom<CustomerFilterInput> for CustomerFilter {
             name_icontains: filter_text("nameIcontains", f.name_icontains)?,
             email_icontains: filter_text("emailIcontains", f.email_icontains)?,
             phone_startswith: filter_text("phoneStartswith", f.phone_startswith)?,
-            created_at_gte: f.created_at_gte.map(|t| t.0),
-            created_at_lte: f.created_at_lte.map(|t| t.0),
+            created_at_gte: f.created_at_gte.map(bound),
+            created_at_lte: f.created_at_lte.map(bound),
         })
     }
+}
+
+/// A date bound of a filter, brought within the years 1 to 9999 that stored instants keep to.
+/// Nothing lies outside, so the matches are the same; PostgreSQL refuses instants before
+/// 4713 BC, which was an internal error (found by the property tests of issue 8).
+fn bound(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    t.0.clamp(crm_core::earliest_instant(), crm_core::latest_instant())
 }
 
 /// Longest text a filter takes, in characters. No stored name or e-mail is longer than 255
@@ -125,8 +132,8 @@ impl TryFrom<OrderFilterInput> for OrderFilter {
             customer_email: filter_text("customerEmail", f.customer_email)?,
             customer_name_icontains: filter_text("customerName", f.customer_name)?,
             product_name_icontains: filter_text("productName", f.product_name)?,
-            order_date_gte: f.order_date_gte.map(|t| t.0),
-            order_date_lte: f.order_date_lte.map(|t| t.0),
+            order_date_gte: f.order_date_gte.map(bound),
+            order_date_lte: f.order_date_lte.map(bound),
             total_amount_gte: f.total_amount_gte.map(|m| m.0),
             total_amount_lte: f.total_amount_lte.map(|m| m.0),
         })

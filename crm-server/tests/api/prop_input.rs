@@ -470,6 +470,20 @@ fn hostile_query() -> impl Strategy<Value = (String, String)> {
             "query($a: String) { allOrders(first: 2, after: $a) { totalCount } }".to_owned(),
             format!(r#"{{"a":{}}}"#, s(&c)),
         )),
+        // Date bounds from anywhere in chrono's range.
+        (
+            any_order_date(),
+            prop_oneof![
+                Just(("allCustomers", "CustomerFilterInput", "createdAtGte")),
+                Just(("allCustomers", "CustomerFilterInput", "createdAtLte")),
+                Just(("allOrders", "OrderFilterInput", "orderDateGte")),
+                Just(("allOrders", "OrderFilterInput", "orderDateLte")),
+            ]
+        )
+            .prop_map(|(date, (list, input, field))| (
+                format!("query($f: {input}) {{ {list}(filter: $f) {{ totalCount }} }}"),
+                format!(r#"{{"f":{{"{field}":"{date}"}}}}"#),
+            )),
         // A document nested beyond the depth limit.
         (21..2_000usize).prop_map(|d| (
             format!("{{ allOrders {{ edges {{ node {{ {} id {} }} }} }} }}", "customer { ".repeat(d), "}".repeat(d)),
@@ -857,4 +871,126 @@ async fn p3_set_job_schedule_refuses_bad_schedules_and_writes_nothing() {
             .overrides
             .is_empty()
     );
+}
+
+// ------------------------------------------------------------------ P5: instants
+
+/// An order date from anywhere in chrono's range, in each form the API takes.
+fn any_order_date() -> impl Strategy<Value = String> {
+    let year = prop_oneof![
+        -262_143..=262_142i32,
+        -5_000..=-4_000i32,
+        0..=3_000i32,
+        9_990..=10_010i32,
+        294_270..=294_280i32,
+    ];
+    let generated = (year, 1..=12u32, 1..=28u32, 0..24u32, 0..60u32, 0..3usize).prop_map(
+        |(y, mo, d, h, mi, form)| {
+            let date = if (0..=9999).contains(&y) {
+                format!("{y:04}-{mo:02}-{d:02}")
+            } else {
+                format!("{y:+05}-{mo:02}-{d:02}")
+            };
+            match form {
+                0 => date,
+                1 => format!("{date}T{h:02}:{mi:02}:00Z"),
+                _ => format!("{date}T{h:02}:{mi:02}:00+05:30"),
+            }
+        },
+    );
+    // Just past the ends of PostgreSQL's range and of the years 1 to 9999.
+    let edges = prop_oneof![
+        Just("-4714-01-01".to_owned()),
+        Just("-4979-01-08".to_owned()),
+        Just("0000-12-31T23:59:59Z".to_owned()),
+        Just("+10000-01-01".to_owned()),
+    ];
+    prop_oneof![4 => generated, 1 => edges]
+}
+
+/// Order dates across chrono's whole range: each is stored and read back as the same instant,
+/// or refused with a `VALIDATION` error and nothing written; never an internal error.
+async fn order_dates_round_trip_or_are_refused(db: TestDb, cases: usize) {
+    let app = spawn_app_with(db, ServerConfig::default()).await;
+    let customer = app.customer("Olga", "olga@example.com").await;
+    let product = app.product("Pen", "1.50", 5).await;
+    let query =
+        "mutation($input: OrderInput!) { createOrder(input: $input) { order { id orderDate } } }";
+    for date in draw(any_order_date(), cases) {
+        let before = snapshot(&app).await;
+        let variables = json!({"input": {
+            "customerId": customer.id.to_string(),
+            "productIds": [product.id.to_string()],
+            "orderDate": date,
+        }});
+        let r = app.post_graphql(query, variables, None).await;
+        assert!(
+            r.status == 200 || r.status == 400,
+            "{date}: {} {}",
+            r.status,
+            r.body
+        );
+        let answer = r.json();
+        if answer.get("errors").is_some() {
+            // Refused while reading the variables (HTTP 400), or by the resolver (VALIDATION).
+            let code = answer["errors"][0]["extensions"]["code"].as_str();
+            let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+            assert!(
+                (r.status == 400 && message.contains("is not a date-time"))
+                    || code == Some("VALIDATION"),
+                "{date}: {answer}"
+            );
+            assert_eq!(snapshot(&app).await, before, "{date}: written");
+            continue;
+        }
+        let sent = answer["data"]["createOrder"]["order"]["orderDate"]
+            .as_str()
+            .unwrap();
+        let id = answer["data"]["createOrder"]["order"]["id"]
+            .as_str()
+            .unwrap();
+        let read = app
+            .data(
+                "query($id: ID!) { order(id: $id) { orderDate } }",
+                json!({"id": id}),
+            )
+            .await;
+        assert_eq!(read["order"]["orderDate"], sent, "{date}");
+        // The same instant as the input (a bare date is midnight UTC).
+        let parse = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .ok()
+                .or_else(|| {
+                    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                        .ok()
+                        .map(|d| d.and_hms_opt(0, 0, 0).unwrap().and_utc())
+                })
+        };
+        let expected = parse(&date)
+            .or_else(|| {
+                chrono::DateTime::parse_from_str(&date, "%Y-%m-%dT%H:%M:%S%:z")
+                    .ok()
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            })
+            .unwrap_or_else(|| panic!("{date} was accepted but this test cannot read it"));
+        let got = chrono::DateTime::parse_from_rfc3339(sent)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .or_else(|_| {
+                chrono::DateTime::parse_from_str(sent, "%Y-%m-%dT%H:%M:%S%:z")
+                    .map(|t| t.with_timezone(&chrono::Utc))
+            })
+            .unwrap_or_else(|e| panic!("{date} came back as {sent} ({e})"));
+        assert_eq!(got, expected, "{date} came back as {sent}");
+    }
+}
+
+#[async_std::test]
+async fn p5_order_dates_round_trip_or_are_refused_on_sqlite() {
+    order_dates_round_trip_or_are_refused(TestDb::sqlite().await, 150).await;
+}
+
+#[async_std::test]
+async fn p5_order_dates_round_trip_or_are_refused_on_postgres() {
+    order_dates_round_trip_or_are_refused(TestDb::postgres().await, 100).await;
 }
