@@ -155,6 +155,12 @@ async fn expect_refusal(app: &TestApp, body: &str, token: Option<&str>) -> Value
     };
     for message in &messages {
         assert!(!message.trim().is_empty(), "an empty message: {}", case());
+        assert!(
+            message.len() <= 1_000,
+            "a message of {} bytes: {}",
+            message.len(),
+            case()
+        );
         let lower = message.to_lowercase();
         for word in SQL_WORDS {
             assert!(!lower.contains(word), "{word:?} in the message: {}", case());
