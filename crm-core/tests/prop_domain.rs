@@ -125,7 +125,7 @@ fn p7_new_order_keeps_distinct_products_in_order_and_dates_in_range() {
         (-300_000i64..300_000).prop_map(|days| {
             Some(earliest_instant() + TimeDelta::days(days.rem_euclid(3_652_059)))
         }),
-        any::<i64>().prop_map(|micros| DateTime::<Utc>::from_timestamp_micros(micros)),
+        any::<i64>().prop_map(DateTime::<Utc>::from_timestamp_micros),
     ];
     let ids = prop_oneof![
         proptest::collection::vec(any::<i64>(), 0..20),
