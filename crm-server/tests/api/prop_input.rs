@@ -1000,3 +1000,113 @@ async fn p5_order_dates_round_trip_or_are_refused_on_sqlite() {
 async fn p5_order_dates_round_trip_or_are_refused_on_postgres() {
     order_dates_round_trip_or_are_refused(TestDb::postgres().await, 100).await;
 }
+
+// ------------------------------------------------------------------ P4: any body at all
+
+/// Text made of GraphQL's own tokens glued at random: mostly documents that do not parse or
+/// validate, some that do.
+fn graphql_soup() -> impl Strategy<Value = String> {
+    let token = prop_oneof![
+        Just("{"),
+        Just("}"),
+        Just("("),
+        Just(")"),
+        Just("["),
+        Just("]"),
+        Just(":"),
+        Just("$"),
+        Just("..."),
+        Just("@include(if: true)"),
+        Just("query"),
+        Just("mutation"),
+        Just("fragment"),
+        Just("on"),
+        Just("hello"),
+        Just("allCustomers"),
+        Just("allOrders"),
+        Just("edges"),
+        Just("node"),
+        Just("customer"),
+        Just("id"),
+        Just("first: -1"),
+        Just("first: 2147483648"),
+        Just("updateLowStockProducts"),
+        Just("createCustomer"),
+        Just("__schema"),
+        Just("__typename"),
+        Just("\"\\u0000\""),
+        Just("\"\\ud800\""),
+        Just("1e400"),
+        Just("#"),
+        Just("\n"),
+    ];
+    proptest::collection::vec(token, 0..40).prop_map(|t| t.join(" "))
+}
+
+/// Any body, as JSON or as GraphQL text, with or without a (wrong) token: never a 5xx, always
+/// a JSON answer, and nothing written (`updateLowStockProducts` and `createCustomer` are among
+/// the tokens, but the server has a token and the requests carry a wrong one or none).
+#[async_std::test]
+async fn p4_any_body_gets_a_json_answer_and_never_a_5xx() {
+    let config = ServerConfig {
+        api_token: Some("sesame".to_owned()),
+        ..ServerConfig::default()
+    };
+    let app = spawn_app_with(TestDb::sqlite().await, config).await;
+    app.product("Low", "1.00", 1).await;
+    let before = snapshot(&app).await;
+    let body = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..2_000),
+        any::<String>().prop_map(String::into_bytes),
+        graphql_soup().prop_map(|q| json!({ "query": q }).to_string().into_bytes()),
+        graphql_soup().prop_map(String::into_bytes),
+        (graphql_soup(), 1..20usize).prop_map(|(q, n)| {
+            Value::Array(vec![json!({ "query": q }); n])
+                .to_string()
+                .into_bytes()
+        }),
+    ];
+    let strategy = (
+        body,
+        prop_oneof![
+            Just("application/json"),
+            Just("application/graphql"),
+            Just("text/plain")
+        ],
+        prop_oneof![
+            Just(None),
+            Just(Some("Bearer wrong")),
+            Just(Some("Bearer ")),
+            Just(Some("Basic c2VzYW1lOg==")),
+            Just(Some("bearer sesame2")),
+        ],
+    );
+    for (bytes, content_type, auth) in draw(strategy, 400) {
+        let mut headers = vec![("Content-Type", content_type)];
+        if let Some(auth) = auth {
+            headers.push(("Authorization", auth));
+        }
+        let r = app.request("POST", "/graphql", &headers, &bytes).await;
+        let case = || {
+            format!(
+                "{content_type} {:?} -> {} {}",
+                short(&String::from_utf8_lossy(&bytes)),
+                r.status,
+                short(&r.body)
+            )
+        };
+        assert!(r.status < 500, "a 5xx: {}", case());
+        assert!(
+            serde_json::from_str::<Value>(&r.body).is_ok(),
+            "not JSON: {}",
+            case()
+        );
+    }
+    assert_eq!(snapshot(&app).await, before);
+    let product = app
+        .database()
+        .list_products(&ProductFilter::default(), &[], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(product[0].stock, 1, "restocked without the token");
+}
