@@ -27,6 +27,22 @@ pub const MAX_PRICE: Decimal = Decimal::from_parts(3_567_587_327, 232, 0, false,
 /// Most products one order may hold.
 pub const MAX_ORDER_PRODUCTS: usize = 1_000;
 
+/// The earliest instant an order may carry: 0001-01-01 00:00:00 UTC.
+///
+/// Instants are kept to the years 1 to 9999, the range of the original's Python `datetime`.
+/// PostgreSQL's `timestamptz` stops at 4713 BC, where chrono goes on to 262144 BC: an order
+/// dated before that was an internal error there and stored fine in SQLite (found by the
+/// property tests of issue 8).
+pub fn earliest_instant() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The latest instant an order may carry: 9999-12-31 23:59:59.999999 UTC (see
+/// [`earliest_instant`]).
+pub fn latest_instant() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 999_999_000).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// A stored customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer {
@@ -172,6 +188,14 @@ impl NewOrder {
             return Err(CoreError::validation(
                 "productIds",
                 format!("an order holds at most {MAX_ORDER_PRODUCTS} products"),
+            ));
+        }
+        if let Some(date) = order_date
+            && !(earliest_instant()..=latest_instant()).contains(&date)
+        {
+            return Err(CoreError::validation(
+                "orderDate",
+                format!("{date} is outside the years 1 to 9999"),
             ));
         }
         Ok(Self {
@@ -387,6 +411,26 @@ mod tests {
     #[test]
     fn an_order_needs_a_product_and_counts_each_once() {
         assert!(NewOrder::new(1, &[], None).is_err());
+        let first = earliest_instant();
+        assert_eq!(first.to_rfc3339(), "0001-01-01T00:00:00+00:00");
+        assert_eq!(
+            latest_instant().to_rfc3339(),
+            "9999-12-31T23:59:59.999999+00:00"
+        );
+        assert!(NewOrder::new(1, &[2], Some(first)).is_ok());
+        assert!(NewOrder::new(1, &[2], Some(latest_instant())).is_ok());
+        let err = NewOrder::new(1, &[2], Some(first - chrono::TimeDelta::microseconds(1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outside the years 1 to 9999"), "{err}");
+        assert!(
+            NewOrder::new(
+                1,
+                &[2],
+                Some(latest_instant() + chrono::TimeDelta::seconds(1))
+            )
+            .is_err()
+        );
         assert_eq!(
             NewOrder::new(1, &[3, 2, 3], None).unwrap().product_ids(),
             &[3, 2]

@@ -17,7 +17,8 @@ pub mod testing;
 pub use database::{DEFAULT_DATABASE_URL, Database, redact_password};
 pub use domain::{
     Customer, CustomerId, MAX_EMAIL_CHARS, MAX_NAME_CHARS, MAX_ORDER_PRODUCTS, MAX_PRICE, Money,
-    NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId,
+    NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId, earliest_instant,
+    latest_instant,
 };
 pub use error::{CoreError, Result};
 pub use seed::{SeedConfig, SeedProgress, SeedStage, SeedSummary, seed};

@@ -123,6 +123,19 @@ impl Schedule {
                 normalised.split(' ').filter(|f| !f.is_empty()).count()
             )));
         }
+        // croner takes an empty list item (`1,,2`, or a field that is just `,`) as matching
+        // nothing, which Vixie cron refuses and no one means (found by the property tests of
+        // issue 8): a field of `,` would never fire.
+        const FIELDS: [&str; 5] = ["minute", "hour", "day-of-month", "month", "day-of-week"];
+        if !normalised.starts_with('@') {
+            for (name, field) in FIELDS.iter().zip(normalised.split(' ')) {
+                if field.split(',').any(str::is_empty) {
+                    return Err(invalid(format!(
+                        "the {name} field '{field}' has an empty list item"
+                    )));
+                }
+            }
+        }
         let cron = parse_cron(&normalised).map_err(invalid)?;
         Ok(Self {
             kind: Kind::Cron {
@@ -338,6 +351,13 @@ fn resolve_time_zone(configured: Option<&str>, machine: Option<Tz>) -> Result<Tz
 }
 
 fn parse_cron(pattern: &str) -> Result<Cron, String> {
+    // Vixie cron's `@midnight` is `@daily`; croner knows only the latter. The expression keeps
+    // its own spelling for display (found by the property tests of issue 8).
+    let pattern = if pattern.eq_ignore_ascii_case("@midnight") {
+        "@daily"
+    } else {
+        pattern
+    };
     let parser = CronParser::builder()
         .seconds(Seconds::Disallowed)
         .year(Year::Disallowed)
@@ -546,6 +566,8 @@ mod tests {
             "61 * * * *",
             "0 25 * * *",
             "x y z a b",
+            "1,,2 * * * *",
+            "* * * * ,",
         ] {
             let err = Schedule::cron(bad).unwrap_err();
             assert!(
@@ -670,6 +692,12 @@ mod tests {
             Some(utc(2026, 6, 7, 2, 0))
         );
         assert!(Schedule::cron("@reboot").is_err());
+        let midnight = Schedule::cron("@midnight").unwrap().in_time_zone(Tz::UTC);
+        assert_eq!(
+            midnight.next_after(utc(2026, 6, 1, 10, 0)),
+            daily.next_after(utc(2026, 6, 1, 10, 0))
+        );
+        assert_eq!(midnight.to_string(), "@midnight in UTC");
     }
 
     #[test]

@@ -93,6 +93,44 @@ impl From<CoreError> for ApiError {
     }
 }
 
+/// Longest error message sent to a client, in bytes (before the note of how long it was).
+/// Messages quote the input they refuse, and a megabyte of input must not come back whole
+/// (found by the property tests of issue 8).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 500;
+
+/// `message`, cut to [`MAX_MESSAGE_BYTES`] at a character boundary, saying how long it was.
+pub(crate) fn clip(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &message[..end], message.len())
+}
+
+/// Clips every `message` of every `errors` list in a GraphQL answer (or a batch of them): the
+/// ones juniper writes itself when variables do not fit their types quote the whole value.
+pub(crate) fn clip_messages(answer: &mut serde_json::Value) {
+    match answer {
+        serde_json::Value::Array(answers) => answers.iter_mut().for_each(clip_messages),
+        serde_json::Value::Object(fields) => {
+            if let Some(serde_json::Value::Array(errors)) = fields.get_mut("errors") {
+                for error in errors {
+                    if let Some(message) = error.get_mut("message")
+                        && let Some(text) = message.as_str()
+                        && text.len() > MAX_MESSAGE_BYTES
+                    {
+                        *message = serde_json::Value::from(clip(text.to_owned()));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 impl<S: ScalarValue> IntoFieldError<S> for ApiError {
     fn into_field_error(self) -> FieldError<S> {
         let mut extensions = juniper::Object::with_capacity(2);
@@ -100,7 +138,7 @@ impl<S: ScalarValue> IntoFieldError<S> for ApiError {
         if let ApiError::Validation { field, .. } = &self {
             extensions.add_field("field", Value::scalar((*field).to_owned()));
         }
-        FieldError::new(self.to_string(), Value::Object(extensions))
+        FieldError::new(clip(self.to_string()), Value::Object(extensions))
     }
 }
 
@@ -111,6 +149,19 @@ mod tests {
 
     fn field_error(e: ApiError) -> FieldError<DefaultScalarValue> {
         e.into_field_error()
+    }
+
+    #[test]
+    fn long_messages_are_clipped_at_a_character_boundary() {
+        assert_eq!(clip("short".into()), "short");
+        let long = format!("email: '{}'", "é".repeat(1_000));
+        let clipped = clip(long.clone());
+        assert!(clipped.len() < MAX_MESSAGE_BYTES + 40, "{}", clipped.len());
+        assert!(clipped.starts_with("email: 'éé"));
+        assert!(clipped.ends_with(&format!("… ({} bytes in all)", long.len())));
+        let mut answer = serde_json::json!([{"errors": [{"message": long}]}, {"data": 1}]);
+        clip_messages(&mut answer);
+        assert_eq!(answer[0]["errors"][0]["message"], clipped);
     }
 
     #[test]

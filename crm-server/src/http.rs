@@ -538,12 +538,19 @@ async fn execute(
             ApiError::Internal.code(),
         ));
     };
-    let status = if response.is_ok() {
-        StatusCode::Ok
-    } else {
-        StatusCode::BadRequest
-    };
-    Ok(json_response(status, serde_json::to_vec(&response)?))
+    if response.is_ok() {
+        return Ok(json_response(
+            StatusCode::Ok,
+            serde_json::to_vec(&response)?,
+        ));
+    }
+    // Refused before running: juniper's messages may quote a whole (huge) variable.
+    let mut answer = serde_json::to_value(&response)?;
+    crate::error::clip_messages(&mut answer);
+    Ok(json_response(
+        StatusCode::BadRequest,
+        serde_json::to_vec(&answer)?,
+    ))
 }
 
 /// Whether the peer's address (as async-h1 recorded it, `ip:port`) is a loopback address

@@ -284,6 +284,16 @@ fn validate_schedule(
     zone: chrono_tz::Tz,
     now: DateTime<Utc>,
 ) -> Result<Schedule, CoreError> {
+    // Checked before parsing, which echoes the expression: a megabyte of text must not come
+    // back in the error (twice), nor reach the log (found by the property tests of issue 8).
+    let chars = expression.chars().count();
+    let max = crm_core::overrides::MAX_SCHEDULE_CHARS;
+    if chars > max {
+        return Err(CoreError::validation(
+            "schedule",
+            format!("a schedule has at most {max} characters, this one has {chars}"),
+        ));
+    }
     let schedule = expression
         .parse::<Schedule>()
         .map_err(|e| CoreError::validation("schedule", format!("'{expression}': {e}")))?;

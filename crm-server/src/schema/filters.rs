@@ -25,16 +25,52 @@ pub(crate) struct CustomerFilterInput {
     created_at_lte: Option<Timestamp>,
 }
 
-impl From<CustomerFilterInput> for CustomerFilter {
-    fn from(f: CustomerFilterInput) -> Self {
-        CustomerFilter {
-            name_icontains: f.name_icontains,
-            email_icontains: f.email_icontains,
-            phone_startswith: f.phone_startswith,
-            created_at_gte: f.created_at_gte.map(|t| t.0),
-            created_at_lte: f.created_at_lte.map(|t| t.0),
-        }
+impl TryFrom<CustomerFilterInput> for CustomerFilter {
+    type Error = ApiError;
+
+    fn try_from(f: CustomerFilterInput) -> Result<Self, ApiError> {
+        Ok(CustomerFilter {
+            name_icontains: filter_text("nameIcontains", f.name_icontains)?,
+            email_icontains: filter_text("emailIcontains", f.email_icontains)?,
+            phone_startswith: filter_text("phoneStartswith", f.phone_startswith)?,
+            created_at_gte: f.created_at_gte.map(bound),
+            created_at_lte: f.created_at_lte.map(bound),
+        })
     }
+}
+
+/// A date bound of a filter, brought within the years 1 to 9999 that stored instants keep to.
+/// Nothing lies outside, so the matches are the same; PostgreSQL refuses instants before
+/// 4713 BC, which was an internal error (found by the property tests of issue 8).
+fn bound(t: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    t.0.clamp(crm_core::earliest_instant(), crm_core::latest_instant())
+}
+
+/// Longest text a filter takes, in characters. No stored name or e-mail is longer than 255
+/// characters, so longer text could never match; refusing it keeps megabyte patterns away from
+/// the database.
+pub(crate) const MAX_FILTER_CHARS: usize = 1_000;
+
+/// Checks a filter's text: at most [`MAX_FILTER_CHARS`] characters and no NUL. Both were
+/// internal errors before (found by the property tests of issue 8): PostgreSQL refuses NUL in
+/// text, and SQLite refuses `LIKE` patterns over 50,000 bytes. No stored value holds a NUL.
+fn filter_text(field: &'static str, text: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    if text.chars().count() > MAX_FILTER_CHARS {
+        return Err(ApiError::validation(
+            field,
+            format!("must be at most {MAX_FILTER_CHARS} characters"),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(ApiError::validation(
+            field,
+            "must not contain the NUL character",
+        ));
+    }
+    Ok(Some(text))
 }
 
 /// Conditions on products; every given one must hold.
@@ -54,16 +90,18 @@ pub(crate) struct ProductFilterInput {
     stock_lt: Option<i32>,
 }
 
-impl From<ProductFilterInput> for ProductFilter {
-    fn from(f: ProductFilterInput) -> Self {
-        ProductFilter {
-            name_icontains: f.name_icontains,
+impl TryFrom<ProductFilterInput> for ProductFilter {
+    type Error = ApiError;
+
+    fn try_from(f: ProductFilterInput) -> Result<Self, ApiError> {
+        Ok(ProductFilter {
+            name_icontains: filter_text("nameIcontains", f.name_icontains)?,
             price_gte: f.price_gte.map(|m| m.0),
             price_lte: f.price_lte.map(|m| m.0),
             stock_gte: f.stock_gte,
             stock_lte: f.stock_lte,
             stock_lt: f.stock_lt,
-        }
+        })
     }
 }
 
@@ -86,17 +124,19 @@ pub(crate) struct OrderFilterInput {
     total_amount_lte: Option<Money>,
 }
 
-impl From<OrderFilterInput> for OrderFilter {
-    fn from(f: OrderFilterInput) -> Self {
-        OrderFilter {
-            customer_email: f.customer_email,
-            customer_name_icontains: f.customer_name,
-            product_name_icontains: f.product_name,
-            order_date_gte: f.order_date_gte.map(|t| t.0),
-            order_date_lte: f.order_date_lte.map(|t| t.0),
+impl TryFrom<OrderFilterInput> for OrderFilter {
+    type Error = ApiError;
+
+    fn try_from(f: OrderFilterInput) -> Result<Self, ApiError> {
+        Ok(OrderFilter {
+            customer_email: filter_text("customerEmail", f.customer_email)?,
+            customer_name_icontains: filter_text("customerName", f.customer_name)?,
+            product_name_icontains: filter_text("productName", f.product_name)?,
+            order_date_gte: f.order_date_gte.map(bound),
+            order_date_lte: f.order_date_lte.map(bound),
             total_amount_gte: f.total_amount_gte.map(|m| m.0),
             total_amount_lte: f.total_amount_lte.map(|m| m.0),
-        }
+        })
     }
 }
 
@@ -246,6 +286,25 @@ mod tests {
         let err = page_request(Some(101), None, 100).unwrap_err().to_string();
         assert!(err.contains("first: must be at most 100"), "{err}");
         assert!(page_request(Some(-1), None, 100).is_err());
+    }
+
+    #[test]
+    fn filter_text_over_the_limit_or_with_nul_is_refused_naming_the_field() {
+        assert_eq!(filter_text("nameIcontains", None).unwrap(), None);
+        let ok = "%_\\'; é".to_owned();
+        assert_eq!(
+            filter_text("nameIcontains", Some(ok.clone())).unwrap(),
+            Some(ok)
+        );
+        let long = "é".repeat(MAX_FILTER_CHARS + 1);
+        let err = filter_text("nameIcontains", Some(long))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "nameIcontains: must be at most 1000 characters");
+        let err = filter_text("productName", Some("a\0b".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "productName: must not contain the NUL character");
     }
 
     #[test]

@@ -153,7 +153,10 @@ impl Mutation {
             };
             match outcome {
                 Ok(customer) => customers.push(CustomerNode(customer)),
-                Err(e) => errors.push(format!("input[{index}] ({}): {e}", item.email.trim())),
+                Err(e) => errors.push(crate::error::clip(format!(
+                    "input[{index}] ({}): {e}",
+                    item.email.trim()
+                ))),
             }
         }
         Ok(BulkCreateCustomersPayload { customers, errors })

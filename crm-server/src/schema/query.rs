@@ -37,7 +37,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<CustomerConnection, ApiError> {
-        let filter: crm_core::CustomerFilter = filter.unwrap_or_default().into();
+        let filter: crm_core::CustomerFilter = filter.unwrap_or_default().try_into()?;
         let sort = parse_order_by(order_by.as_deref(), CUSTOMER_SORTS)?;
         let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
         context.charge_rows(limit)?;
@@ -63,7 +63,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<ProductConnection, ApiError> {
-        let filter: crm_core::ProductFilter = filter.unwrap_or_default().into();
+        let filter: crm_core::ProductFilter = filter.unwrap_or_default().try_into()?;
         let sort = parse_order_by(order_by.as_deref(), PRODUCT_SORTS)?;
         let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
         context.charge_rows(limit)?;
@@ -91,7 +91,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<OrderConnection, ApiError> {
-        let filter: crm_core::OrderFilter = filter.unwrap_or_default().into();
+        let filter: crm_core::OrderFilter = filter.unwrap_or_default().try_into()?;
         let sort = parse_order_by(order_by.as_deref(), ORDER_SORTS)?;
         let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
         context.charge_rows(limit)?;

@@ -2,6 +2,7 @@
 //! PostgreSQL where named), driven with raw HTTP.
 
 mod helpers;
+mod prop_input;
 mod security;
 mod status;
 
