@@ -687,3 +687,311 @@ fn the_scheduler_and_run_due_killed_50_times_mid_job_leave_no_half_cleanup_and_r
     );
     db.close();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The broker worker
+// ---------------------------------------------------------------------------------------------
+
+fn redis_url() -> String {
+    std::env::var("CRM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// A Redis key prefix of its own, every key under it deleted when the test ends.
+struct Prefix {
+    prefix: String,
+    conn: redis::Connection,
+}
+
+impl Prefix {
+    fn new() -> Option<Self> {
+        let prefix = format!(
+            "crm_kill9_{}_{:08x}:",
+            std::process::id(),
+            fastrand::u32(..)
+        );
+        match redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            Ok(conn) => Some(Self { prefix, conn }),
+            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("SKIPPED: Redis is not reachable at {} ({e})", redis_url());
+                None
+            }
+            Err(e) => panic!("Redis is required (CI=true) at {}: {e}", redis_url()),
+        }
+    }
+
+    fn len(&mut self, kind: &str, key: &str) -> usize {
+        redis::cmd(kind)
+            .arg(format!("{}{key}", self.prefix))
+            .query(&mut self.conn)
+            .unwrap()
+    }
+
+    fn keys(&mut self, pattern: &str) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(format!("{}{pattern}", self.prefix))
+            .query(&mut self.conn)
+            .unwrap()
+    }
+
+    fn get(&mut self, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query(&mut self.conn).unwrap()
+    }
+
+    /// The task ids of the messages waiting in the queue.
+    fn queued_ids(&mut self) -> Vec<String> {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("{}celery", self.prefix))
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.conn)
+            .unwrap();
+        raw.iter()
+            .map(|m| {
+                let m: serde_json::Value = serde_json::from_str(m).unwrap();
+                m["headers"]["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let keys = self.keys("*");
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut self.conn);
+        }
+    }
+}
+
+/// Publishes scheduled ticks of three jobs, as a beat would (`count` of them, a minute apart
+/// from `first`); returns their task ids.
+fn publish_ticks(prefix: &str, first: chrono::DateTime<Utc>, count: usize) -> Vec<String> {
+    use crm_jobs::broker::{Broker, BrokerConfig, scheduled_envelope, tick_task_id};
+    async_std::task::block_on(async {
+        let broker = Broker::connect(BrokerConfig::new(redis_url()).key_prefix(prefix))
+            .await
+            .unwrap();
+        let codes = [
+            "clean_inactive_customers",
+            "update_low_stock",
+            "log_crm_heartbeat",
+        ];
+        let mut ids = Vec::new();
+        for k in 0..count {
+            let code = codes[k % codes.len()];
+            let tick = first + TimeDelta::minutes(k as i64);
+            broker
+                .publish(&scheduled_envelope(code, tick, "celery", "kill9-test"))
+                .await
+                .unwrap();
+            ids.push(tick_task_id(code, tick));
+        }
+        ids
+    })
+}
+
+/// A worker killed mid-task this many ms at most (at random) after its claim.
+const WORKER_KILL_MS: u64 = 60;
+
+#[test]
+fn a_worker_killed_50_times_mid_task_runs_each_published_tick_once_and_leaves_nothing_queued() {
+    if !crm_core::testing::long_tests_enabled("kill9_worker") {
+        return;
+    }
+    let Some(mut redis) = Prefix::new() else {
+        return;
+    };
+    let prefix = redis.prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let db_url = format!("sqlite://{}", dir.join("crm.db").display());
+    migrate(dir, &db_url);
+    let mut db = Db::open(&db_url);
+    let prices = seed_shop(&mut db);
+    let (&product, &price) = prices.iter().next().unwrap();
+    seed_loyal(&mut db, product, price);
+    let mut generation = 1;
+    seed_inactive(&mut db, generation);
+    let (_server, graphql_url) = serve(dir, &db_url);
+    let broker = |command: &mut Command| {
+        command
+            .env("CRM_BROKER_URL", redis_url())
+            .env("CRM_BROKER_KEY_PREFIX", &prefix)
+            .env("CRM_GRAPHQL_URL", &graphql_url);
+    };
+
+    // The real beat publishes what is due now; the test adds many past ticks, as beats that
+    // ran for a while would have.
+    let mut command = crm(dir, &db_url);
+    broker(&mut command);
+    let mut beat = KillOnDrop(command.arg("beat").stderr(Stdio::piped()).spawn().unwrap());
+    process::wait_until("beat to publish", Duration::from_secs(20), || {
+        redis.len("LLEN", "celery") >= 1
+    });
+    sigterm(&beat.0);
+    assert_eq!(exits_within(&mut beat, Duration::from_secs(10)).0, Some(0));
+    let mut published = redis.queued_ids();
+    let first = chrono::DurationRound::duration_trunc(
+        Utc::now() - TimeDelta::days(30),
+        TimeDelta::minutes(1),
+    )
+    .unwrap();
+    let mut next_batch = 0;
+    published.extend(publish_ticks(&prefix, first, 60));
+
+    let started = Instant::now();
+    let (mut claimed_kills, mut holding_kills, mut deleted_generations) = (0, 0, 0);
+    for cycle in 1..=KILLS {
+        let context = format!("after worker kill {cycle}");
+        if redis.len("LLEN", "celery") < 10 {
+            next_batch += 1;
+            published.extend(publish_ticks(
+                &prefix,
+                first + TimeDelta::days(next_batch),
+                30,
+            ));
+        }
+        let mut command = crm(dir, &db_url);
+        broker(&mut command);
+        let mut victim = KillOnDrop(
+            command
+                .args([
+                    "worker",
+                    "-c",
+                    "1",
+                    "--visibility-timeout",
+                    "1",
+                    "--lease",
+                    "1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let (claimed, holding) = kill_mid_run(&mut victim, &mut db, WORKER_KILL_MS);
+        claimed_kills += usize::from(claimed);
+        holding_kills += usize::from(holding);
+        if check_cleanup(&mut db, &context) == 0 {
+            deleted_generations += 1;
+            generation += 1;
+            seed_inactive(&mut db, generation);
+        }
+        check_no_tick_succeeded_twice(&mut db, &context);
+    }
+    let kill_phase = started.elapsed();
+    let unacked_after_kills = redis.len("HLEN", "unacked");
+
+    // A worker left alone restores what the killed ones took (visibility timeout 1 s) and runs
+    // each tick whose run was abandoned as its next attempt.
+    let mut command = crm(dir, &db_url);
+    broker(&mut command);
+    let mut last = KillOnDrop(
+        command
+            .args([
+                "worker",
+                "-c",
+                "2",
+                "--visibility-timeout",
+                "1",
+                "--lease",
+                "1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(last.0.stderr.take().unwrap());
+    process::wait_for_line(&mut stderr, "Worker running");
+    let settle = Instant::now();
+    let not_run = |db: &mut Db, published: &[String]| -> Vec<String> {
+        let done: std::collections::HashSet<String> = db
+            .texts(
+                "SELECT 'crm.tasks.' || code || '@' || strftime('%Y-%m-%dT%H:%M:%SZ', \
+                 tick_us / 1000000, 'unixepoch') FROM job_runs \
+                 WHERE outcome = 'succeeded' AND kind IN ('scheduled', 'retry')",
+            )
+            .into_iter()
+            .collect();
+        published
+            .iter()
+            .filter(|id| !done.contains(*id))
+            .cloned()
+            .collect()
+    };
+    loop {
+        let missing = not_run(&mut db, &published);
+        let (queued, unacked) = (redis.len("LLEN", "celery"), redis.len("HLEN", "unacked"));
+        let running = db.scalar("SELECT COUNT(*) FROM job_runs WHERE outcome = 'running'");
+        if missing.is_empty() && queued == 0 && unacked == 0 && running == 0 {
+            break;
+        }
+        if settle.elapsed() > Duration::from_secs(60) {
+            let runs = db.texts(
+                "SELECT code || ' ' || kind || ' ' || strftime('%Y-%m-%dT%H:%M:%SZ', \
+                 tick_us / 1000000, 'unixepoch') || ' #' || attempt || ' ' || outcome || ' pid ' \
+                 || pid || ' ' || COALESCE(message, '') FROM job_runs WHERE outcome <> 'succeeded' \
+                 ORDER BY code, tick_us, attempt",
+            );
+            let dead: Vec<String> = redis::cmd("LRANGE")
+                .arg(format!("{prefix}celery.dead_letter"))
+                .arg(0)
+                .arg(-1)
+                .query(&mut redis.conn)
+                .unwrap();
+            panic!(
+                "not settled after 60 s: {queued} queued, {unacked} unacknowledged, {running} \
+                 running, not run: {missing:?}\nruns not succeeded:\n{}\ndead letters: {dead:?}",
+                runs.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let settle = settle.elapsed();
+    sigterm(&last.0);
+    assert_eq!(exits_within(&mut last, Duration::from_secs(10)).0, Some(0));
+    drop(stderr);
+
+    check_cleanup(&mut db, "at the end");
+    check_no_tick_succeeded_twice(&mut db, "at the end");
+    // Exactly once: one success per published tick, no other tick run.
+    let ticks_run = db.scalar(
+        "SELECT COUNT(DISTINCT code || tick_us) FROM job_runs WHERE kind IN ('scheduled', 'retry')",
+    );
+    assert_eq!(
+        ticks_run,
+        published.len() as i64,
+        "ticks run besides those published"
+    );
+    assert_eq!(redis.len("LLEN", "celery.dead_letter"), 0, "dead letters");
+    let results = redis.keys("celery-task-meta-*");
+    let succeeded = results
+        .iter()
+        .filter(|k| redis.get(k).is_some_and(|r| r.contains("\"SUCCESS\"")))
+        .count();
+    assert_eq!(succeeded, published.len(), "a SUCCESS result per task");
+    let count =
+        |db: &mut Db, sql: &str| db.scalar(&format!("SELECT COUNT(*) FROM job_runs WHERE {sql}"));
+    let abandoned = count(&mut db, "outcome = 'abandoned'");
+    let reruns = count(&mut db, "outcome = 'succeeded' AND attempt > 1");
+    let failed = db.texts(
+        "SELECT code || ': ' || COALESCE(message, '') FROM job_runs WHERE outcome = 'failed'",
+    );
+    assert!(failed.is_empty(), "failed runs: {failed:?}");
+    assert!(abandoned > 0, "no kill hit a running task");
+    eprintln!(
+        "kill9 worker: {KILLS} kills in {:.1} s ({:.2} s per cycle); {claimed_kills} started a \
+         task before the kill, {holding_kills} killed holding one; {} ticks published (1+ by \
+         crm beat), {abandoned} runs abandoned, {reruns} ticks succeeded on a later attempt, \
+         {unacked_after_kills} messages unacknowledged after the kills, all restored and run: \
+         settled {:.1} s after the last kill; each tick succeeded exactly once, a SUCCESS \
+         result each, queue, unacked and dead letters empty; {deleted_generations} cleanups of \
+         {INACTIVE}, never half",
+        kill_phase.as_secs_f64(),
+        kill_phase.as_secs_f64() / KILLS as f64,
+        published.len(),
+        settle.as_secs_f64(),
+    );
+    db.close();
+}
