@@ -31,7 +31,7 @@ const PG_KILLS: usize = 50;
 const CUSTOMERS: usize = 20;
 const PRODUCTS: usize = 30;
 /// Inactive customers the cleanup deletes in one transaction (enough to take a while).
-const INACTIVE: i64 = 4000;
+const INACTIVE: i64 = 8_000;
 /// A killed job process dies this many ms at most (at random) after its claim.
 const SCHEDULER_KILL_MS: u64 = 60;
 /// Old customers with a recent order: never deleted.
@@ -693,7 +693,10 @@ fn the_scheduler_and_run_due_killed_50_times_mid_job_leave_no_half_cleanup_and_r
         "SELECT code || ' ' || CAST(AVG(ended_at_us - started_at_us) / 1000 AS INTEGER) || ' ms' \
          FROM job_runs WHERE outcome = 'succeeded' GROUP BY code",
     );
-    eprintln!("kill9 scheduler: average run {durations:?}");
+    let by_job = db.texts(
+        "SELECT code || ' ' || COUNT(*) FROM job_runs WHERE outcome = 'abandoned' GROUP BY code",
+    );
+    eprintln!("kill9 scheduler: average run {durations:?}; abandoned by job {by_job:?}");
     eprintln!(
         "kill9 scheduler: {KILLS} kills (odd: jobs run-due, even: scheduler) in {:.1} s ({:.2} s \
          per cycle); {claimed_kills} started a run before the kill, {holding_kills} were \
@@ -1001,6 +1004,10 @@ fn a_worker_killed_50_times_mid_task_runs_each_published_tick_once_and_leaves_no
     );
     assert!(failed.is_empty(), "failed runs: {failed:?}");
     assert!(abandoned > 0, "no kill hit a running task");
+    let by_job = db.texts(
+        "SELECT code || ' ' || COUNT(*) FROM job_runs WHERE outcome = 'abandoned' GROUP BY code",
+    );
+    eprintln!("kill9 worker: abandoned by job {by_job:?}");
     eprintln!(
         "kill9 worker: {KILLS} kills in {:.1} s ({:.2} s per cycle); {claimed_kills} started a \
          task before the kill, {holding_kills} killed holding one; {} ticks published (1+ by \
