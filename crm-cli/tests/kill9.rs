@@ -1023,3 +1023,38 @@ fn a_worker_killed_50_times_mid_task_runs_each_published_tick_once_and_leaves_no
     );
     db.close();
 }
+
+/// A service whose stderr reader went away (a pipe closed, a log collector restarted) still
+/// stops on SIGTERM: before, its "Stopping…" line panicked on the closed pipe inside the stop
+/// task, and the worker ran on.
+#[test]
+fn a_scheduler_and_a_worker_whose_stderr_was_closed_still_stop_on_sigterm() {
+    let Some(redis) = Prefix::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let db_url = format!("sqlite://{}", dir.join("crm.db").display());
+    migrate(dir, &db_url);
+    for (what, ready) in [
+        (vec!["scheduler"], "Scheduler running"),
+        (vec!["worker", "-c", "1"], "Worker running"),
+    ] {
+        let mut service = KillOnDrop(
+            crm(dir, &db_url)
+                .args(&what)
+                .env("CRM_BROKER_URL", redis_url())
+                .env("CRM_BROKER_KEY_PREFIX", &redis.prefix)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut stderr = BufReader::new(service.0.stderr.take().unwrap());
+        process::wait_for_line(&mut stderr, ready);
+        drop(stderr);
+        sigterm(&service.0);
+        let (code, _) = exits_within(&mut service, Duration::from_secs(10));
+        assert_eq!(code, Some(0), "{what:?}");
+    }
+}
