@@ -1025,8 +1025,10 @@ fn a_worker_killed_50_times_mid_task_runs_each_published_tick_once_and_leaves_no
 }
 
 /// A service whose stderr reader went away (a pipe closed, a log collector restarted) still
-/// stops on SIGTERM: before, its "Stopping…" line panicked on the closed pipe inside the stop
-/// task, and the worker ran on.
+/// stops on SIGTERM, also after logging into the closed pipe. Before: the "Stopping…" line
+/// panicked inside the stop task (worker and scheduler never stopped), and any tracing event
+/// panicked its task (tracing-subscriber reports a failed write with `eprintln!`): a scheduler
+/// round that logged a failing job died and its shutdown waited 60 s for it.
 #[test]
 fn a_scheduler_and_a_worker_whose_stderr_was_closed_still_stop_on_sigterm() {
     let Some(redis) = Prefix::new() else {
@@ -1045,9 +1047,8 @@ fn a_scheduler_and_a_worker_whose_stderr_was_closed_still_stop_on_sigterm() {
                 .args(&what)
                 .env("CRM_BROKER_URL", redis_url())
                 .env("CRM_BROKER_KEY_PREFIX", &redis.prefix)
-                // A heartbeat due at start (within a minute after :00, :05, …) fails at once
-                // rather than waiting on whatever may listen on the default port: a stopping
-                // service lets its running jobs finish.
+                // The heartbeat fails at once (and is logged as an error) rather than waiting
+                // on whatever may listen on the default port.
                 .env("CRM_GRAPHQL_URL", "http://127.0.0.1:1/graphql")
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -1057,6 +1058,19 @@ fn a_scheduler_and_a_worker_whose_stderr_was_closed_still_stop_on_sigterm() {
         let mut stderr = BufReader::new(service.0.stderr.take().unwrap());
         process::wait_for_line(&mut stderr, ready);
         drop(stderr);
+        if what[0] == "scheduler" {
+            // A failing run after the pipe closed: its error goes to the closed stderr.
+            let at = (Utc::now() + TimeDelta::seconds(1))
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
+            jobs_at(dir, &db_url, "log_crm_heartbeat", &at);
+            let mut db = Db::open(&db_url);
+            process::wait_until("the one-off to fail", Duration::from_secs(15), || {
+                db.scalar("SELECT COUNT(*) FROM job_runs WHERE outcome = 'failed'") > 0
+            });
+            db.close();
+            std::thread::sleep(Duration::from_millis(200));
+        }
         sigterm(&service.0);
         process::wait_until(
             &format!("{what:?} to stop on SIGTERM"),
