@@ -56,6 +56,11 @@ pub(crate) struct Settings {
     /// IANA time zone of schedules and log timestamps [default: the machine's local zone].
     #[arg(long, global = true, env = "CRM_TIME_ZONE")]
     pub(crate) time_zone: Option<String>,
+    /// Seconds a job run's claim holds unless renewed (scheduler, run-due, jobs run): a run
+    /// whose process died is marked abandoned, and its tick run again, this long after its
+    /// last renewal [default: 60]. `crm worker` has its own `--lease`.
+    #[arg(long, global = true, env = "CRM_JOB_LEASE")]
+    pub(crate) job_lease: Option<String>,
     /// Celery broker for `beat` and `worker`: `redis://[:PASSWORD@]HOST:PORT/DB`.
     #[arg(
         long,

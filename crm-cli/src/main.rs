@@ -95,6 +95,10 @@ fn init_tracing(long_running: bool) {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        // A failed write (stderr closed: its reader or log collector went away) is otherwise
+        // reported with `eprintln!`, which panics on the same closed stderr, in whatever task
+        // logged: a scheduler's round died that way and its shutdown then waited 60 s for it.
+        .log_internal_errors(false)
         .init();
 }
 

@@ -131,7 +131,8 @@ pub struct OverrideSnapshot {
     pub version: u64,
     /// The overrides of every job that has one.
     pub overrides: Vec<JobOverride>,
-    /// One-off runs not run yet (the SQL stores leave out those already in the run ledger).
+    /// One-off runs not run yet (the SQL stores leave out those that finished in the run
+    /// ledger; one still running is kept, as its runner may die: the runner's claim decides).
     pub pending: Vec<OneOffRun>,
 }
 

@@ -21,6 +21,7 @@ pub const DEFAULT_GRAPHQL_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `CRM_API_TOKEN` | [`api_token`](Self::api_token) | none (no `Authorization` header) |
 /// | `CRM_LOG_DIR` | [`log_dir`](Self::log_dir) | `/tmp` |
 /// | `CRM_TIME_ZONE` | [`time_zone`](Self::time_zone) | the machine's zone, else UTC |
+/// | `CRM_JOB_LEASE` | [`lease`](Self::lease) | 60 (seconds) |
 ///
 /// An empty variable counts as unset. `Debug` never shows the token.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,6 +38,12 @@ pub struct JobsConfig {
     pub time_zone: Tz,
     /// How long one GraphQL request may take before it counts as "not responding".
     pub graphql_timeout: Duration,
+    /// How long a run's claim holds unless renewed (the runner renews it every third of
+    /// this): a run whose process was killed is marked abandoned, and its tick run again, this
+    /// long after its last renewal. The default (60 s) suits most machines; operators whose
+    /// jobs are short and who want a crashed run retried sooner set a few seconds (the
+    /// kill -9 tests use 1 s). From 1 second to 1 day.
+    pub lease: Duration,
 }
 
 /// Why the configuration could not be read.
@@ -55,6 +62,9 @@ pub enum ConfigError {
          server, or through a TLS-terminating proxy)"
     )]
     GraphqlUrl(String),
+    /// `CRM_JOB_LEASE` is not a whole number of seconds from 1 to 86400.
+    #[error("CRM_JOB_LEASE: '{0}' is not a number of seconds from 1 to 86400")]
+    Lease(String),
 }
 
 impl Default for JobsConfig {
@@ -65,6 +75,7 @@ impl Default for JobsConfig {
             log_dir: PathBuf::from(DEFAULT_LOG_DIR),
             time_zone: machine_time_zone(),
             graphql_timeout: DEFAULT_GRAPHQL_TIMEOUT,
+            lease: crate::runner::DEFAULT_LEASE,
         }
     }
 }
@@ -77,6 +88,7 @@ impl fmt::Debug for JobsConfig {
             .field("log_dir", &self.log_dir)
             .field("time_zone", &self.time_zone)
             .field("graphql_timeout", &self.graphql_timeout)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -107,6 +119,12 @@ impl JobsConfig {
         }
         if let Some(zone) = get("CRM_TIME_ZONE") {
             config.time_zone = parse_time_zone(&zone)?;
+        }
+        if let Some(lease) = get("CRM_JOB_LEASE") {
+            config.lease = match lease.trim().parse::<u64>() {
+                Ok(secs @ 1..=86_400) => Duration::from_secs(secs),
+                _ => return Err(ConfigError::Lease(lease)),
+            };
         }
         Ok(config)
     }
@@ -196,8 +214,10 @@ mod tests {
             ("CRM_API_TOKEN", "s3cret"),
             ("CRM_LOG_DIR", "/var/log/crm"),
             ("CRM_TIME_ZONE", "Africa/Cairo"),
+            ("CRM_JOB_LEASE", "5"),
         ])
         .unwrap();
+        assert_eq!(c.lease, Duration::from_secs(5));
         assert_eq!(c.graphql_url, "http://127.0.0.1:9000/graphql/");
         assert_eq!(c.api_token.as_deref(), Some("s3cret"));
         assert_eq!(c.log_dir, PathBuf::from("/var/log/crm"));
@@ -244,6 +264,15 @@ mod tests {
         let err = config(&[("CRM_API_TOKEN", "tök en")]).unwrap_err();
         assert!(matches!(err, ConfigError::ApiToken));
         assert!(!err.to_string().contains("tök"));
+    }
+
+    #[test]
+    fn a_lease_outside_one_second_to_one_day_is_refused() {
+        for bad in ["0", "86401", "-1", "1.5", "soon"] {
+            let err = config(&[("CRM_JOB_LEASE", bad)]).unwrap_err();
+            assert!(matches!(err, ConfigError::Lease(_)), "{bad}: {err}");
+        }
+        assert_eq!(config(&[]).unwrap().lease, Duration::from_secs(60));
     }
 
     #[test]

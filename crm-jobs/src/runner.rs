@@ -711,6 +711,8 @@ impl Runner {
                 // process's claim can end silently, by expiring.
                 .filter(|r| r.host != self.host || r.pid != self.pid)
                 .filter_map(|r| r.lease_until)
+                // A lease that ended since the last look is marked abandoned at once.
+                .map(|until| until.max(now))
                 // Just past the end, when the claim counts as expired.
                 .filter_map(|until| until.checked_add_signed(TimeDelta::milliseconds(1)))
                 .for_each(&mut consider),
@@ -774,6 +776,21 @@ impl Runner {
                 return Some(self.skip(job, tick).await);
             }
             return Some(self.execute(job, tick, RunKind::Scheduled, 1).await);
+        }
+        // A run whose process died (marked abandoned when its lease ran out) did not fail: it
+        // was cut short, maybe half-way. Its tick is run again at once as the next attempt
+        // (the job's work is transactional, so the re-run finds the database as before or
+        // after the dead run, never half-way), unless a newer tick has come since (that one
+        // runs instead) or the job skips missed ticks and this one is past its grace.
+        if let Some(last) = &last
+            && last.outcome == RunOutcome::Abandoned
+            && latest == Some(last.tick)
+            && !(job.options.misfire == MisfirePolicy::Skip && now - last.tick > grace)
+        {
+            return Some(
+                self.execute(job, last.tick, RunKind::Retry, last.attempt + 1)
+                    .await,
+            );
         }
         if let (Some(last), Some(after)) = (&last, job.options.retry_after_failure)
             && last.outcome.is_failure()
@@ -854,14 +871,37 @@ impl Runner {
         } else {
             0
         };
-        let run = self.new_run(job, tick, kind, attempt);
+        let mut run = self.new_run(job, tick, kind, attempt);
         let exclusive = counts && !job.options.allow_parallel_runs;
-        let base = RunReport {
+        let mut base = RunReport {
             kind: Some(kind),
             attempt,
             ..RunReport::without_run(&job.code, RunStatus::Taken, Some(tick), String::new())
         };
-        let row = match self.ledger.claim(&run, exclusive, run.started_at).await {
+        let row = loop {
+            match self.ledger.claim(&run, exclusive, run.started_at).await {
+                // A one-off run (manual, at its own instant) whose runner died is run again as
+                // its next attempt, as a worker does with a redelivered tick; without this, the
+                // abandoned row would count as the one-off's run and it would never happen.
+                Ok(Claim::Taken(other))
+                    if kind == RunKind::Manual && other.outcome == RunOutcome::Abandoned =>
+                {
+                    run.attempt = other.attempt + 1;
+                    base.attempt = run.attempt;
+                }
+                // Held by a run still going, perhaps of a process that died and whose lease
+                // has not run out yet: the one-off waits (it is tried again when that lease
+                // ends) rather than counting as done.
+                Ok(Claim::Taken(other))
+                    if kind == RunKind::Manual && other.outcome == RunOutcome::Running =>
+                {
+                    break Ok(Claim::Busy(other));
+                }
+                claim => break claim,
+            }
+        };
+        let attempt = run.attempt;
+        let row = match row {
             Ok(Claim::Claimed(row)) => row,
             Ok(Claim::Taken(other)) => {
                 return RunReport {

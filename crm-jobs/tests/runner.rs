@@ -1528,3 +1528,135 @@ async fn the_scheduler_runs_a_held_tick_as_soon_as_the_long_run_before_it_ends()
     handle.shutdown(Duration::from_secs(5));
     assert_eq!(task.await.unfinished, 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Runs cut short by a killed process (kill -9: crm-cli/tests/kill9.rs)
+
+/// A claim as a process killed -9 mid-run leaves it: running, its lease never renewed.
+async fn dead_claim(ledger: &Database, code: &str, tick: DateTime<Utc>, kind: RunKind) {
+    let run = NewRun {
+        kind,
+        host: "killed".to_owned(),
+        ..new_run(code, tick, tick, 30)
+    };
+    assert!(matches!(
+        ledger.claim(&run, true, tick).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+}
+
+#[async_std::test]
+async fn a_tick_whose_runner_was_killed_runs_again_as_the_next_attempt_once_its_lease_ends() {
+    use crm_jobs::Clock as _;
+    let db = TestDb::sqlite().await;
+    let ledger = db.database().clone();
+    let tick = utc(2026, 6, 1, 12, 0);
+    dead_claim(&ledger, "log_crm_heartbeat", tick, RunKind::Scheduled).await;
+    let job = TestJob::cron("log_crm_heartbeat", "*/5 * * * *");
+    let calls = job.calls();
+    let clock = ManualClock::new(tick + TimeDelta::seconds(10));
+    let runner = Runner::builder()
+        .ledger(Arc::new(ledger.clone()))
+        .clock(Arc::new(clock.clone()))
+        .time_zone(Tz::UTC)
+        .host("survivor")
+        .job(Box::new(job))
+        .build()
+        .unwrap();
+    // While the dead run's lease lives, the tick waits.
+    assert!(runner.run_due(clock.now()).await.is_empty());
+    // Then it is marked abandoned and the same tick runs again, as attempt 2, once.
+    clock.set(tick + TimeDelta::seconds(31));
+    let reports = runner.run_due(clock.now()).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].status, RunStatus::Succeeded);
+    assert_eq!(
+        (reports[0].kind, reports[0].attempt),
+        (Some(RunKind::Retry), 2)
+    );
+    assert_eq!(ticks(&calls), vec![tick]);
+    clock.set(tick + TimeDelta::seconds(50));
+    assert!(runner.run_due(clock.now()).await.is_empty());
+    let history: Vec<_> = ledger
+        .history(Some("log_crm_heartbeat"), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.tick, r.kind, r.attempt, r.outcome))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (tick, RunKind::Retry, 2, RunOutcome::Succeeded),
+            (tick, RunKind::Scheduled, 1, RunOutcome::Abandoned),
+        ]
+    );
+    // A newer tick that has come meanwhile runs instead of the abandoned one.
+    let next = tick + TimeDelta::minutes(5);
+    dead_claim(&ledger, "log_crm_heartbeat", next, RunKind::Scheduled).await;
+    clock.set(tick + TimeDelta::minutes(10));
+    let reports = runner.run_due(clock.now()).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(
+        (reports[0].tick, reports[0].attempt),
+        (Some(clock.now()), 1)
+    );
+}
+
+#[async_std::test]
+async fn a_one_off_run_whose_runner_was_killed_runs_again_as_its_next_attempt() {
+    use crm_jobs::{Clock as _, JobControl as _};
+    let db = TestDb::sqlite().await;
+    let ledger = db.database().clone();
+    let start = utc(2026, 6, 1, 12, 0);
+    let at = start + TimeDelta::minutes(1);
+    let clock = ManualClock::new(start);
+    let job = TestJob::cron("generate_crm_report", "0 6 * * 1");
+    let calls = job.calls();
+    let runner = Runner::builder()
+        .ledger(Arc::new(ledger.clone()))
+        .overrides(Arc::new(ledger.clone()))
+        .clock(Arc::new(clock.clone()))
+        .time_zone(Tz::UTC)
+        .host("survivor")
+        .job(Box::new(job))
+        .build()
+        .unwrap();
+    runner
+        .schedule_run("generate_crm_report", at, "test")
+        .await
+        .unwrap();
+    // Another process claimed the one-off and was killed; this one waits for its lease...
+    dead_claim(&ledger, "generate_crm_report", at, RunKind::Manual).await;
+    clock.set(at + TimeDelta::seconds(10));
+    let reports = runner.run_due(clock.now()).await;
+    assert!(
+        reports.iter().all(|r| r.status == RunStatus::Busy),
+        "{reports:?}"
+    );
+    assert!(ticks(&calls).is_empty());
+    // ...then runs it as attempt 2, once.
+    clock.set(at + TimeDelta::seconds(31));
+    let reports = runner.run_due(clock.now()).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].status, RunStatus::Succeeded);
+    assert_eq!(
+        (reports[0].kind, reports[0].attempt),
+        (Some(RunKind::Manual), 2)
+    );
+    assert_eq!(ticks(&calls), vec![at]);
+    clock.set(at + TimeDelta::seconds(40));
+    assert!(runner.run_due(clock.now()).await.is_empty());
+    // A fresh process sees nothing left to do either.
+    let fresh = Runner::builder()
+        .ledger(Arc::new(ledger.clone()))
+        .overrides(Arc::new(ledger.clone()))
+        .clock(Arc::new(clock.clone()))
+        .time_zone(Tz::UTC)
+        .job(Box::new(TestJob::cron("generate_crm_report", "0 6 * * 1")))
+        .build()
+        .unwrap();
+    let state = fresh.state("generate_crm_report").await.unwrap();
+    assert!(state.pending_runs.is_empty(), "{state:?}");
+    assert!(fresh.run_due(clock.now()).await.is_empty());
+}

@@ -1,5 +1,6 @@
 //! `crm beat` and `crm worker`: the broker way (Celery's protocol on Redis).
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,8 +92,10 @@ pub(crate) async fn worker(
     let handle = worker.handle();
     async_std::task::spawn(async move {
         let _ = stop.recv().await;
-        eprintln!("Stopping: letting running tasks finish…");
+        // Stop first, then say so, ignoring a closed stderr: `eprintln!` panics on a write
+        // error, which here left a worker whose stderr reader had gone deaf to SIGTERM.
         handle.shutdown();
+        let _ = writeln!(std::io::stderr(), "Stopping: letting running tasks finish…");
     });
     eprintln!(
         "Worker running {} from queue {:?}, concurrency {concurrency}",
@@ -115,9 +118,14 @@ pub(crate) async fn worker(
     if let Some(prune) = prune {
         prune.cancel().await;
     }
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered, {} skipped (job paused)",
-        summary.received, summary.succeeded, summary.failed, summary.dead_lettered, summary.skipped
+        summary.received,
+        summary.succeeded,
+        summary.failed,
+        summary.dead_lettered,
+        summary.skipped
     );
     Ok(())
 }

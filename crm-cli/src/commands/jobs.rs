@@ -23,6 +23,7 @@ pub(crate) fn jobs_config(settings: &Settings) -> CommandResult<JobsConfig> {
         "CRM_API_TOKEN" => settings.api_token.clone(),
         "CRM_LOG_DIR" => Some(settings.log_dir.display().to_string()),
         "CRM_TIME_ZONE" => settings.time_zone.clone(),
+        "CRM_JOB_LEASE" => settings.job_lease.clone(),
         _ => None,
     })
     .usage("Invalid configuration")
@@ -54,6 +55,7 @@ pub(crate) fn runner(
         .clock(Arc::new(SystemClock))
         .alert_hook(alerts)
         .time_zone(config.time_zone)
+        .lease(config.lease)
         .build()
         .usage("Invalid job registry")
 }

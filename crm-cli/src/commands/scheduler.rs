@@ -1,5 +1,6 @@
 //! `crm scheduler` (and `crm serve --scheduler`): the jobs run when due, until SIGINT/SIGTERM.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,11 +46,14 @@ pub(crate) async fn run_until(
     let handle = scheduler.handle();
     async_std::task::spawn(async move {
         stop.await;
-        eprintln!(
+        // Stop first, then say so, ignoring a closed stderr (`eprintln!` would panic here and
+        // leave the scheduler deaf to SIGTERM).
+        handle.shutdown(SHUTDOWN_GRACE);
+        let _ = writeln!(
+            std::io::stderr(),
             "Stopping: letting running jobs finish (at most {} s)…",
             SHUTDOWN_GRACE.as_secs()
         );
-        handle.shutdown(SHUTDOWN_GRACE);
     });
     let watch = async_std::task::spawn(watch_schedules(runner));
     let summary = scheduler.run().await;

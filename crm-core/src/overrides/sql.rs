@@ -262,7 +262,7 @@ impl OverrideStore for Database {
                 let pending = sqlx::query(
                     "SELECT id, code, at_us, requested_by, requested_at_us FROM job_one_off_runs o \
                      WHERE NOT EXISTS (SELECT 1 FROM job_runs r WHERE r.code = o.code \
-                     AND r.kind = 'manual' AND r.tick_us = o.at_us) ORDER BY at_us, id",
+                     AND r.kind = 'manual' AND r.tick_us = o.at_us AND r.outcome NOT IN ('abandoned', 'running')) ORDER BY at_us, id",
                 )
                 .fetch_all(pool)
                 .await?
@@ -288,7 +288,7 @@ impl OverrideStore for Database {
                 let pending = sqlx::query(
                     "SELECT id, code, at, requested_by, requested_at FROM job_one_off_runs o \
                      WHERE NOT EXISTS (SELECT 1 FROM job_runs r WHERE r.code = o.code \
-                     AND r.kind = 'manual' AND r.tick = o.at) ORDER BY at, id",
+                     AND r.kind = 'manual' AND r.tick = o.at AND r.outcome NOT IN ('abandoned', 'running')) ORDER BY at, id",
                 )
                 .fetch_all(pool)
                 .await?

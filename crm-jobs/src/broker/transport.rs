@@ -52,6 +52,39 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
 end
 return 0";
 
+/// Takes the next message (`KEYS[1..n-2]`: the queue, then its priority lists) and records it
+/// as unacknowledged (`KEYS[n-1]`: `unacked_index`, `KEYS[n]`: `unacked`) in one step, so a
+/// worker killed -9 right after taking a message cannot lose it: it is either still queued or
+/// recorded, and restored after the visibility timeout. (kombu pops with BRPOP and records in
+/// a second round trip; a worker killed between the two loses the message for good. The kill -9
+/// tests hit that window.) `ARGV[1]`: now (Unix seconds), `ARGV[2]`: the default routing key.
+/// Answers `{raw, delivery_tag}` (`''` when the message has no tag: not recorded, malformed),
+/// or nil when every list is empty.
+const TAKE: &str = r"
+for i = 1, #KEYS - 2 do
+  local raw = redis.call('RPOP', KEYS[i])
+  if raw then
+    local ok, msg = pcall(cjson.decode, raw)
+    local props = ok and type(msg) == 'table' and msg['properties']
+    local tag = type(props) == 'table' and props['delivery_tag']
+    if type(tag) == 'string' and tag ~= '' then
+      local info = props['delivery_info']
+      local exchange, routing_key = '', ''
+      if type(info) == 'table' then
+        if type(info['exchange']) == 'string' then exchange = info['exchange'] end
+        if type(info['routing_key']) == 'string' then routing_key = info['routing_key'] end
+      end
+      if routing_key == '' then routing_key = ARGV[2] end
+      redis.call('ZADD', KEYS[#KEYS - 1], ARGV[1], tag)
+      redis.call('HSET', KEYS[#KEYS], tag,
+        '[' .. raw .. ',' .. cjson.encode(exchange) .. ',' .. cjson.encode(routing_key) .. ']')
+      return {raw, tag}
+    end
+    return {raw, ''}
+  end
+end
+return false";
+
 /// Releases kombu's restore lock only if we still hold it.
 const RELEASE_MUTEX: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -69,12 +102,15 @@ pub(crate) enum Delivery {
         /// The raw envelope, kept for a requeue or the dead-letter list.
         raw: String,
     },
-    /// Something that is not a Celery v2 JSON message; not recorded as unacknowledged.
+    /// Something that is not a Celery v2 JSON message.
     Malformed {
         /// The raw bytes, as text (lossy).
         raw: String,
         /// Why it could not be read.
         reason: MalformedMessage,
+        /// Its delivery tag if it was recorded as unacknowledged (it had one), to drop that
+        /// record when it is dead-lettered.
+        tag: Option<String>,
     },
 }
 
@@ -210,50 +246,78 @@ impl Broker {
     }
 
     /// Waits up to `wait` for a message (on `conn`, which it blocks) and records it as
-    /// unacknowledged. `None` if none came.
+    /// unacknowledged, in the same step as it leaves the queue ([`TAKE`]). `None` if none came.
     pub(crate) async fn fetch(
         &self,
         conn: &mut MultiplexedConnection,
         wait: Duration,
     ) -> Result<Option<Delivery>, BrokerError> {
         let queue = self.queue_key();
-        let keys = [
-            queue.clone(),
-            format!("{queue}{SEP}3"),
-            format!("{queue}{SEP}6"),
-            format!("{queue}{SEP}9"),
-        ];
-        let popped: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
-            .arg(&keys)
-            .arg(wait.as_secs_f64().max(0.01))
-            .query_async(conn)
-            .await?;
-        let Some((_, bytes)) = popped else {
+        let mut taken = self.take(&queue).await?;
+        if taken.is_none() {
+            // Blocks until the queue holds something without taking it (the list rotated onto
+            // itself, last to last, is unchanged), then takes it atomically. A message only on
+            // a priority list is found at the next fetch.
+            let arrived: Option<Vec<u8>> = redis::cmd("BLMOVE")
+                .arg(&queue)
+                .arg(&queue)
+                .arg("RIGHT")
+                .arg("RIGHT")
+                .arg(wait.as_secs_f64().max(0.01))
+                .query_async(conn)
+                .await?;
+            if arrived.is_some() {
+                taken = self.take(&queue).await?;
+            }
+        }
+        let Some((bytes, tag)) = taken else {
             return Ok(None);
         };
         let raw = String::from_utf8_lossy(&bytes).into_owned();
+        let tag = (!tag.is_empty()).then_some(tag);
         let message = match TaskMessage::parse(&bytes) {
             Ok((message, _)) => message,
-            Err(reason) => return Ok(Some(Delivery::Malformed { raw, reason })),
+            Err(reason) => return Ok(Some(Delivery::Malformed { raw, reason, tag })),
         };
-        let exchange = &message.exchange;
-        let routing_key = if message.routing_key.is_empty() {
+        if tag.as_deref() != Some(message.delivery_tag.as_str()) {
+            // Readable to us but not to the script (it found no delivery tag): recorded now.
+            let entry = format!(
+                "[{raw},{},{}]",
+                Value::from(message.exchange.as_str()),
+                Value::from(self.routing_key(&message))
+            );
+            let _: () = redis::pipe()
+                .atomic()
+                .zadd(self.key("unacked_index"), &message.delivery_tag, unix_now())
+                .hset(self.key("unacked"), &message.delivery_tag, entry)
+                .query_async(&mut self.conn.clone())
+                .await?;
+        }
+        Ok(Some(Delivery::Message { message, raw }))
+    }
+
+    /// Runs [`TAKE`] over the queue and its priority lists.
+    async fn take(&self, queue: &str) -> Result<Option<(Vec<u8>, String)>, BrokerError> {
+        Ok(redis::Script::new(TAKE)
+            .key(queue)
+            .key(format!("{queue}{SEP}3"))
+            .key(format!("{queue}{SEP}6"))
+            .key(format!("{queue}{SEP}9"))
+            .key(self.key("unacked_index"))
+            .key(self.key("unacked"))
+            .arg(unix_now())
+            .arg(&self.config.queue)
+            .invoke_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// The routing key a message is restored with: its own, else the queue's name.
+    fn routing_key<'a>(&'a self, message: &'a TaskMessage) -> &'a str {
+        if message.routing_key.is_empty() {
             &self.config.queue
         } else {
             &message.routing_key
-        };
-        let entry = format!(
-            "[{raw},{},{}]",
-            Value::from(exchange.as_str()),
-            Value::from(routing_key.as_str())
-        );
-        let _: () = redis::pipe()
-            .atomic()
-            .zadd(self.key("unacked_index"), &message.delivery_tag, unix_now())
-            .hset(self.key("unacked"), &message.delivery_tag, entry)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(Some(Delivery::Message { message, raw }))
+        }
     }
 
     /// Acknowledges a message: it leaves the unacknowledged hash and index for good.

@@ -368,9 +368,11 @@ impl Worker {
         };
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let handled = match delivery {
-            Delivery::Malformed { raw, reason } => {
+            Delivery::Malformed { raw, reason, tag } => {
                 tracing::warn!(%reason, "Malformed message moved to the dead-letter list");
-                self.broker.dead_letter(&raw, &reason.0, None).await?;
+                self.broker
+                    .dead_letter(&raw, &reason.0, tag.as_deref())
+                    .await?;
                 Handled::DeadLettered {
                     id: None,
                     reason: reason.0,
