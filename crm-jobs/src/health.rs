@@ -20,6 +20,8 @@
 //! Messages of runs may quote customer data (a reminder names an e-mail address), so what this
 //! module hands out ([`JobHealth::last_failure_message`], [`redact_emails`]) has every e-mail
 //! address replaced.
+//!
+//! [`RunLedger::recent_runs`]: crm_core::ledger::RunLedger::recent_runs
 
 use std::collections::HashMap;
 use std::fmt;
