@@ -25,6 +25,9 @@ struct Embedded {
     version: i64,
     description: &'static str,
     sql: &'static str,
+    /// Runs outside sqlx's transaction: the file manages its own (SQLite's table rebuilds
+    /// must turn foreign keys off, which a transaction ignores).
+    no_tx: bool,
 }
 
 /// The migrations of each backend, oldest first. A new migration is a new file and a new line
@@ -34,21 +37,33 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         version: 1,
         description: "crm",
         sql: include_str!("../migrations/sqlite/0001_crm.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 2,
         description: "job_runs",
         sql: include_str!("../migrations/sqlite/0002_job_runs.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 3,
         description: "job_incidents",
         sql: include_str!("../migrations/sqlite/0003_job_incidents.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 4,
         description: "job_overrides",
         sql: include_str!("../migrations/sqlite/0004_job_overrides.sql"),
+        no_tx: false,
+    },
+    // PostgreSQL's BIGSERIAL sequences never hand an id out twice; SQLite's plain INTEGER
+    // PRIMARY KEY does once the largest row is deleted (see the file).
+    Embedded {
+        version: 5,
+        description: "ids_never_reused",
+        sql: include_str!("../migrations/sqlite/0005_ids_never_reused.sql"),
+        no_tx: true,
     },
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
@@ -56,21 +71,25 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
         version: 1,
         description: "crm",
         sql: include_str!("../migrations/postgres/0001_crm.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 2,
         description: "job_runs",
         sql: include_str!("../migrations/postgres/0002_job_runs.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 3,
         description: "job_incidents",
         sql: include_str!("../migrations/postgres/0003_job_incidents.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 4,
         description: "job_overrides",
         sql: include_str!("../migrations/postgres/0004_job_overrides.sql"),
+        no_tx: false,
     },
 ];
 
@@ -94,7 +113,7 @@ impl MigrationSource<'static> for EmbeddedSource {
                     Cow::Borrowed(m.description),
                     MigrationType::Simple,
                     sqlx::SqlSafeStr::into_sql_str(m.sql),
-                    false,
+                    m.no_tx,
                 )
             })
             .collect();

@@ -54,6 +54,7 @@ conformance!(
     cleanup_deletes_only_customers_inactive_past_the_boundary,
     a_customer_created_yesterday_without_orders_is_not_deleted,
     cleanup_dry_run_counts_without_deleting,
+    ids_of_deleted_customers_and_orders_are_never_handed_out_again,
     orders_between_includes_both_bounds_with_the_customer_email,
     restock_raises_only_products_below_the_threshold,
     two_concurrent_restocks_lose_no_update,
@@ -793,6 +794,35 @@ async fn cleanup_dry_run_counts_without_deleting(t: TestDb) {
     // A later as_of moves the boundary: a year on, the recent customers are old too.
     let later = now() + TimeDelta::days(400);
     assert_eq!(db.delete_inactive_customers(later, true).await.unwrap(), 8);
+}
+
+/// An ID a client holds keeps naming the record it named, or nothing: after the cleanup
+/// deleted the newest customer and its order, new ones get new ids (SQLite once gave the next
+/// customer the deleted one's id, so an order placed with the old ID went to a stranger).
+async fn ids_of_deleted_customers_and_orders_are_never_handed_out_again(t: TestDb) {
+    let db = t.database();
+    let pen = product(db, "Pen", "1.00", 5).await;
+    customer(db, "Kept", "kept@example.com").await;
+    let gone = customer(db, "Gone", "gone@example.com").await;
+    let long_ago = now() - TimeDelta::days(800);
+    let old_order = order(db, &gone, &[&pen], long_ago).await;
+    t.set_customer_created_at(gone.id, long_ago).await.unwrap();
+    assert_eq!(db.delete_inactive_customers(now(), false).await.unwrap(), 1);
+
+    let next = customer(db, "Next", "next@example.com").await;
+    assert!(
+        next.id > gone.id,
+        "customer id {} handed out again",
+        gone.id
+    );
+    assert!(db.customers_by_ids(&[gone.id]).await.unwrap().is_empty());
+    let next_order = order(db, &next, &[&pen], now()).await;
+    assert!(
+        next_order.id > old_order.id,
+        "order id {} handed out again",
+        old_order.id
+    );
+    assert!(db.orders_by_ids(&[old_order.id]).await.unwrap().is_empty());
 }
 
 async fn orders_between_includes_both_bounds_with_the_customer_email(t: TestDb) {
