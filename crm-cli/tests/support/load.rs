@@ -17,8 +17,13 @@ pub(crate) struct GraphqlConnection {
     token: String,
     reader: BufReader<TcpStream>,
     writer: TcpStream,
-    /// How many times the connection had to be opened again (the server closed it).
+    /// How many times the connection was opened again.
     pub(crate) reconnects: u64,
+    /// Open a new connection for every request (and close the last one), as clients without
+    /// keep-alive do.
+    fresh_each_request: bool,
+    /// Whether the current connection carried a request already.
+    used: bool,
 }
 
 /// What came back: the HTTP status and the parsed JSON body (`Null` if it was not JSON).
@@ -53,7 +58,16 @@ impl GraphqlConnection {
             reader: BufReader::new(stream.clone()),
             writer: stream,
             reconnects: 0,
+            fresh_each_request: false,
+            used: false,
         })
+    }
+
+    /// From now on, one request per connection: each request opens its own (its latency
+    /// includes the TCP handshake).
+    pub(crate) fn one_request_per_connection(mut self) -> Self {
+        self.fresh_each_request = true;
+        self
     }
 
     /// POSTs `{"query": query, "variables": variables}` to `/graphql`, at most `limit` long.
@@ -66,6 +80,12 @@ impl GraphqlConnection {
         limit: Duration,
     ) -> Result<Answer, String> {
         let body = serde_json::json!({ "query": query, "variables": variables }).to_string();
+        if self.fresh_each_request && self.used {
+            self.reconnect()
+                .await
+                .map_err(|e| format!("connecting: {e}"))?;
+        }
+        self.used = true;
         let exchange = async_std::future::timeout(limit, self.exchange(&body)).await;
         let outcome = match exchange {
             Ok(Ok(answer)) => return Ok(answer),
@@ -77,11 +97,13 @@ impl GraphqlConnection {
         Err(outcome)
     }
 
-    async fn reconnect(&mut self) -> std::io::Result<()> {
+    /// Closes the connection and opens a new one (counted in `reconnects`).
+    pub(crate) async fn reconnect(&mut self) -> std::io::Result<()> {
         let fresh = Self::open(&self.addr, &self.token).await?;
         self.reader = fresh.reader;
         self.writer = fresh.writer;
         self.reconnects += 1;
+        self.used = false;
         Ok(())
     }
 
