@@ -185,12 +185,7 @@ impl Database {
     /// Creates or upgrades the schema. Safe to run again, and from several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite(pool) => {
-                Migrator::new(EmbeddedSource(SQLITE_MIGRATIONS))
-                    .await?
-                    .run(pool)
-                    .await?
-            }
+            Backend::Sqlite(pool) => migrate_sqlite(pool).await?,
             Backend::Postgres(pool) => {
                 Migrator::new(EmbeddedSource(POSTGRES_MIGRATIONS))
                     .await?
@@ -259,6 +254,39 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// How many times a SQLite migration that failed is tried again (see [`migrate_sqlite`]).
+const SQLITE_MIGRATION_ATTEMPTS: u32 = 20;
+
+/// Runs the SQLite migrations, again if another process was migrating the same file at the
+/// same moment (`crm serve` and `crm worker` started together on a new or upgraded database).
+/// sqlx has no lock for SQLite's migrator, so the later process failed on a table the first had
+/// just created, or on the bookkeeping row it had just written. After such a failure this waits
+/// for the other writer's transaction to end (SQLite's busy timeout) and runs the migrator
+/// again, which then finds the work done or continues it.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<()> {
+    use sqlx::migrate::MigrateError;
+    let mut attempt = 1;
+    loop {
+        let outcome = Migrator::new(EmbeddedSource(SQLITE_MIGRATIONS))
+            .await?
+            .run(pool)
+            .await;
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(error @ (MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)))
+                if attempt < SQLITE_MIGRATION_ATTEMPTS =>
+            {
+                tracing::debug!(%error, attempt, "SQLite migration failed; another process may be migrating: trying again");
+                attempt += 1;
+                let mut conn = pool.acquire().await?;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// Creates the SQLite file with mode 0600 before SQLite does (it would use 0644): the file

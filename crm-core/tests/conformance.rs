@@ -974,6 +974,22 @@ async fn a_sqlite_database_file_is_readable_by_its_owner_only() {
     assert_eq!(mode & 0o777, 0o600);
 }
 
+/// Several processes opening one new SQLite file at the same moment (`crm serve` and `crm
+/// worker` started together) all get a migrated database; the later ones once failed on the
+/// tables the first had just created.
+#[async_std::test]
+async fn several_pools_migrating_one_new_sqlite_file_at_once_all_succeed() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+        let opened = join_all((0..4).map(|_| Database::connect(&url))).await;
+        for db in &opened {
+            let db = db.as_ref().expect("every pool migrates the file");
+            assert_eq!(db.totals().await.unwrap().customers, 0);
+        }
+    }
+}
+
 fn seed_config(seed: u64) -> crm_core::SeedConfig {
     crm_core::SeedConfig {
         customers: 200,
