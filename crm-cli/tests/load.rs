@@ -640,7 +640,7 @@ async fn run_load(backend: &str, db: &TestDb, connections: Connections, default_
     let ended_at = Utc::now();
 
     // The jobs' ledger, as the API shows it. The setup connection sat idle through the load, and
-    // the server closes a connection idle for a minute (async-h1's head timeout): a new one.
+    // the server closes connections left idle that long: a new one.
     let mut admin = GraphqlConnection::open(&addr, TOKEN).await.unwrap();
     let mut job_lines = Vec::new();
     let mut job_failures = Vec::new();
