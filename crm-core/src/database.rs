@@ -32,6 +32,9 @@ struct Embedded {
     version: i64,
     description: &'static str,
     sql: &'static str,
+    /// Runs outside sqlx's transaction: the file manages its own (SQLite's table rebuilds
+    /// must turn foreign keys off, which a transaction ignores).
+    no_tx: bool,
 }
 
 /// The migrations of each backend, oldest first. A new migration is a new file and a new line
@@ -41,21 +44,33 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         version: 1,
         description: "crm",
         sql: include_str!("../migrations/sqlite/0001_crm.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 2,
         description: "job_runs",
         sql: include_str!("../migrations/sqlite/0002_job_runs.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 3,
         description: "job_incidents",
         sql: include_str!("../migrations/sqlite/0003_job_incidents.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 4,
         description: "job_overrides",
         sql: include_str!("../migrations/sqlite/0004_job_overrides.sql"),
+        no_tx: false,
+    },
+    // PostgreSQL's BIGSERIAL sequences never hand an id out twice; SQLite's plain INTEGER
+    // PRIMARY KEY does once the largest row is deleted (see the file).
+    Embedded {
+        version: 5,
+        description: "ids_never_reused",
+        sql: include_str!("../migrations/sqlite/0005_ids_never_reused.sql"),
+        no_tx: true,
     },
 ];
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
@@ -63,21 +78,25 @@ const POSTGRES_MIGRATIONS: &[Embedded] = &[
         version: 1,
         description: "crm",
         sql: include_str!("../migrations/postgres/0001_crm.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 2,
         description: "job_runs",
         sql: include_str!("../migrations/postgres/0002_job_runs.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 3,
         description: "job_incidents",
         sql: include_str!("../migrations/postgres/0003_job_incidents.sql"),
+        no_tx: false,
     },
     Embedded {
         version: 4,
         description: "job_overrides",
         sql: include_str!("../migrations/postgres/0004_job_overrides.sql"),
+        no_tx: false,
     },
 ];
 
@@ -101,7 +120,7 @@ impl MigrationSource<'static> for EmbeddedSource {
                     Cow::Borrowed(m.description),
                     MigrationType::Simple,
                     sqlx::SqlSafeStr::into_sql_str(m.sql),
-                    false,
+                    m.no_tx,
                 )
             })
             .collect();
@@ -189,12 +208,7 @@ impl Database {
     /// Creates or upgrades the schema. Safe to run again, and from several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         match &self.backend {
-            Backend::Sqlite(pool) => {
-                Migrator::new(EmbeddedSource(SQLITE_MIGRATIONS))
-                    .await?
-                    .run(pool)
-                    .await?
-            }
+            Backend::Sqlite(pool) => migrate_sqlite(pool).await?,
             Backend::Postgres(pool) => {
                 Migrator::new(EmbeddedSource(POSTGRES_MIGRATIONS))
                     .await?
@@ -263,6 +277,39 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// How many times a SQLite migration that failed is tried again (see [`migrate_sqlite`]).
+const SQLITE_MIGRATION_ATTEMPTS: u32 = 20;
+
+/// Runs the SQLite migrations, again if another process was migrating the same file at the
+/// same moment (`crm serve` and `crm worker` started together on a new or upgraded database).
+/// sqlx has no lock for SQLite's migrator, so the later process failed on a table the first had
+/// just created, or on the bookkeeping row it had just written. After such a failure this waits
+/// for the other writer's transaction to end (SQLite's busy timeout) and runs the migrator
+/// again, which then finds the work done or continues it.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<()> {
+    use sqlx::migrate::MigrateError;
+    let mut attempt = 1;
+    loop {
+        let outcome = Migrator::new(EmbeddedSource(SQLITE_MIGRATIONS))
+            .await?
+            .run(pool)
+            .await;
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(error @ (MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)))
+                if attempt < SQLITE_MIGRATION_ATTEMPTS =>
+            {
+                tracing::debug!(%error, attempt, "SQLite migration failed; another process may be migrating: trying again");
+                attempt += 1;
+                let mut conn = pool.acquire().await?;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// Creates the SQLite file with mode 0600 before SQLite does (it would use 0644): the file

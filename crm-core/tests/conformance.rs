@@ -54,6 +54,7 @@ conformance!(
     cleanup_deletes_only_customers_inactive_past_the_boundary,
     a_customer_created_yesterday_without_orders_is_not_deleted,
     cleanup_dry_run_counts_without_deleting,
+    ids_of_deleted_customers_and_orders_are_never_handed_out_again,
     orders_between_includes_both_bounds_with_the_customer_email,
     restock_raises_only_products_below_the_threshold,
     two_concurrent_restocks_lose_no_update,
@@ -795,6 +796,35 @@ async fn cleanup_dry_run_counts_without_deleting(t: TestDb) {
     assert_eq!(db.delete_inactive_customers(later, true).await.unwrap(), 8);
 }
 
+/// An ID a client holds keeps naming the record it named, or nothing: after the cleanup
+/// deleted the newest customer and its order, new ones get new ids (SQLite once gave the next
+/// customer the deleted one's id, so an order placed with the old ID went to a stranger).
+async fn ids_of_deleted_customers_and_orders_are_never_handed_out_again(t: TestDb) {
+    let db = t.database();
+    let pen = product(db, "Pen", "1.00", 5).await;
+    customer(db, "Kept", "kept@example.com").await;
+    let gone = customer(db, "Gone", "gone@example.com").await;
+    let long_ago = now() - TimeDelta::days(800);
+    let old_order = order(db, &gone, &[&pen], long_ago).await;
+    t.set_customer_created_at(gone.id, long_ago).await.unwrap();
+    assert_eq!(db.delete_inactive_customers(now(), false).await.unwrap(), 1);
+
+    let next = customer(db, "Next", "next@example.com").await;
+    assert!(
+        next.id > gone.id,
+        "customer id {} handed out again",
+        gone.id
+    );
+    assert!(db.customers_by_ids(&[gone.id]).await.unwrap().is_empty());
+    let next_order = order(db, &next, &[&pen], now()).await;
+    assert!(
+        next_order.id > old_order.id,
+        "order id {} handed out again",
+        old_order.id
+    );
+    assert!(db.orders_by_ids(&[old_order.id]).await.unwrap().is_empty());
+}
+
 async fn orders_between_includes_both_bounds_with_the_customer_email(t: TestDb) {
     let db = t.database();
     let alice = customer(db, "Alice", "Alice@Example.com").await;
@@ -942,6 +972,22 @@ async fn a_sqlite_database_file_is_readable_by_its_owner_only() {
     let path = t.url().strip_prefix("sqlite://").unwrap();
     let mode = std::fs::metadata(path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Several processes opening one new SQLite file at the same moment (`crm serve` and `crm
+/// worker` started together) all get a migrated database; the later ones once failed on the
+/// tables the first had just created.
+#[async_std::test]
+async fn several_pools_migrating_one_new_sqlite_file_at_once_all_succeed() {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+        let opened = join_all((0..4).map(|_| Database::connect(&url))).await;
+        for db in &opened {
+            let db = db.as_ref().expect("every pool migrates the file");
+            assert_eq!(db.totals().await.unwrap().customers, 0);
+        }
+    }
 }
 
 fn seed_config(seed: u64) -> crm_core::SeedConfig {

@@ -197,6 +197,11 @@ pub struct Runner {
     overrides: Option<Arc<dyn OverrideStore>>,
     /// The overrides as last read, keyed by the store's change counter.
     cache: Mutex<OverrideCache>,
+    /// Bumped, and `overrides_event` notified, each time `cache` is reloaded with a change.
+    /// Whoever reloads it (the API's job control, `/status`, a round of due jobs), a scheduler
+    /// sleeping on this runner must plan again: see [`Runner::overrides_generation`].
+    overrides_generation: std::sync::atomic::AtomicU64,
+    overrides_event: event_listener::Event,
     clock: Arc<dyn Clock>,
     alert: Arc<dyn AlertHook>,
     host: String,
@@ -352,6 +357,8 @@ impl RunnerBuilder {
             ledger: self.ledger.unwrap_or_else(|| Arc::new(MemoryLedger::new())),
             overrides: self.overrides,
             cache: Mutex::default(),
+            overrides_generation: std::sync::atomic::AtomicU64::new(0),
+            overrides_event: event_listener::Event::new(),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             alert: self.alert.unwrap_or_else(|| Arc::new(LogAlert)),
             host: self

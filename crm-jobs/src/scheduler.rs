@@ -162,6 +162,9 @@ impl Scheduler {
             }
             let now = clock.now();
             rounds += 1;
+            // Read before planning: a change reloaded by anyone from here on (this round,
+            // the API in this process, `/status`) makes the scheduler plan again.
+            let planned_at = self.runner.overrides_generation();
             self.spawn_round(now, &in_flight);
             if let Some(keep) = self.retention
                 && next_prune.is_some_and(|at| at <= now)
@@ -190,7 +193,7 @@ impl Scheduler {
                     None => Box::pin(future::pending()),
                 };
                 let interrupted = future::select(stop, ended);
-                let changed = overrides_changed(&self.runner, self.override_poll);
+                let changed = overrides_changed(&self.runner, self.override_poll, planned_at);
                 futures::pin_mut!(changed);
                 match future::select(future::select(sleep, changed), interrupted).await {
                     Either::Left(_) => continue 'rounds,
@@ -287,18 +290,24 @@ impl Scheduler {
     }
 }
 
-/// Completes when the runner's override store reports a change (the runner has then reloaded
-/// it); never, if the runner has no store.
-async fn overrides_changed(runner: &Runner, every: Duration) {
+/// Completes when the runner's overrides were reloaded with a change since generation
+/// `planned_at` (whoever reloaded them: this poll, a round of due jobs, or the API's job
+/// control in the same process, which wakes it at once); never, if the runner has no store.
+async fn overrides_changed(runner: &Runner, every: Duration, planned_at: u64) {
     if runner.override_store().is_none() {
         return future::pending().await;
     }
     loop {
-        async_io::Timer::after(every).await;
-        match runner.refresh_overrides().await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "Could not check the schedule overrides"),
+        let reloaded = runner.overrides_reloaded();
+        if runner.overrides_generation() != planned_at {
+            return;
+        }
+        let _ = future::select(reloaded, async_io::Timer::after(every)).await;
+        if let Err(e) = runner.refresh_overrides().await {
+            tracing::warn!(error = %e, "Could not check the schedule overrides");
+        }
+        if runner.overrides_generation() != planned_at {
+            return;
         }
     }
 }

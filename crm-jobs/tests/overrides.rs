@@ -411,6 +411,61 @@ async fn a_live_scheduler_on_postgres_picks_up_changes_made_by_another_process()
     live_pickup(db.url()).await;
 }
 
+/// A change made through the scheduler's own runner (`crm serve --scheduler`'s API: the job
+/// mutations go through that runner) or read first by someone else in the process (`/status`)
+/// wakes the sleeping scheduler at once. It once slept on to its old wakeup: the reload had
+/// been done by the API call, so the scheduler's poll saw nothing new, and a one-off run asked
+/// for "now" waited for the next tick (here 08:00, seven and a half hours).
+#[async_std::test]
+async fn a_live_scheduler_obeys_changes_made_through_its_own_runner_at_once() {
+    let start = utc(2026, 6, 1, 0, 30);
+    let clock = ManualClock::new(start);
+    let (daily, calls) = job("daily", "0 8 * * *");
+    let overrides: Arc<dyn OverrideStore> = Arc::new(MemoryOverrides::new());
+    let ledger: Arc<dyn RunLedger> = Arc::new(MemoryLedger::new());
+    let scheduled = Arc::new(runner(
+        ledger.clone(),
+        overrides.clone(),
+        &clock,
+        1,
+        vec![daily],
+    ));
+    // A poll far longer than the test: only the runner's own notice can wake the scheduler.
+    let scheduler = Scheduler::new(scheduled.clone()).override_poll(Duration::from_secs(3600));
+    let handle = scheduler.handle();
+    let running = async_std::task::spawn(scheduler.run());
+    eventually("the scheduler planned its first sleep", || {
+        scheduled.next_run_of("daily", start) == Some(utc(2026, 6, 1, 8, 0))
+    })
+    .await;
+    async_io::Timer::after(Duration::from_millis(100)).await;
+
+    // Through the scheduler's own runner, as the API of `crm serve --scheduler` does.
+    scheduled.schedule_run("daily", start, "api").await.unwrap();
+    eventually("the one-off run asked through the API ran", || {
+        sorted(&calls) == vec![start]
+    })
+    .await;
+
+    // Through another process, but read first by this process's `/status` page.
+    let (daily_too, _) = job("daily", "0 8 * * *");
+    let operator = runner(ledger, overrides, &clock, 2, vec![daily_too]);
+    let second = start + TimeDelta::seconds(30);
+    clock.set(second);
+    operator
+        .schedule_run("daily", second, "cli:other")
+        .await
+        .unwrap();
+    crm_jobs::health::assess(&scheduled, second).await.unwrap();
+    eventually("the one-off run /status read first ran", || {
+        sorted(&calls) == vec![start, second]
+    })
+    .await;
+
+    handle.shutdown(Duration::from_secs(5));
+    assert_eq!(running.await.unfinished, 0);
+}
+
 /// Two runners (two processes' pools) on one PostgreSQL database drive a day of a job every 10
 /// minutes; at noon one of them changes it to every 15 minutes. Each tick runs once, on one of
 /// them, and the other sees the change at its next round.

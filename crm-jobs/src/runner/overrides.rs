@@ -136,12 +136,34 @@ impl Runner {
         cache.pending = snapshot.pending;
         drop(cache);
         if !first {
+            self.overrides_generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.overrides_event.notify(usize::MAX);
             tracing::info!(
                 version = snapshot.version,
                 "Schedule overrides changed; reloaded"
             );
         }
         Ok(true)
+    }
+
+    /// How many times the overrides were reloaded with a change since the first read.
+    ///
+    /// A scheduler cannot rely on [`Runner::refresh_overrides`] answering `true` to learn of a
+    /// change: the first caller to see the counter move reloads the cache and gets the `true`,
+    /// and in `crm serve --scheduler` that is usually the API's `scheduleJobRun` or
+    /// `setJobSchedule` itself (or `/status`), in this very process. The scheduler then slept
+    /// on to its old wakeup, running a one-off run asked for in two seconds only at the next
+    /// tick, minutes or hours late. It compares this number instead, and listens on
+    /// [`Runner::overrides_reloaded`] to hear of a change made in-process at once.
+    pub(crate) fn overrides_generation(&self) -> u64 {
+        self.overrides_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Notified each time [`Runner::overrides_generation`] moves.
+    pub(crate) fn overrides_reloaded(&self) -> event_listener::EventListener {
+        self.overrides_event.listen()
     }
 
     pub(super) async fn refresh_or_warn(&self) {
