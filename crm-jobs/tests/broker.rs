@@ -4,6 +4,8 @@
 //!
 //! Without Redis these tests fail when `CI=true` and are skipped with a notice otherwise.
 
+#[path = "support/flaky_ledger.rs"]
+mod flaky_ledger;
 #[expect(
     dead_code,
     reason = "the shared helpers serve several test binaries; this one uses a few"
@@ -1298,4 +1300,55 @@ async fn future_eta_tasks_are_held_by_the_worker_not_requeued_over_and_over() {
         per_second < 20.0,
         "held tasks cost {per_second:.1} Redis commands/s: {commands:?}"
     );
+}
+
+#[async_std::test]
+async fn a_task_taken_while_the_ledger_is_down_goes_back_to_the_queue_and_runs_when_it_is_back() {
+    let Some(tb) = test_broker(None).await else {
+        return;
+    };
+    let ledger = Arc::new(flaky_ledger::FlakyLedger::default());
+    ledger.down.store(true, Ordering::SeqCst);
+    let job = Recorded::new("sync_things", "*/5 * * * *");
+    let done = job.done.clone();
+    let worker = Worker::new(tb.broker.clone(), runner(job, ledger.clone(), 1));
+    tb.broker
+        .publish(&scheduled_envelope(
+            "sync_things",
+            monday_six(),
+            "celery",
+            "t",
+        ))
+        .await
+        .unwrap();
+
+    // The database is down: the task is put back on the queue after a short wait, rather than
+    // left unacknowledged until the visibility timeout (an hour by default) restores it.
+    let started = Instant::now();
+    let handled = worker.handle_next(Duration::from_secs(1)).await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        matches!(&handled, Some(Handled::Requeued { reason, .. }) if reason.contains("ledger is unavailable")),
+        "{handled:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert!(ledger.refused.load(Ordering::SeqCst) > 0);
+    assert!(done.lock().unwrap().is_empty());
+
+    // The database is back: the same message is on the queue and runs, once.
+    ledger.down.store(false, Ordering::SeqCst);
+    let handled = worker.handle_next(Duration::from_secs(1)).await.unwrap();
+    assert!(
+        matches!(&handled, Some(Handled::Ran(r)) if r.status == RunStatus::Succeeded),
+        "{handled:?}"
+    );
+    assert_eq!(done.lock().unwrap().as_slice(), &[(monday_six(), 1)]);
+    assert!(
+        worker
+            .handle_next(Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    eprintln!("ledger down: the task went back to the queue after {waited:?}");
 }

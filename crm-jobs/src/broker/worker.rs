@@ -21,6 +21,10 @@ const POLL: Duration = Duration::from_secs(1);
 /// How often a worker sweeps for messages whose worker died (kombu sweeps about as often).
 const RESTORE_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a task waits before it goes back to the queue when the run ledger (the database)
+/// could not be used, as the scheduler waits before it looks again.
+const LEDGER_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// How long a message held up (job busy, eta not reached) waits before going back on the queue.
 const HOLD_UP: Duration = Duration::from_millis(500);
 
@@ -42,16 +46,9 @@ pub enum Handled {
     /// The job ran (or its tick had already run elsewhere); acknowledged, result written.
     Ran(RunReport),
     /// The job does not run in parallel and is running for another tick, the tick itself is
-    /// being run by another worker (which may have died), or the message's eta is still ahead:
-    /// put back on the queue.
+    /// being run by another worker (which may have died), the message's eta is still ahead, or
+    /// the run ledger could not be used: put back on the queue.
     Requeued {
-        /// The task id.
-        id: String,
-        /// Why.
-        reason: String,
-    },
-    /// The ledger could not be used: left unacknowledged, so it is redelivered later.
-    LeftUnacked {
         /// The task id.
         id: String,
         /// Why.
@@ -485,7 +482,7 @@ impl Worker {
             tracing::warn!(error = %e, "Could not read the schedule overrides; keeping the last ones read");
         }
         if self.runner.is_enabled(code) == Some(false) {
-            return self.skip_paused(&message, code, tick, kind).await;
+            return self.skip_paused(&message, raw, code, tick, kind).await;
         }
         self.events
             .send(
@@ -502,11 +499,9 @@ impl Worker {
         let (report, holder) = match self.run_tick(code, tick, kind).await {
             Ok(ran) => ran,
             Err(e) => {
-                tracing::error!(task.id = %id, error = %e, "Could not run a task; left for redelivery");
-                return Ok(Handled::LeftUnacked {
-                    id,
-                    reason: e.to_string(),
-                });
+                return self
+                    .ledger_unavailable(&message.delivery_tag, raw, id, e.to_string())
+                    .await;
             }
         };
         // The result to write, in the same Redis step as the acknowledgement.
@@ -543,11 +538,9 @@ impl Worker {
                 });
             }
             RunStatus::LedgerError => {
-                tracing::error!(task.id = %id, error = %report.message, "Ledger unavailable; message left for redelivery");
-                return Ok(Handled::LeftUnacked {
-                    id,
-                    reason: report.message,
-                });
+                return self
+                    .ledger_unavailable(&message.delivery_tag, raw, id, report.message)
+                    .await;
             }
             // Taken by a run still going: that run may be a killed worker's whose lease has
             // not run out yet. Put the message back until the run ends (then it is
@@ -600,6 +593,26 @@ impl Worker {
         Ok(Handled::Ran(report))
     }
 
+    /// The run ledger (the database) could not be used: the task goes back to the queue after
+    /// [`LEDGER_RETRY_AFTER`], so it runs soon after the database is back. Left unacknowledged
+    /// instead, it would wait for the visibility timeout (an hour by default) to be restored.
+    /// Waiting here first keeps a worker from spinning on a database that stays down.
+    async fn ledger_unavailable(
+        &self,
+        delivery_tag: &str,
+        raw: &str,
+        id: String,
+        error: String,
+    ) -> Result<Handled, BrokerError> {
+        tracing::error!(task.id = %id, %error, retry_in_s = LEDGER_RETRY_AFTER.as_secs(), "The run ledger is unavailable; the task goes back to the queue shortly");
+        async_std::task::sleep(LEDGER_RETRY_AFTER).await;
+        self.broker.requeue(delivery_tag, raw).await?;
+        Ok(Handled::Requeued {
+            id,
+            reason: format!("the run ledger is unavailable: {error}"),
+        })
+    }
+
     /// Acknowledges a task of a paused job without running it, as Celery treats a revoked task:
     /// result REVOKED (`AsyncResult.get()` raises `TaskRevokedError`), a `task-revoked` event.
     /// A tick or a client's task is recorded as skipped with the reason (`crm jobs history`),
@@ -609,6 +622,7 @@ impl Worker {
     async fn skip_paused(
         &self,
         message: &TaskMessage,
+        raw: &str,
         code: &str,
         tick: DateTime<Utc>,
         kind: RunKind,
@@ -618,11 +632,9 @@ impl Worker {
         if message.one_off {
             self.broker.delete_key(&publish_lock(&id)).await?;
         } else if let Err(e) = self.runner.record_skipped(code, tick, kind, &reason).await {
-            tracing::error!(task.id = %id, error = %e, "Could not record a skipped task; left for redelivery");
-            return Ok(Handled::LeftUnacked {
-                id,
-                reason: e.to_string(),
-            });
+            return self
+                .ledger_unavailable(&message.delivery_tag, raw, id, e.to_string())
+                .await;
         }
         tracing::info!(task.id = %id, job.code = %code, "Task of a paused job acknowledged without running it");
         self.events
