@@ -484,6 +484,26 @@ impl Worker {
         if self.runner.is_enabled(code) == Some(false) {
             return self.skip_paused(&message, raw, code, tick, kind).await;
         }
+        if kind == RunKind::Scheduled
+            && let Some(reason) = self.off_schedule(code, tick)
+        {
+            tracing::warn!(task.id = %id, job.code = %code, %reason, "Scheduled task for a time that is not a tick of its job: dead-lettered");
+            self.broker
+                .store_result(
+                    &id,
+                    "FAILURE",
+                    failure_result("ValueError", "builtins", &reason),
+                    Some(&reason),
+                )
+                .await?;
+            self.broker
+                .dead_letter(raw, &reason, Some(&message.delivery_tag))
+                .await?;
+            return Ok(Handled::DeadLettered {
+                id: Some(id),
+                reason,
+            });
+        }
         self.events
             .send(
                 "task-received",
@@ -591,6 +611,27 @@ impl Worker {
             None => self.broker.ack(&message.delivery_tag).await?,
         }
         Ok(Handled::Ran(report))
+    }
+
+    /// Why a scheduled task's `crm_tick` is refused, if it is: it must be a tick of the job's
+    /// schedule (the one in force, or the job's own, in case an operator changed it after the
+    /// beat published). The worker claims that tick in the ledger; a made-up or mistyped time
+    /// (a client's `datetime.now()`, seconds included) would otherwise run the job as a
+    /// scheduled run and fill the ledger with ticks no schedule has.
+    fn off_schedule(&self, code: &str, tick: DateTime<Utc>) -> Option<String> {
+        let on_schedule = [
+            self.runner.effective_schedule(code),
+            self.runner.schedule_of(code).cloned(),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|schedule| schedule.latest_at_or_before(tick) == Some(tick));
+        (!on_schedule).then(|| {
+            format!(
+                "crm_tick {} is not a tick of job {code}'s schedule",
+                tick.to_rfc3339()
+            )
+        })
     }
 
     /// The run ledger (the database) could not be used: the task goes back to the queue after
