@@ -4,68 +4,16 @@
 
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/redis_prefix.rs"]
+mod redis_prefix;
 use process::{KillOnDrop, crm_in, exits_within, sigterm, wait_until, wait_until_some};
+use redis_prefix::{Prefix, redis_url};
 
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn redis_url() -> String {
-    std::env::var("CRM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-/// A key prefix of its own, deleted (every key under it) when the test ends.
-struct Prefix {
-    prefix: String,
-    conn: redis::Connection,
-}
-
-impl Prefix {
-    fn new() -> Option<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let prefix = format!("crm_cli_t_{}_{nanos}:", std::process::id());
-        match redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
-            Ok(conn) => Some(Self { prefix, conn }),
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("SKIPPED: Redis is not reachable at {} ({e})", redis_url());
-                None
-            }
-            Err(e) => panic!("Redis is required (CI=true) at {}: {e}", redis_url()),
-        }
-    }
-
-    fn len(&mut self, kind: &str, key: &str) -> usize {
-        redis::cmd(kind)
-            .arg(format!("{}{key}", self.prefix))
-            .query(&mut self.conn)
-            .unwrap()
-    }
-
-    fn keys(&mut self, pattern: &str) -> Vec<String> {
-        redis::cmd("KEYS")
-            .arg(format!("{}{pattern}", self.prefix))
-            .query(&mut self.conn)
-            .unwrap()
-    }
-
-    fn get(&mut self, key: &str) -> Option<String> {
-        redis::cmd("GET").arg(key).query(&mut self.conn).unwrap()
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        let keys = self.keys("*");
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut self.conn);
-        }
-    }
-}
 
 fn crm(dir: &Path, prefix: &str) -> Command {
     let mut command = crm_in(dir);
@@ -78,7 +26,7 @@ fn crm(dir: &Path, prefix: &str) -> Command {
 
 #[test]
 fn a_worker_killed_mid_task_has_its_tick_run_once_by_another_and_beat_and_worker_stop_on_sigterm() {
-    let Some(mut redis) = Prefix::new() else {
+    let Some(mut redis) = Prefix::new("cli_t") else {
         return;
     };
     let prefix = redis.prefix.clone();
@@ -242,7 +190,7 @@ fn a_bad_broker_url_is_a_usage_error_and_an_unreachable_broker_a_failure_neither
 
 #[test]
 fn beat_publishes_a_one_off_run_and_a_worker_skips_the_tasks_of_a_paused_job() {
-    let Some(mut redis) = Prefix::new() else {
+    let Some(mut redis) = Prefix::new("cli_t") else {
         return;
     };
     let prefix = redis.prefix.clone();
@@ -321,7 +269,7 @@ fn beat_publishes_a_one_off_run_and_a_worker_skips_the_tasks_of_a_paused_job() {
 #[test]
 fn a_worker_prunes_the_run_history_it_records_at_start() {
     use crm_core::ledger::RunLedger as _;
-    let Some(redis) = Prefix::new() else {
+    let Some(redis) = Prefix::new("cli_t") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -373,7 +321,7 @@ fn a_worker_prunes_the_run_history_it_records_at_start() {
 #[test]
 fn a_worker_holding_an_eta_task_keeps_it_from_others_and_when_killed_loses_none() {
     use crm_jobs::broker::{scheduled_envelope, tick_task_id};
-    let Some(mut redis) = Prefix::new() else {
+    let Some(mut redis) = Prefix::new("cli_t") else {
         return;
     };
     let prefix = redis.prefix.clone();
@@ -400,7 +348,12 @@ fn a_worker_holding_an_eta_task_keeps_it_from_others_and_when_killed_loses_none(
         )
     };
     // A heartbeat task due in 6 s, as `apply_async(countdown=6)` sends it.
-    let tick = chrono::Utc::now() - chrono::TimeDelta::days(1);
+    // Yesterday's tick of the heartbeat's */5 (a worker refuses a time that is not a tick).
+    let tick = chrono::DurationRound::duration_trunc(
+        chrono::Utc::now() - chrono::TimeDelta::days(1),
+        chrono::TimeDelta::minutes(5),
+    )
+    .unwrap();
     let mut envelope = scheduled_envelope("log_crm_heartbeat", tick, "celery", "test");
     let eta = chrono::Utc::now() + chrono::TimeDelta::seconds(6);
     envelope["headers"]["eta"] = serde_json::json!(eta.to_rfc3339());

@@ -7,6 +7,8 @@
 
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/redis_prefix.rs"]
+mod redis_prefix;
 #[path = "support/kill9.rs"]
 mod support;
 
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
 use process::{KillOnDrop, assert_exit, crm_in, exits_within, sigterm};
+use redis_prefix::{Prefix, redis_url};
 
 use serde_json::json;
 use support::{Answer, Db, graphql, id_number};
@@ -716,51 +719,7 @@ fn the_scheduler_and_run_due_killed_50_times_mid_job_leave_no_half_cleanup_and_r
 // The broker worker
 // ---------------------------------------------------------------------------------------------
 
-fn redis_url() -> String {
-    std::env::var("CRM_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
-}
-
-/// A Redis key prefix of its own, every key under it deleted when the test ends.
-struct Prefix {
-    prefix: String,
-    conn: redis::Connection,
-}
-
 impl Prefix {
-    fn new() -> Option<Self> {
-        let prefix = format!(
-            "crm_kill9_{}_{:08x}:",
-            std::process::id(),
-            fastrand::u32(..)
-        );
-        match redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
-            Ok(conn) => Some(Self { prefix, conn }),
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("SKIPPED: Redis is not reachable at {} ({e})", redis_url());
-                None
-            }
-            Err(e) => panic!("Redis is required (CI=true) at {}: {e}", redis_url()),
-        }
-    }
-
-    fn len(&mut self, kind: &str, key: &str) -> usize {
-        redis::cmd(kind)
-            .arg(format!("{}{key}", self.prefix))
-            .query(&mut self.conn)
-            .unwrap()
-    }
-
-    fn keys(&mut self, pattern: &str) -> Vec<String> {
-        redis::cmd("KEYS")
-            .arg(format!("{}{pattern}", self.prefix))
-            .query(&mut self.conn)
-            .unwrap()
-    }
-
-    fn get(&mut self, key: &str) -> Option<String> {
-        redis::cmd("GET").arg(key).query(&mut self.conn).unwrap()
-    }
-
     /// The task ids of the messages waiting in the queue.
     fn queued_ids(&mut self) -> Vec<String> {
         let raw: Vec<String> = redis::cmd("LRANGE")
@@ -775,15 +734,6 @@ impl Prefix {
                 m["headers"]["id"].as_str().unwrap().to_owned()
             })
             .collect()
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        let keys = self.keys("*");
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut self.conn);
-        }
     }
 }
 
@@ -822,7 +772,7 @@ fn a_worker_killed_50_times_mid_task_runs_each_published_tick_once_and_leaves_no
     if !crm_core::testing::long_tests_enabled("kill9_worker") {
         return;
     }
-    let Some(mut redis) = Prefix::new() else {
+    let Some(mut redis) = Prefix::new("kill9") else {
         return;
     };
     let prefix = redis.prefix.clone();
@@ -855,6 +805,21 @@ fn a_worker_killed_50_times_mid_task_runs_each_published_tick_once_and_leaves_no
     sigterm(&beat.0);
     assert_eq!(exits_within(&mut beat, Duration::from_secs(10)).0, Some(0));
     let mut published = redis.queued_ids();
+    // The published ticks come a minute apart: every minute is a tick of each job (a worker
+    // refuses a scheduled task whose tick is not one of its job's).
+    for code in [
+        "clean_inactive_customers",
+        "update_low_stock",
+        "log_crm_heartbeat",
+    ] {
+        assert_exit(
+            &crm(dir, &db_url)
+                .args(["jobs", "schedule", code, "every 1 minute"])
+                .output()
+                .unwrap(),
+            0,
+        );
+    }
     let first = chrono::DurationRound::duration_trunc(
         Utc::now() - TimeDelta::days(30),
         TimeDelta::minutes(1),
@@ -1031,7 +996,7 @@ fn a_worker_killed_50_times_mid_task_runs_each_published_tick_once_and_leaves_no
 /// round that logged a failing job died and its shutdown waited 60 s for it.
 #[test]
 fn a_scheduler_and_a_worker_whose_stderr_was_closed_still_stop_on_sigterm() {
-    let Some(redis) = Prefix::new() else {
+    let Some(redis) = Prefix::new("kill9") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -420,21 +420,8 @@ impl Worker {
                 tracing::warn!(task = %message.task, task.id = %id, "Unknown task rejected to the dead-letter list (logged once per name)");
             }
             let reason = format!("unknown task {}", message.task);
-            self.broker
-                .store_result(
-                    &id,
-                    "FAILURE",
-                    failure_result("NotRegistered", "celery.exceptions", &message.task),
-                    Some(&reason),
-                )
-                .await?;
-            self.broker
-                .dead_letter(raw, &reason, Some(&message.delivery_tag))
-                .await?;
-            return Ok(Handled::DeadLettered {
-                id: Some(id),
-                reason,
-            });
+            let result = failure_result("NotRegistered", "celery.exceptions", &message.task);
+            return self.refuse(&message, raw, id, result, reason).await;
         };
         let now = self.runner.clock().now();
         if message.expires.is_some_and(|at| at < now) {
@@ -488,21 +475,8 @@ impl Worker {
             && let Some(reason) = self.off_schedule(code, tick)
         {
             tracing::warn!(task.id = %id, job.code = %code, %reason, "Scheduled task for a time that is not a tick of its job: dead-lettered");
-            self.broker
-                .store_result(
-                    &id,
-                    "FAILURE",
-                    failure_result("ValueError", "builtins", &reason),
-                    Some(&reason),
-                )
-                .await?;
-            self.broker
-                .dead_letter(raw, &reason, Some(&message.delivery_tag))
-                .await?;
-            return Ok(Handled::DeadLettered {
-                id: Some(id),
-                reason,
-            });
+            let result = failure_result("ValueError", "builtins", &reason);
+            return self.refuse(&message, raw, id, result, reason).await;
         }
         self.events
             .send(
@@ -611,6 +585,29 @@ impl Worker {
             None => self.broker.ack(&message.delivery_tag).await?,
         }
         Ok(Handled::Ran(report))
+    }
+
+    /// Refuses a readable task that cannot run: its FAILURE `result` is written (so a client's
+    /// `AsyncResult.get()` raises instead of waiting) and the message goes to the dead-letter
+    /// list with `reason`, acknowledged.
+    async fn refuse(
+        &self,
+        message: &TaskMessage,
+        raw: &str,
+        id: String,
+        result: Value,
+        reason: String,
+    ) -> Result<Handled, BrokerError> {
+        self.broker
+            .store_result(&id, "FAILURE", result, Some(&reason))
+            .await?;
+        self.broker
+            .dead_letter(raw, &reason, Some(&message.delivery_tag))
+            .await?;
+        Ok(Handled::DeadLettered {
+            id: Some(id),
+            reason,
+        })
     }
 
     /// Why a scheduled task's `crm_tick` is refused, if it is: it must be a tick of the job's
