@@ -597,6 +597,17 @@ impl Runner {
             .collect()
     }
 
+    /// The registered job `code`, or the error that names the known ones.
+    fn registered_job(&self, code: &str) -> Result<&Registered, RunnerError> {
+        self.jobs
+            .iter()
+            .find(|j| j.code == code)
+            .ok_or_else(|| RunnerError::UnknownJob {
+                code: code.to_owned(),
+                known: self.codes().collect::<Vec<_>>().join(", "),
+            })
+    }
+
     /// Runs the job `code` now, recorded like any run. Without `force` it runs only if due (as
     /// [`Runner::run_due`] would); with `force` it runs at a tick of its own (still claimed, so
     /// it waits for no one but runs beside no other run of a non-parallel job). A `dry_run`
@@ -607,14 +618,7 @@ impl Runner {
         force: bool,
         dry_run: bool,
     ) -> Result<RunReport, RunnerError> {
-        let job =
-            self.jobs
-                .iter()
-                .find(|j| j.code == code)
-                .ok_or_else(|| RunnerError::UnknownJob {
-                    code: code.to_owned(),
-                    known: self.codes().collect::<Vec<_>>().join(", "),
-                })?;
+        let job = self.registered_job(code)?;
         let now = micros(self.clock.now());
         if dry_run {
             return Ok(self.execute(job, now, RunKind::DryRun, 1).await);
@@ -644,14 +648,7 @@ impl Runner {
         kind: RunKind,
         attempt: u32,
     ) -> Result<RunReport, RunnerError> {
-        let job =
-            self.jobs
-                .iter()
-                .find(|j| j.code == code)
-                .ok_or_else(|| RunnerError::UnknownJob {
-                    code: code.to_owned(),
-                    known: self.codes().collect::<Vec<_>>().join(", "),
-                })?;
+        let job = self.registered_job(code)?;
         self.abandon_expired().await;
         Ok(self.execute(job, micros(tick), kind, attempt.max(1)).await)
     }
@@ -666,14 +663,7 @@ impl Runner {
         kind: RunKind,
         reason: &str,
     ) -> Result<bool, RunnerError> {
-        let job =
-            self.jobs
-                .iter()
-                .find(|j| j.code == code)
-                .ok_or_else(|| RunnerError::UnknownJob {
-                    code: code.to_owned(),
-                    known: self.codes().collect::<Vec<_>>().join(", "),
-                })?;
+        let job = self.registered_job(code)?;
         let run = self.new_run(job, micros(tick), kind, 1);
         Ok(self.ledger.record_skipped(&run, reason).await?)
     }

@@ -334,16 +334,7 @@ impl Broker {
     /// Acknowledges a message and puts it back at the end of its queue (to be tried again after
     /// the messages waiting), in one step.
     pub(crate) async fn requeue(&self, delivery_tag: &str, raw: &str) -> Result<(), BrokerError> {
-        let _: i64 = redis::Script::new(RESTORE_ONE)
-            .key(self.key("unacked"))
-            .key(self.key("unacked_index"))
-            .key(self.queue_key())
-            .arg(delivery_tag)
-            .arg(raw)
-            .arg("LPUSH")
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+        self.restore_one(delivery_tag, raw, "LPUSH").await
     }
 
     /// Puts a taken message back at the head of its queue (the next one taken), acknowledged
@@ -353,13 +344,24 @@ impl Broker {
         delivery_tag: &str,
         raw: &str,
     ) -> Result<(), BrokerError> {
+        self.restore_one(delivery_tag, raw, "RPUSH").await
+    }
+
+    /// Runs [`RESTORE_ONE`]: acknowledges the message and pushes it onto its queue with `push`
+    /// (`LPUSH`: the tail, taken last; `RPUSH`: the head, taken next).
+    async fn restore_one(
+        &self,
+        delivery_tag: &str,
+        raw: &str,
+        push: &str,
+    ) -> Result<(), BrokerError> {
         let _: i64 = redis::Script::new(RESTORE_ONE)
             .key(self.key("unacked"))
             .key(self.key("unacked_index"))
             .key(self.queue_key())
             .arg(delivery_tag)
             .arg(raw)
-            .arg("RPUSH")
+            .arg(push)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(())
