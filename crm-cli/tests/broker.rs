@@ -6,10 +6,12 @@
 mod process;
 #[path = "support/redis_prefix.rs"]
 mod redis_prefix;
-use process::{KillOnDrop, crm_in, exits_within, sigterm, wait_until, wait_until_some};
+use process::{
+    KillOnDrop, crm_in, exits_within, read_served_url, sigterm, wait_until, wait_until_some,
+};
 use redis_prefix::{Prefix, redis_url};
 
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,15 +47,7 @@ fn a_worker_killed_mid_task_has_its_tick_run_once_by_another_and_beat_and_worker
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("serve printed no URL: {line:?}"))
-        .to_owned();
+    let url = read_served_url(&mut BufReader::new(server.0.stdout.take().unwrap()));
     // An endpoint that accepts and never answers: the doomed worker's heartbeat hangs on it.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("http://{}/graphql", silent.local_addr().unwrap());

@@ -4,7 +4,7 @@
 
 #[path = "support/process.rs"]
 mod process;
-use process::{KillOnDrop, assert_exit, crm_in, http_get, stderr, stdout};
+use process::{KillOnDrop, assert_exit, crm_in, http_get, read_served_url, stderr, stdout};
 #[path = "support/crontab.rs"]
 mod crontab;
 use crontab::{SavedCrontab, crontab_turn, current_crontab, install_crontab};
@@ -61,14 +61,7 @@ impl Workspace {
             .stderr(Stdio::null())
             .spawn()
             .expect("crm serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("serve printed no URL: {line:?}"))
-            .to_owned();
+        let url = read_served_url(&mut BufReader::new(child.stdout.take().unwrap()));
         Server { child, url }
     }
 }
@@ -588,15 +581,8 @@ fn jobs_list_and_the_status_page_tell_each_jobs_state() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
     let guarded = Server {
-        url: line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("a URL")
+        url: read_served_url(&mut BufReader::new(child.stdout.take().unwrap()))
             .replace("/graphql", "/status"),
         child,
     };

@@ -13,7 +13,7 @@ mod redis_prefix;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use process::{KillOnDrop, assert_exit, crm_in, exits_within, sigterm};
+use process::{KillOnDrop, assert_exit, crm_in, exits_within, read_served_url, sigterm};
 use redis_prefix::{Prefix, redis_url};
 
 use serde_json::json;
@@ -64,21 +64,7 @@ fn serve(dir: &Path, url: &str) -> (KillOnDrop, String) {
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("serve printed no URL: {line:?}"))
-        .trim_end_matches('/')
-        .to_owned();
-    let url = if base.ends_with("/graphql") {
-        base
-    } else {
-        format!("{base}/graphql")
-    };
+    let url = read_served_url(&mut BufReader::new(server.0.stdout.take().unwrap()));
     (server, url)
 }
 

@@ -43,7 +43,7 @@ use crm_core::{CrmStore as _, CustomerId};
 use serde_json::{Value, json};
 
 use load::{Answer, GraphqlConnection, Latencies, Rng, plain_id};
-use process::{KillOnDrop, assert_exit, crm_in, exits_within, sigterm, wait_for_line};
+use process::{KillOnDrop, assert_exit, crm_in, exits_within, served_url, sigterm, wait_for_line};
 
 const TOKEN: &str = "load-test-token";
 const JOBS: [&str; 5] = [
@@ -520,11 +520,7 @@ async fn run_load(backend: &str, db: &TestDb, connections: Connections, default_
     let pid = server.0.id();
     let mut stdout = BufReader::new(server.0.stdout.take().unwrap());
     let banner = wait_for_line(&mut stdout, "Serving GraphQL at ");
-    let url = banner
-        .split_whitespace()
-        .find(|w| w.starts_with("http://") && w.ends_with("/graphql"))
-        .expect("the GraphQL URL")
-        .to_owned();
+    let url = served_url(&banner).expect("the GraphQL URL");
     let addr = url
         .trim_start_matches("http://")
         .trim_end_matches("/graphql")

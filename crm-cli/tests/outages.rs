@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use crm_core::testing::{TestDb, long_tests_enabled};
 use outage::{Answer, Proxy, Tmpfs, graphql, upstream_of, via};
-use process::{KillOnDrop, assert_exit, crm_in, exits_within, stderr, stdout, wait_until};
+use process::{
+    KillOnDrop, assert_exit, crm_in, exits_within, served_url, stderr, stdout, wait_until,
+};
 use serde_json::json;
 use sqlx::Connection as _;
 
@@ -73,9 +75,7 @@ impl Served {
         });
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+        let url = served_url(&line)
             .unwrap_or_else(|| {
                 panic!(
                     "serve printed no URL: {line:?}; stderr: {}",

@@ -4,7 +4,7 @@
 
 #[path = "support/process.rs"]
 mod process;
-use process::{CRM, KillOnDrop, assert_exit, crm_in, stderr, wait_until};
+use process::{CRM, KillOnDrop, assert_exit, crm_in, read_served_url, stderr, wait_until};
 #[path = "support/crontab.rs"]
 mod crontab;
 use crontab::{SavedCrontab, crontab_turn, current_crontab, install_crontab};
@@ -69,13 +69,7 @@ fn serve(mut command: Command, args: &[&str]) -> Served {
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let stderr = child.stderr.take().unwrap();
     let child = KillOnDrop(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("serve printed no URL: {line:?}"))
-        .to_owned();
+    let url = read_served_url(&mut stdout);
     Served {
         _child: child,
         url,

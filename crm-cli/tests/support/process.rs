@@ -140,3 +140,20 @@ pub(crate) fn http_get(url: &str, token: Option<&str>) -> (u16, String) {
         .expect("an HTTP status");
     (status, answer)
 }
+
+/// The GraphQL URL in `crm serve`'s banner (`Serving GraphQL at http://…/graphql …`), if the
+/// line is that banner.
+pub(crate) fn served_url(banner: &str) -> Option<String> {
+    banner
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/graphql"))
+        .map(str::to_owned)
+}
+
+/// Reads `crm serve`'s first line from its stdout and returns the GraphQL URL it announces
+/// (the server listens from then on); fails the test with the line otherwise.
+pub(crate) fn read_served_url(stdout: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    served_url(&line).unwrap_or_else(|| panic!("serve printed no URL: {line:?}"))
+}
