@@ -258,7 +258,7 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
     if !in_memory {
         create_private_file(options.get_filename())?;
     }
-    let pool = SqlitePoolOptions::new()
+    let pool_options = SqlitePoolOptions::new()
         // An in-memory database lives in one connection; a file is shared by several readers
         // and one writer at a time (WAL).
         .max_connections(if in_memory { 1 } else { 8 })
@@ -273,11 +273,27 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
         } else {
             Some(Duration::from_secs(3600))
         })
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(options)
-        .await?;
-    Ok(pool)
+        .acquire_timeout(Duration::from_secs(30));
+    // The first connection to a new file switches it to WAL, which needs the file to itself for
+    // a moment; SQLite answers "database is locked" at once, without waiting the busy timeout,
+    // when another process is opening the same new file (`crm serve` and `crm worker` started
+    // together). The mode is kept in the file, so trying again shortly gets through.
+    let mut waited = Duration::ZERO;
+    loop {
+        match pool_options.clone().connect_with(options.clone()).await {
+            Err(sqlx::Error::Database(e))
+                if crate::error::is_sqlite_busy(e.as_ref()) && waited < SQLITE_BUSY_TIMEOUT =>
+            {
+                async_io::Timer::after(SQLITE_OPEN_RETRY).await;
+                waited += SQLITE_OPEN_RETRY;
+            }
+            opened => return Ok(opened?),
+        }
+    }
 }
+
+/// How long an open that found a new SQLite file locked waits before trying again.
+const SQLITE_OPEN_RETRY: Duration = Duration::from_millis(20);
 
 /// How many times a SQLite migration that failed is tried again (see [`migrate_sqlite`]).
 const SQLITE_MIGRATION_ATTEMPTS: u32 = 20;

@@ -55,14 +55,13 @@ impl CoreError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::Database(db) => {
-                let code = db.code();
-                let code = code.as_deref().unwrap_or_default();
                 if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                    // SQLITE_BUSY (5), SQLITE_LOCKED (6) and their extended codes.
-                    code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+                    is_sqlite_busy(db.as_ref())
                 } else {
                     // PostgreSQL: class 08 (connection exception), 57P01-57P03 (admin
                     // shutdown, crash shutdown, cannot connect now).
+                    let code = db.code();
+                    let code = code.as_deref().unwrap_or_default();
                     code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
                 }
             }
@@ -77,6 +76,15 @@ impl CoreError {
             message: message.into(),
         }
     }
+}
+
+/// Whether a SQLite error is SQLITE_BUSY (5) or SQLITE_LOCKED (6), or one of their extended
+/// codes: another connection holds the lock.
+pub(crate) fn is_sqlite_busy(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error
+        .code()
+        .and_then(|code| code.parse::<u32>().ok())
+        .is_some_and(|n| matches!(n & 0xff, 5 | 6))
 }
 
 /// `Result` with [`CoreError`].
