@@ -16,10 +16,12 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use cynic::{GraphQlResponse, MutationBuilder, Operation, QueryBuilder};
-use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
 use crate::config::JobsConfig;
+use crate::crm_access::{
+    CrmAccess, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
+};
 use crate::job::JobError;
 
 /// Most pages followed in one listing: a guard against a server that never says "last page".
@@ -82,54 +84,6 @@ impl From<GraphqlError> for JobError {
     fn from(error: GraphqlError) -> Self {
         JobError::Endpoint(error.to_string())
     }
-}
-
-/// An order dated within a reminder window, as the endpoint lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct OrderToRemind {
-    /// The order's id as people read it: the database number when the API's ID encodes one
-    /// (a graphene-style global ID such as `T3JkZXJUeXBlOjQy` for `OrderType:42` gives `42`),
-    /// else the API's ID unchanged.
-    pub id: String,
-    /// The e-mail address of the order's customer.
-    pub customer_email: String,
-    /// When the order was placed.
-    pub order_date: DateTime<Utc>,
-}
-
-/// A product and its stock, as the endpoint reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ProductStockLevel {
-    /// The product's id as people read it (see [`OrderToRemind::id`]).
-    pub id: String,
-    /// The product's name.
-    pub name: String,
-    /// Units in stock.
-    pub stock: i32,
-}
-
-/// What `updateLowStockProducts` answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RestockOutcome {
-    /// Each product it restocked, with its new stock.
-    pub products: Vec<ProductStockLevel>,
-    /// The server's summary message.
-    pub message: String,
-}
-
-/// The report's totals, as the endpoint counted them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReportTotals {
-    /// Number of customers.
-    pub customers: i64,
-    /// Number of orders.
-    pub orders: i64,
-    /// Sum of every order's total amount, exact.
-    pub revenue: Decimal,
 }
 
 /// A client of the CRM's GraphQL endpoint. Cheap to clone (connections are pooled and shared).
@@ -242,10 +196,12 @@ impl GraphqlClient {
                 ))
                 .await?
                 .all_orders;
-            orders.extend(page.edges.into_iter().map(|edge| OrderToRemind {
-                id: readable_id(edge.node.id.inner()),
-                customer_email: edge.node.customer.email,
-                order_date: edge.node.order_date,
+            orders.extend(page.edges.into_iter().map(|edge| {
+                OrderToRemind::new(
+                    readable_id(edge.node.id.inner()),
+                    edge.node.customer.email,
+                    edge.node.order_date,
+                )
             }));
             match self.next_cursor(page.page_info, &after)? {
                 Some(cursor) => after = Some(cursor),
@@ -298,20 +254,20 @@ impl GraphqlClient {
             .execute(queries::UpdateLowStock::build(()))
             .await?
             .update_low_stock_products;
-        Ok(RestockOutcome {
-            products: answer.products.into_iter().map(stock_level).collect(),
-            message: answer.message,
-        })
+        Ok(RestockOutcome::new(
+            answer.products.into_iter().map(stock_level).collect(),
+            answer.message,
+        ))
     }
 
     /// The report's totals: customers, orders and revenue, counted by the server's database.
     pub async fn report_totals(&self) -> Result<ReportTotals, GraphqlError> {
         let report = self.execute(queries::Report::build(())).await?;
-        Ok(ReportTotals {
-            customers: report.total_customers.into(),
-            orders: report.total_orders.into(),
-            revenue: report.total_revenue.0,
-        })
+        Ok(ReportTotals::new(
+            report.total_customers.into(),
+            report.total_orders.into(),
+            report.total_revenue.0,
+        ))
     }
 
     /// The cursor of the next page, `None` after the last one. A server claiming a next page
@@ -398,6 +354,49 @@ impl GraphqlClient {
     }
 }
 
+/// The jobs over the CRM's GraphQL endpoint, as the original's scripts talk to it. Every error
+/// is a [`JobError::Endpoint`], whose text the heartbeat logs as the reason.
+#[async_trait::async_trait]
+impl CrmAccess for GraphqlClient {
+    async fn hello(&self) -> Result<String, JobError> {
+        Ok(GraphqlClient::hello(self).await?)
+    }
+
+    async fn orders_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<OrderToRemind>, JobError> {
+        Ok(GraphqlClient::orders_between(self, from, to).await?)
+    }
+
+    async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError> {
+        Ok(GraphqlClient::products_below(self, threshold).await?)
+    }
+
+    async fn restock_low_stock(&self) -> Result<RestockOutcome, JobError> {
+        Ok(self.update_low_stock_products().await?)
+    }
+
+    async fn report_totals(&self) -> Result<ReportTotals, JobError> {
+        Ok(GraphqlClient::report_totals(self).await?)
+    }
+
+    /// The GraphQL API has no operation that deletes customers (the original's cleanup ran in
+    /// Django's shell, on the database), so this refuses and says what to use.
+    async fn delete_inactive_customers(
+        &self,
+        _as_of: DateTime<Utc>,
+        _dry_run: bool,
+    ) -> Result<u64, JobError> {
+        Err(JobError::Unsupported(format!(
+            "the GraphQL API of {} cannot delete inactive customers; run clean_inactive_customers \
+             with the in-process CRM access (crm_jobs::InProcessCrm over the CRM's database)",
+            self.shown_url
+        )))
+    }
+}
+
 /// The network layer's reason, without the connection pool's wrapping ("An error occured while
 /// creating a new object: Connection refused" reads as "Connection refused").
 fn transport_reason(error: surf::Error) -> String {
@@ -411,11 +410,7 @@ fn transport_reason(error: surf::Error) -> String {
 }
 
 fn stock_level(product: queries::ProductStock) -> ProductStockLevel {
-    ProductStockLevel {
-        id: readable_id(product.id.inner()),
-        name: product.name,
-        stock: product.stock,
-    }
+    ProductStockLevel::new(readable_id(product.id.inner()), product.name, product.stock)
 }
 
 /// The database number behind an API ID: the ID itself when it is a number, the number after
@@ -485,6 +480,8 @@ fn is_header_safe(token: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use rust_decimal::Decimal;
+
     use super::*;
 
     #[test]

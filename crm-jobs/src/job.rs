@@ -167,6 +167,10 @@ pub enum JobError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// The CRM access in use cannot do what the job asks (the GraphQL API cannot delete
+    /// customers); the message says what to use instead.
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// Any other failure, described.
     #[error("{0}")]
     Other(String),

@@ -5,6 +5,7 @@ mod alert;
 pub mod broker;
 mod clock;
 mod config;
+mod crm_access;
 pub mod crontab;
 mod graphql;
 pub mod health;
@@ -21,6 +22,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
 };
+pub use crm_access::{
+    CrmAccess, InProcessCrm, LOW_STOCK_THRESHOLD, OrderToRemind, ProductStockLevel, RESTOCK_AMOUNT,
+    ReportTotals, RestockOutcome,
+};
 pub use crm_core::ledger::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, Pruned, Retention,
     RunId, RunKind, RunLedger, RunOutcome,
@@ -29,14 +34,11 @@ pub use crm_core::overrides::{
     AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,
     OverrideStore,
 };
-pub use graphql::{
-    GraphqlClient, GraphqlError, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
-    readable_id,
-};
+pub use graphql::{GraphqlClient, GraphqlError, readable_id};
 pub use job::{CronJob, JobContext, JobError, JobOptions, MisfirePolicy};
 pub use jobs::{
     CleanInactiveCustomers, GenerateCrmReport, LogCrmHeartbeat, ORDER_REMINDERS_PROCESSED,
-    SendOrderReminders, UpdateLowStock, standard_jobs,
+    SendOrderReminders, UpdateLowStock, jobs_with_access, standard_jobs,
 };
 pub use log_file::{LogFile, OpenLogFile, file_names};
 pub use runner::{

@@ -3,14 +3,16 @@
 
 mod helpers;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use crm_core::testing::TestDb;
 use crm_core::{CustomerFilter, PageRequest, ProductFilter};
 use crm_jobs::{
-    CleanInactiveCustomers, CronJob, GenerateCrmReport, GraphqlClient, GraphqlError, JobContext,
-    JobError, JobsConfig, LogCrmHeartbeat, SendOrderReminders, UpdateLowStock, standard_jobs,
+    CleanInactiveCustomers, CrmAccess, CronJob, GenerateCrmReport, GraphqlClient, GraphqlError,
+    InProcessCrm, JobContext, JobError, JobsConfig, LogCrmHeartbeat, SendOrderReminders,
+    UpdateLowStock, jobs_with_access, standard_jobs,
 };
 
 use helpers::{
@@ -55,7 +57,7 @@ async fn cleanup_deletes_exactly_the_inactive_customers_and_logs_how_many() {
     let db = TestDb::sqlite().await;
     let seeded = seed(&db).await;
     let crm = offline_crm(db).await;
-    let job = CleanInactiveCustomers::new(crm.store.clone(), &crm.config);
+    let job = CleanInactiveCustomers::new(InProcessCrm::new(crm.store.clone()), &crm.config);
 
     let outcome = job.run(&ctx_now(false)).await.unwrap();
 
@@ -74,7 +76,7 @@ async fn a_cleanup_dry_run_counts_but_deletes_and_logs_nothing() {
     let db = TestDb::sqlite().await;
     let seeded = seed(&db).await;
     let crm = offline_crm(db).await;
-    let job = CleanInactiveCustomers::new(crm.store.clone(), &crm.config);
+    let job = CleanInactiveCustomers::new(InProcessCrm::new(crm.store.clone()), &crm.config);
 
     let outcome = job.run(&ctx_now(true)).await.unwrap();
 
@@ -313,7 +315,7 @@ async fn an_unwritable_log_directory_fails_the_run_with_the_path() {
     let not_a_dir = crm.logs.path().join("plain-file");
     std::fs::write(&not_a_dir, "").unwrap();
     let config = crm.config.clone().with_log_dir(&not_a_dir);
-    let job = CleanInactiveCustomers::new(crm.store.clone(), &config);
+    let job = CleanInactiveCustomers::new(InProcessCrm::new(crm.store.clone()), &config);
 
     let err = job.run(&ctx_now(false)).await.unwrap_err();
 
@@ -420,6 +422,66 @@ async fn all_five_jobs_write_the_contracts_lines_over_postgresql() {
         job.run(&ctx_now(false)).await.unwrap();
     }
 
+    assert_the_contracts_lines(&crm, &seeded).await;
+}
+
+// ---- the in-process CRM access: no server ----
+
+#[async_std::test]
+async fn all_five_jobs_write_the_contracts_lines_in_process_without_a_server() {
+    let db = TestDb::sqlite().await;
+    let seeded = seed(&db).await;
+    let crm = offline_crm(db).await;
+    let access: Arc<dyn CrmAccess> = Arc::new(InProcessCrm::new(crm.store.clone()));
+
+    for job in jobs_with_access(&crm.config, access) {
+        job.run(&ctx_now(false)).await.unwrap();
+    }
+
+    assert_the_contracts_lines(&crm, &seeded).await;
+}
+
+#[async_std::test]
+async fn an_in_process_low_stock_dry_run_lists_the_low_products_and_changes_nothing() {
+    let db = TestDb::postgres().await;
+    let seeded = seed(&db).await;
+    let crm = offline_crm(db).await;
+    let before = stock_by_name(&crm).await;
+    let job = UpdateLowStock::new(InProcessCrm::new(crm.store.clone()), &crm.config);
+
+    let outcome = job.run(&ctx_now(true)).await.unwrap();
+
+    assert_eq!(
+        outcome,
+        format!(
+            "Would restock {} products (dry run)",
+            seeded.low_stock.len()
+        )
+    );
+    assert_eq!(stock_by_name(&crm).await, before);
+    assert!(!crm.logs.path().join("low_stock_updates_log.txt").exists());
+}
+
+#[async_std::test]
+async fn the_graphql_access_refuses_the_cleanup_and_says_what_to_use() {
+    let db = TestDb::sqlite().await;
+    let seeded = seed(&db).await;
+    let crm = spawn_crm(db, None).await;
+    let job = CleanInactiveCustomers::new(client(&crm), &crm.config);
+
+    let err = job.run(&ctx_now(false)).await.unwrap_err();
+
+    assert!(matches!(err, JobError::Unsupported(_)), "{err:?}");
+    assert!(err.to_string().contains("InProcessCrm"), "{err}");
+    assert_eq!(
+        customer_ids(&crm).await.len(),
+        seeded.active.len() + seeded.inactive.len()
+    );
+}
+
+/// After the five jobs ran once, in the standard order, on [`seed`]'s data at [`now`]: each
+/// log holds the contract's lines and the cleanup deleted exactly the inactive customers.
+async fn assert_the_contracts_lines(crm: &Crm, seeded: &helpers::Seeded) {
     assert_eq!(
         crm.log("customer_cleanup_log.txt"),
         format!("{NOW_STAMP} - Deleted 2 inactive customers\n")
@@ -447,5 +509,5 @@ async fn all_five_jobs_write_the_contracts_lines_over_postgresql() {
     );
     let mut kept = seeded.active.clone();
     kept.sort();
-    assert_eq!(customer_ids(&crm).await, kept);
+    assert_eq!(customer_ids(crm).await, kept);
 }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use crm_core::CrmStore;
 
 use crate::config::JobsConfig;
+use crate::crm_access::CrmAccess;
 use crate::job::{CronJob, JobContext, JobError};
 use crate::log_file::{LogFile, file_names};
 use crate::schedule::Schedule;
@@ -13,7 +13,7 @@ use crate::schedule::Schedule;
 /// Deletes customers who have ordered nothing for a year and have been customers for longer,
 /// and logs how many.
 pub struct CleanInactiveCustomers {
-    store: Arc<dyn CrmStore>,
+    crm: Arc<dyn CrmAccess>,
     log: LogFile,
 }
 
@@ -23,10 +23,10 @@ impl CleanInactiveCustomers {
     /// The contract's schedule: Sundays at 02:00.
     pub const SCHEDULE: &'static str = crate::schedule::schedules::CLEAN_INACTIVE_CUSTOMERS;
 
-    /// The job over `store`, logging to `customer_cleanup_log.txt` in `config.log_dir`.
-    pub fn new(store: Arc<dyn CrmStore>, config: &JobsConfig) -> Self {
+    /// The job asking `crm`, logging to `customer_cleanup_log.txt` in `config.log_dir`.
+    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
-            store,
+            crm: Arc::new(crm),
             log: LogFile::new(
                 &config.log_dir,
                 file_names::CUSTOMER_CLEANUP,
@@ -57,14 +57,14 @@ impl CronJob for CleanInactiveCustomers {
     async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
         if ctx.dry_run {
             let count = self
-                .store
+                .crm
                 .delete_inactive_customers(ctx.started_at, true)
                 .await?;
             return Ok(format!("Would delete {count} inactive customers (dry run)"));
         }
         let mut log = self.log.open()?;
         let count = self
-            .store
+            .crm
             .delete_inactive_customers(ctx.started_at, false)
             .await?;
         let message = format!("Deleted {count} inactive customers");

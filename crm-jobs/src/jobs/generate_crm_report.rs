@@ -3,14 +3,16 @@
 use async_trait::async_trait;
 
 use crate::config::JobsConfig;
-use crate::graphql::{GraphqlClient, ReportTotals};
+use std::sync::Arc;
+
+use crate::crm_access::{CrmAccess, ReportTotals};
 use crate::job::{CronJob, JobContext, JobError};
 use crate::log_file::{LogFile, file_names};
 use crate::schedule::Schedule;
 
 /// Logs the weekly totals: customers, orders and revenue, as the GraphQL endpoint counts them.
 pub struct GenerateCrmReport {
-    client: GraphqlClient,
+    crm: Arc<dyn CrmAccess>,
     log: LogFile,
 }
 
@@ -20,10 +22,10 @@ impl GenerateCrmReport {
     /// The contract's schedule: Mondays at 06:00.
     pub const SCHEDULE: &'static str = crate::schedule::schedules::GENERATE_CRM_REPORT;
 
-    /// The job asking `client`, logging to `crm_report_log.txt` in `config.log_dir`.
-    pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {
+    /// The job asking `crm`, logging to `crm_report_log.txt` in `config.log_dir`.
+    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
-            client,
+            crm: Arc::new(crm),
             log: LogFile::new(&config.log_dir, file_names::CRM_REPORT, config.time_zone),
         }
     }
@@ -54,7 +56,7 @@ impl CronJob for GenerateCrmReport {
     /// A weekly line in a file is the cheapest dashboard there is; the totals are counted by
     /// the server's database, not by fetching every row. A dry run asks but logs nothing.
     async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
-        let totals = self.client.report_totals().await?;
+        let totals = self.crm.report_totals().await?;
         let line = report_line(&totals);
         if !ctx.dry_run {
             self.log.append_events(ctx.started_at, &[&line])?;

@@ -3,7 +3,9 @@
 use async_trait::async_trait;
 
 use crate::config::JobsConfig;
-use crate::graphql::GraphqlClient;
+use std::sync::Arc;
+
+use crate::crm_access::CrmAccess;
 use crate::job::{CronJob, JobContext, JobError};
 use crate::log_file::{LogFile, file_names};
 use crate::schedule::Schedule;
@@ -11,7 +13,7 @@ use crate::schedule::Schedule;
 /// Appends a heartbeat line every five minutes, after checking that the GraphQL endpoint
 /// answers its `hello` query.
 pub struct LogCrmHeartbeat {
-    client: GraphqlClient,
+    crm: Arc<dyn CrmAccess>,
     log: LogFile,
 }
 
@@ -21,10 +23,10 @@ impl LogCrmHeartbeat {
     /// The contract's schedule: every five minutes.
     pub const SCHEDULE: &'static str = crate::schedule::schedules::LOG_CRM_HEARTBEAT;
 
-    /// The job asking `client`, logging to `crm_heartbeat_log.txt` in `config.log_dir`.
-    pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {
+    /// The job asking `crm`, logging to `crm_heartbeat_log.txt` in `config.log_dir`.
+    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
-            client,
+            crm: Arc::new(crm),
             log: LogFile::new(&config.log_dir, file_names::HEARTBEAT, config.time_zone),
         }
     }
@@ -45,7 +47,7 @@ impl CronJob for LogCrmHeartbeat {
     /// fails, so the runner's failure alerts fire too. A dry run checks but logs nothing.
     async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
         let stamp = self.log.heartbeat_timestamp(ctx.started_at);
-        match self.client.hello().await {
+        match self.crm.hello().await {
             Ok(_) => {
                 if !ctx.dry_run {
                     self.log.append_lines(&[format!("{stamp} CRM is alive")])?;
@@ -53,7 +55,6 @@ impl CronJob for LogCrmHeartbeat {
                 Ok("CRM is alive".to_owned())
             }
             Err(error) => {
-                let error = JobError::from(error);
                 if !ctx.dry_run {
                     self.log
                         .append_lines(&[format!("{stamp} CRM is alive - {error}")])?;

@@ -17,26 +17,40 @@ pub use send_order_reminders::{ORDER_REMINDERS_PROCESSED, SendOrderReminders};
 pub use update_low_stock::UpdateLowStock;
 
 use crate::config::JobsConfig;
+use crate::crm_access::{CrmAccess, InProcessCrm};
 use crate::graphql::{GraphqlClient, GraphqlError};
 use crate::job::CronJob;
 use crate::schedule::Schedule;
 
-/// The five jobs of the contract, configured by `config`: the cleanup works on `store`, the
-/// other four share one GraphQL client of `config.graphql_url`.
+/// The five jobs of the contract as the `crm` binary runs them, configured by `config`: the
+/// cleanup works on `store` (the GraphQL API cannot delete customers), the other four share one
+/// GraphQL client of `config.graphql_url`, as the original's scripts talk to its endpoint.
 ///
 /// Fails only when the GraphQL client cannot be set up (a URL or token HTTP cannot carry).
 pub fn standard_jobs(
     config: &JobsConfig,
     store: Arc<dyn CrmStore>,
 ) -> Result<Vec<Box<dyn CronJob>>, GraphqlError> {
-    let client = GraphqlClient::new(config)?;
-    Ok(vec![
-        Box::new(CleanInactiveCustomers::new(store, config)),
-        Box::new(SendOrderReminders::new(client.clone(), config)),
-        Box::new(LogCrmHeartbeat::new(client.clone(), config)),
-        Box::new(UpdateLowStock::new(client.clone(), config)),
-        Box::new(GenerateCrmReport::new(client, config)),
-    ])
+    let client: Arc<dyn CrmAccess> = Arc::new(GraphqlClient::new(config)?);
+    let mut jobs = jobs_with_access(config, client);
+    jobs[0] = Box::new(CleanInactiveCustomers::new(
+        InProcessCrm::new(store),
+        config,
+    ));
+    Ok(jobs)
+}
+
+/// The five jobs of the contract, configured by `config`, all reaching the CRM through `crm`:
+/// an [`InProcessCrm`] for an app that holds the CRM's database, or a client of its API.
+/// In the order cleanup, reminders, heartbeat, low stock, report.
+pub fn jobs_with_access(config: &JobsConfig, crm: Arc<dyn CrmAccess>) -> Vec<Box<dyn CronJob>> {
+    vec![
+        Box::new(CleanInactiveCustomers::new(crm.clone(), config)),
+        Box::new(SendOrderReminders::new(crm.clone(), config)),
+        Box::new(LogCrmHeartbeat::new(crm.clone(), config)),
+        Box::new(UpdateLowStock::new(crm.clone(), config)),
+        Box::new(GenerateCrmReport::new(crm, config)),
+    ]
 }
 
 /// The schedule of one of the contract's cron expressions (a job's `SCHEDULE`), in no explicit

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use chrono::Duration;
 
 use crate::config::JobsConfig;
-use crate::graphql::GraphqlClient;
+use std::sync::Arc;
+
+use crate::crm_access::CrmAccess;
 use crate::job::{CronJob, JobContext, JobError};
 use crate::log_file::{LogFile, file_names};
 use crate::schedule::Schedule;
@@ -18,7 +20,7 @@ const REMINDER_WINDOW_DAYS: i64 = 7;
 /// Logs a reminder for every order placed in the last seven days, asking the GraphQL endpoint
 /// (not the database) which orders those are.
 pub struct SendOrderReminders {
-    client: GraphqlClient,
+    crm: Arc<dyn CrmAccess>,
     log: LogFile,
 }
 
@@ -28,10 +30,10 @@ impl SendOrderReminders {
     /// The contract's schedule: every day at 08:00.
     pub const SCHEDULE: &'static str = crate::schedule::schedules::SEND_ORDER_REMINDERS;
 
-    /// The job asking `client`, logging to `order_reminders_log.txt` in `config.log_dir`.
-    pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {
+    /// The job asking `crm`, logging to `order_reminders_log.txt` in `config.log_dir`.
+    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
-            client,
+            crm: Arc::new(crm),
             log: LogFile::new(
                 &config.log_dir,
                 file_names::ORDER_REMINDERS,
@@ -58,7 +60,7 @@ impl CronJob for SendOrderReminders {
     async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
         let to = ctx.started_at;
         let from = to - Duration::days(REMINDER_WINDOW_DAYS);
-        let orders = self.client.orders_between(from, to).await?;
+        let orders = self.crm.orders_between(from, to).await?;
         if ctx.dry_run {
             return Ok(format!(
                 "Would log reminders for {} orders (dry run)",

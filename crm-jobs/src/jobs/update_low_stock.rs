@@ -3,18 +3,17 @@
 use async_trait::async_trait;
 
 use crate::config::JobsConfig;
-use crate::graphql::GraphqlClient;
+use std::sync::Arc;
+
+use crate::crm_access::{CrmAccess, LOW_STOCK_THRESHOLD};
 use crate::job::{CronJob, JobContext, JobError};
 use crate::log_file::{LogFile, file_names};
 use crate::schedule::Schedule;
 
-/// Stock below this counts as low (the server's `updateLowStockProducts` uses the same rule).
-const LOW_STOCK_THRESHOLD: i32 = 10;
-
-/// Restocks every product with fewer than 10 units through the `updateLowStockProducts`
-/// mutation and logs each product's new stock.
+/// Restocks every product with fewer than 10 units (over GraphQL, the `updateLowStockProducts`
+/// mutation) and logs each product's new stock.
 pub struct UpdateLowStock {
-    client: GraphqlClient,
+    crm: Arc<dyn CrmAccess>,
     log: LogFile,
 }
 
@@ -24,10 +23,10 @@ impl UpdateLowStock {
     /// The contract's schedule: every twelve hours, at 00:00 and 12:00.
     pub const SCHEDULE: &'static str = crate::schedule::schedules::UPDATE_LOW_STOCK;
 
-    /// The job calling `client`, logging to `low_stock_updates_log.txt` in `config.log_dir`.
-    pub fn new(client: GraphqlClient, config: &JobsConfig) -> Self {
+    /// The job asking `crm`, logging to `low_stock_updates_log.txt` in `config.log_dir`.
+    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
-            client,
+            crm: Arc::new(crm),
             log: LogFile::new(
                 &config.log_dir,
                 file_names::LOW_STOCK_UPDATES,
@@ -56,11 +55,11 @@ impl CronJob for UpdateLowStock {
     /// error that says how many products were restocked.
     async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
         if ctx.dry_run {
-            let low = self.client.products_below(LOW_STOCK_THRESHOLD).await?;
+            let low = self.crm.products_below(LOW_STOCK_THRESHOLD).await?;
             return Ok(format!("Would restock {} products (dry run)", low.len()));
         }
         let mut log = self.log.open()?;
-        let outcome = self.client.update_low_stock_products().await?;
+        let outcome = self.crm.restock_low_stock().await?;
         let lines: Vec<String> = outcome
             .products
             .iter()

@@ -1,0 +1,286 @@
+//! How the five jobs reach the CRM: [`CrmAccess`], exactly what they ask of it, and
+//! [`InProcessCrm`], its implementation over a crm-core store.
+//!
+//! The jobs of the original talk to the CRM's GraphQL endpoint (the `crm` binary does the same,
+//! with [`GraphqlClient`](crate::GraphqlClient), feature `graphql-surf`); an app that holds the
+//! CRM's database in its own process has no server to ask, so it hands the jobs an
+//! [`InProcessCrm`] instead. Either way a job's log lines are the same.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crm_core::CrmStore;
+use rust_decimal::Decimal;
+
+use crate::job::JobError;
+
+/// Stock below this counts as low (the server's `updateLowStockProducts` uses the same rule).
+pub const LOW_STOCK_THRESHOLD: i32 = 10;
+/// What a restock adds to each low product (as the server's `updateLowStockProducts` does).
+pub const RESTOCK_AMOUNT: i32 = 10;
+
+/// What the five jobs need from the CRM, and nothing more: a liveness check, the orders of a
+/// date range with their customers' e-mails, restocking low stock, the report's totals and
+/// deleting inactive customers.
+///
+/// Object-safe: the jobs hold an `Arc<dyn CrmAccess>`. An implementation that cannot do one of
+/// these (the GraphQL API has no operation that deletes customers) answers
+/// [`JobError::Unsupported`] saying what to use instead.
+#[async_trait]
+pub trait CrmAccess: Send + Sync + 'static {
+    /// Proves that the CRM answers (the heartbeat's check) and returns what it said.
+    async fn hello(&self) -> Result<String, JobError>;
+
+    /// Every order dated in `[from, to]` with its customer's e-mail, oldest first.
+    async fn orders_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<OrderToRemind>, JobError>;
+
+    /// Every product whose stock is below `threshold` (what a restock would touch), without
+    /// changing anything.
+    async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError>;
+
+    /// Adds [`RESTOCK_AMOUNT`] to every product with stock below [`LOW_STOCK_THRESHOLD`],
+    /// atomically, and returns what it restocked.
+    async fn restock_low_stock(&self) -> Result<RestockOutcome, JobError>;
+
+    /// The report's totals: customers, orders and revenue, counted by the CRM's database.
+    async fn report_totals(&self) -> Result<ReportTotals, JobError>;
+
+    /// Deletes, in one transaction, every customer older than 365 days at `as_of` with no order
+    /// in the 365 days before it (with their orders) and returns how many customers; with
+    /// `dry_run`, only counts.
+    async fn delete_inactive_customers(
+        &self,
+        as_of: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<u64, JobError>;
+}
+
+#[async_trait]
+impl<T: CrmAccess + ?Sized> CrmAccess for Arc<T> {
+    async fn hello(&self) -> Result<String, JobError> {
+        (**self).hello().await
+    }
+    async fn orders_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<OrderToRemind>, JobError> {
+        (**self).orders_between(from, to).await
+    }
+    async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError> {
+        (**self).products_below(threshold).await
+    }
+    async fn restock_low_stock(&self) -> Result<RestockOutcome, JobError> {
+        (**self).restock_low_stock().await
+    }
+    async fn report_totals(&self) -> Result<ReportTotals, JobError> {
+        (**self).report_totals().await
+    }
+    async fn delete_inactive_customers(
+        &self,
+        as_of: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<u64, JobError> {
+        (**self).delete_inactive_customers(as_of, dry_run).await
+    }
+}
+
+/// An order dated within a reminder window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OrderToRemind {
+    /// The order's id as people read it: the database number (over GraphQL, the number a
+    /// graphene-style global ID such as `T3JkZXJUeXBlOjQy`, `OrderType:42`, encodes; an ID that
+    /// encodes none is shown unchanged).
+    pub id: String,
+    /// The e-mail address of the order's customer.
+    pub customer_email: String,
+    /// When the order was placed.
+    pub order_date: DateTime<Utc>,
+}
+
+impl OrderToRemind {
+    /// The order `id` of the customer at `customer_email`, placed at `order_date`.
+    pub fn new(
+        id: impl Into<String>,
+        customer_email: impl Into<String>,
+        order_date: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            customer_email: customer_email.into(),
+            order_date,
+        }
+    }
+}
+
+/// A product and its stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProductStockLevel {
+    /// The product's id as people read it (see [`OrderToRemind::id`]).
+    pub id: String,
+    /// The product's name.
+    pub name: String,
+    /// Units in stock.
+    pub stock: i32,
+}
+
+impl ProductStockLevel {
+    /// The product `id` named `name`, with `stock` units.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, stock: i32) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            stock,
+        }
+    }
+}
+
+/// What a restock did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestockOutcome {
+    /// Each product it restocked, with its new stock.
+    pub products: Vec<ProductStockLevel>,
+    /// The CRM's summary message.
+    pub message: String,
+}
+
+impl RestockOutcome {
+    /// The restock of `products`, summed up by `message`.
+    pub fn new(products: Vec<ProductStockLevel>, message: impl Into<String>) -> Self {
+        Self {
+            products,
+            message: message.into(),
+        }
+    }
+}
+
+/// The report's totals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReportTotals {
+    /// Number of customers.
+    pub customers: i64,
+    /// Number of orders.
+    pub orders: i64,
+    /// Sum of every order's total amount, exact.
+    pub revenue: Decimal,
+}
+
+impl ReportTotals {
+    /// `customers` customers and `orders` orders worth `revenue` in all.
+    pub fn new(customers: i64, orders: i64, revenue: Decimal) -> Self {
+        Self {
+            customers,
+            orders,
+            revenue,
+        }
+    }
+}
+
+/// The CRM in this process: the jobs ask a crm-core store directly, with no server between.
+///
+/// For an app that holds the CRM's database (SQLite or PostgreSQL through `crm_core::Database`,
+/// or its own [`CrmStore`]) and runs the jobs beside it. Cheap to clone.
+#[derive(Clone)]
+pub struct InProcessCrm {
+    store: Arc<dyn CrmStore>,
+}
+
+impl InProcessCrm {
+    /// The CRM held by `store`.
+    pub fn new(store: Arc<dyn CrmStore>) -> Self {
+        Self { store }
+    }
+}
+
+impl std::fmt::Debug for InProcessCrm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessCrm").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl CrmAccess for InProcessCrm {
+    /// One primary-key lookup: proof that the database answers queries, at any size.
+    async fn hello(&self) -> Result<String, JobError> {
+        self.store.products_by_ids(&[0]).await?;
+        Ok("the CRM's database answers".to_owned())
+    }
+
+    async fn orders_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<OrderToRemind>, JobError> {
+        let orders = self.store.orders_between(from, to).await?;
+        Ok(orders
+            .into_iter()
+            .map(|order| {
+                OrderToRemind::new(
+                    order.order_id.to_string(),
+                    order.customer_email,
+                    order.order_date,
+                )
+            })
+            .collect())
+    }
+
+    async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError> {
+        let filter = crm_core::ProductFilter {
+            stock_lt: Some(threshold),
+            ..Default::default()
+        };
+        let count = self.store.count_products(&filter).await?;
+        let page = crm_core::PageRequest {
+            limit: u64::try_from(count).unwrap_or(0),
+            ..Default::default()
+        };
+        let products = self.store.list_products(&filter, &[], page).await?;
+        Ok(products.into_iter().map(stock_level).collect())
+    }
+
+    async fn restock_low_stock(&self) -> Result<RestockOutcome, JobError> {
+        let products = self
+            .store
+            .restock_low(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
+            .await?;
+        let message = match products.len() {
+            0 => format!("No products had stock below {LOW_STOCK_THRESHOLD}"),
+            1 => format!("Restocked 1 product by {RESTOCK_AMOUNT}"),
+            n => format!("Restocked {n} products by {RESTOCK_AMOUNT}"),
+        };
+        Ok(RestockOutcome::new(
+            products.into_iter().map(stock_level).collect(),
+            message,
+        ))
+    }
+
+    async fn report_totals(&self) -> Result<ReportTotals, JobError> {
+        let totals = self.store.totals().await?;
+        Ok(ReportTotals::new(
+            totals.customers,
+            totals.orders,
+            totals.revenue,
+        ))
+    }
+
+    async fn delete_inactive_customers(
+        &self,
+        as_of: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<u64, JobError> {
+        Ok(self.store.delete_inactive_customers(as_of, dry_run).await?)
+    }
+}
+
+fn stock_level(product: crm_core::Product) -> ProductStockLevel {
+    ProductStockLevel::new(product.id.to_string(), product.name, product.stock)
+}
