@@ -53,7 +53,8 @@ pub(crate) struct Settings {
         hide_env_values = true
     )]
     pub(crate) alert_webhook_url: Option<String>,
-    /// IANA time zone of schedules and log timestamps [default: the machine's local zone].
+    /// IANA time zone of schedules and log timestamps [default: the machine's zone, read from
+    /// /etc/localtime, else /etc/timezone (TZ is not read), else UTC].
     #[arg(long, global = true, env = "CRM_TIME_ZONE")]
     pub(crate) time_zone: Option<String>,
     /// Seconds a job run's claim holds unless renewed (scheduler, run-due, jobs run): a run
@@ -165,7 +166,9 @@ pub(crate) enum JobsCommand {
     Run {
         /// The job's code, e.g. clean_inactive_customers.
         code: String,
-        /// Run even if the job is not due or its last run failed recently.
+        /// Run even when the job's current tick already ran (another run, recorded as manual).
+        /// Without it, a tick that is due now is taken, so the scheduler or a cron line does
+        /// not run it again.
         #[arg(long)]
         force: bool,
         /// Report what the job would do, change nothing.

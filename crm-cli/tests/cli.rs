@@ -427,6 +427,100 @@ fn crontab_add_refuses_to_write_a_token_into_the_crontab() {
     );
 }
 
+/// `--help` says what `--force` does and where the default time zone comes from.
+#[test]
+fn help_says_what_force_does_and_what_the_default_zone_reads() {
+    let ws = Workspace::new();
+    let run = ws.run(&["jobs", "run", "--help"]);
+    assert_exit(&run, 0);
+    let run = stdout(&run)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        run.contains("--force Run even when the job's current tick already ran"),
+        "{run}"
+    );
+    let top = ws.run(&["--help"]);
+    let top = stdout(&top)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        top.contains("read from /etc/localtime, else /etc/timezone (TZ is not read), else UTC"),
+        "{top}"
+    );
+}
+
+/// A zone whose clock differs from this machine's today: Tokyo, unless the machine is on Tokyo
+/// time.
+fn a_zone_cron_does_not_fire_in() -> &'static str {
+    use chrono::Offset as _;
+    let offset = chrono::Local::now().offset().fix().local_minus_utc();
+    if offset == 9 * 3600 {
+        "America/New_York"
+    } else {
+        "Asia/Tokyo"
+    }
+}
+
+/// `crm crontab add` with the jobs in another zone than cron's: refused with exit 2 and both
+/// zones named, and the crontab left as it was, whether the zone came from the flag, the
+/// variable or the environment file (cron would fire 02:00 UTC while the log said 02:00 Tokyo).
+#[test]
+fn crontab_add_refuses_a_time_zone_cron_does_not_fire_in_however_it_is_given() {
+    let _turn = crontab_turn();
+    let _saved = SavedCrontab::save();
+    let foreign = "# backups\n30 3 * * * /usr/local/bin/backup --all\n";
+    install_crontab(foreign);
+    let ws = Workspace::new();
+    let zone = a_zone_cron_does_not_fire_in();
+    let env_file = ws.path().join("crm.env");
+    std::fs::write(&env_file, format!("CRM_TIME_ZONE={zone}\n")).unwrap();
+    std::fs::set_permissions(
+        &env_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut ways = [ws.crm(), ws.crm(), ws.crm()];
+    ways[0].args(["--time-zone", zone]);
+    ways[1].env("CRM_TIME_ZONE", zone);
+    // The environment wins over the file: this way has no CRM_TIME_ZONE of its own.
+    ways[2]
+        .env_remove("CRM_TIME_ZONE")
+        .arg("--env-file")
+        .arg(&env_file);
+    for (way, mut command) in ["flag", "variable", "env file"].into_iter().zip(ways) {
+        let output = command.args(["crontab", "add"]).output().unwrap();
+        assert_exit(&output, 2);
+        let reason = stderr(&output);
+        assert_eq!(reason.lines().count(), 1, "{way}: {reason}");
+        assert!(
+            reason.contains(zone) && reason.contains("cron fires"),
+            "{way}: {reason}"
+        );
+        assert_eq!(current_crontab(), foreign, "{way}: nothing was written");
+    }
+}
+
+/// A `CRON_TZ=` line in the user's crontab that disagrees with the jobs' zone: cronie would
+/// fire the jobs' lines in it, so `add` refuses and writes nothing.
+#[test]
+fn crontab_add_refuses_under_a_cron_tz_line_of_another_zone() {
+    let _turn = crontab_turn();
+    let _saved = SavedCrontab::save();
+    let foreign = format!(
+        "CRON_TZ={}\n30 3 * * * /bin/true\n",
+        a_zone_cron_does_not_fire_in()
+    );
+    install_crontab(&foreign);
+    let ws = Workspace::new();
+    let output = ws.run(&["crontab", "add"]);
+    assert_exit(&output, 2);
+    assert!(stderr(&output).contains("CRON_TZ="), "{}", stderr(&output));
+    assert_eq!(current_crontab(), foreign);
+}
+
 /// The real cron daemon runs a `* * * * *` heartbeat line and the contract's line appears.
 #[test]
 fn the_cron_daemon_runs_a_heartbeat_line_within_a_minute() {

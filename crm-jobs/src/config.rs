@@ -20,7 +20,7 @@ pub const DEFAULT_GRAPHQL_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `CRM_GRAPHQL_URL` | [`graphql_url`](Self::graphql_url) | `http://localhost:8000/graphql` |
 /// | `CRM_API_TOKEN` | [`api_token`](Self::api_token) | none (no `Authorization` header) |
 /// | `CRM_LOG_DIR` | [`log_dir`](Self::log_dir) | `/tmp` |
-/// | `CRM_TIME_ZONE` | [`time_zone`](Self::time_zone) | the machine's zone, else UTC |
+/// | `CRM_TIME_ZONE` | [`time_zone`](Self::time_zone) | the machine's zone (`/etc/localtime`, then `/etc/timezone`; not `TZ`), else UTC |
 /// | `CRM_JOB_LEASE` | [`lease`](Self::lease) | 60 (seconds) |
 ///
 /// An empty variable counts as unset. `Debug` never shows the token.
@@ -176,12 +176,9 @@ pub(crate) fn parse_time_zone(name: &str) -> Result<Tz, ConfigError> {
         .map_err(|_| ConfigError::TimeZone(name.to_owned()))
 }
 
-/// The machine's IANA zone (from `TZ` or `/etc/localtime`), or UTC when it has none we know.
+/// The machine's IANA zone ([`crate::machine_time_zone`]), or UTC when it has none we know.
 pub(crate) fn machine_time_zone() -> Tz {
-    iana_time_zone::get_timezone()
-        .ok()
-        .and_then(|name| name.parse().ok())
-        .unwrap_or(Tz::UTC)
+    crate::machine_time_zone().unwrap_or(Tz::UTC)
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+
+use chrono::{DateTime, Offset as _, TimeZone as _, Utc};
+use chrono_tz::Tz;
 use std::process::{Command, Stdio};
 
 /// The comment that marks a crontab line as written by `crm`, followed by the job's code.
@@ -126,20 +129,10 @@ pub fn shell_quote(word: &str) -> String {
 
 /// The one cron expression a crontab line needs for `schedule`, or why there is none.
 ///
-/// cron knows only the machine's local time, so a schedule in another zone is refused rather
-/// than run at the wrong hour; so is an interval that cron cannot express (every 7 minutes
-/// does not divide an hour) and times of day that no single line holds.
-pub fn crontab_expression(
-    schedule: &crate::Schedule,
-    local_zone: chrono_tz::Tz,
-) -> Result<String, String> {
-    if schedule.time_zone() != local_zone {
-        return Err(format!(
-            "its schedule is in {}, but cron runs in the machine's zone {}",
-            schedule.time_zone().name(),
-            local_zone.name()
-        ));
-    }
+/// An interval that cron cannot express (every 7 minutes does not divide an hour) and times of
+/// day that no single line holds are refused. The schedule's zone is not looked at here: cron
+/// knows only the zone it fires in, which [`cron_zone_mismatch`] compares.
+pub fn crontab_expression(schedule: &crate::Schedule) -> Result<String, String> {
     let text = schedule.to_string();
     let spec = text.split(" in ").next().unwrap_or(&text);
     if let Some(rest) = spec.strip_prefix("every ") {
@@ -181,6 +174,93 @@ pub fn crontab_expression(
         };
     }
     Ok(spec.to_owned())
+}
+
+/// Whether two zones show the same wall-clock time at every instant of the year from `from`
+/// (`Etc/UTC` and `UTC`, or `Europe/Berlin` and `Europe/Paris` in recent years): a crontab
+/// line fires at the same instants in either, so they count as the same zone. Checked every
+/// quarter of an hour, the finest step at which zones' offsets and transitions differ.
+pub fn same_wall_clock(a: Tz, b: Tz, from: DateTime<Utc>) -> bool {
+    if a == b {
+        return true;
+    }
+    let step = chrono::Duration::minutes(15);
+    let end = from + chrono::Duration::days(366);
+    let mut at = from.naive_utc();
+    while at < end.naive_utc() {
+        if a.offset_from_utc_datetime(&at).fix() != b.offset_from_utc_datetime(&at).fix() {
+            return false;
+        }
+        at += step;
+    }
+    true
+}
+
+/// The value of each `CRON_TZ=` assignment in force at our lines of `crontab`, as
+/// `(code, zone name)`; `None` where no such assignment comes before the line.
+///
+/// cronie fires the lines after a `CRON_TZ=` line in that zone; Debian's cron ignores the
+/// variable and fires every line in the machine's zone. `TZ=` lines only set the commands'
+/// environment (`crm` does not read `TZ`), so they do not count.
+pub fn cron_tz_at_our_lines(crontab: &str) -> Vec<(&str, Option<&str>)> {
+    let mut in_force: Option<&str> = None;
+    let mut found = Vec::new();
+    for line in crontab.lines() {
+        if let Some(code) = our_code(line) {
+            found.push((code, in_force));
+        } else if let Some(value) = assignment(line, "CRON_TZ") {
+            in_force = (!value.is_empty()).then_some(value);
+        }
+    }
+    found
+}
+
+/// The value of a crontab environment line `NAME = value` (quotes removed), if `line` is one.
+fn assignment<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let rest = line.trim_start().strip_prefix(name)?.trim_start();
+    let value = rest.strip_prefix('=')?.trim();
+    Some(
+        ["\"", "'"]
+            .iter()
+            .find_map(|q| value.strip_prefix(q).and_then(|v| v.strip_suffix(q)))
+            .unwrap_or(value),
+    )
+}
+
+/// Why a job whose schedule is in `job_zone` must not get a crontab line, or `None` when cron
+/// fires it at the hours the job means.
+///
+/// `machine_zone` is the zone the cron daemon runs in (see [`crate::machine_time_zone`]);
+/// `cron_tz` is the `CRON_TZ=` in force at the line, if any (see [`cron_tz_at_our_lines`]).
+/// Which of the two cron obeys depends on the cron (cronie reads `CRON_TZ`, Debian's cron does
+/// not), so the job's zone must agree with both: refusing is better than a cleanup at 02:00 in
+/// the log's zone that really ran at 11:00.
+pub fn cron_zone_mismatch(
+    job_zone: Tz,
+    machine_zone: Tz,
+    cron_tz: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if !same_wall_clock(job_zone, machine_zone, now) {
+        return Some(format!(
+            "the jobs' time zone is {}, but cron fires its lines in the machine's zone {} \
+             (/etc/localtime): run `crm crontab add` with --time-zone {} (or that CRM_TIME_ZONE), \
+             or set the machine's zone",
+            job_zone.name(),
+            machine_zone.name(),
+            machine_zone.name()
+        ));
+    }
+    let cron_tz = cron_tz?;
+    match cron_tz.parse::<Tz>() {
+        Ok(zone) if same_wall_clock(job_zone, zone, now) => None,
+        _ => Some(format!(
+            "the jobs' time zone is {}, but your crontab sets CRON_TZ={cron_tz} before the jobs' \
+             lines (cronie fires them in that zone): remove that CRON_TZ line or make it {}",
+            job_zone.name(),
+            job_zone.name()
+        )),
+    }
 }
 
 /// Why reading or installing the crontab failed.
@@ -366,27 +446,66 @@ mod tests {
 
     #[test]
     fn schedules_become_the_crontab_expression_cron_runs() {
-        let utc = chrono_tz::UTC;
-        let expr = |s: &str| {
-            crontab_expression(
-                &s.parse::<crate::Schedule>().unwrap().in_time_zone(utc),
-                utc,
-            )
-        };
+        let expr = |s: &str| crontab_expression(&s.parse::<crate::Schedule>().unwrap());
         assert_eq!(expr("0 2 * * 0").unwrap(), "0 2 * * 0");
         assert_eq!(expr("every 5 minutes").unwrap(), "*/5 * * * *");
         assert_eq!(expr("every 1 minute").unwrap(), "* * * * *");
         assert_eq!(expr("at 08:00,17:00").unwrap(), "0 8,17 * * *");
         assert!(expr("every 7 minutes").is_err());
         assert!(expr("at 08:00,17:30").is_err());
-        let london = "0 2 * * 0"
-            .parse::<crate::Schedule>()
-            .unwrap()
-            .in_time_zone(chrono_tz::Europe::London);
+        assert_eq!(expr("0 2 * * 0 in Europe/London").unwrap(), "0 2 * * 0");
+    }
+
+    fn december_2026() -> DateTime<Utc> {
+        "2026-12-04T17:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn zones_with_the_same_offsets_all_year_count_as_one() {
+        use chrono_tz::{America, Asia, Etc, Europe, UTC};
+        let now = december_2026();
+        assert!(same_wall_clock(UTC, Etc::UTC, now));
+        assert!(same_wall_clock(Europe::Paris, Europe::Berlin, now));
+        assert!(!same_wall_clock(UTC, Asia::Tokyo, now));
+        // Same offset in winter, not in summer.
+        assert!(!same_wall_clock(UTC, Europe::London, now));
+        assert!(same_wall_clock(Europe::London, Europe::Lisbon, now));
+        // Same standard offset, daylight saving from different days.
+        assert!(!same_wall_clock(Europe::Athens, Asia::Jerusalem, now));
+        assert!(!same_wall_clock(America::New_York, Etc::GMTPlus5, now));
+    }
+
+    #[test]
+    fn a_job_zone_cron_does_not_fire_in_is_refused_with_both_zones_named() {
+        use chrono_tz::{Asia, Etc, UTC};
+        let now = december_2026();
+        assert_eq!(cron_zone_mismatch(UTC, Etc::UTC, None, now), None);
+        let reason = cron_zone_mismatch(Asia::Tokyo, UTC, None, now).unwrap();
         assert!(
-            crontab_expression(&london, utc)
-                .unwrap_err()
-                .contains("Europe/London")
+            reason.contains("Asia/Tokyo") && reason.contains("UTC"),
+            "{reason}"
+        );
+        // cronie would fire in Tokyo, Debian's cron in UTC: refused either way.
+        assert!(cron_zone_mismatch(Asia::Tokyo, UTC, Some("Asia/Tokyo"), now).is_some());
+        let reason = cron_zone_mismatch(UTC, UTC, Some("Asia/Tokyo"), now).unwrap();
+        assert!(reason.contains("CRON_TZ=Asia/Tokyo"), "{reason}");
+        assert!(cron_zone_mismatch(UTC, UTC, Some("Mars/Olympus"), now).is_some());
+        assert_eq!(cron_zone_mismatch(UTC, UTC, Some("Etc/UTC"), now), None);
+    }
+
+    #[test]
+    fn the_cron_tz_in_force_at_each_of_our_lines_is_found() {
+        let text = "CRON_TZ=Asia/Tokyo\n0 1 * * * x # crm-job:a\nCRON_TZ = \"UTC\"\n\
+                    0 2 * * * y # crm-job:b\nCRON_TZ=\n0 3 * * * z # crm-job:c\n\
+                    TZ=Asia/Tokyo\n# CRON_TZ=Asia/Tokyo\n0 4 * * * w # crm-job:d\n";
+        assert_eq!(
+            cron_tz_at_our_lines(text),
+            vec![
+                ("a", Some("Asia/Tokyo")),
+                ("b", Some("UTC")),
+                ("c", None),
+                ("d", None)
+            ]
         );
     }
 

@@ -46,7 +46,8 @@ pub use runner::{
     RunnerBuilder, RunnerError,
 };
 pub use schedule::{
-    Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, parse_time_zone, schedules,
+    Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, machine_time_zone, parse_time_zone,
+    schedules,
 };
 #[cfg(feature = "async-std-scheduler")]
 pub use scheduler::{

@@ -326,14 +326,20 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
 }
 
 /// The zone of schedules that name none: `CRM_TIME_ZONE` if set (an error if it is not an IANA
-/// name), else the machine's local IANA zone, else UTC.
+/// name), else the machine's zone ([`machine_time_zone`]: `/etc/localtime`, then
+/// `/etc/timezone`; `TZ` is not read), else UTC.
 pub fn default_time_zone() -> Result<Tz, ScheduleError> {
     let configured = std::env::var(TIME_ZONE_ENV).ok();
     resolve_time_zone(configured.as_deref(), machine_time_zone())
 }
 
-/// The machine's zone, read once (it does not change under a running process).
-fn machine_time_zone() -> Option<Tz> {
+/// The machine's IANA zone, read once (it does not change under a running process): the zone
+/// `/etc/localtime` links to, else the name in `/etc/timezone`; `None` when neither names one.
+///
+/// The `TZ` variable is deliberately not read: it is one shell's setting, while the jobs'
+/// default zone must be the one the machine's services (cron among them) run in, whoever
+/// starts `crm`.
+pub fn machine_time_zone() -> Option<Tz> {
     static MACHINE: OnceLock<Option<Tz>> = OnceLock::new();
     *MACHINE.get_or_init(|| {
         iana_time_zone::get_timezone()

@@ -12,6 +12,8 @@ use crate::outcome::{CommandResult, Failure};
 pub(crate) struct CronJobLine {
     pub(crate) code: String,
     pub(crate) schedule: String,
+    /// The zone the schedule is meant in (the jobs' zone, or the one its schedule names).
+    pub(crate) zone: chrono_tz::Tz,
 }
 
 /// Where the output of cron-run jobs goes (the jobs' own log lines go to their own files).
@@ -37,6 +39,7 @@ pub(crate) fn run(
                 .map(|job| entry(job, &exe, settings))
                 .collect::<Result<Vec<_>, _>>()?;
             let outcome = crontab::merge(&current, &entries);
+            check_zones(&outcome.text, jobs)?;
             if outcome.text != current {
                 system
                     .write(&outcome.text)
@@ -63,6 +66,39 @@ pub(crate) fn run(
         }
     }
     Ok(())
+}
+
+/// Refuses (a usage error: nothing is written) when cron would fire a job's line in another
+/// zone than the one its schedule means, however that zone was configured (flag,
+/// `CRM_TIME_ZONE`, environment file): the log and the ledger would say 02:00 Tokyo for a run
+/// cron started at 02:00 UTC.
+fn check_zones(text: &str, jobs: &[CronJobLine]) -> CommandResult {
+    let machine = cron_machine_zone()?;
+    let now = chrono::Utc::now();
+    for (code, cron_tz) in crontab::cron_tz_at_our_lines(text) {
+        let Some(job) = jobs.iter().find(|job| job.code == code) else {
+            continue;
+        };
+        if let Some(reason) = crontab::cron_zone_mismatch(job.zone, machine, cron_tz, now) {
+            return Err(Failure::Usage(anyhow!("{code}: {reason}")));
+        }
+    }
+    Ok(())
+}
+
+/// The zone the cron daemon runs in: the machine's (`/etc/localtime`, `/etc/timezone`), or UTC
+/// on a machine with neither (the C library's default, which cron then uses too).
+fn cron_machine_zone() -> CommandResult<chrono_tz::Tz> {
+    if let Some(zone) = crm_jobs::machine_time_zone() {
+        return Ok(zone);
+    }
+    if !Path::new("/etc/localtime").exists() && !Path::new("/etc/timezone").exists() {
+        return Ok(chrono_tz::UTC);
+    }
+    Err(Failure::Usage(anyhow!(
+        "cannot tell the zone cron runs in: /etc/localtime is not a link into /usr/share/zoneinfo \
+         and /etc/timezone names no zone (fix with: timedatectl set-timezone ZONE)"
+    )))
 }
 
 /// The line for one job: the binary's absolute path, the settings cron needs (cron's own

@@ -63,11 +63,10 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
     }
 }
 
-/// Each job's crontab schedule: cron runs in the machine's zone, so a job scheduled in another
-/// zone is refused rather than run at the wrong hour.
+/// Each job's crontab schedule and the zone it is meant in (checked against the zone cron fires
+/// in when the lines are written).
 async fn crontab_lines(settings: &Settings) -> CommandResult<Vec<crontab::CronJobLine>> {
     let config = jobs::jobs_config(settings)?;
-    let local = crm_jobs::default_time_zone().usage("Cannot tell the machine's time zone")?;
     let db = connect(settings).await?;
     let runner = jobs::runner(&db, &config, Arc::new(crm_jobs::LogAlert))?;
     let mut lines = Vec::new();
@@ -75,11 +74,12 @@ async fn crontab_lines(settings: &Settings) -> CommandResult<Vec<crontab::CronJo
         let schedule = runner
             .schedule_of(code)
             .expect("a registered code has a schedule");
-        let expression = crm_jobs::crontab::crontab_expression(schedule, local)
+        let expression = crm_jobs::crontab::crontab_expression(schedule)
             .map_err(|reason| Failure::Usage(anyhow::anyhow!("{code}: {reason}")))?;
         lines.push(crontab::CronJobLine {
             code: code.to_owned(),
             schedule: expression,
+            zone: schedule.time_zone(),
         });
     }
     Ok(lines)
