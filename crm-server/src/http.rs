@@ -18,7 +18,6 @@ use async_std::net::{TcpListener, TcpStream};
 use async_std::stream::StreamExt as _;
 use crm_core::CrmStore;
 use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, FutureExt as _};
-use juniper::http::graphiql::graphiql_source;
 use juniper::http::{GraphQLBatchRequest, GraphQLRequest};
 use juniper::{EmptySubscription, RootNode};
 use subtle::ConstantTimeEq as _;
@@ -66,8 +65,9 @@ impl std::fmt::Debug for AppState {
 }
 
 /// The tide application: `POST /graphql` and `/graphql/` run GraphQL; `GET` on them serves
-/// GraphiQL to browsers and runs `?query=` (read-only) for other clients, as graphene-django
-/// does; `GET /healthz` answers `ok`; `GET /status` shows the scheduled jobs' health. Every
+/// GraphiQL (embedded, see [`crate::graphiql`]; its files under `/graphiql/`) to browsers and
+/// runs `?query=` (read-only) for other clients, as graphene-django does; `GET /healthz`
+/// answers `ok`; `GET /status` shows the scheduled jobs' health. Every
 /// request is logged (method, path, status, duration; never bodies or headers).
 pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppState> {
     let schema =
@@ -82,6 +82,8 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
     for path in ["/graphql", "/graphql/"] {
         app.at(path).post(graphql_post).get(graphql_get);
     }
+    app.at(crate::graphiql::ASSET_ROUTE)
+        .get(crate::graphiql::asset::<AppState>);
     app.at("/healthz").get(|_| async { Ok("ok") });
     app.at("/status").get(crate::status::page);
     app
@@ -367,10 +369,7 @@ async fn graphql_get(request: Request<AppState>) -> tide::Result {
         Err(_) => return Ok(bad_request("the query string is not valid")),
     };
     let Some(query) = params.query.filter(|_| !wants_html) else {
-        return Ok(Response::builder(StatusCode::Ok)
-            .body(graphiql_source("/graphql", None))
-            .content_type(mime::HTML)
-            .build());
+        return Ok(crate::graphiql::page());
     };
     if let Err(refused) = check_token(&request) {
         return Ok(refused.into());

@@ -3,6 +3,7 @@
 mod config;
 mod context;
 mod error;
+mod graphiql;
 mod http;
 mod ids;
 mod scalars;

@@ -55,6 +55,19 @@ pub(crate) async fn spawn_app_with(db: TestDb, config: ServerConfig) -> TestApp 
     }
 }
 
+/// Headless Chromium's flags for this machine (no sandbox as root, no GPU, no background
+/// traffic); each run also gets a fresh `--user-data-dir`.
+pub(crate) const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 /// What came back over HTTP.
 #[derive(Debug)]
 pub(crate) struct HttpResponse {

@@ -1,6 +1,7 @@
 //! The GraphQL API end to end: the real server on port 0 over a fresh SQLite database (and
 //! PostgreSQL where named), driven with raw HTTP.
 
+mod graphiql;
 mod helpers;
 mod prop_input;
 mod security;

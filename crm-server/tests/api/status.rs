@@ -18,7 +18,7 @@ use crm_jobs::{
 use crm_server::ServerConfig;
 use serde_json::json;
 
-use crate::helpers::{TestApp, captured_logs, first_error, spawn_app_with};
+use crate::helpers::{CHROMIUM_FLAGS, TestApp, captured_logs, first_error, spawn_app_with};
 
 /// A job that is only ever looked at here.
 struct Named(&'static str, &'static str);
@@ -341,17 +341,8 @@ async fn with_a_token_the_status_page_needs_it_and_never_logs_it() {
 fn chromium(args: &[String]) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
     Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
+        .args(CHROMIUM_FLAGS)
+        .arg("--hide-scrollbars")
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .output()
