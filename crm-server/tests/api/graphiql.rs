@@ -69,7 +69,10 @@ impl Browser {
         loop {
             let mut raw = Vec::new();
             let read = self.output.read_until(0, &mut raw).unwrap();
-            assert!(read > 0, "chromium closed the pipe while {method} was pending");
+            assert!(
+                read > 0,
+                "chromium closed the pipe while {method} was pending"
+            );
             raw.pop();
             let message: Value = serde_json::from_slice(&raw).unwrap();
             if message["method"] == "Network.requestWillBeSent" {
@@ -77,10 +80,7 @@ impl Browser {
                 self.requested.push(url.to_owned());
             }
             if message["id"] == id {
-                assert!(
-                    message.get("error").is_none(),
-                    "{method} failed: {message}"
-                );
+                assert!(message.get("error").is_none(), "{method} failed: {message}");
                 return message["result"].clone();
             }
         }
@@ -149,7 +149,10 @@ async fn graphiql_renders_and_answers_hello_in_a_browser_that_reaches_no_other_h
         "GraphiQL did not run the query: {outcome}"
     );
     let value = &outcome["result"]["value"];
-    assert_eq!(value["query"], "{ hello }", "the editor shows the URL's query");
+    assert_eq!(
+        value["query"], "{ hello }",
+        "the editor shows the URL's query"
+    );
     let answer: Value = serde_json::from_str(value["answer"].as_str().unwrap()).unwrap();
     assert_eq!(answer, json!({ "data": { "hello": "Hello, GraphQL!" } }));
     // The page, React, GraphiQL, its stylesheet, the start script and the POST: all from here.
