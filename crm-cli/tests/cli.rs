@@ -521,6 +521,191 @@ fn crontab_add_refuses_under_a_cron_tz_line_of_another_zone() {
     assert_eq!(current_crontab(), foreign);
 }
 
+/// The system-cron files of `examples/cron_jobs/`, as the README installs them.
+fn cron_example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/cron_jobs")
+        .join(name)
+}
+
+/// Lines of the seed's log `/tmp/<name>` holding `needle` (other test runs may append to it
+/// too, so tests count lines rather than expect exact content).
+fn seed_log_lines(name: &str, needle: &str) -> usize {
+    std::fs::read_to_string(Path::new("/tmp").join(name))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+impl Workspace {
+    /// An env file like the README's `/etc/crm/crm.env` (mode 0600): this workspace's database,
+    /// and a log directory other than `/tmp` (as the services' example has), plus `extra`.
+    fn env_file(&self, extra: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let file = self.path().join("crm.env");
+        std::fs::write(
+            &file,
+            format!(
+                "CRM_DATABASE_URL=sqlite://{}/crm.db\nCRM_LOG_DIR={}\n{extra}",
+                self.path().display(),
+                self.log_dir().display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        file
+    }
+
+    /// A command as cron starts it: an almost empty environment, `$HOME` (here an empty
+    /// directory of the workspace) as the working directory.
+    fn as_cron(&self, program: &str) -> Command {
+        let home = self.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut command = Command::new(program);
+        command
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", &home)
+            .env("SHELL", "/bin/sh")
+            .current_dir(&home)
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+/// `clean_inactive_customers.sh` as installed: the job reads `/etc/crm/crm.env` (here a copy)
+/// and logs to the seed's `/tmp/customer_cleanup_log.txt` even when the env file names another
+/// log directory; the script's own output goes to its output log.
+#[test]
+fn the_cleanup_script_logs_to_the_seeds_tmp_file_with_the_env_files_database() {
+    let ws = Workspace::new();
+    assert_exit(
+        &ws.run(&["seed", "--customers", "50", "--orders", "200"]),
+        0,
+    );
+    let env_file = ws.env_file("");
+    let output_log = ws.path().join("cron_output.log");
+    let before = seed_log_lines("customer_cleanup_log.txt", " inactive customers");
+    let run = ws
+        .as_cron("bash")
+        .arg(cron_example("clean_inactive_customers.sh"))
+        .env("CRM_BIN", env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_ENV_FILE", &env_file)
+        .env("CRM_CRON_OUTPUT_LOG", &output_log)
+        .output()
+        .unwrap();
+    let output = std::fs::read_to_string(&output_log).unwrap_or_default();
+    assert_exit(&run, 0);
+    assert!(
+        seed_log_lines("customer_cleanup_log.txt", " inactive customers") > before,
+        "no new line in /tmp/customer_cleanup_log.txt; script output: {output}"
+    );
+    assert_eq!(
+        ws.log("customer_cleanup_log.txt"),
+        "",
+        "not the env file's log dir"
+    );
+    assert!(
+        output.contains("clean_inactive_customers.sh starting"),
+        "{output}"
+    );
+    assert!(
+        !ws.path().join("home/crm.db").exists(),
+        "the env file's database was used, not $HOME/crm.db"
+    );
+}
+
+/// Without its env file the cleanup fails and says why, in the script's output log; it does not
+/// clean a fresh empty `$HOME/crm.db` and report "Deleted 0 inactive customers".
+#[test]
+fn the_cleanup_script_fails_with_the_reason_when_the_env_file_is_missing() {
+    let ws = Workspace::new();
+    let missing = ws.path().join("no-such.env");
+    let output_log = ws.path().join("cron_output.log");
+    let run = ws
+        .as_cron("bash")
+        .arg(cron_example("clean_inactive_customers.sh"))
+        .env("CRM_BIN", env!("CARGO_BIN_EXE_crm"))
+        .env("CRM_ENV_FILE", &missing)
+        .env("CRM_CRON_OUTPUT_LOG", &output_log)
+        .output()
+        .unwrap();
+    assert_exit(&run, 2);
+    let output = std::fs::read_to_string(&output_log).unwrap();
+    assert!(
+        output.contains(&format!(
+            "crm: cannot read the environment file {}",
+            missing.display()
+        )),
+        "{output}"
+    );
+    assert!(!ws.path().join("home/crm.db").exists());
+}
+
+/// `order_reminders_crontab.txt`'s command, run as cron runs it (with the binary, env file and
+/// output log at this test's paths): the same env-file convention as the cleanup script, and
+/// the reminders land in the seed's `/tmp/order_reminders_log.txt`.
+#[test]
+fn the_reminders_crontab_line_reads_the_env_file_and_logs_to_the_seeds_tmp_file() {
+    let ws = Workspace::new();
+    assert_exit(
+        &ws.run(&["seed", "--customers", "50", "--orders", "400"]),
+        0,
+    );
+    let server = ws.serve(&["--no-demo-data"]);
+    let env_file = ws.env_file(&format!("CRM_GRAPHQL_URL={}\n", server.url));
+    let output_log = ws.path().join("cron_output.log");
+    let line = std::fs::read_to_string(cron_example("order_reminders_crontab.txt")).unwrap();
+    let command = line
+        .split_whitespace()
+        .skip(5)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        command.contains("--env-file /etc/crm/crm.env --log-dir /tmp "),
+        "{command}"
+    );
+    let command = command
+        .replace("/usr/local/bin/crm", env!("CARGO_BIN_EXE_crm"))
+        .replace("/etc/crm/crm.env", &env_file.display().to_string())
+        .replace(
+            "/tmp/crm_cron_output.log",
+            &output_log.display().to_string(),
+        );
+    let before = seed_log_lines("order_reminders_log.txt", " - Reminder: order ");
+    let run = ws
+        .as_cron("/bin/sh")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .unwrap();
+    let output = std::fs::read_to_string(&output_log).unwrap_or_default();
+    assert_exit(&run, 0);
+    assert!(output.contains("Order reminders processed!"), "{output}");
+    assert!(
+        seed_log_lines("order_reminders_log.txt", " - Reminder: order ") > before,
+        "no new reminder in /tmp/order_reminders_log.txt; output: {output}"
+    );
+    assert_eq!(ws.log("order_reminders_log.txt"), "");
+
+    // Without the env file: the reason, and no run against an empty $HOME/crm.db.
+    std::fs::remove_file(&env_file).unwrap();
+    let run = ws
+        .as_cron("/bin/sh")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .unwrap();
+    assert_exit(&run, 2);
+    let output = std::fs::read_to_string(&output_log).unwrap();
+    assert!(
+        output.contains("cannot read the environment file"),
+        "{output}"
+    );
+    assert!(!ws.path().join("home/crm.db").exists());
+}
+
 /// The real cron daemon runs a `* * * * *` heartbeat line and the contract's line appears.
 #[test]
 fn the_cron_daemon_runs_a_heartbeat_line_within_a_minute() {
