@@ -7,6 +7,7 @@
 //! [`LogAlert`] (a `tracing` event) and [`WebhookAlert`] (a JSON POST, retried, with a timeout).
 
 use std::fmt;
+#[cfg(feature = "webhook-surf")]
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -149,9 +150,10 @@ impl AlertHook for LogAlert {
     }
 }
 
-/// Alerts POSTed as JSON (the [`Alert`] with an `event` field of `failing`, `recovered`, `late`,
+/// Alerts POSTed as JSON (feature `webhook-surf`; the [`Alert`] with an `event` field of `failing`, `recovered`, `late`,
 /// `missed` or `back_on_schedule`) to a
 /// webhook, tried `attempts` times with a pause between tries, each with a timeout.
+#[cfg(feature = "webhook-surf")]
 #[derive(Clone)]
 pub struct WebhookAlert {
     url: surf::Url,
@@ -160,6 +162,7 @@ pub struct WebhookAlert {
     pause: Duration,
 }
 
+#[cfg(feature = "webhook-surf")]
 impl fmt::Debug for WebhookAlert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The URL may carry a token in its path or query: show only where it goes.
@@ -171,6 +174,7 @@ impl fmt::Debug for WebhookAlert {
     }
 }
 
+#[cfg(feature = "webhook-surf")]
 impl WebhookAlert {
     /// A webhook at `url` (http or https), tried 3 times, 10 seconds each, 1 second apart.
     pub fn new(url: &str) -> Result<Self, AlertError> {
@@ -235,6 +239,7 @@ impl WebhookAlert {
     }
 }
 
+#[cfg(feature = "webhook-surf")]
 #[async_trait]
 impl AlertHook for WebhookAlert {
     async fn alert(&self, alert: &Alert) -> Result<(), AlertError> {

@@ -7,6 +7,7 @@ mod clock;
 mod config;
 mod crm_access;
 pub mod crontab;
+#[cfg(feature = "graphql-surf")]
 mod graphql;
 pub mod health;
 mod job;
@@ -14,10 +15,11 @@ mod jobs;
 mod log_file;
 mod runner;
 mod schedule;
-#[cfg(feature = "async-std-scheduler")]
 mod scheduler;
 
-pub use alert::{Alert, AlertError, AlertHook, AlertHooks, LogAlert, WebhookAlert};
+#[cfg(feature = "webhook-surf")]
+pub use alert::WebhookAlert;
+pub use alert::{Alert, AlertError, AlertHook, AlertHooks, LogAlert};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
@@ -34,11 +36,14 @@ pub use crm_core::overrides::{
     AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,
     OverrideStore,
 };
+#[cfg(feature = "graphql-surf")]
 pub use graphql::{GraphqlClient, GraphqlError, readable_id};
 pub use job::{CronJob, JobContext, JobError, JobOptions, MisfirePolicy};
+#[cfg(feature = "graphql-surf")]
+pub use jobs::standard_jobs;
 pub use jobs::{
     CleanInactiveCustomers, GenerateCrmReport, LogCrmHeartbeat, ORDER_REMINDERS_PROCESSED,
-    SendOrderReminders, UpdateLowStock, jobs_with_access, standard_jobs,
+    SendOrderReminders, UpdateLowStock, jobs_with_access,
 };
 pub use log_file::{LogFile, OpenLogFile, file_names};
 pub use runner::{
@@ -49,7 +54,6 @@ pub use schedule::{
     Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, machine_time_zone, parse_time_zone,
     schedules,
 };
-#[cfg(feature = "async-std-scheduler")]
 pub use scheduler::{
     DEFAULT_OVERRIDE_POLL, DEFAULT_RETENTION, LEDGER_RETRY_AFTER, PRUNE_EVERY, Scheduler,
     SchedulerSummary, ShutdownHandle,

@@ -1,6 +1,9 @@
-//! The ready-made long-running loop (cargo feature `async-std-scheduler`, on by default): it
-//! sleeps until the runner's next wakeup, runs what is due in the background, and shuts down
-//! gracefully.
+//! The ready-made long-running loop: it sleeps until the runner's next wakeup, runs what is due
+//! beside it, and shuts down gracefully.
+//!
+//! It runs on any executor (async-std, tokio, smol, `futures::executor::block_on`): it spawns
+//! nothing, its rounds run concurrently inside its own future (a `for_each_concurrent` pool fed
+//! by the loop), and its timers are `async-io`'s, which need no runtime.
 //!
 //! It does not poll for due jobs: each sleep ends at [`Runner::next_wakeup`] (a tick, a pending
 //! retry, a one-off run, or the end of a lease someone else holds), when a run that held up
@@ -14,7 +17,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use event_listener::Event;
-use futures::future::{self, Either};
+use futures::channel::mpsc;
+use futures::future::{self, BoxFuture, Either};
+use futures::{FutureExt as _, StreamExt as _};
 
 use crate::runner::{RunStatus, Runner};
 
@@ -143,9 +148,24 @@ impl Scheduler {
         }
     }
 
-    /// Runs until shut down. Each round of due jobs runs as a background task, so a long job
-    /// never delays another job's tick.
+    /// Runs until shut down. Each round of due jobs runs beside the loop (inside this future,
+    /// which spawns nothing), so a long job never delays another job's tick. Runs still going
+    /// when the shutdown's grace period ends are dropped with this future; their claims expire
+    /// and are recorded as abandoned, as after a crash.
     pub async fn run(self) -> SchedulerSummary {
+        let (spawner, tasks) = mpsc::unbounded::<BoxFuture<'static, ()>>();
+        let pool = tasks.for_each_concurrent(None, |task| task);
+        let rounds = self.run_rounds(Spawner(spawner));
+        futures::pin_mut!(pool, rounds);
+        match future::select(rounds, pool).await {
+            Either::Left((summary, _)) => summary,
+            // The loop holds the sender until it ends, so the pool cannot end first; if it did,
+            // the loop's own answer is still the one to give.
+            Either::Right((_, rounds)) => rounds.await,
+        }
+    }
+
+    async fn run_rounds(&self, spawner: Spawner) -> SchedulerSummary {
         let clock = self.runner.clock().clone();
         let in_flight = Arc::new(InFlight::default());
         let mut rounds = 0;
@@ -165,14 +185,14 @@ impl Scheduler {
             // Read before planning: a change reloaded by anyone from here on (this round,
             // the API in this process, `/status`) makes the scheduler plan again.
             let planned_at = self.runner.overrides_generation();
-            self.spawn_round(now, &in_flight);
+            self.spawn_round(now, &in_flight, &spawner);
             if let Some(keep) = self.retention
                 && next_prune.is_some_and(|at| at <= now)
             {
                 next_prune = chrono::TimeDelta::from_std(PRUNE_EVERY)
                     .ok()
                     .and_then(|every| now.checked_add_signed(every));
-                self.spawn_prune(keep, &pruning);
+                self.spawn_prune(keep, &pruning, &spawner);
             }
             let wake = match (self.runner.next_wakeup(now).await, next_prune) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -235,13 +255,18 @@ impl Scheduler {
     }
 
     /// Prunes the run history in the background, unless a prune is still going.
-    fn spawn_prune(&self, keep: Duration, pruning: &Arc<std::sync::atomic::AtomicBool>) {
+    fn spawn_prune(
+        &self,
+        keep: Duration,
+        pruning: &Arc<std::sync::atomic::AtomicBool>,
+        spawner: &Spawner,
+    ) {
         if pruning.swap(true, Ordering::SeqCst) {
             return;
         }
         let runner = self.runner.clone();
         let pruning = pruning.clone();
-        async_std::task::spawn(async move {
+        spawner.spawn(async move {
             if let Err(e) = runner.prune_history(keep).await {
                 tracing::warn!(error = %e, "Could not prune the run history; trying again tomorrow");
             }
@@ -249,11 +274,17 @@ impl Scheduler {
         });
     }
 
-    fn spawn_round(&self, now: chrono::DateTime<chrono::Utc>, in_flight: &Arc<InFlight>) {
+    fn spawn_round(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        in_flight: &Arc<InFlight>,
+        spawner: &Spawner,
+    ) {
         let runner = self.runner.clone();
         let in_flight = in_flight.clone();
+        let retry_spawner = spawner.clone();
         in_flight.count.fetch_add(1, Ordering::SeqCst);
-        async_std::task::spawn(async move {
+        spawner.spawn(async move {
             let ran_before = in_flight.ran_rounds.load(Ordering::SeqCst);
             let reports = runner.run_due(now).await;
             let ran = reports
@@ -269,7 +300,7 @@ impl Scheduler {
                     retry_in_s = LEDGER_RETRY_AFTER.as_secs(),
                     "The run ledger is unavailable; looking for due jobs again shortly"
                 );
-                async_std::task::spawn(async move {
+                retry_spawner.spawn(async move {
                     async_io::Timer::after(LEDGER_RETRY_AFTER).await;
                     in_flight.ledger_retry.store(true, Ordering::SeqCst);
                     in_flight.ran.notify(usize::MAX);
@@ -287,6 +318,17 @@ impl Scheduler {
                 in_flight.drained.notify(usize::MAX);
             }
         });
+    }
+}
+
+/// Hands a future to the pool that [`Scheduler::run`] drives beside its loop.
+#[derive(Clone)]
+struct Spawner(mpsc::UnboundedSender<BoxFuture<'static, ()>>);
+
+impl Spawner {
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        // Fails only once the pool is gone, i.e. after `run` returned: nothing is left to run it.
+        let _ = self.0.unbounded_send(task.boxed());
     }
 }
 

@@ -8,6 +8,7 @@ mod update_low_stock;
 
 use std::sync::Arc;
 
+#[cfg(feature = "graphql-surf")]
 use crm_core::CrmStore;
 
 pub use clean_inactive_customers::CleanInactiveCustomers;
@@ -17,7 +18,10 @@ pub use send_order_reminders::{ORDER_REMINDERS_PROCESSED, SendOrderReminders};
 pub use update_low_stock::UpdateLowStock;
 
 use crate::config::JobsConfig;
-use crate::crm_access::{CrmAccess, InProcessCrm};
+use crate::crm_access::CrmAccess;
+#[cfg(feature = "graphql-surf")]
+use crate::crm_access::InProcessCrm;
+#[cfg(feature = "graphql-surf")]
 use crate::graphql::{GraphqlClient, GraphqlError};
 use crate::job::CronJob;
 use crate::schedule::Schedule;
@@ -27,6 +31,7 @@ use crate::schedule::Schedule;
 /// GraphQL client of `config.graphql_url`, as the original's scripts talk to its endpoint.
 ///
 /// Fails only when the GraphQL client cannot be set up (a URL or token HTTP cannot carry).
+#[cfg(feature = "graphql-surf")]
 pub fn standard_jobs(
     config: &JobsConfig,
     store: Arc<dyn CrmStore>,
