@@ -78,7 +78,7 @@ mod tests {
     #[test]
     fn a_cause_already_quoted_by_its_error_is_not_repeated() {
         let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 15 s");
-        let error = anyhow::Error::new(crm_core::CoreError::Storage(sqlx_io(io)))
+        let error = anyhow::Error::new(crm_core::CoreError::from(sqlx_io(io)))
             .context("Failed to open the database postgres://h/crm");
         assert_eq!(
             Failure::Failed(error).to_string(),

@@ -5,25 +5,29 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+#[cfg(feature = "postgres")]
 use sqlx::Connection;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
 use crate::error::{CoreError, Result};
+use crate::url::UrlScheme;
 
-/// The URL used when none is configured: a SQLite file in the working directory.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://crm.db";
-
+#[cfg(feature = "sqlite")]
 /// How long a SQLite writer waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+#[cfg(feature = "postgres")]
 /// How long a request waits for a PostgreSQL connection (the pool reconnecting after the
 /// server dropped its connections, or the server down) before failing with "unavailable".
 const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
+#[cfg(feature = "postgres")]
 /// How long the one direct connection attempt made after the pool timed out at start may take.
 const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,6 +43,7 @@ struct Embedded {
 
 /// The migrations of each backend, oldest first. A new migration is a new file and a new line
 /// here; an applied one is never edited (sqlx checks its checksum).
+#[cfg(feature = "sqlite")]
 const SQLITE_MIGRATIONS: &[Embedded] = &[
     Embedded {
         version: 1,
@@ -73,6 +78,7 @@ const SQLITE_MIGRATIONS: &[Embedded] = &[
         no_tx: true,
     },
 ];
+#[cfg(feature = "postgres")]
 const POSTGRES_MIGRATIONS: &[Embedded] = &[
     Embedded {
         version: 1,
@@ -139,7 +145,9 @@ pub struct Database {
 /// The pool of the backend in use. Crate-internal modules match on it to run their SQL.
 #[derive(Debug, Clone)]
 pub(crate) enum Backend {
+    #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
+    #[cfg(feature = "postgres")]
     Postgres(PgPool),
 }
 
@@ -156,51 +164,23 @@ impl Database {
     }
 
     /// Opens the database without migrating it.
+    ///
+    /// A URL of a backend this build was compiled without is an [`CoreError::InvalidUrl`] that
+    /// names the missing feature.
     pub async fn open(url: &str) -> Result<Self> {
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite(open_sqlite(url).await?)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = sqlx::postgres::PgConnectOptions::from_str(url)
-                .map_err(|e| CoreError::InvalidUrl(redact(url, &e.to_string())))?;
-            let pool = match PgPoolOptions::new()
-                .max_connections(16)
-                .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
-                .connect_with(options.clone())
-                .await
-            {
-                Ok(pool) => pool,
-                // The pool retries a refused connection until its timeout and then reports
-                // only "timed out"; one direct attempt tells the operator why. That attempt is
-                // bounded too: a server that accepts and never answers (a network partition,
-                // a hung proxy) would otherwise keep `crm` from starting, and from exiting.
-                Err(sqlx::Error::PoolTimedOut) => {
-                    let attempt = PgConnection::connect_with(&options);
-                    let timer = async_io::Timer::after(DIRECT_CONNECT_TIMEOUT);
-                    futures::pin_mut!(attempt);
-                    return Err(match futures::future::select(attempt, timer).await {
-                        futures::future::Either::Left((Err(cause), _)) => CoreError::Storage(cause),
-                        futures::future::Either::Left((Ok(_), _)) => {
-                            CoreError::Storage(sqlx::Error::PoolTimedOut)
-                        }
-                        futures::future::Either::Right(_) => {
-                            CoreError::Storage(sqlx::Error::Io(std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!(
-                                    "no answer from the server within {} s",
-                                    (POSTGRES_ACQUIRE_TIMEOUT + DIRECT_CONNECT_TIMEOUT).as_secs()
-                                ),
-                            )))
-                        }
-                    });
-                }
-                Err(e) => return Err(e.into()),
-            };
-            Backend::Postgres(pool)
-        } else {
-            return Err(CoreError::InvalidUrl(format!(
-                "'{}' is neither sqlite:… nor postgres://…",
-                redact_password(url)
-            )));
+        let backend = match UrlScheme::of(url)? {
+            #[cfg(feature = "sqlite")]
+            UrlScheme::Sqlite => Backend::Sqlite(open_sqlite(url).await?),
+            #[cfg(feature = "postgres")]
+            UrlScheme::Postgres => Backend::Postgres(open_postgres(url).await?),
+            #[allow(unreachable_patterns)]
+            scheme => {
+                return Err(CoreError::InvalidUrl(format!(
+                    "{}: this build of crm-core has no `{}` feature",
+                    crate::url::redact_password(url),
+                    scheme.feature()
+                )));
+            }
         };
         Ok(Self { backend })
     }
@@ -208,7 +188,9 @@ impl Database {
     /// Creates or upgrades the schema. Safe to run again, and from several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         match &self.backend {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => migrate_sqlite(pool).await?,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 Migrator::new(EmbeddedSource(POSTGRES_MIGRATIONS))
                     .await?
@@ -222,7 +204,9 @@ impl Database {
     /// `"sqlite"` or `"postgres"`.
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
             Backend::Postgres(_) => "postgres",
         }
     }
@@ -230,7 +214,9 @@ impl Database {
     /// Closes every connection; waits for queries in flight.
     pub async fn close(&self) {
         match &self.backend {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => pool.close().await,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => pool.close().await,
         }
     }
@@ -240,6 +226,47 @@ impl Database {
     }
 }
 
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<PgPool> {
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)
+        .map_err(|e| CoreError::InvalidUrl(crate::url::redact(url, &e.to_string())))?;
+    let pool = match PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+        .connect_with(options.clone())
+        .await
+    {
+        Ok(pool) => pool,
+        // The pool retries a refused connection until its timeout and then reports
+        // only "timed out"; one direct attempt tells the operator why. That attempt is
+        // bounded too: a server that accepts and never answers (a network partition,
+        // a hung proxy) would otherwise keep `crm` from starting, and from exiting.
+        Err(sqlx::Error::PoolTimedOut) => {
+            let attempt = PgConnection::connect_with(&options);
+            let timer = async_io::Timer::after(DIRECT_CONNECT_TIMEOUT);
+            futures::pin_mut!(attempt);
+            return Err(match futures::future::select(attempt, timer).await {
+                futures::future::Either::Left((Err(cause), _)) => CoreError::from(cause),
+                futures::future::Either::Left((Ok(_), _)) => {
+                    CoreError::from(sqlx::Error::PoolTimedOut)
+                }
+                futures::future::Either::Right(_) => {
+                    CoreError::from(sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no answer from the server within {} s",
+                            (POSTGRES_ACQUIRE_TIMEOUT + DIRECT_CONNECT_TIMEOUT).as_secs()
+                        ),
+                    )))
+                }
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(pool)
+}
+
+#[cfg(feature = "sqlite")]
 async fn open_sqlite(url: &str) -> Result<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(|e| CoreError::InvalidUrl(e.to_string()))?
@@ -292,9 +319,11 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
     }
 }
 
+#[cfg(feature = "sqlite")]
 /// How long an open that found a new SQLite file locked waits before trying again.
 const SQLITE_OPEN_RETRY: Duration = Duration::from_millis(20);
 
+#[cfg(feature = "sqlite")]
 /// How many times a SQLite migration that failed is tried again (see [`migrate_sqlite`]).
 const SQLITE_MIGRATION_ATTEMPTS: u32 = 20;
 
@@ -304,6 +333,7 @@ const SQLITE_MIGRATION_ATTEMPTS: u32 = 20;
 /// just created, or on the bookkeeping row it had just written. After such a failure this waits
 /// for the other writer's transaction to end (SQLite's busy timeout) and runs the migrator
 /// again, which then finds the work done or continues it.
+#[cfg(feature = "sqlite")]
 async fn migrate_sqlite(pool: &SqlitePool) -> Result<()> {
     use sqlx::migrate::MigrateError;
     let mut attempt = 1;
@@ -330,6 +360,7 @@ async fn migrate_sqlite(pool: &SqlitePool) -> Result<()> {
 
 /// Creates the SQLite file with mode 0600 before SQLite does (it would use 0644): the file
 /// holds personal data. An existing file is left as it is.
+#[cfg(feature = "sqlite")]
 fn create_private_file(path: &std::path::Path) -> Result<()> {
     use std::fs::OpenOptions;
     #[cfg(unix)]
@@ -342,42 +373,6 @@ fn create_private_file(path: &std::path::Path) -> Result<()> {
     match options.open(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(CoreError::Storage(sqlx::Error::Io(e))),
-    }
-}
-
-/// The URL with any password replaced by `***`, for error messages and logs.
-pub fn redact_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-fn redact(url: &str, message: &str) -> String {
-    format!("{}: {message}", redact_password(url))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_reach_error_messages() {
-        assert_eq!(
-            redact_password("postgres://bob:s3cret@db:5432/crm"),
-            "postgres://bob:***@db:5432/crm"
-        );
-        assert_eq!(
-            redact_password("postgres://bob@db/crm"),
-            "postgres://bob@db/crm"
-        );
-        assert_eq!(redact_password("sqlite://crm.db"), "sqlite://crm.db");
+        Err(e) => Err(CoreError::from(sqlx::Error::Io(e))),
     }
 }

@@ -321,6 +321,11 @@ fn validate_price(price: Money) -> Result<Money> {
     Ok(price)
 }
 
+/// `at` rounded down to whole microseconds, as the database will give it back.
+pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,41 +32,19 @@ pub enum CoreError {
     InvalidUrl(String),
     /// The database failed or could not be reached; nothing was written.
     #[error("storage failure: {0}")]
-    Storage(#[from] sqlx::Error),
+    Storage(#[source] StorageError),
     /// Applying the schema migrations failed.
     #[error("migration failure: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(#[source] StorageError),
 }
 
 impl CoreError {
-    /// Whether the database could not be reached or was too busy to answer: the pool found no
-    /// connection in time, the connection broke or was ended by the server (PostgreSQL
-    /// restarting, `pg_terminate_backend`), or SQLite stayed locked by another writer past the
-    /// busy timeout. Such a failure is passing: the same request may well succeed shortly, so
-    /// the API tells its clients to try again rather than report an internal error.
+    /// Whether the database could not be reached or was too busy to answer (see
+    /// [`StorageError::is_unavailable`]). Such a failure is passing: the same request may well
+    /// succeed shortly, so the API tells its clients to try again rather than report an
+    /// internal error.
     pub fn is_unavailable(&self) -> bool {
-        let CoreError::Storage(error) = self else {
-            return false;
-        };
-        match error {
-            // Not `PoolClosed`: that is this process shutting its own pool, not an outage.
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => true,
-            sqlx::Error::Database(db) => {
-                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                    is_sqlite_busy(db.as_ref())
-                } else {
-                    // PostgreSQL: class 08 (connection exception), 57P01-57P03 (admin
-                    // shutdown, crash shutdown, cannot connect now).
-                    let code = db.code();
-                    let code = code.as_deref().unwrap_or_default();
-                    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
-                }
-            }
-            _ => false,
-        }
+        matches!(self, CoreError::Storage(error) if error.is_unavailable())
     }
 
     /// A validation error on `field`.
@@ -78,8 +56,121 @@ impl CoreError {
     }
 }
 
+/// A failure of the database under a store, opaque so that no driver type reaches the public
+/// API: `crm-core` without its store features builds without sqlx, and an app that implements
+/// the storage traits over its own database reports its failures with the same type.
+///
+/// Its text is the driver's own message, for operators' logs.
+pub struct StorageError {
+    unavailable: bool,
+    cause: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+impl StorageError {
+    /// A failure that trying again will not mend (a constraint, a corrupted row, a bug).
+    pub fn new(cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self {
+            unavailable: false,
+            cause: cause.into(),
+        }
+    }
+
+    /// A database that could not be reached or was too busy to answer: see
+    /// [`Self::is_unavailable`].
+    pub fn unavailable(
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Self {
+            unavailable: true,
+            cause: cause.into(),
+        }
+    }
+
+    /// Whether the database could not be reached or was too busy to answer: the pool found no
+    /// connection in time, the connection broke or was ended by the server (PostgreSQL
+    /// restarting, `pg_terminate_backend`), or SQLite stayed locked by another writer past the
+    /// busy timeout. The same request may well succeed shortly.
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
+    }
+}
+
+impl std::fmt::Debug for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageError")
+            .field("unavailable", &self.unavailable)
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.cause.fmt(f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    /// The cause's own cause: the text of the cause is already this error's.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.source()
+    }
+}
+
+#[cfg(feature = "_store")]
+impl From<sqlx::Error> for StorageError {
+    fn from(error: sqlx::Error) -> Self {
+        Self {
+            unavailable: sqlx_unavailable(&error),
+            cause: Box::new(error),
+        }
+    }
+}
+
+#[cfg(feature = "_store")]
+impl From<sqlx::Error> for CoreError {
+    fn from(error: sqlx::Error) -> Self {
+        CoreError::Storage(error.into())
+    }
+}
+
+#[cfg(feature = "_store")]
+impl From<sqlx::migrate::MigrateError> for CoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        CoreError::Migration(StorageError::new(error))
+    }
+}
+
+/// Whether sqlx's error says the database is out of reach or busy (see
+/// [`StorageError::is_unavailable`]).
+#[cfg(feature = "_store")]
+fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        // Not `PoolClosed`: that is this process shutting its own pool, not an outage.
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        #[cfg(feature = "sqlite")]
+        sqlx::Error::Database(db)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() =>
+        {
+            is_sqlite_busy(db.as_ref())
+        }
+        sqlx::Error::Database(db) => {
+            // PostgreSQL: class 08 (connection exception), 57P01-57P03 (admin shutdown, crash
+            // shutdown, cannot connect now).
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
+    }
+}
+
 /// Whether a SQLite error is SQLITE_BUSY (5) or SQLITE_LOCKED (6), or one of their extended
 /// codes: another connection holds the lock.
+#[cfg(feature = "sqlite")]
 pub(crate) fn is_sqlite_busy(error: &dyn sqlx::error::DatabaseError) -> bool {
     error
         .code()
@@ -90,15 +181,15 @@ pub(crate) fn is_sqlite_busy(error: &dyn sqlx::error::DatabaseError) -> bool {
 /// `Result` with [`CoreError`].
 pub type Result<T, E = CoreError> = std::result::Result<T, E>;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "_store"))]
 mod tests {
     use super::*;
 
     #[test]
     fn an_unreachable_or_dropped_database_is_unavailable_and_other_failures_are_not() {
         let unavailable = [
-            CoreError::Storage(sqlx::Error::PoolTimedOut),
-            CoreError::Storage(sqlx::Error::Io(std::io::Error::from(
+            CoreError::from(sqlx::Error::PoolTimedOut),
+            CoreError::from(sqlx::Error::Io(std::io::Error::from(
                 std::io::ErrorKind::ConnectionReset,
             ))),
         ];
@@ -106,8 +197,8 @@ mod tests {
             assert!(error.is_unavailable(), "{error}");
         }
         let not = [
-            CoreError::Storage(sqlx::Error::PoolClosed),
-            CoreError::Storage(sqlx::Error::RowNotFound),
+            CoreError::from(sqlx::Error::PoolClosed),
+            CoreError::from(sqlx::Error::RowNotFound),
             CoreError::validation("email", "bad"),
             CoreError::Conflict("taken".into()),
         ];

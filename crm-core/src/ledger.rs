@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 
 mod memory;
+#[cfg(feature = "_store")]
 mod sql;
 
 pub use memory::MemoryLedger;

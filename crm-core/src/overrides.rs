@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use crate::error::{CoreError, Result};
 
 mod memory;
+#[cfg(feature = "_store")]
 mod sql;
 
 pub use memory::MemoryOverrides;

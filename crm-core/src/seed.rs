@@ -18,11 +18,17 @@
 //! PostgreSQL `LOCK TABLE … IN EXCLUSIVE MODE`, then the id sequences are moved past them).
 
 use chrono::{DateTime, TimeDelta, Utc};
+#[cfg(feature = "postgres")]
 use rust_decimal::Decimal;
-use sqlx::{Postgres, QueryBuilder, Sqlite};
+#[cfg(feature = "postgres")]
+use sqlx::Postgres;
+use sqlx::QueryBuilder;
+#[cfg(feature = "sqlite")]
+use sqlx::Sqlite;
 
 use crate::database::{Backend, Database};
 use crate::error::{CoreError, Result};
+#[cfg(feature = "postgres")]
 use crate::sql::from_cents;
 
 /// What to generate.
@@ -89,9 +95,11 @@ pub struct SeedSummary {
     pub order_lines: u64,
 }
 
+#[cfg(feature = "sqlite")]
 /// Rows per multi-row INSERT on SQLite: the widest table has 5 columns and SQLite allows
 /// 32,766 bound values per statement.
 const SQLITE_BATCH: usize = 6_000;
+#[cfg(feature = "postgres")]
 /// Rows per `UNNEST` insert on PostgreSQL (arrays have no parameter limit).
 const POSTGRES_BATCH: usize = 50_000;
 
@@ -177,6 +185,7 @@ pub async fn seed(
         ));
     }
     match db.backend() {
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite(pool) => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
             let mut out = SqliteOut { tx: &mut tx };
@@ -184,6 +193,7 @@ pub async fn seed(
             tx.commit().await?;
             Ok(summary)
         }
+        #[cfg(feature = "postgres")]
         Backend::Postgres(pool) => {
             let mut tx = pool.begin().await?;
             sqlx::query("LOCK TABLE customers, products, orders, order_products IN EXCLUSIVE MODE")
@@ -427,10 +437,12 @@ fn ascii_fold(s: &str) -> String {
         .collect()
 }
 
+#[cfg(feature = "sqlite")]
 struct SqliteOut<'t, 'c> {
     tx: &'t mut sqlx::Transaction<'c, Sqlite>,
 }
 
+#[cfg(feature = "sqlite")]
 impl Out for SqliteOut<'_, '_> {
     async fn max_ids(&mut self) -> Result<(i64, i64, i64)> {
         Ok(sqlx::query_as(
@@ -499,10 +511,12 @@ impl Out for SqliteOut<'_, '_> {
     }
 }
 
+#[cfg(feature = "postgres")]
 struct PostgresOut<'t, 'c> {
     tx: &'t mut sqlx::Transaction<'c, Postgres>,
 }
 
+#[cfg(feature = "postgres")]
 impl Out for PostgresOut<'_, '_> {
     async fn max_ids(&mut self) -> Result<(i64, i64, i64)> {
         Ok(sqlx::query_as(
@@ -588,6 +602,7 @@ impl Out for PostgresOut<'_, '_> {
     }
 }
 
+#[cfg(feature = "postgres")]
 fn micros_to_time(us: i64) -> DateTime<Utc> {
     DateTime::UNIX_EPOCH + TimeDelta::microseconds(us)
 }
@@ -598,6 +613,6 @@ fn seed_insert_error(error: sqlx::Error) -> CoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => CoreError::Conflict(
             "a seeded e-mail address already exists; nothing was written".to_owned(),
         ),
-        _ => CoreError::Storage(error),
+        _ => CoreError::from(error),
     }
 }

@@ -46,16 +46,13 @@ pub(crate) fn to_micros(at: DateTime<Utc>) -> i64 {
 /// `DateTime` can hold (a corrupted row).
 pub(crate) fn from_micros(micros: i64) -> Result<DateTime<Utc>, CoreError> {
     DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-        CoreError::Storage(sqlx::Error::Decode(
+        CoreError::from(sqlx::Error::Decode(
             format!("timestamp {micros} µs is out of range").into(),
         ))
     })
 }
 
-/// `at` rounded down to whole microseconds, as the database will give it back.
-pub(crate) fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or(at)
-}
+pub(crate) use crate::domain::truncate_to_micros;
 
 /// A stored amount of cents as money with two places.
 pub(crate) fn from_cents(cents: i64) -> Money {
@@ -108,7 +105,7 @@ pub(crate) fn customer_insert_error(error: sqlx::Error, customer: &NewCustomer) 
             "a customer with e-mail {} already exists",
             customer.email()
         )),
-        _ => CoreError::Storage(error),
+        _ => CoreError::from(error),
     }
 }
 

@@ -476,7 +476,7 @@ pub(crate) async fn orders_between(
         .fetch_one(pool)
         .await?;
     let mut found: Vec<(i64, String, i64)> = serde_json::from_str(&json)
-        .map_err(|e| CoreError::Storage(sqlx::Error::Decode(Box::new(e))))?;
+        .map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))?;
     found.sort_unstable_by_key(|(id, _, date)| (*date, *id));
     found
         .into_iter()

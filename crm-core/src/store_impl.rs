@@ -8,18 +8,23 @@ use crate::domain::{
     Customer, CustomerId, NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId,
 };
 use crate::error::{CoreError, Result};
+#[cfg(feature = "postgres")]
+use crate::postgres;
 use crate::sql::truncate_to_micros;
+#[cfg(feature = "sqlite")]
+use crate::sqlite;
 use crate::store::{
     CrmStore, CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
     ProductField, ProductFilter, Sort, Totals,
 };
-use crate::{postgres, sqlite};
 
 /// Calls the function of the same name in the backend's module with the pool and arguments.
 macro_rules! dispatch {
     ($db:expr, $name:ident($($arg:expr),*)) => {
         match $db.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlite::$name(pool $(, $arg)*).await,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => postgres::$name(pool $(, $arg)*).await,
         }
     };

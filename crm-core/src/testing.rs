@@ -16,10 +16,11 @@ use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
-use crate::database::{Backend, Database, redact_password};
+use crate::database::{Backend, Database};
 use crate::domain::CustomerId;
 use crate::error::Result;
 use crate::sql::to_micros;
+use crate::url::redact_password;
 
 /// The PostgreSQL server tests use when `CRM_TEST_POSTGRES_URL` is not set.
 pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -125,6 +126,7 @@ impl TestDb {
     /// tests of the cleanup need customers created a year ago.
     pub async fn set_customer_created_at(&self, id: CustomerId, at: DateTime<Utc>) -> Result<()> {
         match self.database.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 sqlx::query("UPDATE customers SET created_at_us = ? WHERE id = ?")
                     .bind(to_micros(at))
@@ -132,6 +134,7 @@ impl TestDb {
                     .execute(pool)
                     .await?;
             }
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 sqlx::query("UPDATE customers SET created_at = $1 WHERE id = $2")
                     .bind(at)
@@ -250,6 +253,7 @@ pub async fn seed_finished_runs(
         let start = to_micros(first) + step.saturating_mul(written as i64);
         let offset = written as i64;
         written += match db.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(
                 "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?2) \
                  INSERT INTO job_runs (code, tick_us, kind, attempt, started_at_us, ended_at_us, \
@@ -266,6 +270,7 @@ pub async fn seed_finished_runs(
             .execute(pool)
             .await?
             .rows_affected(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(
                 "INSERT INTO job_runs (code, tick, kind, attempt, started_at, ended_at, outcome, \
                  message, host, pid) \

@@ -11,7 +11,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::PgRow;
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::SqliteRow;
 
 use super::{
@@ -30,6 +32,7 @@ macro_rules! sqlite_columns {
 }
 
 /// The columns every query returns, in [`pg_row`]'s order.
+#[cfg(feature = "postgres")]
 macro_rules! pg_columns {
     () => {
         "id, code, tick, kind, attempt, started_at, ended_at, outcome, message, lease_until, \
@@ -57,7 +60,7 @@ fn micros(t: DateTime<Utc>) -> i64 {
 }
 
 fn decode_error(what: &str) -> CoreError {
-    CoreError::Storage(sqlx::Error::Decode(
+    CoreError::from(sqlx::Error::Decode(
         format!("job_runs: {what} out of range").into(),
     ))
 }
@@ -68,9 +71,10 @@ fn from_micros(us: i64) -> Result<DateTime<Utc>> {
 
 fn parse_word<T: std::str::FromStr<Err = String>>(word: &str) -> Result<T> {
     word.parse::<T>()
-        .map_err(|e| CoreError::Storage(sqlx::Error::Decode(e.into())))
+        .map_err(|e| CoreError::from(sqlx::Error::Decode(e.into())))
 }
 
+#[cfg(feature = "sqlite")]
 fn sqlite_row(row: &SqliteRow) -> Result<JobRun> {
     let optional = |name: &str| -> Result<Option<DateTime<Utc>>> {
         row.try_get::<Option<i64>, _>(name)?
@@ -94,6 +98,7 @@ fn sqlite_row(row: &SqliteRow) -> Result<JobRun> {
     })
 }
 
+#[cfg(feature = "postgres")]
 fn pg_row(row: &PgRow) -> Result<JobRun> {
     Ok(JobRun {
         id: RunId(row.try_get("id")?),
@@ -112,6 +117,7 @@ fn pg_row(row: &PgRow) -> Result<JobRun> {
     })
 }
 
+#[cfg(feature = "sqlite")]
 fn sqlite_incident(row: &SqliteRow) -> Result<Incident> {
     Ok(Incident {
         code: row.try_get("code")?,
@@ -125,6 +131,7 @@ fn sqlite_incident(row: &SqliteRow) -> Result<Incident> {
     })
 }
 
+#[cfg(feature = "postgres")]
 fn pg_incident(row: &PgRow) -> Result<Incident> {
     Ok(Incident {
         code: row.try_get("code")?,
@@ -136,6 +143,7 @@ fn pg_incident(row: &PgRow) -> Result<Incident> {
 }
 
 /// The PostgreSQL advisory lock key of a job: FNV-1a of its code, so every process agrees.
+#[cfg(feature = "postgres")]
 fn lock_key(code: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in b"crm_jobs:".iter().chain(code.as_bytes()) {
@@ -145,6 +153,7 @@ fn lock_key(code: &str) -> i64 {
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
+#[cfg(feature = "postgres")]
 fn attempt_i32(run: &NewRun) -> Result<i32> {
     i32::try_from(run.attempt).map_err(|_| CoreError::validation("attempt", "too many attempts"))
 }
@@ -154,6 +163,7 @@ impl RunLedger for Database {
     async fn claim(&self, run: &NewRun, exclusive: bool, now: DateTime<Utc>) -> Result<Claim> {
         validate_new_run(run)?;
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 sqlx::query(concat!(
@@ -217,6 +227,7 @@ impl RunLedger for Database {
                 tx.commit().await?;
                 Ok(Claim::Claimed(claimed))
             }
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -291,6 +302,7 @@ impl RunLedger for Database {
         validate_new_run(run)?;
         let message = clip_message(message);
         let written = match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(
                 "INSERT INTO job_runs (code, tick_us, kind, attempt, started_at_us, ended_at_us, \
                  outcome, message, host, pid) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 'skipped', ?6, ?7, ?8) \
@@ -307,6 +319,7 @@ impl RunLedger for Database {
             .execute(pool)
             .await?
             .rows_affected(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(
                 "INSERT INTO job_runs (code, tick, kind, attempt, started_at, ended_at, outcome, \
                  message, host, pid) VALUES ($1, $2, $3, $4, $5, $5, 'skipped', $6, $7, $8) \
@@ -329,6 +342,7 @@ impl RunLedger for Database {
 
     async fn renew(&self, id: RunId, lease_until: DateTime<Utc>) -> Result<bool> {
         let updated = match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(
                 "UPDATE job_runs SET lease_until_us = ? WHERE id = ? AND outcome = 'running'",
             )
@@ -337,6 +351,7 @@ impl RunLedger for Database {
             .execute(pool)
             .await?
             .rows_affected(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(
                 "UPDATE job_runs SET lease_until = $1 WHERE id = $2 AND outcome = 'running'",
             )
@@ -367,6 +382,7 @@ impl RunLedger for Database {
         // updates tell which it was without a transaction.
         for from in ["running", "abandoned"] {
             let updated = match self.backend() {
+                #[cfg(feature = "sqlite")]
                 Backend::Sqlite(pool) => sqlx::query(
                     "UPDATE job_runs SET outcome = ?, ended_at_us = ?, message = ?, \
                      lease_until_us = NULL WHERE id = ? AND outcome = ?",
@@ -379,6 +395,7 @@ impl RunLedger for Database {
                 .execute(pool)
                 .await?
                 .rows_affected(),
+                #[cfg(feature = "postgres")]
                 Backend::Postgres(pool) => sqlx::query(
                     "UPDATE job_runs SET outcome = $1, ended_at = $2, message = $3, \
                      lease_until = NULL WHERE id = $4 AND outcome = $5",
@@ -401,6 +418,7 @@ impl RunLedger for Database {
 
     async fn abandon_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobRun>> {
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(concat!(
                 "UPDATE job_runs SET ",
                 abandon_set!("?1", "ended_at_us"),
@@ -413,6 +431,7 @@ impl RunLedger for Database {
             .iter()
             .map(sqlite_row)
             .collect(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(concat!(
                 "UPDATE job_runs SET ",
                 abandon_set!("$1", "ended_at"),
@@ -430,6 +449,7 @@ impl RunLedger for Database {
 
     async fn last_scheduled(&self, code: &str) -> Result<Option<JobRun>> {
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(concat!(
                 "SELECT ",
                 sqlite_columns!(),
@@ -442,6 +462,7 @@ impl RunLedger for Database {
             .as_ref()
             .map(sqlite_row)
             .transpose(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(concat!(
                 "SELECT ",
                 pg_columns!(),
@@ -459,6 +480,7 @@ impl RunLedger for Database {
 
     async fn last_runs(&self) -> Result<Vec<JobRun>> {
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(concat!(
                 "SELECT ",
                 sqlite_columns!(),
@@ -470,6 +492,7 @@ impl RunLedger for Database {
             .iter()
             .map(sqlite_row)
             .collect(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(concat!(
                 "SELECT ",
                 pg_columns!(),
@@ -487,6 +510,7 @@ impl RunLedger for Database {
     async fn history(&self, code: Option<&str>, limit: u32) -> Result<Vec<JobRun>> {
         let limit = i64::from(limit.min(super::MAX_HISTORY_LIMIT));
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(concat!(
                 "SELECT ",
                 sqlite_columns!(),
@@ -500,6 +524,7 @@ impl RunLedger for Database {
             .iter()
             .map(sqlite_row)
             .collect(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(concat!(
                 "SELECT ",
                 pg_columns!(),
@@ -518,6 +543,7 @@ impl RunLedger for Database {
 
     async fn consecutive_failures(&self, code: &str) -> Result<u32> {
         let count: i64 = match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 sqlx::query_scalar(
                     "SELECT COUNT(*) FROM job_runs WHERE code = ?1 AND kind <> 'dry_run' \
@@ -529,6 +555,7 @@ impl RunLedger for Database {
                 .fetch_one(pool)
                 .await?
             }
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 sqlx::query_scalar(
                     "SELECT COUNT(*) FROM job_runs WHERE code = $1 AND kind <> 'dry_run' \
@@ -546,6 +573,7 @@ impl RunLedger for Database {
 
     async fn running(&self, code: Option<&str>) -> Result<Vec<JobRun>> {
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(concat!(
                 "SELECT ",
                 sqlite_columns!(),
@@ -558,6 +586,7 @@ impl RunLedger for Database {
             .iter()
             .map(sqlite_row)
             .collect(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(concat!(
                 "SELECT ",
                 pg_columns!(),
@@ -579,6 +608,7 @@ impl RunLedger for Database {
         // the number of jobs and `per_job`, not the ledger's length.
         let per_job = i64::from(per_job.min(super::MAX_HISTORY_LIMIT));
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(concat!(
                 "WITH codes AS (SELECT DISTINCT code FROM job_runs) SELECT ",
                 sqlite_columns!(),
@@ -603,6 +633,7 @@ impl RunLedger for Database {
             .iter()
             .map(sqlite_row)
             .collect(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(concat!(
                 "WITH codes AS (SELECT DISTINCT code FROM job_runs) SELECT ",
                 pg_columns!(),
@@ -640,6 +671,7 @@ impl RunLedger for Database {
         // Each step is one statement, atomic on its own: the partial unique index lets one
         // insert win, and the escalation's `kind = 'late'` condition lets one update win.
         let (opened, escalated) = match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 let opened = sqlx::query(
                     "INSERT INTO job_incidents (code, kind, tick_us, opened_at_us) \
@@ -667,6 +699,7 @@ impl RunLedger for Database {
                         == 1;
                 (opened, escalated)
             }
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 let opened = sqlx::query(
                     "INSERT INTO job_incidents (code, kind, tick, opened_at) \
@@ -706,6 +739,7 @@ impl RunLedger for Database {
 
     async fn resolve_incident(&self, code: &str, now: DateTime<Utc>) -> Result<Option<Incident>> {
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(
                 "UPDATE job_incidents SET resolved_at_us = ? \
                  WHERE code = ? AND resolved_at_us IS NULL \
@@ -718,6 +752,7 @@ impl RunLedger for Database {
             .as_ref()
             .map(sqlite_incident)
             .transpose(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(
                 "UPDATE job_incidents SET resolved_at = $1 \
                  WHERE code = $2 AND resolved_at IS NULL \
@@ -735,6 +770,7 @@ impl RunLedger for Database {
 
     async fn open_incidents(&self) -> Result<Vec<Incident>> {
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(
                 "SELECT code, kind, tick_us, opened_at_us, resolved_at_us FROM job_incidents \
                  WHERE resolved_at_us IS NULL ORDER BY code",
@@ -744,6 +780,7 @@ impl RunLedger for Database {
             .iter()
             .map(sqlite_incident)
             .collect(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(
                 "SELECT code, kind, tick, opened_at, resolved_at FROM job_incidents \
                  WHERE resolved_at IS NULL ORDER BY code",
@@ -760,11 +797,13 @@ impl RunLedger for Database {
         let before = retention.before;
         // One-off runs first: once one is gone, its run is an ordinary run.
         let one_off_runs = match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(include_str!("sqlite/prune_one_offs.sql"))
                 .bind(micros(before))
                 .execute(pool)
                 .await?
                 .rows_affected(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(include_str!("postgres/prune_one_offs.sql"))
                 .bind(before)
                 .execute(pool)
@@ -785,9 +824,10 @@ impl RunLedger for Database {
         loop {
             let began = std::time::Instant::now();
             let deleted: Vec<(DateTime<Utc>, i64)> = match self.backend() {
+                #[cfg(feature = "sqlite")]
                 Backend::Sqlite(pool) => {
                     let kept = serde_json::to_string(&kept)
-                        .map_err(|e| CoreError::Storage(sqlx::Error::Encode(e.into())))?;
+                        .map_err(|e| CoreError::from(sqlx::Error::Encode(e.into())))?;
                     sqlx::query(include_str!("sqlite/prune_runs.sql"))
                         .bind(micros(before))
                         .bind(micros(key.0))
@@ -800,6 +840,7 @@ impl RunLedger for Database {
                         .map(|row| Ok((from_micros(row.try_get(0)?)?, row.try_get(1)?)))
                         .collect::<Result<_>>()?
                 }
+                #[cfg(feature = "postgres")]
                 Backend::Postgres(pool) => sqlx::query(include_str!("postgres/prune_runs.sql"))
                     .bind(before)
                     .bind(key.0)
@@ -830,11 +871,13 @@ impl RunLedger for Database {
             }
         }
         pruned.incidents = match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(include_str!("sqlite/prune_incidents.sql"))
                 .bind(micros(before))
                 .execute(pool)
                 .await?
                 .rows_affected(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(include_str!("postgres/prune_incidents.sql"))
                 .bind(before)
                 .execute(pool)

@@ -10,8 +10,8 @@ use super::{
     AuditEntry, JobOverride, MAX_AUDIT_LIMIT, OneOffRun, OverrideChange, OverrideSnapshot,
     OverrideStore, clip_actor, next_override, validate_change,
 };
+use crate::domain::truncate_to_micros;
 use crate::error::Result;
-use crate::sql::truncate_to_micros;
 
 /// Overrides held in this process; lost when it exits. It cannot see a run ledger, so its
 /// snapshot lists every one-off run (the runner skips those it already ran).

@@ -8,7 +8,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::PgRow;
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::SqliteRow;
 
 use super::{
@@ -21,12 +23,13 @@ use crate::sql::{from_micros, to_micros, truncate_to_micros};
 
 fn version_u64(v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| {
-        CoreError::Storage(sqlx::Error::Decode(
+        CoreError::from(sqlx::Error::Decode(
             "job_override_version: negative counter".into(),
         ))
     })
 }
 
+#[cfg(feature = "sqlite")]
 fn sqlite_override(row: &SqliteRow) -> Result<JobOverride> {
     Ok(JobOverride {
         code: row.try_get("code")?,
@@ -38,6 +41,7 @@ fn sqlite_override(row: &SqliteRow) -> Result<JobOverride> {
     })
 }
 
+#[cfg(feature = "postgres")]
 fn pg_override(row: &PgRow) -> Result<JobOverride> {
     Ok(JobOverride {
         code: row.try_get("code")?,
@@ -49,6 +53,7 @@ fn pg_override(row: &PgRow) -> Result<JobOverride> {
     })
 }
 
+#[cfg(feature = "sqlite")]
 fn sqlite_one_off(row: &SqliteRow) -> Result<OneOffRun> {
     Ok(OneOffRun {
         id: row.try_get("id")?,
@@ -59,6 +64,7 @@ fn sqlite_one_off(row: &SqliteRow) -> Result<OneOffRun> {
     })
 }
 
+#[cfg(feature = "postgres")]
 fn pg_one_off(row: &PgRow) -> Result<OneOffRun> {
     Ok(OneOffRun {
         id: row.try_get("id")?,
@@ -69,6 +75,7 @@ fn pg_one_off(row: &PgRow) -> Result<OneOffRun> {
     })
 }
 
+#[cfg(feature = "sqlite")]
 fn sqlite_audit(row: &SqliteRow) -> Result<AuditEntry> {
     Ok(AuditEntry {
         id: row.try_get("id")?,
@@ -80,6 +87,7 @@ fn sqlite_audit(row: &SqliteRow) -> Result<AuditEntry> {
     })
 }
 
+#[cfg(feature = "postgres")]
 fn pg_audit(row: &PgRow) -> Result<AuditEntry> {
     Ok(AuditEntry {
         id: row.try_get("id")?,
@@ -104,6 +112,7 @@ impl OverrideStore for Database {
         let now = truncate_to_micros(now);
         let actor = clip_actor(actor);
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let version: i64 = sqlx::query_scalar(
@@ -164,6 +173,7 @@ impl OverrideStore for Database {
                 tx.commit().await?;
                 version_u64(version)
             }
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
                 // The counter's row lock queues concurrent changes until this one commits.
@@ -230,11 +240,13 @@ impl OverrideStore for Database {
 
     async fn version(&self) -> Result<u64> {
         let version: i64 = match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 sqlx::query_scalar("SELECT version FROM job_override_version WHERE id = 1")
                     .fetch_one(pool)
                     .await?
             }
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 sqlx::query_scalar("SELECT version FROM job_override_version WHERE id = 1")
                     .fetch_one(pool)
@@ -249,6 +261,7 @@ impl OverrideStore for Database {
         // and again at the next poll, never not at all.
         let version = self.version().await?;
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => {
                 let overrides = sqlx::query(
                     "SELECT code, enabled, schedule, since_us, changed_by, changed_at_us \
@@ -275,6 +288,7 @@ impl OverrideStore for Database {
                     pending,
                 })
             }
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
                 let overrides = sqlx::query(
                     "SELECT code, enabled, schedule, since, changed_by, changed_at \
@@ -307,6 +321,7 @@ impl OverrideStore for Database {
     async fn audit(&self, code: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>> {
         let limit = i64::from(limit.min(MAX_AUDIT_LIMIT));
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(
                 "SELECT id, at_us, actor, code, action, detail FROM job_override_audit \
                  WHERE (?1 IS NULL OR code = ?1) ORDER BY id DESC LIMIT ?2",
@@ -318,6 +333,7 @@ impl OverrideStore for Database {
             .iter()
             .map(sqlite_audit)
             .collect(),
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(
                 "SELECT id, at, actor, code, action, detail FROM job_override_audit \
                  WHERE ($1::text IS NULL OR code = $1) ORDER BY id DESC LIMIT $2",

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use crm_core::{CoreError, Result};
+use crm_core::{CoreError, Result, StorageError};
 use crm_jobs::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunId, RunLedger,
     RunOutcome,
@@ -22,7 +22,9 @@ impl FlakyLedger {
     fn check(&self) -> Result<()> {
         if self.down.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
-            return Err(CoreError::Storage(sqlx::Error::PoolTimedOut));
+            return Err(CoreError::Storage(StorageError::unavailable(
+                "pool timed out while waiting for an open connection",
+            )));
         }
         Ok(())
     }
