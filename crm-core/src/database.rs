@@ -41,70 +41,15 @@ struct Embedded {
     no_tx: bool,
 }
 
-/// The migrations of each backend, oldest first. A new migration is a new file and a new line
-/// here; an applied one is never edited (sqlx checks its checksum).
+/// The migrations of each backend, oldest first, listed by `build.rs` from
+/// `migrations/{sqlite,postgres}/NNNN_description.sql`: a new migration is a new file. An
+/// applied one is never edited (sqlx checks its checksum, the hash of the file's text). A file
+/// that opens its own transaction runs outside sqlx's (see `build.rs`).
 #[cfg(feature = "sqlite")]
-const SQLITE_MIGRATIONS: &[Embedded] = &[
-    Embedded {
-        version: 1,
-        description: "crm",
-        sql: include_str!("../migrations/sqlite/0001_crm.sql"),
-        no_tx: false,
-    },
-    Embedded {
-        version: 2,
-        description: "job_runs",
-        sql: include_str!("../migrations/sqlite/0002_job_runs.sql"),
-        no_tx: false,
-    },
-    Embedded {
-        version: 3,
-        description: "job_incidents",
-        sql: include_str!("../migrations/sqlite/0003_job_incidents.sql"),
-        no_tx: false,
-    },
-    Embedded {
-        version: 4,
-        description: "job_overrides",
-        sql: include_str!("../migrations/sqlite/0004_job_overrides.sql"),
-        no_tx: false,
-    },
-    // PostgreSQL's BIGSERIAL sequences never hand an id out twice; SQLite's plain INTEGER
-    // PRIMARY KEY does once the largest row is deleted (see the file).
-    Embedded {
-        version: 5,
-        description: "ids_never_reused",
-        sql: include_str!("../migrations/sqlite/0005_ids_never_reused.sql"),
-        no_tx: true,
-    },
-];
+const SQLITE_MIGRATIONS: &[Embedded] = include!(concat!(env!("OUT_DIR"), "/sqlite_migrations.rs"));
 #[cfg(feature = "postgres")]
-const POSTGRES_MIGRATIONS: &[Embedded] = &[
-    Embedded {
-        version: 1,
-        description: "crm",
-        sql: include_str!("../migrations/postgres/0001_crm.sql"),
-        no_tx: false,
-    },
-    Embedded {
-        version: 2,
-        description: "job_runs",
-        sql: include_str!("../migrations/postgres/0002_job_runs.sql"),
-        no_tx: false,
-    },
-    Embedded {
-        version: 3,
-        description: "job_incidents",
-        sql: include_str!("../migrations/postgres/0003_job_incidents.sql"),
-        no_tx: false,
-    },
-    Embedded {
-        version: 4,
-        description: "job_overrides",
-        sql: include_str!("../migrations/postgres/0004_job_overrides.sql"),
-        no_tx: false,
-    },
-];
+const POSTGRES_MIGRATIONS: &[Embedded] =
+    include!(concat!(env!("OUT_DIR"), "/postgres_migrations.rs"));
 
 #[derive(Debug)]
 struct EmbeddedSource(&'static [Embedded]);
