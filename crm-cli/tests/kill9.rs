@@ -2,8 +2,8 @@
 //! scheduler (and `crm jobs run-due`, what cron starts) mid-job, and a broker worker mid-task.
 //! After each kill the database must open whole, every write a client was told succeeded must
 //! be there, the cleanup and the restock must be all or nothing, and no tick may succeed twice;
-//! at the end every abandoned run must have been run again. Long tests (`CRM_LONG_TESTS=1`,
-//! which `.ci/run` sets); each prints its figures (run with `--nocapture` to see them).
+//! at the end every abandoned run must have been run again. Long tests (they run by default, as
+//! in CI); each prints its figures (run with `--nocapture` to see them).
 
 #[path = "support/process.rs"]
 mod process;
@@ -410,7 +410,7 @@ fn kill_the_server(db_url: &str, kills: usize, backend: &str) {
 
 #[test]
 fn the_server_killed_50_times_while_clients_write_keeps_every_answered_write_sqlite() {
-    if !crm_core::testing::long_tests_enabled("kill9_server_sqlite") {
+    if !crm_core::testing::require("kill9_server_sqlite", crm_core::testing::Need::Long) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -420,7 +420,7 @@ fn the_server_killed_50_times_while_clients_write_keeps_every_answered_write_sql
 
 #[test]
 fn the_server_killed_50_times_while_clients_write_keeps_every_answered_write_postgres() {
-    if !crm_core::testing::long_tests_enabled("kill9_server_postgres") {
+    if !crm_core::testing::require("kill9_server_postgres", crm_core::testing::Need::Long) {
         return;
     }
     let db = async_std::task::block_on(crm_core::testing::TestDb::postgres());
@@ -530,7 +530,7 @@ fn kill_mid_run(victim: &mut KillOnDrop, db: &mut Db, max_ms: u64) -> (bool, boo
 #[test]
 fn the_scheduler_and_run_due_killed_50_times_mid_job_leave_no_half_cleanup_and_rerun_every_abandoned_tick()
  {
-    if !crm_core::testing::long_tests_enabled("kill9_scheduler") {
+    if !crm_core::testing::require("kill9_scheduler", crm_core::testing::Need::Long) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -755,7 +755,7 @@ const WORKER_KILL_MS: u64 = 60;
 
 #[test]
 fn a_worker_killed_50_times_mid_task_runs_each_published_tick_once_and_leaves_nothing_queued() {
-    if !crm_core::testing::long_tests_enabled("kill9_worker") {
+    if !crm_core::testing::require("kill9_worker", crm_core::testing::Need::Long) {
         return;
     }
     let Some(mut redis) = Prefix::new("kill9") else {

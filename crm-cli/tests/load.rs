@@ -21,7 +21,7 @@
 //! A third run, over SQLite for 20 s, has every client open a new connection per request (no
 //! keep-alive), which stresses the server's accept loop (RELIABILITY.md L3).
 //!
-//! Long (about 65 s each, 25 s the third; one at a time): runs only with `CRM_LONG_TESTS=1`.
+//! Long (about 65 s each, 25 s the third; one at a time): left out only by `CRM_TESTS_LEAVE_OUT=long`.
 //! `CRM_LOAD_CLIENTS` and `CRM_LOAD_SECONDS` change the size for a quick try.
 
 #[path = "support/load.rs"]
@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use crm_core::testing::{TestDb, long_tests_enabled};
+use crm_core::testing::{Need, TestDb, require};
 use crm_core::{CrmStore as _, CustomerId};
 use serde_json::{Value, json};
 
@@ -71,7 +71,10 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn load_sqlite_200_clients_60_s_with_every_job_running() {
-    if !long_tests_enabled("load_sqlite_200_clients_60_s_with_every_job_running") {
+    if !require(
+        "load_sqlite_200_clients_60_s_with_every_job_running",
+        Need::Long,
+    ) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,7 +86,10 @@ fn load_sqlite_200_clients_60_s_with_every_job_running() {
 
 #[test]
 fn load_postgres_200_clients_60_s_with_every_job_running() {
-    if !long_tests_enabled("load_postgres_200_clients_60_s_with_every_job_running") {
+    if !require(
+        "load_postgres_200_clients_60_s_with_every_job_running",
+        Need::Long,
+    ) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -97,7 +103,10 @@ fn load_postgres_200_clients_60_s_with_every_job_running() {
 /// clients for 20 s over SQLite, a few thousand connections.
 #[test]
 fn load_sqlite_200_clients_20_s_with_a_connection_per_request() {
-    if !long_tests_enabled("load_sqlite_200_clients_20_s_with_a_connection_per_request") {
+    if !require(
+        "load_sqlite_200_clients_20_s_with_a_connection_per_request",
+        Need::Long,
+    ) {
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, Utc};
-use crm_core::testing::{TestDb, long_tests_enabled};
+use crm_core::testing::{Need, TestDb, require};
 use outage::{Answer, Proxy, Tmpfs, graphql, upstream_of, via};
 use process::{
     KillOnDrop, assert_exit, crm_in, exits_within, served_url, stderr, stdout, wait_until,
@@ -444,8 +444,9 @@ fn postgres_connections_ended_again_and_again_cost_at_most_a_retry_and_never_hal
 
 #[test]
 fn postgres_cut_off_by_a_proxy_fails_requests_cleanly_and_crm_recovers_by_itself() {
-    if !long_tests_enabled(
+    if !require(
         "postgres_cut_off_by_a_proxy_fails_requests_cleanly_and_crm_recovers_by_itself",
+        Need::Long,
     ) {
         return;
     }
@@ -746,8 +747,9 @@ fn sqlite_locked_by_another_writer_for_less_than_the_busy_timeout_makes_writes_w
 
 #[test]
 fn sqlite_locked_by_another_writer_past_the_busy_timeout_fails_cleanly_then_works_again() {
-    if !long_tests_enabled(
+    if !require(
         "sqlite_locked_by_another_writer_past_the_busy_timeout_fails_cleanly_then_works_again",
+        Need::Long,
     ) {
         return;
     }
@@ -943,8 +945,9 @@ fn a_full_log_directory_fails_the_jobs_saying_what_they_did() {
 
 #[test]
 fn postgres_partitioned_mid_query_gets_a_503_within_the_request_timeout_not_a_hang() {
-    if !long_tests_enabled(
+    if !require(
         "postgres_partitioned_mid_query_gets_a_503_within_the_request_timeout_not_a_hang",
+        Need::Long,
     ) {
         return;
     }

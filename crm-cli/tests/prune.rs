@@ -98,8 +98,15 @@ fn prune_deletes_runs_older_than_the_retention_and_keeps_the_rest() {
 #[test]
 fn a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes() {
     use std::time::{Duration, Instant};
-    if !crm_core::testing::long_tests_enabled(
+    if !crm_core::testing::require(
         "a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes",
+        crm_core::testing::Need::Long,
+    ) {
+        return;
+    }
+    if !crm_core::testing::require(
+        "a_prune_killed_mid_way_leaves_whole_batches_and_the_next_one_finishes",
+        crm_core::testing::Need::Sqlite3,
     ) {
         return;
     }

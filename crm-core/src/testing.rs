@@ -12,6 +12,9 @@
 
 use std::str::FromStr;
 
+mod needs;
+pub use needs::{LEAVE_OUT_ENV, LEFT_OUT_MARK, Need, left_out, missing, require, this_test};
+
 use chrono::{DateTime, Utc};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -215,23 +218,6 @@ fn with_database(url: &str, name: &str) -> String {
         .find('?')
         .map_or(url.len(), |i| path_start + i);
     format!("{}/{name}{}", &url[..path_start], &url[query_start..])
-}
-
-/// The environment variable that turns on the hardening suite's long tests (load, repeated
-/// kill -9, …). `.ci/run` sets it; a plain `cargo test --workspace` leaves them out so the
-/// everyday run stays quick.
-pub const LONG_TESTS_ENV: &str = "CRM_LONG_TESTS";
-
-/// Whether the long tests should run: `CRM_LONG_TESTS` is set to anything but `0` or empty.
-///
-/// A long test starts with `if !testing::long_tests_enabled("name") { return; }`; when it is
-/// off, the test says so on stderr rather than passing silently unnoticed.
-pub fn long_tests_enabled(test: &str) -> bool {
-    let on = std::env::var(LONG_TESTS_ENV).is_ok_and(|v| !v.is_empty() && v != "0");
-    if !on {
-        eprintln!("{test}: long test left out; set {LONG_TESTS_ENV}=1 to run it (.ci/run does)");
-    }
-    on
 }
 
 /// Writes `count` finished scheduled runs of job `code` straight into the run ledger, set-based

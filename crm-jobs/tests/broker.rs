@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
 use chrono_tz::UTC;
-use crm_core::testing::TestDb;
+use crm_core::testing::{Need, TestDb, require, this_test};
 use crm_jobs::broker::{
     Beat, Broker, BrokerConfig, Handled, Worker, scheduled_envelope, tick_task_id,
 };
@@ -86,20 +86,20 @@ impl TestBroker {
     }
 }
 
-/// The test's broker, or `None` (with a notice) when Redis is not running outside CI.
+/// The test's broker, or `None` when the person left Redis out (`CRM_TESTS_LEAVE_OUT=redis`,
+/// said on the terminal); without Redis otherwise the test fails with the line installing it.
 async fn test_broker(visibility: Option<Duration>) -> Option<TestBroker> {
     let prefix = fresh_prefix();
     let mut config = BrokerConfig::new(redis_url()).key_prefix(&prefix);
     if let Some(v) = visibility {
         config = config.visibility_timeout(v);
     }
+    if !require(&this_test(), Need::Redis) {
+        return None;
+    }
     match Broker::connect(config).await {
         Ok(broker) => Some(TestBroker { broker, prefix }),
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED: Redis is not reachable at {} ({e})", redis_url());
-            None
-        }
-        Err(e) => panic!("Redis is required (CI=true) at {}: {e}", redis_url()),
+        Err(e) => panic!("Redis at {} refused the test: {e}", redis_url()),
     }
 }
 
@@ -244,6 +244,12 @@ impl Drop for Reaped {
 
 #[async_std::test]
 async fn a_python_send_task_is_run_by_our_worker_and_python_reads_the_result() {
+    if !require(
+        "a_python_send_task_is_run_by_our_worker_and_python_reads_the_result",
+        Need::Celery,
+    ) {
+        return;
+    }
     let Some(tb) = test_broker(None).await else {
         return;
     };
@@ -294,6 +300,12 @@ async fn a_python_send_task_is_run_by_our_worker_and_python_reads_the_result() {
 
 #[async_std::test]
 async fn a_message_published_by_our_beat_is_run_by_a_python_celery_worker() {
+    if !require(
+        "a_message_published_by_our_beat_is_run_by_a_python_celery_worker",
+        Need::Celery,
+    ) {
+        return;
+    }
     let Some(tb) = test_broker(None).await else {
         return;
     };
@@ -743,6 +755,12 @@ async fn a_stopping_worker_finishes_its_running_task_and_acknowledges_it() {
 
 #[async_std::test]
 async fn a_python_event_receiver_sees_our_worker_and_its_tasks_as_flower_would() {
+    if !require(
+        "a_python_event_receiver_sees_our_worker_and_its_tasks_as_flower_would",
+        Need::Celery,
+    ) {
+        return;
+    }
     let Some(tb) = test_broker(None).await else {
         return;
     };
@@ -837,6 +855,12 @@ async fn a_python_event_receiver_sees_our_worker_and_its_tasks_as_flower_would()
 
 #[async_std::test]
 async fn a_message_our_killed_worker_left_unacknowledged_is_restored_and_run_by_python_celery() {
+    if !require(
+        "a_message_our_killed_worker_left_unacknowledged_is_restored_and_run_by_python_celery",
+        Need::Celery,
+    ) {
+        return;
+    }
     let Some(tb) = test_broker(None).await else {
         return;
     };
@@ -1155,6 +1179,9 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> Option<Self> {
+        if !require(&this_test(), Need::Redis) {
+            return None;
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
@@ -1168,11 +1195,7 @@ impl PrivateRedis {
             .spawn()
         {
             Ok(child) => child,
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("SKIPPED: cannot start redis-server ({e})");
-                return None;
-            }
-            Err(e) => panic!("redis-server is required (CI=true): {e}"),
+            Err(e) => panic!("cannot start redis-server: {e}"),
         };
         let url = format!("redis://127.0.0.1:{port}/0");
         let started = Instant::now();

@@ -475,8 +475,9 @@ fn prune_rows() -> u64 {
 
 #[async_std::test]
 async fn a_large_sqlite_prune_leaves_concurrent_claims_working() {
-    if !crm_core::testing::long_tests_enabled(
+    if !crm_core::testing::require(
         "a_large_sqlite_prune_leaves_concurrent_claims_working",
+        crm_core::testing::Need::Long,
     ) {
         return;
     }
@@ -485,8 +486,9 @@ async fn a_large_sqlite_prune_leaves_concurrent_claims_working() {
 
 #[async_std::test]
 async fn a_large_postgres_prune_leaves_concurrent_claims_working() {
-    if !crm_core::testing::long_tests_enabled(
+    if !crm_core::testing::require(
         "a_large_postgres_prune_leaves_concurrent_claims_working",
+        crm_core::testing::Need::Long,
     ) {
         return;
     }

@@ -1,6 +1,7 @@
 //! A Redis key prefix of a test's own (kombu's `global_keyprefix`), every key under it deleted
 //! when the test ends, on the real Redis (127.0.0.1:6379, or `CRM_TEST_REDIS_URL`). Without
-//! Redis a test fails when `CI=true` and is skipped with a notice otherwise.
+//! Redis a test fails with the line that installs it, unless `CRM_TESTS_LEAVE_OUT` names
+//! `redis` (`crm_core::testing::require`).
 #![allow(dead_code, reason = "each test file uses a part of this module")]
 
 /// The Redis the broker tests use.
@@ -15,21 +16,21 @@ pub(crate) struct Prefix {
 }
 
 impl Prefix {
-    /// A fresh prefix starting `crm_<tag>_<pid>_<random>:`; `None` (skip) without Redis
-    /// unless `CI=true`.
+    /// A fresh prefix starting `crm_<tag>_<pid>_<random>:`; `None` when the person left
+    /// Redis out (`CRM_TESTS_LEAVE_OUT=redis`, said on the terminal).
     pub(crate) fn new(tag: &str) -> Option<Self> {
         let prefix = format!(
             "crm_{tag}_{}_{:08x}:",
             std::process::id(),
             fastrand::u32(..)
         );
+        use crm_core::testing::{Need, require, this_test};
+        if !require(&this_test(), Need::Redis) {
+            return None;
+        }
         match redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
             Ok(conn) => Some(Self { prefix, conn }),
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("SKIPPED: Redis is not reachable at {} ({e})", redis_url());
-                None
-            }
-            Err(e) => panic!("Redis is required (CI=true) at {}: {e}", redis_url()),
+            Err(e) => panic!("Redis at {} refused the test: {e}", redis_url()),
         }
     }
 

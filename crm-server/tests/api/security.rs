@@ -721,8 +721,9 @@ async fn trickling_clients_do_not_block_the_others() {
 /// gives a whole head 60 s. Measured here.
 #[async_std::test]
 async fn a_client_trickling_its_head_is_disconnected_within_a_minute_or_so() {
-    if !crm_core::testing::long_tests_enabled(
+    if !crm_core::testing::require(
         "a_client_trickling_its_head_is_disconnected_within_a_minute_or_so",
+        crm_core::testing::Need::Long,
     ) {
         return;
     }

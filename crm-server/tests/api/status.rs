@@ -358,6 +358,12 @@ fn target_dir() -> std::path::PathBuf {
 
 #[async_std::test]
 async fn the_status_page_shows_every_job_and_its_state_in_a_real_browser() {
+    if !crm_core::testing::require(
+        "the_status_page_shows_every_job_and_its_state_in_a_real_browser",
+        crm_core::testing::Need::Chromium,
+    ) {
+        return;
+    }
     let app = app_with_jobs(None).await;
     let url = format!("http://{}/status", app.address);
     let url_for_dom = url.clone();
