@@ -24,7 +24,8 @@ use chrono::{TimeDelta, Utc};
 use crm_core::testing::{Need, TestDb, require};
 use outage::{Answer, Proxy, Tmpfs, graphql, upstream_of, via};
 use process::{
-    KillOnDrop, assert_exit, crm_in, exits_within, served_url, stderr, stdout, wait_until,
+    KillOnDrop, assert_exit, crm_in, exits_within, quiet_schedules, served_url, stderr, stdout,
+    wait_until,
 };
 use serde_json::json;
 use sqlx::Connection as _;
@@ -38,6 +39,8 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(30);
 // Helpers
 
 /// `crm serve` (with the scheduler) over `database_url`, logs in `log_dir`; stderr is kept.
+/// The jobs' schedules are moved out of the test's way first ([`quiet_schedules`]): the runs
+/// the tests count are the ones they ask for.
 struct Served {
     child: KillOnDrop,
     url: String,
@@ -46,6 +49,7 @@ struct Served {
 
 impl Served {
     fn start(dir: &Path, database_url: &str, log_dir: &Path) -> Self {
+        quiet_schedules(dir, database_url, &[]);
         let mut child = crm_in(dir)
             .env("CRM_DATABASE_URL", database_url)
             .env("CRM_LOG_DIR", log_dir)

@@ -563,13 +563,19 @@ fn peer_is_loopback(peer: Option<&str>) -> bool {
 /// Whether `header` is `Bearer <token>`, compared in constant time so response timing does not
 /// reveal how much of a guess was right.
 fn bearer_matches(header: Option<&str>, token: &str) -> bool {
+    bearer_matches_by(header, token, |given, token| given.ct_eq(token).into())
+}
+
+/// [`bearer_matches`] with the byte comparison given: the timing test runs the real one and an
+/// early-exit `==` through the same path, to show that it would catch the latter.
+fn bearer_matches_by(header: Option<&str>, token: &str, equal: fn(&[u8], &[u8]) -> bool) -> bool {
     let Some(given) = header.and_then(|h| {
         let (scheme, value) = h.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| value.trim())
     }) else {
         return false;
     };
-    given.as_bytes().ct_eq(token.as_bytes()).into()
+    equal(given.as_bytes(), token.as_bytes())
 }
 
 /// HTTP 413. The connection is closed after it (the rest of the body is not read).
@@ -631,6 +637,64 @@ mod tests {
         assert!(bearer_matches(Some(&format!("Bearer {token}")), &token));
         // Unicode and control characters are just bytes to compare.
         assert!(!bearer_matches(Some("Bearer é\u{0}"), "é"));
+    }
+
+    /// The median time of `rounds` batches of `batch` calls of `matches` for each of two
+    /// wrong headers, interleaved; `(near, far)`.
+    fn median_times(
+        (rounds, batch): (usize, usize),
+        near: &str,
+        far: &str,
+        token: &str,
+        matches: impl Fn(Option<&str>, &str) -> bool,
+    ) -> (std::time::Duration, std::time::Duration) {
+        use std::hint::black_box;
+        use std::time::Instant;
+        let (mut near_times, mut far_times) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            for (header, times) in [(near, &mut near_times), (far, &mut far_times)] {
+                let started = Instant::now();
+                for _ in 0..batch {
+                    assert!(!matches(black_box(Some(header)), black_box(token)));
+                }
+                times.push(started.elapsed());
+            }
+        }
+        near_times.sort();
+        far_times.sort();
+        (near_times[rounds / 2], far_times[rounds / 2])
+    }
+
+    /// S2. A guess sharing all but the last byte of a 1 MiB token is refused in the same time
+    /// as one sharing nothing. The same measurement of an early-exit comparison (`==`, the
+    /// byte-by-byte compare a regression would bring) through the same path shows a wide gap:
+    /// the test would catch one (and a measurement too noisy to see it fails the test).
+    #[test]
+    fn a_guess_sharing_a_long_prefix_is_refused_as_fast_as_one_sharing_nothing() {
+        let token = "a".repeat(1024 * 1024);
+        let near = format!("Bearer {}b", &token[1..]);
+        let far = format!("Bearer b{}", &token[1..]);
+        let early = |h: Option<&str>, t: &str| bearer_matches_by(h, t, |a, b| a == b);
+        let (e_near, e_far) = median_times((101, 20), &near, &far, &token, early);
+        let early_exit = e_near.as_secs_f64() / e_far.as_secs_f64();
+        // subtle's loop in a debug build takes tens of ms a call: fewer, single calls.
+        let (c_near, c_far) = median_times((9, 1), &near, &far, &token, bearer_matches);
+        let constant = c_near.as_secs_f64() / c_far.as_secs_f64();
+        eprintln!(
+            "S2: refusing a 1 MiB guess sharing all but its last byte vs none: early-exit == \
+             {e_near:?} vs {e_far:?} per 20 (ratio {early_exit:.1}); bearer_matches {c_near:?} \
+             vs {c_far:?} (ratio {constant:.3})"
+        );
+        assert!(
+            early_exit > 10.0,
+            "the measurement cannot see an early-exit compare here (ratio {early_exit:.2}): \
+             it would not catch one either"
+        );
+        assert!(
+            (0.67..1.5).contains(&constant),
+            "the token comparison's time depends on how much of the guess is right: \
+             {c_near:?} vs {c_far:?}"
+        );
     }
 
     #[test]

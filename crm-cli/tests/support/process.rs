@@ -157,3 +157,39 @@ pub(crate) fn read_served_url(stdout: &mut impl BufRead) -> String {
     stdout.read_line(&mut line).unwrap();
     served_url(&line).unwrap_or_else(|| panic!("serve printed no URL: {line:?}"))
 }
+
+/// The five jobs, as `crm jobs list` names them.
+pub(crate) const JOB_CODES: [&str; 5] = [
+    "clean_inactive_customers",
+    "send_order_reminders",
+    "log_crm_heartbeat",
+    "update_low_stock",
+    "generate_crm_report",
+];
+
+/// Moves every job's schedule in the database at `database_url` (an operator's override, as
+/// `crm jobs schedule` stores it) to one time of day twelve hours from now, so that a
+/// scheduler, beat or server the test then starts runs only what the test asks for (`crm jobs
+/// at`, `crm jobs run`). With the default schedules, a test that counts runs failed whenever
+/// the wall clock crossed one of their ticks while it ran: the heartbeat's `*/5` tick ran
+/// beside the one-off the test had asked for. Jobs in `keep` keep their defaults.
+pub(crate) fn quiet_schedules(dir: &Path, database_url: &str, keep: &[&str]) {
+    let in_12_hours = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+        + 12 * 3600;
+    let schedule = format!(
+        "{} {} * * * in UTC",
+        in_12_hours / 60 % 60,
+        in_12_hours / 3600 % 24
+    );
+    for code in JOB_CODES.iter().filter(|code| !keep.contains(code)) {
+        let moved = crm_in(dir)
+            .env("CRM_DATABASE_URL", database_url)
+            .args(["jobs", "schedule", code, &schedule])
+            .output()
+            .expect("crm runs");
+        assert_exit(&moved, 0);
+    }
+}

@@ -29,12 +29,19 @@ mod tests {
     use super::*;
 
     /// The jobs' cynic client compiles against `crm-jobs/schema.graphql`; it must be this
-    /// schema's SDL exactly. Regenerate with `UPDATE_SDL=1 cargo test -p crm-server sdl`.
+    /// schema's SDL exactly. Regenerate with `UPDATE_SDL=1 cargo test -p crm-server sdl`;
+    /// under CI that variable fails the test instead, so CI never rewrites the reference and
+    /// passes.
     #[test]
     fn the_checked_in_sdl_matches_the_schema() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crm-jobs/schema.graphql");
         let sdl = schema().as_sdl();
-        if std::env::var_os("UPDATE_SDL").is_some() {
+        let update = std::env::var_os("UPDATE_SDL").is_some();
+        assert!(
+            !(update && std::env::var_os("CI").is_some()),
+            "UPDATE_SDL is set under CI: CI checks crm-jobs/schema.graphql, it never rewrites it"
+        );
+        if update {
             std::fs::write(path, &sdl).expect("write crm-jobs/schema.graphql");
         }
         let checked_in = std::fs::read_to_string(path).unwrap_or_default();
