@@ -24,17 +24,15 @@ mod domain;
 mod error;
 pub mod ledger;
 pub mod overrides;
-#[cfg(feature = "postgres")]
-mod postgres;
 #[cfg(feature = "_store")]
 mod seed;
 #[cfg(feature = "_store")]
 mod sql;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 mod store;
 #[cfg(feature = "_store")]
 mod store_impl;
+#[cfg(feature = "_store")]
+mod store_sql;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod url;

@@ -8,15 +8,15 @@ use crate::domain::{
     Customer, CustomerId, NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId,
 };
 use crate::error::{CoreError, Result};
-#[cfg(feature = "postgres")]
-use crate::postgres;
 use crate::sql::truncate_to_micros;
-#[cfg(feature = "sqlite")]
-use crate::sqlite;
 use crate::store::{
     CrmStore, CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
     ProductField, ProductFilter, Sort, Totals,
 };
+#[cfg(feature = "postgres")]
+use crate::store_sql::postgres;
+#[cfg(feature = "sqlite")]
+use crate::store_sql::sqlite;
 
 /// Calls the function of the same name in the backend's module with the pool and arguments.
 macro_rules! dispatch {
@@ -26,6 +26,15 @@ macro_rules! dispatch {
             Backend::Sqlite(pool) => sqlite::$name(pool $(, $arg)*).await,
             #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => postgres::$name(pool $(, $arg)*).await,
+        }
+    };
+    // A listing's method: `CUSTOMERS.list(…)`.
+    ($db:expr, $listing:ident . $name:ident($($arg:expr),*)) => {
+        match $db.backend() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::$listing.$name(pool $(, $arg)*).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::$listing.$name(pool $(, $arg)*).await,
         }
     };
 }
@@ -39,7 +48,7 @@ impl CrmStore for Database {
     }
 
     async fn customers_by_ids(&self, ids: &[CustomerId]) -> Result<Vec<Customer>> {
-        dispatch!(self, customers_by_ids(ids))
+        dispatch!(self, CUSTOMERS.by_ids(ids))
     }
 
     async fn list_customers(
@@ -48,11 +57,11 @@ impl CrmStore for Database {
         sort: &[Sort<CustomerField>],
         page: PageRequest,
     ) -> Result<Vec<Customer>> {
-        dispatch!(self, list_customers(filter, sort, page))
+        dispatch!(self, CUSTOMERS.list(filter, sort, page))
     }
 
     async fn count_customers(&self, filter: &CustomerFilter) -> Result<i64> {
-        dispatch!(self, count_customers(filter))
+        dispatch!(self, CUSTOMERS.count(filter))
     }
 
     async fn create_product(&self, product: &NewProduct) -> Result<Product> {
@@ -60,7 +69,7 @@ impl CrmStore for Database {
     }
 
     async fn products_by_ids(&self, ids: &[ProductId]) -> Result<Vec<Product>> {
-        dispatch!(self, products_by_ids(ids))
+        dispatch!(self, PRODUCTS.by_ids(ids))
     }
 
     async fn list_products(
@@ -69,11 +78,11 @@ impl CrmStore for Database {
         sort: &[Sort<ProductField>],
         page: PageRequest,
     ) -> Result<Vec<Product>> {
-        dispatch!(self, list_products(filter, sort, page))
+        dispatch!(self, PRODUCTS.list(filter, sort, page))
     }
 
     async fn count_products(&self, filter: &ProductFilter) -> Result<i64> {
-        dispatch!(self, count_products(filter))
+        dispatch!(self, PRODUCTS.count(filter))
     }
 
     /// The order date is kept to whole microseconds, the precision both backends store, so
@@ -84,7 +93,7 @@ impl CrmStore for Database {
     }
 
     async fn orders_by_ids(&self, ids: &[OrderId]) -> Result<Vec<Order>> {
-        dispatch!(self, orders_by_ids(ids))
+        dispatch!(self, ORDERS.by_ids(ids))
     }
 
     async fn list_orders(
@@ -93,11 +102,11 @@ impl CrmStore for Database {
         sort: &[Sort<OrderField>],
         page: PageRequest,
     ) -> Result<Vec<Order>> {
-        dispatch!(self, list_orders(filter, sort, page))
+        dispatch!(self, ORDERS.list(filter, sort, page))
     }
 
     async fn count_orders(&self, filter: &OrderFilter) -> Result<i64> {
-        dispatch!(self, count_orders(filter))
+        dispatch!(self, ORDERS.count(filter))
     }
 
     async fn order_products(&self, order_ids: &[OrderId]) -> Result<Vec<(OrderId, Product)>> {

@@ -1,0 +1,2 @@
+INSERT INTO customers (name, email, phone, created_at) VALUES ($1, $2, $3, $4)
+RETURNING id, name, email, phone, created_at

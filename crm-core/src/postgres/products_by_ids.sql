@@ -1,0 +1,1 @@
+SELECT id, name, price, stock FROM products WHERE id = ANY($1)

@@ -1,0 +1,685 @@
+//! [`crate::CrmStore`] on SQL: one Rust body for both backends, written once in
+//! [`crm_store_on_sql!`] and compiled for each in its module ([`sqlite`], [`postgres`]), which
+//! says only how its dialect differs: how an instant, an amount of money and a list of ids are
+//! stored and bound, its column names, case-insensitive matching, and how a writing transaction
+//! starts. Each statement is one `.sql` file per backend, `src/{sqlite,postgres}/NAME.sql`,
+//! picked by `statement!("NAME")`.
+//!
+//! A new query: write `src/sqlite/NAME.sql` and `src/postgres/NAME.sql` (same parameters in the
+//! same order), and one function in `crm_store_on_sql!` that runs `statement!("NAME")`. A filter
+//! or sort key is built with `QueryBuilder` in the body, naming columns through `col!`.
+
+/// The storage operations, for the backend whose dialect is in scope: `Db`, `Pool`, `Row`,
+/// `at`/`read_at` (instants), `cash`/`cash_ceil`/`cash_floor`/`read_cash` (money), `ids`
+/// (a list of ids as one bound value), `push_icontains`, `begin_write`, `FIRST_PARAM`, and the
+/// macros `col!`, `collate!` and `statement!`.
+macro_rules! crm_store_on_sql {
+    () => {
+        use chrono::{DateTime, Utc};
+        use sqlx::{QueryBuilder, Row as _};
+
+        use crate::domain::{Customer, NewCustomer, NewOrder, NewProduct, Order, OrderId, Product};
+        use crate::error::{CoreError, Result};
+        use crate::sql::{
+            INACTIVITY, customer_insert_error, deletes_customers, first_missing, page_bound,
+            prefix_pattern, uses_parameter,
+        };
+        use crate::store::{
+            CustomerField, CustomerFilter, OrderField, OrderFilter, PageRequest, ProductField,
+            ProductFilter, Sort, Totals,
+        };
+
+        const CUSTOMER_COLUMNS: &str = concat!(
+            "SELECT id, name, email, phone, ",
+            col!(created_at),
+            " FROM customers c"
+        );
+        const PRODUCT_COLUMNS: &str =
+            concat!("SELECT id, name, ", col!(price), ", stock FROM products p");
+        const ORDER_COLUMNS: &str = concat!(
+            "SELECT id, customer_id, ",
+            col!(total_amount),
+            ", ",
+            col!(order_date),
+            " FROM orders o"
+        );
+
+        fn customer(row: &Row) -> Result<Customer> {
+            Ok(Customer {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                email: row.try_get("email")?,
+                phone: row.try_get("phone")?,
+                created_at: read_at(row, col!(created_at))?,
+            })
+        }
+
+        fn product(row: &Row) -> Result<Product> {
+            Ok(Product {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                price: read_cash(row, col!(price))?,
+                stock: row.try_get("stock")?,
+            })
+        }
+
+        fn order(row: &Row) -> Result<Order> {
+            Ok(Order {
+                id: row.try_get("id")?,
+                customer_id: row.try_get("customer_id")?,
+                total_amount: read_cash(row, col!(total_amount))?,
+                order_date: read_at(row, col!(order_date))?,
+            })
+        }
+
+        fn rows<T>(rows: &[Row], map: fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+            rows.iter().map(map).collect()
+        }
+
+        /// Appends `WHERE`/`AND` before each condition.
+        struct Where {
+            started: bool,
+        }
+
+        impl Where {
+            fn new() -> Self {
+                Self { started: false }
+            }
+            fn next<'a>(&mut self, qb: &'a mut QueryBuilder<Db>) -> &'a mut QueryBuilder<Db> {
+                qb.push(if self.started { " AND " } else { " WHERE " });
+                self.started = true;
+                qb
+            }
+        }
+
+        fn customer_where(qb: &mut QueryBuilder<Db>, f: &CustomerFilter) {
+            let mut w = Where::new();
+            if let Some(text) = &f.name_icontains {
+                push_icontains(w.next(qb), "c.name", text);
+            }
+            if let Some(text) = &f.email_icontains {
+                push_icontains(w.next(qb), "c.email", text);
+            }
+            if let Some(text) = &f.phone_startswith {
+                w.next(qb)
+                    .push("c.phone LIKE ")
+                    .push_bind(prefix_pattern(text))
+                    .push(" ESCAPE '\\'");
+            }
+            if let Some(at_least) = f.created_at_gte {
+                w.next(qb)
+                    .push(concat!("c.", col!(created_at), " >= "))
+                    .push_bind(at(at_least));
+            }
+            if let Some(at_most) = f.created_at_lte {
+                w.next(qb)
+                    .push(concat!("c.", col!(created_at), " <= "))
+                    .push_bind(at(at_most));
+            }
+        }
+
+        fn product_where(qb: &mut QueryBuilder<Db>, f: &ProductFilter) {
+            let mut w = Where::new();
+            if let Some(text) = &f.name_icontains {
+                push_icontains(w.next(qb), "p.name", text);
+            }
+            if let Some(price) = f.price_gte {
+                w.next(qb)
+                    .push(concat!("p.", col!(price), " >= "))
+                    .push_bind(cash_ceil(price));
+            }
+            if let Some(price) = f.price_lte {
+                w.next(qb)
+                    .push(concat!("p.", col!(price), " <= "))
+                    .push_bind(cash_floor(price));
+            }
+            if let Some(stock) = f.stock_gte {
+                w.next(qb).push("p.stock >= ").push_bind(stock);
+            }
+            if let Some(stock) = f.stock_lte {
+                w.next(qb).push("p.stock <= ").push_bind(stock);
+            }
+            if let Some(stock) = f.stock_lt {
+                w.next(qb).push("p.stock < ").push_bind(stock);
+            }
+        }
+
+        fn order_where(qb: &mut QueryBuilder<Db>, f: &OrderFilter) {
+            let mut w = Where::new();
+            if let Some(email) = &f.customer_email {
+                w.next(qb)
+                    .push("o.customer_id IN (SELECT id FROM customers WHERE lower(email) = lower(")
+                    .push_bind(email.trim().to_owned())
+                    .push("))");
+            }
+            if let Some(text) = &f.customer_name_icontains {
+                w.next(qb)
+                    .push("o.customer_id IN (SELECT id FROM customers WHERE ");
+                push_icontains(qb, "name", text);
+                qb.push(")");
+            }
+            if let Some(text) = &f.product_name_icontains {
+                w.next(qb).push(
+                    "EXISTS (SELECT 1 FROM order_products op JOIN products p ON p.id = \
+                     op.product_id WHERE op.order_id = o.id AND ",
+                );
+                push_icontains(qb, "p.name", text);
+                qb.push(")");
+            }
+            if let Some(at_least) = f.order_date_gte {
+                w.next(qb)
+                    .push(concat!("o.", col!(order_date), " >= "))
+                    .push_bind(at(at_least));
+            }
+            if let Some(at_most) = f.order_date_lte {
+                w.next(qb)
+                    .push(concat!("o.", col!(order_date), " <= "))
+                    .push_bind(at(at_most));
+            }
+            if let Some(total) = f.total_amount_gte {
+                w.next(qb)
+                    .push(concat!("o.", col!(total_amount), " >= "))
+                    .push_bind(cash_ceil(total));
+            }
+            if let Some(total) = f.total_amount_lte {
+                w.next(qb)
+                    .push(concat!("o.", col!(total_amount), " <= "))
+                    .push_bind(cash_floor(total));
+            }
+        }
+
+        /// `ORDER BY` the given keys, then the id, so pages are stable. Text sorts ignore
+        /// letter case and compare code points (`collate!`) on both backends.
+        fn push_order_by<F: Copy>(
+            qb: &mut QueryBuilder<Db>,
+            sort: &[Sort<F>],
+            column: fn(F) -> &'static str,
+            id: &str,
+        ) {
+            qb.push(" ORDER BY ");
+            for key in sort {
+                qb.push(column(key.field))
+                    .push(if key.descending { " DESC, " } else { " ASC, " });
+            }
+            qb.push(id).push(" ASC");
+        }
+
+        fn push_page(qb: &mut QueryBuilder<Db>, page: PageRequest) {
+            qb.push(" LIMIT ")
+                .push_bind(page_bound(page.limit))
+                .push(" OFFSET ")
+                .push_bind(page_bound(page.offset));
+        }
+
+        fn customer_column(field: CustomerField) -> &'static str {
+            match field {
+                CustomerField::Id => "c.id",
+                CustomerField::Name => concat!("lower(c.name)", collate!()),
+                CustomerField::Email => concat!("lower(c.email)", collate!()),
+                CustomerField::CreatedAt => concat!("c.", col!(created_at)),
+            }
+        }
+
+        fn product_column(field: ProductField) -> &'static str {
+            match field {
+                ProductField::Id => "p.id",
+                ProductField::Name => concat!("lower(p.name)", collate!()),
+                ProductField::Price => concat!("p.", col!(price)),
+                ProductField::Stock => "p.stock",
+            }
+        }
+
+        fn order_column(field: OrderField) -> &'static str {
+            match field {
+                OrderField::Id => "o.id",
+                OrderField::OrderDate => concat!("o.", col!(order_date)),
+                OrderField::TotalAmount => concat!("o.", col!(total_amount)),
+            }
+        }
+
+        /// One kind of row the API lists: how to select, filter, sort, count and read it.
+        pub(crate) struct Listing<T: 'static, F: 'static, Filter: 'static> {
+            select: &'static str,
+            count: &'static str,
+            by_ids: &'static str,
+            filter: fn(&mut QueryBuilder<Db>, &Filter),
+            column: fn(F) -> &'static str,
+            id: &'static str,
+            read: fn(&Row) -> Result<T>,
+        }
+
+        pub(crate) const CUSTOMERS: Listing<Customer, CustomerField, CustomerFilter> = Listing {
+            select: CUSTOMER_COLUMNS,
+            count: "SELECT COUNT(*) FROM customers c",
+            by_ids: statement!("customers_by_ids"),
+            filter: customer_where,
+            column: customer_column,
+            id: "c.id",
+            read: customer,
+        };
+
+        pub(crate) const PRODUCTS: Listing<Product, ProductField, ProductFilter> = Listing {
+            select: PRODUCT_COLUMNS,
+            count: "SELECT COUNT(*) FROM products p",
+            by_ids: statement!("products_by_ids"),
+            filter: product_where,
+            column: product_column,
+            id: "p.id",
+            read: product,
+        };
+
+        pub(crate) const ORDERS: Listing<Order, OrderField, OrderFilter> = Listing {
+            select: ORDER_COLUMNS,
+            count: "SELECT COUNT(*) FROM orders o",
+            by_ids: statement!("orders_by_ids"),
+            filter: order_where,
+            column: order_column,
+            id: "o.id",
+            read: order,
+        };
+
+        impl<T, F: Copy, Filter> Listing<T, F, Filter> {
+            /// The rows with these ids that exist, in no particular order (one query).
+            pub(crate) async fn by_ids(&self, pool: &Pool, list: &[i64]) -> Result<Vec<T>> {
+                if list.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let found = sqlx::query(self.by_ids)
+                    .bind(ids(list))
+                    .fetch_all(pool)
+                    .await?;
+                rows(&found, self.read)
+            }
+
+            /// A filtered, sorted page.
+            pub(crate) async fn list(
+                &self,
+                pool: &Pool,
+                filter: &Filter,
+                sort: &[Sort<F>],
+                page: PageRequest,
+            ) -> Result<Vec<T>> {
+                let mut qb = QueryBuilder::new(self.select);
+                (self.filter)(&mut qb, filter);
+                push_order_by(&mut qb, sort, self.column, self.id);
+                push_page(&mut qb, page);
+                let found = qb.build().fetch_all(pool).await?;
+                rows(&found, self.read)
+            }
+
+            /// How many rows match the filter.
+            pub(crate) async fn count(&self, pool: &Pool, filter: &Filter) -> Result<i64> {
+                let mut qb = QueryBuilder::new(self.count);
+                (self.filter)(&mut qb, filter);
+                Ok(qb.build_query_scalar().fetch_one(pool).await?)
+            }
+        }
+
+        pub(crate) async fn create_customer(
+            pool: &Pool,
+            new: &NewCustomer,
+            now: DateTime<Utc>,
+        ) -> Result<Customer> {
+            let row = sqlx::query(statement!("insert_customer"))
+                .bind(new.name())
+                .bind(new.email())
+                .bind(new.phone())
+                .bind(at(now))
+                .fetch_one(pool)
+                .await
+                .map_err(|e| customer_insert_error(e, new))?;
+            customer(&row)
+        }
+
+        pub(crate) async fn create_product(pool: &Pool, new: &NewProduct) -> Result<Product> {
+            let row = sqlx::query(statement!("insert_product"))
+                .bind(new.name())
+                .bind(cash(new.price()))
+                .bind(new.stock())
+                .fetch_one(pool)
+                .await?;
+            product(&row)
+        }
+
+        pub(crate) async fn create_order(
+            pool: &Pool,
+            new: &NewOrder,
+            order_date: DateTime<Utc>,
+        ) -> Result<Order> {
+            let mut tx = begin_write(pool).await?;
+            let customer_exists: Option<i64> = sqlx::query_scalar(statement!("order_customer"))
+                .bind(new.customer_id())
+                .fetch_optional(&mut *tx)
+                .await?;
+            if customer_exists.is_none() {
+                return Err(CoreError::NotFound {
+                    entity: "customer",
+                    id: new.customer_id().to_string(),
+                });
+            }
+            let products = ids(new.product_ids());
+            let found: Vec<i64> = sqlx::query_scalar(statement!("order_products_found"))
+                .bind(&products)
+                .fetch_all(&mut *tx)
+                .await?;
+            if let Some(missing) = first_missing(new.product_ids(), &found) {
+                return Err(CoreError::NotFound {
+                    entity: "product",
+                    id: missing.to_string(),
+                });
+            }
+            let row = sqlx::query(statement!("insert_order"))
+                .bind(new.customer_id())
+                .bind(at(order_date))
+                .bind(&products)
+                .fetch_one(&mut *tx)
+                .await?;
+            let created = order(&row)?;
+            sqlx::query(statement!("insert_order_products"))
+                .bind(created.id)
+                .bind(&products)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(created)
+        }
+
+        pub(crate) async fn order_products(
+            pool: &Pool,
+            order_ids: &[OrderId],
+        ) -> Result<Vec<(OrderId, Product)>> {
+            if order_ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let found = sqlx::query(statement!("order_products"))
+                .bind(ids(order_ids))
+                .fetch_all(pool)
+                .await?;
+            found
+                .iter()
+                .map(|row| Ok((row.try_get("order_id")?, product(row)?)))
+                .collect()
+        }
+
+        pub(crate) async fn delete_inactive_customers(
+            pool: &Pool,
+            as_of: DateTime<Utc>,
+            dry_run: bool,
+        ) -> Result<u64> {
+            let cutoff = at(as_of - INACTIVITY);
+            if dry_run {
+                let count: i64 = sqlx::query_scalar(statement!("count_inactive"))
+                    .bind(cutoff)
+                    .fetch_one(pool)
+                    .await?;
+                return Ok(u64::try_from(count).unwrap_or(0));
+            }
+            // One transaction; the statements of the file run in turn, and the count is that
+            // of the customers' DELETE.
+            let mut tx = begin_write(pool).await?;
+            let mut deleted = 0;
+            for statement in statement!("delete_inactive").split_terminator(";\n") {
+                let query = sqlx::query(statement);
+                let query = if uses_parameter(statement, FIRST_PARAM) {
+                    query.bind(cutoff)
+                } else {
+                    query
+                };
+                let done = query.execute(&mut *tx).await?;
+                if deletes_customers(statement) {
+                    deleted = done.rows_affected();
+                }
+            }
+            tx.commit().await?;
+            Ok(deleted)
+        }
+
+        /// See the statement for how each backend keeps concurrent restocks from losing an
+        /// increment.
+        pub(crate) async fn restock_low(
+            pool: &Pool,
+            threshold: i32,
+            amount: i32,
+        ) -> Result<Vec<Product>> {
+            let found = sqlx::query(statement!("restock_low"))
+                .bind(amount)
+                .bind(threshold)
+                .fetch_all(pool)
+                .await?;
+            let mut updated = rows(&found, product)?;
+            updated.sort_by_key(|p| p.id);
+            Ok(updated)
+        }
+
+        pub(crate) async fn totals(pool: &Pool) -> Result<Totals> {
+            let row = sqlx::query(statement!("totals")).fetch_one(pool).await?;
+            Ok(Totals {
+                customers: row.try_get("customers")?,
+                orders: row.try_get("orders")?,
+                revenue: read_cash(&row, col!(revenue))?,
+            })
+        }
+    };
+}
+
+/// SQLite: money is INTEGER cents and instants INTEGER microseconds since the epoch (UTC), so
+/// sums are exact and comparisons are on numbers; lists of ids are bound as one JSON array
+/// expanded by `json_each`; a writing transaction takes the write lock up front.
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite {
+    use sqlx::sqlite::{SqlitePool, SqliteRow};
+
+    use crate::domain::Money;
+    use crate::sql::{cents_ceil, cents_floor, contains_pattern, from_cents, from_micros};
+
+    type Db = sqlx::Sqlite;
+    type Pool = SqlitePool;
+    type Row = SqliteRow;
+
+    macro_rules! statement {
+        ($name:literal) => {
+            include_str!(concat!("sqlite/", $name, ".sql"))
+        };
+    }
+    macro_rules! col {
+        (created_at) => {
+            "created_at_us"
+        };
+        (order_date) => {
+            "order_date_us"
+        };
+        (price) => {
+            "price_cents"
+        };
+        (total_amount) => {
+            "total_amount_cents"
+        };
+        (revenue) => {
+            "revenue_cents"
+        };
+    }
+    /// SQLite compares text by code point already.
+    macro_rules! collate {
+        () => {
+            ""
+        };
+    }
+
+    /// How `delete_inactive.sql` names the cutoff.
+    const FIRST_PARAM: &str = "?1";
+
+    fn at(instant: chrono::DateTime<chrono::Utc>) -> i64 {
+        crate::sql::to_micros(instant)
+    }
+    fn read_at(row: &Row, column: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        from_micros(row.try_get(column)?)
+    }
+    fn cash(money: Money) -> i64 {
+        crate::sql::to_cents(money)
+    }
+    /// A `>=` bound with more than two places, in whole cents (`2.505` is `251`).
+    fn cash_ceil(money: Money) -> i64 {
+        cents_ceil(money)
+    }
+    fn cash_floor(money: Money) -> i64 {
+        cents_floor(money)
+    }
+    fn read_cash(row: &Row, column: &str) -> Result<Money> {
+        Ok(from_cents(row.try_get(column)?))
+    }
+    fn ids(ids: &[i64]) -> String {
+        crate::sql::json_ids(ids)
+    }
+
+    fn push_icontains(qb: &mut sqlx::QueryBuilder<Db>, column: &str, text: &str) {
+        // SQLite's LIKE ignores the case of ASCII letters; lower() on both sides says so.
+        qb.push(format_args!("lower({column}) LIKE lower("))
+            .push_bind(contains_pattern(text))
+            .push(") ESCAPE '\\'");
+    }
+
+    /// BEGIN IMMEDIATE takes the write lock up front: a concurrent writer waits on the busy
+    /// timeout instead of failing when a read transaction tries to upgrade.
+    async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, Db>> {
+        Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    crm_store_on_sql!();
+
+    /// Orders with `from <= order_date <= to` and their customer's e-mail, oldest first. The
+    /// rows come as one JSON array: handing them over one by one from SQLite's worker thread
+    /// cost twice the query itself.
+    pub(crate) async fn orders_between(
+        pool: &Pool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<crate::store::OrderReminder>> {
+        let json: String = sqlx::query_scalar(statement!("orders_between"))
+            .bind(at(from))
+            .bind(at(to))
+            .fetch_one(pool)
+            .await?;
+        let mut found: Vec<(i64, String, i64)> = serde_json::from_str(&json)
+            .map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))?;
+        found.sort_unstable_by_key(|(id, _, date)| (*date, *id));
+        found
+            .into_iter()
+            .map(|(order_id, customer_email, date)| {
+                Ok(crate::store::OrderReminder {
+                    order_id,
+                    customer_email,
+                    order_date: from_micros(date)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// PostgreSQL: money is NUMERIC (bound as exact decimals), instants TIMESTAMPTZ; lists of ids
+/// are bound as one array (`= ANY($1)`); text sorts compare code points (`COLLATE "C"`), as
+/// SQLite does, whatever the database's locale.
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres {
+    use sqlx::postgres::{PgPool, PgRow};
+
+    use crate::domain::Money;
+    use crate::sql::contains_pattern;
+
+    type Db = sqlx::Postgres;
+    type Pool = PgPool;
+    type Row = PgRow;
+
+    macro_rules! statement {
+        ($name:literal) => {
+            include_str!(concat!("postgres/", $name, ".sql"))
+        };
+    }
+    macro_rules! col {
+        (created_at) => {
+            "created_at"
+        };
+        (order_date) => {
+            "order_date"
+        };
+        (price) => {
+            "price"
+        };
+        (total_amount) => {
+            "total_amount"
+        };
+        (revenue) => {
+            "revenue"
+        };
+    }
+    macro_rules! collate {
+        () => {
+            " COLLATE \"C\""
+        };
+    }
+
+    /// How `delete_inactive.sql` names the cutoff.
+    const FIRST_PARAM: &str = "$1";
+
+    fn at(instant: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        instant
+    }
+    fn read_at(row: &Row, column: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+        Ok(row.try_get(column)?)
+    }
+    fn cash(money: Money) -> Money {
+        money
+    }
+    /// NUMERIC compares exactly: a bound with more places needs no rounding.
+    fn cash_ceil(money: Money) -> Money {
+        money
+    }
+    fn cash_floor(money: Money) -> Money {
+        money
+    }
+    /// Money as stored, shown with exactly two places.
+    fn read_cash(row: &Row, column: &str) -> Result<Money> {
+        let mut value: Money = row.try_get(column)?;
+        value.rescale(2);
+        Ok(value)
+    }
+    fn ids(ids: &[i64]) -> Vec<i64> {
+        ids.to_vec()
+    }
+
+    fn push_icontains(qb: &mut sqlx::QueryBuilder<Db>, column: &str, text: &str) {
+        qb.push(format_args!("{column} ILIKE "))
+            .push_bind(contains_pattern(text))
+            .push(" ESCAPE '\\'");
+    }
+
+    /// READ COMMITTED; the statements take the row locks they need (`FOR KEY SHARE`,
+    /// `FOR UPDATE`).
+    async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, Db>> {
+        Ok(pool.begin().await?)
+    }
+
+    crm_store_on_sql!();
+
+    /// Orders with `from <= order_date <= to` and their customer's e-mail, oldest first.
+    pub(crate) async fn orders_between(
+        pool: &Pool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<crate::store::OrderReminder>> {
+        let found = sqlx::query(statement!("orders_between"))
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok(crate::store::OrderReminder {
+                    order_id: row.try_get("id")?,
+                    customer_email: row.try_get("email")?,
+                    order_date: row.try_get("order_date")?,
+                })
+            })
+            .collect()
+    }
+}
