@@ -49,7 +49,14 @@ struct Served {
 
 impl Served {
     fn start(dir: &Path, database_url: &str, log_dir: &Path) -> Self {
-        quiet_schedules(dir, database_url, &[]);
+        quiet_schedules(
+            || {
+                let mut crm = crm_in(dir);
+                crm.env("CRM_DATABASE_URL", database_url);
+                crm
+            },
+            &[],
+        );
         let mut child = crm_in(dir)
             .env("CRM_DATABASE_URL", database_url)
             .env("CRM_LOG_DIR", log_dir)

@@ -167,13 +167,13 @@ pub(crate) const JOB_CODES: [&str; 5] = [
     "generate_crm_report",
 ];
 
-/// Moves every job's schedule in the database at `database_url` (an operator's override, as
-/// `crm jobs schedule` stores it) to one time of day twelve hours from now, so that a
+/// Moves every job's schedule in the database the `crm` commands from `crm` use (an operator's
+/// override, as `crm jobs schedule` stores it) to one time of day twelve hours from now, so that a
 /// scheduler, beat or server the test then starts runs only what the test asks for (`crm jobs
 /// at`, `crm jobs run`). With the default schedules, a test that counts runs failed whenever
 /// the wall clock crossed one of their ticks while it ran: the heartbeat's `*/5` tick ran
 /// beside the one-off the test had asked for. Jobs in `keep` keep their defaults.
-pub(crate) fn quiet_schedules(dir: &Path, database_url: &str, keep: &[&str]) {
+pub(crate) fn quiet_schedules(crm: impl Fn() -> Command, keep: &[&str]) {
     let in_12_hours = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("the clock is after 1970")
@@ -185,11 +185,28 @@ pub(crate) fn quiet_schedules(dir: &Path, database_url: &str, keep: &[&str]) {
         in_12_hours / 3600 % 24
     );
     for code in JOB_CODES.iter().filter(|code| !keep.contains(code)) {
-        let moved = crm_in(dir)
-            .env("CRM_DATABASE_URL", database_url)
+        let moved = crm()
             .args(["jobs", "schedule", code, &schedule])
             .output()
             .expect("crm runs");
         assert_exit(&moved, 0);
+    }
+}
+
+/// Waits, if need be, until the wall clock is at least `margin` away from the next tick of the
+/// heartbeat's default `*/5` schedule, for a test that keeps that schedule and must see only
+/// its current tick (a beat publishes the latest tick within its grace, and a new one when the
+/// clock crosses the next).
+pub(crate) fn away_from_a_heartbeat_tick(margin: Duration) {
+    loop {
+        let into_period = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_secs()
+            % 300;
+        if Duration::from_secs(300 - into_period) > margin && into_period >= 1 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
