@@ -234,7 +234,13 @@ struct DiscardLimitedStream {
     /// Bytes that may still be read; `u64::MAX` while a handler runs (no bound).
     budget: Arc<AtomicU64>,
     idle_timeout: std::time::Duration,
-    /// Armed while a read of this handle waits for the client; cleared when it completes.
+    /// Since when a read of this handle has been waiting for the client; `None` while none
+    /// waits.
+    waiting_since: Option<Instant>,
+    /// Fires at or after `waiting_since + idle_timeout`. Armed once and moved forward only
+    /// when it fires early, not re-armed for every read: arming a timer wakes async-io's
+    /// reactor thread (a system call and a context switch), which at tens of thousands of
+    /// keep-alive requests a second cost CPU and tail latency.
     idle: Option<async_io::Timer>,
 }
 
@@ -244,6 +250,7 @@ impl Clone for DiscardLimitedStream {
             stream: self.stream.clone(),
             budget: self.budget.clone(),
             idle_timeout: self.idle_timeout,
+            waiting_since: None,
             idle: None,
         }
     }
@@ -255,8 +262,33 @@ impl DiscardLimitedStream {
             stream,
             budget: Arc::new(AtomicU64::new(u64::MAX)),
             idle_timeout,
+            waiting_since: None,
             idle: None,
         }
+    }
+
+    /// Whether the read waiting since `waiting_since` has waited past the idle timeout;
+    /// otherwise makes sure the timer will wake this task when it does.
+    fn idle_expired(&mut self, cx: &mut TaskContext<'_>) -> bool {
+        use std::future::Future as _;
+
+        let now = Instant::now();
+        let deadline = *self.waiting_since.get_or_insert(now) + self.idle_timeout;
+        if now >= deadline {
+            return true;
+        }
+        let timer = self
+            .idle
+            .get_or_insert_with(|| async_io::Timer::at(deadline));
+        // An earlier wait's deadline that has passed (the timer fired, or is about to) is moved
+        // to this wait's; one still ahead stays, and this wait is checked again when it fires.
+        while Pin::new(&mut *timer).poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return true;
+            }
+            timer.set_at(deadline);
+        }
+        false
     }
 }
 
@@ -266,8 +298,6 @@ impl AsyncRead for DiscardLimitedStream {
         cx: &mut TaskContext<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        use std::future::Future as _;
-
         let this = self.get_mut();
         let budget = this.budget.load(Ordering::SeqCst);
         if budget == 0 {
@@ -277,11 +307,9 @@ impl AsyncRead for DiscardLimitedStream {
         let read = Pin::new(&mut this.stream).poll_read(cx, &mut buf[..allowed]);
         match &read {
             Poll::Pending => {
-                let timeout = this.idle_timeout;
-                let timer = this
-                    .idle
-                    .get_or_insert_with(|| async_io::Timer::after(timeout));
-                if Pin::new(timer).poll(cx).is_ready() {
+                if this.idle_expired(cx) {
+                    let timeout = this.idle_timeout;
+                    this.waiting_since = None;
                     this.idle = None;
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
@@ -290,7 +318,7 @@ impl AsyncRead for DiscardLimitedStream {
                 }
             }
             Poll::Ready(result) => {
-                this.idle = None;
+                this.waiting_since = None;
                 if let Ok(n) = result
                     && budget != u64::MAX
                 {

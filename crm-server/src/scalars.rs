@@ -21,7 +21,7 @@ pub struct Money(pub Decimal);
 
 impl Money {
     fn output<S: ScalarValue>(v: &Self) -> S {
-        S::from_displayable(&format_money(v.0))
+        S::from(format_money(v.0))
     }
 
     fn from_input(v: &Scalar<impl ScalarValue>) -> Result<Self, Box<str>> {
@@ -83,7 +83,7 @@ pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
     fn output<S: ScalarValue>(v: &Self) -> S {
-        S::from_displayable(&v.0.to_rfc3339_opts(SecondsFormat::AutoSi, false))
+        S::from(v.0.to_rfc3339_opts(SecondsFormat::AutoSi, false))
     }
 
     fn from_input(text: &str) -> Result<Self, Box<str>> {

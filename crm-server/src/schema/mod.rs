@@ -5,6 +5,7 @@ mod filters;
 mod jobs;
 mod mutation;
 mod query;
+mod sync_resolve;
 mod types;
 
 use juniper::{EmptySubscription, RootNode};

@@ -3,13 +3,13 @@
 
 use crm_core::overrides::JobState;
 use crm_core::{NewCustomer, NewOrder, NewProduct};
-use juniper::{GraphQLInputObject, GraphQLObject, ID, graphql_object};
+use juniper::{Executor, GraphQLInputObject, GraphQLObject, ID, ScalarValue, graphql_object};
 
 use crate::context::Context;
 use crate::error::ApiError;
 use crate::ids::{Kind, decode_id};
 use crate::scalars::{Money, Timestamp};
-use crate::schema::types::{CustomerNode, OrderNode, ProductNode};
+use crate::schema::types::{CustomerNode, OrderNode, ProductNode, Related};
 
 /// Stock below which `updateLowStockProducts` restocks a product.
 const LOW_STOCK_THRESHOLD: i32 = 10;
@@ -111,6 +111,7 @@ pub(crate) struct UpdateLowStockProductsPayload {
 pub struct Mutation;
 
 #[graphql_object(context = Context)]
+#[graphql(scalar = S: ScalarValue)]
 impl Mutation {
     /// Creates a customer. An e-mail already used (in any letter case) is a `CONFLICT` error.
     async fn create_customer(
@@ -177,8 +178,9 @@ impl Mutation {
 
     /// Places an order, all or nothing: an unknown customer or product writes nothing. The
     /// total is computed from the products' current prices.
-    async fn create_order(
+    async fn create_order<S: ScalarValue>(
         context: &Context,
+        executor: &Executor<'_, '_, Context, S>,
         input: OrderInput,
     ) -> Result<CreateOrderPayload, ApiError> {
         context.require_write_access()?;
@@ -193,9 +195,12 @@ impl Mutation {
             .store()
             .create_order(&new, context.clock().now())
             .await?;
-        Ok(CreateOrderPayload {
-            order: OrderNode(order),
-        })
+        let related = Related::selected_under(&executor.look_ahead());
+        let order = OrderNode::load(context, vec![order], related)
+            .await?
+            .pop()
+            .ok_or(ApiError::Internal)?;
+        Ok(CreateOrderPayload { order })
     }
 
     /// Pauses (`enabled: false`) or resumes a scheduled job. Every running scheduler and beat

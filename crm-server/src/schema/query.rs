@@ -1,6 +1,6 @@
 //! The read side: `hello`, the three lists, single lookups and the report's totals.
 
-use juniper::{Executor, ID, LookAheadSelection, ScalarValue, graphql_object};
+use juniper::{Executor, ID, ScalarValue, graphql_object};
 
 use crate::context::Context;
 use crate::error::ApiError;
@@ -13,6 +13,7 @@ use crate::schema::filters::{
 use crate::schema::jobs::{JobNode, JobRunNode};
 use crate::schema::types::{
     CustomerConnection, CustomerNode, OrderConnection, OrderNode, ProductConnection, ProductNode,
+    Related,
 };
 
 /// What can be read. Open to everyone, token or not.
@@ -101,17 +102,9 @@ impl Query {
             .await?;
         let has_next_page = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
-        context.register_orders(&rows).await;
-        let (mut customers, mut products) = (false, false);
-        for edges in children_named(executor.look_ahead(), "edges") {
-            for node in children_named(edges, "node") {
-                customers |= !children_named(node, "customer").is_empty();
-                products |= !children_named(node, "products").is_empty();
-            }
-        }
-        context.preload(customers, products).await?;
+        let related = Related::selected_under(&executor.look_ahead());
         Ok(OrderConnection {
-            nodes: rows.into_iter().map(OrderNode).collect(),
+            nodes: OrderNode::load(context, rows, related).await?,
             offset,
             has_next_page,
             filter,
@@ -133,11 +126,15 @@ impl Query {
     }
 
     /// One order by ID (global or plain number); null when there is none.
-    async fn order(context: &Context, id: ID) -> Result<Option<OrderNode>, ApiError> {
+    async fn order<S: ScalarValue>(
+        context: &Context,
+        executor: &Executor<'_, '_, Context, S>,
+        id: ID,
+    ) -> Result<Option<OrderNode>, ApiError> {
         let id = decode_id(Kind::Order, "id", &id)?;
         let found = context.store().orders_by_ids(&[id]).await?;
-        context.register_orders(&found).await;
-        Ok(found.into_iter().next().map(OrderNode))
+        let related = Related::selected_under(&executor.look_ahead());
+        Ok(OrderNode::load(context, found, related).await?.pop())
     }
 
     /// Number of customers (counted by the database; the weekly report's first figure).
@@ -171,17 +168,4 @@ impl Query {
     ) -> Result<Vec<JobRunNode>, ApiError> {
         crate::schema::jobs::job_runs(context, &code, first).await
     }
-}
-
-/// The sub-selections of `selection` on field `name`, under any alias or fragment.
-fn children_named<'a, S: ScalarValue>(
-    selection: LookAheadSelection<'a, S>,
-    name: &str,
-) -> Vec<LookAheadSelection<'a, S>> {
-    selection
-        .children()
-        .iter()
-        .filter(|child| child.field_original_name() == name)
-        .copied()
-        .collect()
 }

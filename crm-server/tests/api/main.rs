@@ -859,6 +859,43 @@ async fn a_page_of_orders_costs_three_store_calls_however_long() {
 }
 
 #[async_std::test]
+async fn an_orders_customer_and_products_answer_however_the_query_reaches_them() {
+    let app = spawn_app().await;
+    let c = app.customer("Ann", "ann@example.com").await;
+    let pen = app.product("Pen", "1.25", 10).await;
+    let ink = app.product("Ink", "2.00", 10).await;
+    let order = app.order(&c, &[&ink, &pen], now()).await;
+    // Directives with variables (one defaulted), an inline fragment, a named fragment, aliases.
+    let q = "query($with: Boolean = true, $skip: Boolean!) {
+        allOrders(first: 5) { edges { node {
+            ... on OrderType @include(if: $with) { customer { email } }
+            products @skip(if: $skip) { name }
+            again: customer { ...C }
+        } } } }
+        fragment C on CustomerType { name }";
+    let data = app.data(q, json!({"skip": false})).await;
+    let node = &data["allOrders"]["edges"][0]["node"];
+    assert_eq!(node["customer"]["email"], "ann@example.com");
+    assert_eq!(node["again"]["name"], "Ann");
+    assert_eq!(node["products"], json!([{"name": "Pen"}, {"name": "Ink"}]));
+    let data = app.data(q, json!({"with": false, "skip": true})).await;
+    assert_eq!(
+        data["allOrders"]["edges"][0]["node"],
+        json!({"again": {"name": "Ann"}})
+    );
+    // The single lookup, by global ID.
+    let q = "query($id: ID!) { order(id: $id) { customer { email } products { price } } }";
+    let data = app
+        .data(q, json!({"id": global_id("OrderType", order.id)}))
+        .await;
+    assert_eq!(
+        data["order"],
+        json!({"customer": {"email": "ann@example.com"},
+               "products": [{"price": "1.25"}, {"price": "2.00"}]})
+    );
+}
+
+#[async_std::test]
 async fn totals_are_counted_by_the_database_in_one_call() {
     let app = spawn_app().await;
     let q = "{ totalCustomers totalOrders totalRevenue }";
