@@ -96,6 +96,21 @@ pub(crate) enum Backend {
     Postgres(PgPool),
 }
 
+/// Runs `sqlite::PATH(pool, ARGS)` or `postgres::PATH(pool, ARGS)` (modules in scope where it is
+/// used) on the backend of `$db`, and awaits it: how each store hands an operation written once
+/// for both backends (`crm_store_on_sql!`, `override_store_on_sql!`…) its pool.
+macro_rules! on_backend {
+    ($db:expr, $($path:ident).+ ($($arg:expr),*)) => {
+        match $db.backend() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::$($path).+(pool $(, $arg)*).await,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::$($path).+(pool $(, $arg)*).await,
+        }
+    };
+}
+pub(crate) use on_backend;
+
 impl Database {
     /// Opens the database `url` names and applies any pending migrations (idempotent).
     ///

@@ -20,6 +20,8 @@ compile_error!("crm-core's `_store` is internal: turn on `sqlite` or `postgres` 
 
 #[cfg(feature = "_store")]
 mod database;
+#[cfg(feature = "_store")]
+mod dialect;
 mod domain;
 mod error;
 pub mod ledger;

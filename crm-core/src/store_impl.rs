@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::database::{Backend, Database};
+use crate::database::{Backend, Database, on_backend};
 use crate::domain::{
     Customer, CustomerId, NewCustomer, NewOrder, NewProduct, Order, OrderId, Product, ProductId,
 };
@@ -18,37 +18,16 @@ use crate::store_sql::postgres;
 #[cfg(feature = "sqlite")]
 use crate::store_sql::sqlite;
 
-/// Calls the function of the same name in the backend's module with the pool and arguments.
-macro_rules! dispatch {
-    ($db:expr, $name:ident($($arg:expr),*)) => {
-        match $db.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::$name(pool $(, $arg)*).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::$name(pool $(, $arg)*).await,
-        }
-    };
-    // A listing's method: `CUSTOMERS.list(…)`.
-    ($db:expr, $listing:ident . $name:ident($($arg:expr),*)) => {
-        match $db.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::$listing.$name(pool $(, $arg)*).await,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::$listing.$name(pool $(, $arg)*).await,
-        }
-    };
-}
-
 #[async_trait]
 impl CrmStore for Database {
     /// The creation time is the wall clock's now (whole microseconds).
     async fn create_customer(&self, customer: &NewCustomer) -> Result<Customer> {
         let now = truncate_to_micros(Utc::now());
-        dispatch!(self, create_customer(customer, now))
+        on_backend!(self, create_customer(customer, now))
     }
 
     async fn customers_by_ids(&self, ids: &[CustomerId]) -> Result<Vec<Customer>> {
-        dispatch!(self, CUSTOMERS.by_ids(ids))
+        on_backend!(self, CUSTOMERS.by_ids(ids))
     }
 
     async fn list_customers(
@@ -57,19 +36,19 @@ impl CrmStore for Database {
         sort: &[Sort<CustomerField>],
         page: PageRequest,
     ) -> Result<Vec<Customer>> {
-        dispatch!(self, CUSTOMERS.list(filter, sort, page))
+        on_backend!(self, CUSTOMERS.list(filter, sort, page))
     }
 
     async fn count_customers(&self, filter: &CustomerFilter) -> Result<i64> {
-        dispatch!(self, CUSTOMERS.count(filter))
+        on_backend!(self, CUSTOMERS.count(filter))
     }
 
     async fn create_product(&self, product: &NewProduct) -> Result<Product> {
-        dispatch!(self, create_product(product))
+        on_backend!(self, create_product(product))
     }
 
     async fn products_by_ids(&self, ids: &[ProductId]) -> Result<Vec<Product>> {
-        dispatch!(self, PRODUCTS.by_ids(ids))
+        on_backend!(self, PRODUCTS.by_ids(ids))
     }
 
     async fn list_products(
@@ -78,22 +57,22 @@ impl CrmStore for Database {
         sort: &[Sort<ProductField>],
         page: PageRequest,
     ) -> Result<Vec<Product>> {
-        dispatch!(self, PRODUCTS.list(filter, sort, page))
+        on_backend!(self, PRODUCTS.list(filter, sort, page))
     }
 
     async fn count_products(&self, filter: &ProductFilter) -> Result<i64> {
-        dispatch!(self, PRODUCTS.count(filter))
+        on_backend!(self, PRODUCTS.count(filter))
     }
 
     /// The order date is kept to whole microseconds, the precision both backends store, so
     /// the returned order equals what a later read gives.
     async fn create_order(&self, order: &NewOrder, now: DateTime<Utc>) -> Result<Order> {
         let order_date = truncate_to_micros(order.order_date().unwrap_or(now));
-        dispatch!(self, create_order(order, order_date))
+        on_backend!(self, create_order(order, order_date))
     }
 
     async fn orders_by_ids(&self, ids: &[OrderId]) -> Result<Vec<Order>> {
-        dispatch!(self, ORDERS.by_ids(ids))
+        on_backend!(self, ORDERS.by_ids(ids))
     }
 
     async fn list_orders(
@@ -102,15 +81,15 @@ impl CrmStore for Database {
         sort: &[Sort<OrderField>],
         page: PageRequest,
     ) -> Result<Vec<Order>> {
-        dispatch!(self, ORDERS.list(filter, sort, page))
+        on_backend!(self, ORDERS.list(filter, sort, page))
     }
 
     async fn count_orders(&self, filter: &OrderFilter) -> Result<i64> {
-        dispatch!(self, ORDERS.count(filter))
+        on_backend!(self, ORDERS.count(filter))
     }
 
     async fn order_products(&self, order_ids: &[OrderId]) -> Result<Vec<(OrderId, Product)>> {
-        dispatch!(self, order_products(order_ids))
+        on_backend!(self, order_products(order_ids))
     }
 
     /// The boundary, to the microsecond: with `cutoff = as_of - 365 days`, a customer is
@@ -122,7 +101,7 @@ impl CrmStore for Database {
     /// committed while the cleanup runs keeps its customer: SQLite holds the write lock
     /// throughout; PostgreSQL locks the candidates, then checks them again.
     async fn delete_inactive_customers(&self, as_of: DateTime<Utc>, dry_run: bool) -> Result<u64> {
-        dispatch!(self, delete_inactive_customers(as_of, dry_run))
+        on_backend!(self, delete_inactive_customers(as_of, dry_run))
     }
 
     async fn orders_between(
@@ -130,7 +109,7 @@ impl CrmStore for Database {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<OrderReminder>> {
-        dispatch!(self, orders_between(from, to))
+        on_backend!(self, orders_between(from, to))
     }
 
     /// `amount` must be at least 1. A product whose stock would pass `i32::MAX` is left as it
@@ -139,10 +118,10 @@ impl CrmStore for Database {
         if amount < 1 {
             return Err(CoreError::validation("amount", "must be at least 1"));
         }
-        dispatch!(self, restock_low(threshold, amount))
+        on_backend!(self, restock_low(threshold, amount))
     }
 
     async fn totals(&self) -> Result<Totals> {
-        dispatch!(self, totals())
+        on_backend!(self, totals())
     }
 }

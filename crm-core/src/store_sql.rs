@@ -9,10 +9,8 @@
 //! same order), and one function in `crm_store_on_sql!` that runs `statement!("NAME")`. A filter
 //! or sort key is built with `QueryBuilder` in the body, naming columns through `col!`.
 
-/// The storage operations, for the backend whose dialect is in scope: `Db`, `Pool`, `Row`,
-/// `at`/`read_at` (instants), `cash`/`cash_ceil`/`cash_floor`/`read_cash` (money), `ids`
-/// (a list of ids as one bound value), `push_icontains`, `begin_write`, `FIRST_PARAM`, and the
-/// macros `col!`, `collate!` and `statement!`.
+/// The storage operations, for the backend whose dialect ([`crate::dialect`]) is in scope, with
+/// the macros `col!`, `collate!` and `statement!`.
 macro_rules! crm_store_on_sql {
     () => {
         use chrono::{DateTime, Utc};
@@ -462,19 +460,11 @@ macro_rules! crm_store_on_sql {
     };
 }
 
-/// SQLite: money is INTEGER cents and instants INTEGER microseconds since the epoch (UTC), so
-/// sums are exact and comparisons are on numbers; lists of ids are bound as one JSON array
-/// expanded by `json_each`; a writing transaction takes the write lock up front.
+/// SQLite (see [`crate::dialect::sqlite`]).
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite {
-    use sqlx::sqlite::{SqlitePool, SqliteRow};
-
-    use crate::domain::Money;
-    use crate::sql::{cents_ceil, cents_floor, contains_pattern, from_cents, from_micros};
-
-    type Db = sqlx::Sqlite;
-    type Pool = SqlitePool;
-    type Row = SqliteRow;
+    use crate::dialect::sqlite::*;
+    use crate::sql::from_micros;
 
     macro_rules! statement {
         ($name:literal) => {
@@ -503,45 +493,6 @@ pub(crate) mod sqlite {
         () => {
             ""
         };
-    }
-
-    /// How `delete_inactive.sql` names the cutoff.
-    const FIRST_PARAM: &str = "?1";
-
-    fn at(instant: chrono::DateTime<chrono::Utc>) -> i64 {
-        crate::sql::to_micros(instant)
-    }
-    fn read_at(row: &Row, column: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-        from_micros(row.try_get(column)?)
-    }
-    fn cash(money: Money) -> i64 {
-        crate::sql::to_cents(money)
-    }
-    /// A `>=` bound with more than two places, in whole cents (`2.505` is `251`).
-    fn cash_ceil(money: Money) -> i64 {
-        cents_ceil(money)
-    }
-    fn cash_floor(money: Money) -> i64 {
-        cents_floor(money)
-    }
-    fn read_cash(row: &Row, column: &str) -> Result<Money> {
-        Ok(from_cents(row.try_get(column)?))
-    }
-    fn ids(ids: &[i64]) -> String {
-        crate::sql::json_ids(ids)
-    }
-
-    fn push_icontains(qb: &mut sqlx::QueryBuilder<Db>, column: &str, text: &str) {
-        // SQLite's LIKE ignores the case of ASCII letters; lower() on both sides says so.
-        qb.push(format_args!("lower({column}) LIKE lower("))
-            .push_bind(contains_pattern(text))
-            .push(") ESCAPE '\\'");
-    }
-
-    /// BEGIN IMMEDIATE takes the write lock up front: a concurrent writer waits on the busy
-    /// timeout instead of failing when a read transaction tries to upgrade.
-    async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, Db>> {
-        Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     crm_store_on_sql!();
@@ -575,19 +526,10 @@ pub(crate) mod sqlite {
     }
 }
 
-/// PostgreSQL: money is NUMERIC (bound as exact decimals), instants TIMESTAMPTZ; lists of ids
-/// are bound as one array (`= ANY($1)`); text sorts compare code points (`COLLATE "C"`), as
-/// SQLite does, whatever the database's locale.
+/// PostgreSQL (see [`crate::dialect::postgres`]).
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres {
-    use sqlx::postgres::{PgPool, PgRow};
-
-    use crate::domain::Money;
-    use crate::sql::contains_pattern;
-
-    type Db = sqlx::Postgres;
-    type Pool = PgPool;
-    type Row = PgRow;
+    use crate::dialect::postgres::*;
 
     macro_rules! statement {
         ($name:literal) => {
@@ -615,47 +557,6 @@ pub(crate) mod postgres {
         () => {
             " COLLATE \"C\""
         };
-    }
-
-    /// How `delete_inactive.sql` names the cutoff.
-    const FIRST_PARAM: &str = "$1";
-
-    fn at(instant: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
-        instant
-    }
-    fn read_at(row: &Row, column: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-        Ok(row.try_get(column)?)
-    }
-    fn cash(money: Money) -> Money {
-        money
-    }
-    /// NUMERIC compares exactly: a bound with more places needs no rounding.
-    fn cash_ceil(money: Money) -> Money {
-        money
-    }
-    fn cash_floor(money: Money) -> Money {
-        money
-    }
-    /// Money as stored, shown with exactly two places.
-    fn read_cash(row: &Row, column: &str) -> Result<Money> {
-        let mut value: Money = row.try_get(column)?;
-        value.rescale(2);
-        Ok(value)
-    }
-    fn ids(ids: &[i64]) -> Vec<i64> {
-        ids.to_vec()
-    }
-
-    fn push_icontains(qb: &mut sqlx::QueryBuilder<Db>, column: &str, text: &str) {
-        qb.push(format_args!("{column} ILIKE "))
-            .push_bind(contains_pattern(text))
-            .push(" ESCAPE '\\'");
-    }
-
-    /// READ COMMITTED; the statements take the row locks they need (`FOR KEY SHARE`,
-    /// `FOR UPDATE`).
-    async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, Db>> {
-        Ok(pool.begin().await?)
     }
 
     crm_store_on_sql!();

@@ -7,20 +7,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-#[cfg(feature = "postgres")]
-use sqlx::postgres::PgRow;
-#[cfg(feature = "sqlite")]
-use sqlx::sqlite::SqliteRow;
 
-use super::{
-    AuditEntry, JobOverride, MAX_AUDIT_LIMIT, OneOffRun, OverrideChange, OverrideSnapshot,
-    OverrideStore, clip_actor, next_override, validate_change,
-};
-use crate::database::{Backend, Database};
+use super::{AuditEntry, MAX_AUDIT_LIMIT, OverrideChange, OverrideSnapshot, OverrideStore};
+use crate::database::{Backend, Database, on_backend};
 use crate::error::{CoreError, Result};
-use crate::sql::{from_micros, to_micros, truncate_to_micros};
 
+/// The change counter as the trait gives it.
 fn version_u64(v: i64) -> Result<u64> {
     u64::try_from(v).map_err(|_| {
         CoreError::from(sqlx::Error::Decode(
@@ -29,74 +21,174 @@ fn version_u64(v: i64) -> Result<u64> {
     })
 }
 
+/// The operations, once, for the backend whose dialect ([`crate::dialect`]) and `statement!`
+/// are in scope. A new query: `src/overrides/{sqlite,postgres}/NAME.sql` (same parameters,
+/// columns named alike with `AS`), and a function here running `statement!("NAME")`.
+macro_rules! override_store_on_sql {
+    () => {
+        use chrono::{DateTime, Utc};
+        use sqlx::Row as _;
+
+        use super::version_u64;
+        use crate::domain::truncate_to_micros;
+        use crate::error::Result;
+        use crate::overrides::{
+            AuditEntry, JobOverride, OneOffRun, OverrideChange, OverrideSnapshot, clip_actor,
+            next_override, validate_change,
+        };
+
+        fn job_override(row: &Row) -> Result<JobOverride> {
+            Ok(JobOverride {
+                code: row.try_get("code")?,
+                enabled: read_flag(row, "enabled")?,
+                schedule: row.try_get("schedule")?,
+                since: read_at(row, "since")?,
+                changed_by: row.try_get("changed_by")?,
+                changed_at: read_at(row, "changed_at")?,
+            })
+        }
+
+        fn one_off(row: &Row) -> Result<OneOffRun> {
+            Ok(OneOffRun {
+                id: row.try_get("id")?,
+                code: row.try_get("code")?,
+                at: read_at(row, "at")?,
+                requested_by: row.try_get("requested_by")?,
+                requested_at: read_at(row, "requested_at")?,
+            })
+        }
+
+        fn audit_entry(row: &Row) -> Result<AuditEntry> {
+            Ok(AuditEntry {
+                id: row.try_get("id")?,
+                at: read_at(row, "at")?,
+                actor: row.try_get("actor")?,
+                code: row.try_get("code")?,
+                action: row.try_get("action")?,
+                detail: row.try_get("detail")?,
+            })
+        }
+
+        /// One transaction: the counter first (on PostgreSQL its row lock queues concurrent
+        /// changes), then the job's row read, the new state computed by the same code as the
+        /// in-memory store and written, and the audit row added.
+        pub(super) async fn apply(
+            pool: &Pool,
+            code: &str,
+            change: &OverrideChange,
+            actor: &str,
+            now: DateTime<Utc>,
+        ) -> Result<u64> {
+            validate_change(code, change, actor)?;
+            let now = truncate_to_micros(now);
+            let actor = clip_actor(actor);
+            let mut tx = begin_write(pool).await?;
+            let version: i64 = sqlx::query_scalar(statement!("bump_version"))
+                .fetch_one(&mut *tx)
+                .await?;
+            if let OverrideChange::RunAt(when) = change {
+                sqlx::query(statement!("insert_one_off"))
+                    .bind(code)
+                    .bind(at(truncate_to_micros(*when)))
+                    .bind(&actor)
+                    .bind(at(now))
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                let current = sqlx::query(statement!("override"))
+                    .bind(code)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| job_override(&row))
+                    .transpose()?;
+                let next = next_override(current.as_ref(), code, change, &actor, now);
+                sqlx::query(statement!("upsert_override"))
+                    .bind(code)
+                    .bind(flag(next.enabled))
+                    .bind(&next.schedule)
+                    .bind(at(next.since))
+                    .bind(&next.changed_by)
+                    .bind(at(next.changed_at))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(statement!("insert_audit"))
+                .bind(at(now))
+                .bind(&actor)
+                .bind(code)
+                .bind(change.action())
+                .bind(change.detail())
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            version_u64(version)
+        }
+
+        pub(super) async fn version(pool: &Pool) -> Result<u64> {
+            let version: i64 = sqlx::query_scalar(statement!("version"))
+                .fetch_one(pool)
+                .await?;
+            version_u64(version)
+        }
+
+        /// The overrides and the pending one-off runs, after `version` was read.
+        pub(super) async fn snapshot(pool: &Pool, version: u64) -> Result<OverrideSnapshot> {
+            let overrides = sqlx::query(statement!("overrides"))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(job_override)
+                .collect::<Result<_>>()?;
+            let pending = sqlx::query(statement!("pending_one_offs"))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(one_off)
+                .collect::<Result<_>>()?;
+            Ok(OverrideSnapshot {
+                version,
+                overrides,
+                pending,
+            })
+        }
+
+        pub(super) async fn audit(
+            pool: &Pool,
+            code: Option<&str>,
+            limit: i64,
+        ) -> Result<Vec<AuditEntry>> {
+            sqlx::query(statement!("audit"))
+                .bind(code)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(audit_entry)
+                .collect()
+        }
+    };
+}
+
 #[cfg(feature = "sqlite")]
-fn sqlite_override(row: &SqliteRow) -> Result<JobOverride> {
-    Ok(JobOverride {
-        code: row.try_get("code")?,
-        enabled: row.try_get::<i64, _>("enabled")? != 0,
-        schedule: row.try_get("schedule")?,
-        since: from_micros(row.try_get("since_us")?)?,
-        changed_by: row.try_get("changed_by")?,
-        changed_at: from_micros(row.try_get("changed_at_us")?)?,
-    })
+mod sqlite {
+    use crate::dialect::sqlite::*;
+    macro_rules! statement {
+        ($name:literal) => {
+            include_str!(concat!("sqlite/", $name, ".sql"))
+        };
+    }
+    override_store_on_sql!();
 }
 
 #[cfg(feature = "postgres")]
-fn pg_override(row: &PgRow) -> Result<JobOverride> {
-    Ok(JobOverride {
-        code: row.try_get("code")?,
-        enabled: row.try_get("enabled")?,
-        schedule: row.try_get("schedule")?,
-        since: row.try_get("since")?,
-        changed_by: row.try_get("changed_by")?,
-        changed_at: row.try_get("changed_at")?,
-    })
-}
-
-#[cfg(feature = "sqlite")]
-fn sqlite_one_off(row: &SqliteRow) -> Result<OneOffRun> {
-    Ok(OneOffRun {
-        id: row.try_get("id")?,
-        code: row.try_get("code")?,
-        at: from_micros(row.try_get("at_us")?)?,
-        requested_by: row.try_get("requested_by")?,
-        requested_at: from_micros(row.try_get("requested_at_us")?)?,
-    })
-}
-
-#[cfg(feature = "postgres")]
-fn pg_one_off(row: &PgRow) -> Result<OneOffRun> {
-    Ok(OneOffRun {
-        id: row.try_get("id")?,
-        code: row.try_get("code")?,
-        at: row.try_get("at")?,
-        requested_by: row.try_get("requested_by")?,
-        requested_at: row.try_get("requested_at")?,
-    })
-}
-
-#[cfg(feature = "sqlite")]
-fn sqlite_audit(row: &SqliteRow) -> Result<AuditEntry> {
-    Ok(AuditEntry {
-        id: row.try_get("id")?,
-        at: from_micros(row.try_get("at_us")?)?,
-        actor: row.try_get("actor")?,
-        code: row.try_get("code")?,
-        action: row.try_get("action")?,
-        detail: row.try_get("detail")?,
-    })
-}
-
-#[cfg(feature = "postgres")]
-fn pg_audit(row: &PgRow) -> Result<AuditEntry> {
-    Ok(AuditEntry {
-        id: row.try_get("id")?,
-        at: row.try_get("at")?,
-        actor: row.try_get("actor")?,
-        code: row.try_get("code")?,
-        action: row.try_get("action")?,
-        detail: row.try_get("detail")?,
-    })
+mod postgres {
+    use crate::dialect::postgres::*;
+    macro_rules! statement {
+        ($name:literal) => {
+            include_str!(concat!("postgres/", $name, ".sql"))
+        };
+    }
+    override_store_on_sql!();
 }
 
 #[async_trait]
@@ -108,243 +200,22 @@ impl OverrideStore for Database {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        validate_change(code, change, actor)?;
-        let now = truncate_to_micros(now);
-        let actor = clip_actor(actor);
-        match self.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => {
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let version: i64 = sqlx::query_scalar(
-                    "UPDATE job_override_version SET version = version + 1 WHERE id = 1 \
-                     RETURNING version",
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                if let OverrideChange::RunAt(at) = change {
-                    sqlx::query(
-                        "INSERT INTO job_one_off_runs (code, at_us, requested_by, \
-                         requested_at_us) VALUES (?, ?, ?, ?) ON CONFLICT (code, at_us) DO NOTHING",
-                    )
-                    .bind(code)
-                    .bind(to_micros(*at))
-                    .bind(&actor)
-                    .bind(to_micros(now))
-                    .execute(&mut *tx)
-                    .await?;
-                } else {
-                    let current = sqlx::query(
-                        "SELECT code, enabled, schedule, since_us, changed_by, changed_at_us \
-                         FROM job_overrides WHERE code = ?",
-                    )
-                    .bind(code)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|row| sqlite_override(&row))
-                    .transpose()?;
-                    let next = next_override(current.as_ref(), code, change, &actor, now);
-                    sqlx::query(
-                        "INSERT INTO job_overrides (code, enabled, schedule, since_us, \
-                         changed_by, changed_at_us) VALUES (?, ?, ?, ?, ?, ?) \
-                         ON CONFLICT (code) DO UPDATE SET enabled = excluded.enabled, \
-                         schedule = excluded.schedule, since_us = excluded.since_us, \
-                         changed_by = excluded.changed_by, changed_at_us = excluded.changed_at_us",
-                    )
-                    .bind(code)
-                    .bind(i64::from(next.enabled))
-                    .bind(&next.schedule)
-                    .bind(to_micros(next.since))
-                    .bind(&next.changed_by)
-                    .bind(to_micros(next.changed_at))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query(
-                    "INSERT INTO job_override_audit (at_us, actor, code, action, detail) \
-                     VALUES (?, ?, ?, ?, ?)",
-                )
-                .bind(to_micros(now))
-                .bind(&actor)
-                .bind(code)
-                .bind(change.action())
-                .bind(change.detail())
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                version_u64(version)
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                // The counter's row lock queues concurrent changes until this one commits.
-                let version: i64 = sqlx::query_scalar(
-                    "UPDATE job_override_version SET version = version + 1 WHERE id = 1 \
-                     RETURNING version",
-                )
-                .fetch_one(&mut *tx)
-                .await?;
-                if let OverrideChange::RunAt(at) = change {
-                    sqlx::query(
-                        "INSERT INTO job_one_off_runs (code, at, requested_by, requested_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (code, at) DO NOTHING",
-                    )
-                    .bind(code)
-                    .bind(truncate_to_micros(*at))
-                    .bind(&actor)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                } else {
-                    let current = sqlx::query(
-                        "SELECT code, enabled, schedule, since, changed_by, changed_at \
-                         FROM job_overrides WHERE code = $1",
-                    )
-                    .bind(code)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|row| pg_override(&row))
-                    .transpose()?;
-                    let next = next_override(current.as_ref(), code, change, &actor, now);
-                    sqlx::query(
-                        "INSERT INTO job_overrides (code, enabled, schedule, since, changed_by, \
-                         changed_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                         ON CONFLICT (code) DO UPDATE SET enabled = excluded.enabled, \
-                         schedule = excluded.schedule, since = excluded.since, \
-                         changed_by = excluded.changed_by, changed_at = excluded.changed_at",
-                    )
-                    .bind(code)
-                    .bind(next.enabled)
-                    .bind(&next.schedule)
-                    .bind(next.since)
-                    .bind(&next.changed_by)
-                    .bind(next.changed_at)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                sqlx::query(
-                    "INSERT INTO job_override_audit (at, actor, code, action, detail) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(now)
-                .bind(&actor)
-                .bind(code)
-                .bind(change.action())
-                .bind(change.detail())
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                version_u64(version)
-            }
-        }
+        on_backend!(self, apply(code, change, actor, now))
     }
 
     async fn version(&self) -> Result<u64> {
-        let version: i64 = match self.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT version FROM job_override_version WHERE id = 1")
-                    .fetch_one(pool)
-                    .await?
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => {
-                sqlx::query_scalar("SELECT version FROM job_override_version WHERE id = 1")
-                    .fetch_one(pool)
-                    .await?
-            }
-        };
-        version_u64(version)
+        on_backend!(self, version())
     }
 
     async fn snapshot(&self) -> Result<OverrideSnapshot> {
         // The counter first: a change committed after it is read shows up in the rows below
         // and again at the next poll, never not at all.
         let version = self.version().await?;
-        match self.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => {
-                let overrides = sqlx::query(
-                    "SELECT code, enabled, schedule, since_us, changed_by, changed_at_us \
-                     FROM job_overrides ORDER BY code",
-                )
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(sqlite_override)
-                .collect::<Result<_>>()?;
-                let pending = sqlx::query(
-                    "SELECT id, code, at_us, requested_by, requested_at_us FROM job_one_off_runs o \
-                     WHERE NOT EXISTS (SELECT 1 FROM job_runs r WHERE r.code = o.code \
-                     AND r.kind = 'manual' AND r.tick_us = o.at_us AND r.outcome NOT IN ('abandoned', 'running')) ORDER BY at_us, id",
-                )
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(sqlite_one_off)
-                .collect::<Result<_>>()?;
-                Ok(OverrideSnapshot {
-                    version,
-                    overrides,
-                    pending,
-                })
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => {
-                let overrides = sqlx::query(
-                    "SELECT code, enabled, schedule, since, changed_by, changed_at \
-                     FROM job_overrides ORDER BY code",
-                )
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(pg_override)
-                .collect::<Result<_>>()?;
-                let pending = sqlx::query(
-                    "SELECT id, code, at, requested_by, requested_at FROM job_one_off_runs o \
-                     WHERE NOT EXISTS (SELECT 1 FROM job_runs r WHERE r.code = o.code \
-                     AND r.kind = 'manual' AND r.tick = o.at AND r.outcome NOT IN ('abandoned', 'running')) ORDER BY at, id",
-                )
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(pg_one_off)
-                .collect::<Result<_>>()?;
-                Ok(OverrideSnapshot {
-                    version,
-                    overrides,
-                    pending,
-                })
-            }
-        }
+        on_backend!(self, snapshot(version))
     }
 
     async fn audit(&self, code: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>> {
         let limit = i64::from(limit.min(MAX_AUDIT_LIMIT));
-        match self.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlx::query(
-                "SELECT id, at_us, actor, code, action, detail FROM job_override_audit \
-                 WHERE (?1 IS NULL OR code = ?1) ORDER BY id DESC LIMIT ?2",
-            )
-            .bind(code)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(sqlite_audit)
-            .collect(),
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => sqlx::query(
-                "SELECT id, at, actor, code, action, detail FROM job_override_audit \
-                 WHERE ($1::text IS NULL OR code = $1) ORDER BY id DESC LIMIT $2",
-            )
-            .bind(code)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(pg_audit)
-            .collect(),
-        }
+        on_backend!(self, audit(code, limit))
     }
 }

@@ -1,0 +1,1 @@
+SELECT version FROM job_override_version WHERE id = 1
