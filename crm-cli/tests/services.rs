@@ -6,7 +6,9 @@
 
 #[path = "support/process.rs"]
 mod process;
-use process::{CRM, KillOnDrop, assert_exit, crm_in, stderr, stdout, wait_for_line};
+use process::{
+    CRM, KillOnDrop, assert_exit, crm_in, read_served_url, stderr, stdout, wait_for_line,
+};
 
 use std::io::{BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -235,14 +237,22 @@ fn a_running_scheduler_obeys_a_one_off_run_added_by_another_crm_and_survives_sig
     assert!(scheduler.0.wait().unwrap().success());
 }
 
+/// The units that run `crm` (not the liveness check beside them).
 fn unit_files() -> Vec<PathBuf> {
     let mut units: Vec<_> = std::fs::read_dir(root().join("examples/systemd"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "service"))
+        .filter(|p| !p.to_string_lossy().ends_with("-healthz.service"))
         .collect();
     units.sort();
     units
+}
+
+/// The liveness check's service and timer.
+fn healthz_units() -> [PathBuf; 2] {
+    ["crm-serve-healthz.service", "crm-serve-healthz.timer"]
+        .map(|name| root().join("examples/systemd").join(name))
 }
 
 #[test]
@@ -293,8 +303,13 @@ fn service_command_lines() -> Vec<(String, Vec<String>)> {
         }
     }
     let supervisord = root().join("examples/supervisord/crm.conf");
+    let mut in_program = false;
     for line in std::fs::read_to_string(&supervisord).unwrap().lines() {
-        if let Some(command) = line.strip_prefix("command=") {
+        if line.starts_with('[') {
+            // Programs run crm; the event listener runs superlance's httpok.
+            in_program = line.starts_with("[program:");
+        }
+        if let Some(command) = line.strip_prefix("command=").filter(|_| in_program) {
             lines.push((supervisord.display().to_string(), command.to_owned()));
         }
     }
@@ -365,7 +380,7 @@ fn systemd_analyze_verify_accepts_the_units() {
     // copy pointing at the one just built (the previous test checks the arguments).
     let dir = tempfile::tempdir().unwrap();
     let mut copies = Vec::new();
-    for unit in unit_files() {
+    for unit in unit_files().into_iter().chain(healthz_units()) {
         let text = std::fs::read_to_string(&unit)
             .unwrap()
             .replace("/usr/local/bin/crm", CRM);
@@ -383,5 +398,70 @@ fn systemd_analyze_verify_accepts_the_units() {
         "systemd-analyze verify: {}{}",
         stdout(&output),
         stderr(&output)
+    );
+}
+
+/// The `ExecStartPost=` readiness wait of `crm-serve.service`, as `/bin/sh` runs it, against
+/// a real `crm serve` on `port` (the unit's 8000 replaced), waiting at most `seconds`.
+fn readiness_wait(port: u16, seconds: u32) -> Command {
+    let unit = std::fs::read_to_string(root().join("examples/systemd/crm-serve.service")).unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStartPost=/bin/sh -c '"))
+        .expect("crm-serve.service waits for /readyz");
+    let script = line
+        .strip_suffix('\'')
+        .unwrap()
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
+        .replace("seq 60", &format!("seq {seconds}"));
+    assert!(script.contains("/readyz"), "{script}");
+    let mut command = Command::new("/bin/sh");
+    command.arg("-c").arg(script);
+    command
+}
+
+#[test]
+fn the_serve_unit_is_started_once_readyz_answers_and_the_examples_check_healthz() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = KillOnDrop(
+        crm(dir.path())
+            .args(["serve", "--bind", "127.0.0.1:0", "--no-demo-data"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = read_served_url(&mut BufReader::new(server.0.stdout.take().unwrap()));
+    let port: u16 = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/graphql")
+        .parse()
+        .unwrap();
+    let waited = readiness_wait(port, 30).output().unwrap();
+    assert_exit(&waited, 0);
+    // Nothing listens on a port just freed: the wait gives up with its reason.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = readiness_wait(closed_port, 2).output().unwrap();
+    assert_exit(&refused, 1);
+    assert!(
+        stderr(&refused).contains("/readyz not 200"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let [service, timer] = healthz_units().map(|p| std::fs::read_to_string(p).unwrap());
+    assert!(
+        service.contains("http://127.0.0.1:8000/healthz"),
+        "{service}"
+    );
+    assert!(service.contains("systemctl restart crm-serve.service"));
+    assert!(timer.contains("OnUnitActiveSec=1min"), "{timer}");
+    let supervisord =
+        std::fs::read_to_string(root().join("examples/supervisord/crm.conf")).unwrap();
+    assert!(
+        supervisord.contains("command=httpok -p crm-serve -t 10 http://127.0.0.1:8000/healthz"),
+        "{supervisord}"
     );
 }

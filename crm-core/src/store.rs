@@ -223,4 +223,9 @@ pub trait CrmStore: Send + Sync + 'static {
     async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>>;
     /// Customer count, order count and revenue, computed by the database.
     async fn totals(&self) -> Result<Totals>;
+
+    /// Whether the database answers now: the cheapest statement (`SELECT 1`) on a pooled
+    /// connection, for readiness probes (`/readyz`), which must not load the database they
+    /// watch.
+    async fn ping(&self) -> Result<()>;
 }

@@ -124,4 +124,14 @@ impl CrmStore for Database {
     async fn totals(&self) -> Result<Totals> {
         on_backend!(self, totals())
     }
+
+    /// One statement for both backends: `SELECT 1` is the same in either dialect.
+    async fn ping(&self) -> Result<()> {
+        const PING: &str = "SELECT 1";
+        match self.backend() {
+            Backend::Sqlite(pool) => sqlx::query(PING).execute(pool).await.map(drop)?,
+            Backend::Postgres(pool) => sqlx::query(PING).execute(pool).await.map(drop)?,
+        }
+        Ok(())
+    }
 }

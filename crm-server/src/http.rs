@@ -67,7 +67,8 @@ impl std::fmt::Debug for AppState {
 /// The tide application: `POST /graphql` and `/graphql/` run GraphQL; `GET` on them serves
 /// GraphiQL (embedded, see [`crate::graphiql`]; its files under `/graphiql/`) to browsers and
 /// runs `?query=` (read-only) for other clients, as graphene-django does; `GET /healthz`
-/// answers `ok`; `GET /status` shows the scheduled jobs' health. Every
+/// answers `ok` (liveness: the process serves); `GET /readyz` answers `ok` only when the
+/// database does (readiness); `GET /status` shows the scheduled jobs' health. Every
 /// request is logged (method, path, status, duration; never bodies or headers).
 pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppState> {
     let schema =
@@ -85,6 +86,7 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
     app.at(crate::graphiql::ASSET_ROUTE)
         .get(crate::graphiql::asset::<AppState>);
     app.at("/healthz").get(|_| async { Ok("ok") });
+    app.at("/readyz").get(ready);
     app.at("/status").get(crate::status::page);
     app
 }
@@ -375,6 +377,32 @@ fn log_request<'a>(
         );
         Ok(response)
     })
+}
+
+/// How long `/readyz` waits for the database: less than the probe timeouts of common
+/// orchestrators, so the probe gets the reason rather than a timeout of its own.
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `GET /readyz`: 200 `ok` when the database answers [`CrmStore::ping`] within
+/// [`READY_TIMEOUT`]; otherwise 503 with the reason on one line, so that a load balancer stops
+/// sending requests that could only fail while `/healthz` keeps the process alive.
+async fn ready(request: Request<AppState>) -> tide::Result {
+    let pinged = async_std::future::timeout(READY_TIMEOUT, request.state().store.ping()).await;
+    let reason = match pinged {
+        Ok(Ok(())) => return Ok(Response::builder(StatusCode::Ok).body("ok").build()),
+        Ok(Err(error)) => format!("the database is unavailable: {error}"),
+        Err(_) => format!(
+            "the database did not answer within {} s",
+            READY_TIMEOUT.as_secs()
+        ),
+    };
+    let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+    tracing::warn!(%reason, "Not ready");
+    Ok(Response::builder(StatusCode::ServiceUnavailable)
+        .body(format!("{reason}\n"))
+        .content_type(mime::PLAIN)
+        .header("Retry-After", "5")
+        .build())
 }
 
 /// The parameters of a GraphQL request by GET.

@@ -13,6 +13,6 @@ mod status;
 pub use config::{Clock, DEFAULT_BIND, ServerConfig};
 pub use context::Context;
 pub use error::ApiError;
-pub use http::{AppState, BoundServer, REQUEST_TIMEOUT, app, serve};
+pub use http::{AppState, BoundServer, READY_TIMEOUT, REQUEST_TIMEOUT, app, serve};
 pub use scalars::{Money, Timestamp};
 pub use schema::{Mutation, Query, Schema, schema};

@@ -35,7 +35,17 @@ pub(crate) async fn spawn_app() -> TestApp {
 }
 
 pub(crate) async fn spawn_app_with(db: TestDb, config: ServerConfig) -> TestApp {
-    let store = Arc::new(CountingStore::new(Arc::new(db.database().clone())));
+    let store = Arc::new(db.database().clone());
+    spawn_app_over(db, store, config).await
+}
+
+/// The server over `store` (which may reach `db` another way), keeping `db` alive.
+pub(crate) async fn spawn_app_over(
+    db: TestDb,
+    store: Arc<dyn CrmStore>,
+    config: ServerConfig,
+) -> TestApp {
+    let store = Arc::new(CountingStore::new(store));
     let token = config.api_token.clone();
     let config = ServerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -337,6 +347,9 @@ impl CrmStore for CountingStore {
     }
     async fn totals(&self) -> Result<Totals> {
         self.count().totals().await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.count().ping().await
     }
 }
 

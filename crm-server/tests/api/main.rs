@@ -3,6 +3,7 @@
 
 mod graphiql;
 mod helpers;
+mod probes;
 mod prop_input;
 mod security;
 mod status;
