@@ -129,7 +129,9 @@ impl CrmStore for Database {
     async fn ping(&self) -> Result<()> {
         const PING: &str = "SELECT 1";
         match self.backend() {
+            #[cfg(feature = "sqlite")]
             Backend::Sqlite(pool) => sqlx::query(PING).execute(pool).await.map(drop)?,
+            #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => sqlx::query(PING).execute(pool).await.map(drop)?,
         }
         Ok(())
