@@ -125,15 +125,7 @@ impl CrmStore for Database {
         on_backend!(self, totals())
     }
 
-    /// One statement for both backends: `SELECT 1` is the same in either dialect.
     async fn ping(&self) -> Result<()> {
-        const PING: &str = "SELECT 1";
-        match self.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlx::query(PING).execute(pool).await.map(drop)?,
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => sqlx::query(PING).execute(pool).await.map(drop)?,
-        }
-        Ok(())
+        dispatch!(self, ping())
     }
 }

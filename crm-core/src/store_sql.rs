@@ -457,6 +457,11 @@ macro_rules! crm_store_on_sql {
                 revenue: read_cash(&row, col!(revenue))?,
             })
         }
+
+        pub(crate) async fn ping(pool: &Pool) -> Result<()> {
+            sqlx::query(statement!("ping")).execute(pool).await?;
+            Ok(())
+        }
     };
 }
 
