@@ -50,7 +50,7 @@ pub use error::{CoreError, Result, StorageError};
 #[cfg(feature = "_store")]
 pub use seed::{SeedConfig, SeedProgress, SeedStage, SeedSummary, seed};
 pub use store::{
-    CrmStore, CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
-    ProductField, ProductFilter, Sort, Totals,
+    CrmStore, CustomerField, CustomerFilter, MAX_IDEMPOTENCY_KEY_LEN, OrderField, OrderFilter,
+    OrderReminder, PageRequest, ProductField, ProductFilter, Restock, Sort, Totals,
 };
 pub use url::{DEFAULT_DATABASE_URL, UrlScheme, redact_password};

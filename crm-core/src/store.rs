@@ -153,6 +153,27 @@ pub struct Totals {
     pub revenue: Money,
 }
 
+/// What [`CrmStore::restock_low_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Restock {
+    /// The products restocked, by id: by this call, or, when `replayed`, by the first call
+    /// with the same key (as they are now).
+    pub products: Vec<Product>,
+    /// `true` when the key had been used already, so nothing was changed this time.
+    pub replayed: bool,
+}
+
+impl Restock {
+    /// What a restock of `products` did (`replayed`: nothing, the key was used already).
+    pub fn new(products: Vec<Product>, replayed: bool) -> Self {
+        Self { products, replayed }
+    }
+}
+
+/// The longest idempotency key [`CrmStore::restock_low_once`] takes, in characters.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
+
 /// What the server and the jobs need from storage.
 ///
 /// Object-safe, so callers hold an `Arc<dyn CrmStore>`; every method is one statement or one
@@ -221,6 +242,12 @@ pub trait CrmStore: Send + Sync + 'static {
     /// `threshold`; returns the updated products, by id. Concurrent restocks never lose an
     /// update.
     async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>>;
+    /// [`restock_low`](Self::restock_low) once per `key` (1 to
+    /// [`MAX_IDEMPOTENCY_KEY_LEN`] characters): the restock and the key are written in one
+    /// transaction, and a later call with the same key changes nothing and answers the first
+    /// call's products. A job passes its tick, so a tick re-run after its first attempt
+    /// committed (the answer was lost on the way) does not restock twice.
+    async fn restock_low_once(&self, key: &str, threshold: i32, amount: i32) -> Result<Restock>;
     /// Customer count, order count and revenue, computed by the database.
     async fn totals(&self) -> Result<Totals>;
 

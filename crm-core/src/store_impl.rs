@@ -10,8 +10,8 @@ use crate::domain::{
 use crate::error::{CoreError, Result};
 use crate::sql::truncate_to_micros;
 use crate::store::{
-    CrmStore, CustomerField, CustomerFilter, OrderField, OrderFilter, OrderReminder, PageRequest,
-    ProductField, ProductFilter, Sort, Totals,
+    CrmStore, CustomerField, CustomerFilter, MAX_IDEMPOTENCY_KEY_LEN, OrderField, OrderFilter,
+    OrderReminder, PageRequest, ProductField, ProductFilter, Restock, Sort, Totals,
 };
 #[cfg(feature = "postgres")]
 use crate::store_sql::postgres;
@@ -119,6 +119,21 @@ impl CrmStore for Database {
             return Err(CoreError::validation("amount", "must be at least 1"));
         }
         on_backend!(self, restock_low(threshold, amount))
+    }
+
+    async fn restock_low_once(&self, key: &str, threshold: i32, amount: i32) -> Result<Restock> {
+        if amount < 1 {
+            return Err(CoreError::validation("amount", "must be at least 1"));
+        }
+        let length = key.chars().count();
+        if length == 0 || length > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(CoreError::validation(
+                "idempotencyKey",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"),
+            ));
+        }
+        let now = truncate_to_micros(Utc::now());
+        dispatch!(self, restock_low_once(key, threshold, amount, now))
     }
 
     async fn totals(&self) -> Result<Totals> {

@@ -24,7 +24,7 @@ macro_rules! crm_store_on_sql {
         };
         use crate::store::{
             CustomerField, CustomerFilter, OrderField, OrderFilter, PageRequest, ProductField,
-            ProductFilter, Sort, Totals,
+            ProductFilter, Restock, Sort, Totals,
         };
 
         const CUSTOMER_COLUMNS: &str = concat!(
@@ -447,6 +447,48 @@ macro_rules! crm_store_on_sql {
             let mut updated = rows(&found, product)?;
             updated.sort_by_key(|p| p.id);
             Ok(updated)
+        }
+
+        /// The restock and its idempotency key in one writing transaction. The key's INSERT
+        /// comes first: a concurrent call with the same key waits for this one (SQLite's write
+        /// lock; PostgreSQL's unique index) and then finds the key taken.
+        pub(crate) async fn restock_low_once(
+            pool: &Pool,
+            key: &str,
+            threshold: i32,
+            amount: i32,
+            now: DateTime<Utc>,
+        ) -> Result<Restock> {
+            let mut tx = begin_write(pool).await?;
+            let claimed = sqlx::query(statement!("claim_restock_key"))
+                .bind(key)
+                .bind(at(now))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if claimed == 0 {
+                let found = sqlx::query(statement!("replayed_restock"))
+                    .bind(key)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(Restock::new(rows(&found, product)?, true));
+            }
+            let found = sqlx::query(statement!("restock_low"))
+                .bind(amount)
+                .bind(threshold)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut updated = rows(&found, product)?;
+            updated.sort_by_key(|p| p.id);
+            let restocked: Vec<i64> = updated.iter().map(|p| p.id).collect();
+            sqlx::query(statement!("record_restock_key"))
+                .bind(key)
+                .bind(ids(&restocked))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Restock::new(updated, false))
         }
 
         pub(crate) async fn totals(pool: &Pool) -> Result<Totals> {

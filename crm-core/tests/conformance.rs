@@ -59,6 +59,9 @@ conformance!(
     restock_raises_only_products_below_the_threshold,
     two_concurrent_restocks_lose_no_update,
     a_restock_of_nothing_is_rejected,
+    a_restock_asked_again_with_its_key_changes_nothing_and_answers_the_first,
+    concurrent_restocks_with_one_key_restock_once,
+    an_empty_or_overlong_idempotency_key_is_rejected,
     revenue_sums_that_floats_would_get_wrong_are_exact,
     totals_of_an_empty_store_are_zero,
     seeding_gives_every_job_work_with_consistent_totals,
@@ -907,6 +910,88 @@ async fn two_concurrent_restocks_lose_no_update(t: TestDb) {
         .sum();
     assert_eq!(raised, 1);
     assert_eq!(db.products_by_ids(&[c.id]).await.unwrap()[0].stock, 13);
+}
+
+async fn stocks(db: &Database) -> Vec<i32> {
+    db.list_products(&ProductFilter::default(), &[asc(ProductField::Id)], ALL)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.stock)
+        .collect()
+}
+
+async fn a_restock_asked_again_with_its_key_changes_nothing_and_answers_the_first(t: TestDb) {
+    let db = t.database();
+    let low = product(db, "Low", "1.00", 2).await;
+    product(db, "Full", "1.00", 50).await;
+    let first = db.restock_low_once("tick-1", 10, 10).await.unwrap();
+    assert!(!first.replayed);
+    let seen: Vec<(i64, i32)> = first.products.iter().map(|p| (p.id, p.stock)).collect();
+    assert_eq!(seen, [(low.id, 12)]);
+    // The lost-answer case: the product is low again, and the same tick asks again.
+    let again = db.restock_low_once("tick-1", 1_000, 10).await.unwrap();
+    assert!(again.replayed);
+    let seen: Vec<(i64, i32)> = again.products.iter().map(|p| (p.id, p.stock)).collect();
+    assert_eq!(
+        seen,
+        [(low.id, 12)],
+        "the first call's products, nothing more"
+    );
+    assert_eq!(stocks(db).await, [12, 50]);
+    // Another key is another restock; the key-less restock ignores keys.
+    let next = db.restock_low_once("tick-2", 20, 10).await.unwrap();
+    assert!(!next.replayed);
+    assert_eq!(stocks(db).await, [22, 50]);
+    assert_eq!(db.restock_low(30, 1).await.unwrap().len(), 1);
+    // A key whose restock found nothing stays used.
+    let none = db.restock_low_once("tick-3", 0, 10).await.unwrap();
+    assert!(!none.replayed && none.products.is_empty());
+    let none = db.restock_low_once("tick-3", 1_000, 10).await.unwrap();
+    assert!(none.replayed && none.products.is_empty());
+    assert_eq!(stocks(db).await, [23, 50]);
+}
+
+async fn concurrent_restocks_with_one_key_restock_once(t: TestDb) {
+    let db = t.database();
+    product(db, "A", "1.00", 0).await;
+    let runs = 10;
+    let results = join_all((0..runs).map(|_| {
+        let db = db.clone();
+        async_std::task::spawn(async move { db.restock_low_once("same", 1_000_000, 1).await })
+    }))
+    .await;
+    let fresh = results
+        .iter()
+        .filter(|r| !r.as_ref().unwrap().replayed)
+        .count();
+    assert_eq!(fresh, 1, "exactly one call restocked");
+    assert_eq!(stocks(db).await, [1]);
+}
+
+async fn an_empty_or_overlong_idempotency_key_is_rejected(t: TestDb) {
+    let db = t.database();
+    product(db, "A", "1.00", 0).await;
+    for key in [String::new(), "k".repeat(201)] {
+        let err = db.restock_low_once(&key, 10, 10).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CoreError::Validation {
+                    field: "idempotencyKey",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    assert!(
+        !db.restock_low_once(&"é".repeat(200), 10, 10)
+            .await
+            .unwrap()
+            .replayed
+    );
+    assert_eq!(stocks(db).await, [10]);
 }
 
 async fn a_restock_of_nothing_is_rejected(t: TestDb) {

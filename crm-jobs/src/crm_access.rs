@@ -44,8 +44,13 @@ pub trait CrmAccess: Send + Sync + 'static {
     async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError>;
 
     /// Adds [`RESTOCK_AMOUNT`] to every product with stock below [`LOW_STOCK_THRESHOLD`],
-    /// atomically, and returns what it restocked.
-    async fn restock_low_stock(&self) -> Result<RestockOutcome, JobError>;
+    /// atomically, and returns what it restocked. With an `idempotency_key` (the job passes
+    /// its tick) it does so once per key: asked again, it changes nothing and answers the first
+    /// restock's products, [`replayed`](RestockOutcome::replayed).
+    async fn restock_low_stock(
+        &self,
+        idempotency_key: Option<&str>,
+    ) -> Result<RestockOutcome, JobError>;
 
     /// The report's totals: customers, orders and revenue, counted by the CRM's database.
     async fn report_totals(&self) -> Result<ReportTotals, JobError>;
@@ -75,8 +80,11 @@ impl<T: CrmAccess + ?Sized> CrmAccess for Arc<T> {
     async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError> {
         (**self).products_below(threshold).await
     }
-    async fn restock_low_stock(&self) -> Result<RestockOutcome, JobError> {
-        (**self).restock_low_stock().await
+    async fn restock_low_stock(
+        &self,
+        idempotency_key: Option<&str>,
+    ) -> Result<RestockOutcome, JobError> {
+        (**self).restock_low_stock(idempotency_key).await
     }
     async fn report_totals(&self) -> Result<ReportTotals, JobError> {
         (**self).report_totals().await
@@ -150,6 +158,9 @@ pub struct RestockOutcome {
     pub products: Vec<ProductStockLevel>,
     /// The CRM's summary message.
     pub message: String,
+    /// `true` when the idempotency key had been used already: nothing changed this time, and
+    /// `products` are those the first restock with that key restocked.
+    pub replayed: bool,
 }
 
 impl RestockOutcome {
@@ -158,7 +169,14 @@ impl RestockOutcome {
         Self {
             products,
             message: message.into(),
+            replayed: false,
         }
+    }
+
+    /// This outcome, marked as a replay (or not) of an earlier restock with the same key.
+    pub fn with_replayed(mut self, replayed: bool) -> Self {
+        self.replayed = replayed;
+        self
     }
 }
 
@@ -247,20 +265,37 @@ impl CrmAccess for InProcessCrm {
         Ok(products.into_iter().map(stock_level).collect())
     }
 
-    async fn restock_low_stock(&self) -> Result<RestockOutcome, JobError> {
-        let products = self
-            .store
-            .restock_low(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
-            .await?;
-        let message = match products.len() {
-            0 => format!("No products had stock below {LOW_STOCK_THRESHOLD}"),
-            1 => format!("Restocked 1 product by {RESTOCK_AMOUNT}"),
-            n => format!("Restocked {n} products by {RESTOCK_AMOUNT}"),
+    async fn restock_low_stock(
+        &self,
+        idempotency_key: Option<&str>,
+    ) -> Result<RestockOutcome, JobError> {
+        let (products, replayed) = match idempotency_key {
+            Some(key) => {
+                let restock = self
+                    .store
+                    .restock_low_once(key, LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
+                    .await?;
+                (restock.products, restock.replayed)
+            }
+            None => (
+                self.store
+                    .restock_low(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
+                    .await?,
+                false,
+            ),
         };
-        Ok(RestockOutcome::new(
-            products.into_iter().map(stock_level).collect(),
-            message,
-        ))
+        let message = match (replayed, products.len()) {
+            (true, n) => format!(
+                "Already restocked with this idempotency key ({n} products then); nothing changed"
+            ),
+            (false, 0) => format!("No products had stock below {LOW_STOCK_THRESHOLD}"),
+            (false, 1) => format!("Restocked 1 product by {RESTOCK_AMOUNT}"),
+            (false, n) => format!("Restocked {n} products by {RESTOCK_AMOUNT}"),
+        };
+        Ok(
+            RestockOutcome::new(products.into_iter().map(stock_level).collect(), message)
+                .with_replayed(replayed),
+        )
     }
 
     async fn report_totals(&self) -> Result<ReportTotals, JobError> {

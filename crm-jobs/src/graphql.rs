@@ -248,16 +248,25 @@ impl GraphqlClient {
     }
 
     /// Runs `updateLowStockProducts` (every product with stock below 10 gets 10 more, on the
-    /// server, atomically) and returns what it restocked.
-    pub async fn update_low_stock_products(&self) -> Result<RestockOutcome, GraphqlError> {
+    /// server, atomically) and returns what it restocked. With an `idempotency_key` the server
+    /// restocks once per key: asked again (the first answer was lost) it changes nothing and
+    /// answers the first call's products, marked [`RestockOutcome::replayed`].
+    pub async fn update_low_stock_products(
+        &self,
+        idempotency_key: Option<&str>,
+    ) -> Result<RestockOutcome, GraphqlError> {
+        let variables = queries::UpdateLowStockVariables {
+            idempotency_key: idempotency_key.map(str::to_owned),
+        };
         let answer = self
-            .execute(queries::UpdateLowStock::build(()))
+            .execute(queries::UpdateLowStock::build(variables))
             .await?
             .update_low_stock_products;
         Ok(RestockOutcome::new(
             answer.products.into_iter().map(stock_level).collect(),
             answer.message,
-        ))
+        )
+        .with_replayed(answer.replayed))
     }
 
     /// The report's totals: customers, orders and revenue, counted by the server's database.
@@ -374,8 +383,11 @@ impl CrmAccess for GraphqlClient {
         Ok(GraphqlClient::products_below(self, threshold).await?)
     }
 
-    async fn restock_low_stock(&self) -> Result<RestockOutcome, JobError> {
-        Ok(self.update_low_stock_products().await?)
+    async fn restock_low_stock(
+        &self,
+        idempotency_key: Option<&str>,
+    ) -> Result<RestockOutcome, JobError> {
+        Ok(self.update_low_stock_products(idempotency_key).await?)
     }
 
     async fn report_totals(&self) -> Result<ReportTotals, JobError> {

@@ -266,6 +266,60 @@ async fn restocking_touches_exactly_the_products_below_ten_and_logs_each() {
     assert_eq!(stock_by_name(&crm).await, all);
 }
 
+/// A tick run again after its first attempt's restock committed (the answer was lost, or the
+/// run was cut short) restocks nothing more, over GraphQL and in process: the tick is the
+/// restock's idempotency key. The retry logs the first attempt's products; a new tick restocks.
+async fn a_tick_rerun_restocks_nothing_more(crm: &Crm, access: impl CrmAccess + Clone) {
+    let job = UpdateLowStock::new(access.clone(), &crm.config);
+    assert_eq!(
+        job.run(&ctx_now(false)).await.unwrap(),
+        "Restocked 2 products"
+    );
+    let later = crm
+        .store
+        .create_product(&crm_core::NewProduct::new("Cable", "3.00".parse().unwrap(), 1).unwrap())
+        .await
+        .unwrap();
+    let before = stock_by_name(crm).await;
+
+    let retry = ctx_now(false).with_run(crm_jobs::RunId(1), 2);
+    let outcome = job.run(&retry).await.unwrap();
+
+    assert_eq!(
+        outcome,
+        "Restocked 2 products (by this tick's earlier attempt; nothing changed now)"
+    );
+    assert_eq!(stock_by_name(crm).await, before, "nothing restocked twice");
+    let log = crm.log("low_stock_updates_log.txt");
+    assert_eq!(log.matches(": stock now").count(), 4, "{log}");
+
+    let next_tick = now() + chrono::TimeDelta::hours(12);
+    let next = UpdateLowStock::new(access, &crm.config)
+        .run(&JobContext::new(next_tick, next_tick, false))
+        .await
+        .unwrap();
+    assert_eq!(next, "Restocked 1 products");
+    let cable = crm.store.products_by_ids(&[later.id]).await.unwrap();
+    assert_eq!(cable[0].stock, 11);
+}
+
+#[async_std::test]
+async fn a_tick_rerun_over_graphql_restocks_nothing_more() {
+    let db = TestDb::sqlite().await;
+    seed(&db).await;
+    let crm = spawn_crm(db, Some("restock-token")).await;
+    a_tick_rerun_restocks_nothing_more(&crm, client(&crm)).await;
+}
+
+#[async_std::test]
+async fn a_tick_rerun_in_process_restocks_nothing_more() {
+    let db = TestDb::postgres().await;
+    seed(&db).await;
+    let crm = offline_crm(db).await;
+    let access = Arc::new(InProcessCrm::new(crm.store.clone()));
+    a_tick_rerun_restocks_nothing_more(&crm, access).await;
+}
+
 #[async_std::test]
 async fn a_restock_dry_run_lists_the_low_products_and_changes_nothing() {
     let db = TestDb::sqlite().await;
@@ -348,7 +402,7 @@ async fn the_bearer_token_is_sent_and_a_missing_one_is_a_graphql_error() {
             .unwrap();
 
     for refused in [no_token, wrong_token] {
-        let err = refused.update_low_stock_products().await.unwrap_err();
+        let err = refused.update_low_stock_products(None).await.unwrap_err();
         let GraphqlError::Graphql { messages } = &err else {
             panic!("expected GraphQL errors, got {err:?}");
         };
@@ -356,7 +410,7 @@ async fn the_bearer_token_is_sent_and_a_missing_one_is_a_graphql_error() {
         assert!(!err.to_string().contains("right-token"), "{err}");
         assert_eq!(stock_by_name(&crm).await, before, "nothing written");
     }
-    let restocked = client(&crm).update_low_stock_products().await.unwrap();
+    let restocked = client(&crm).update_low_stock_products(None).await.unwrap();
     assert_eq!(restocked.products.len(), seeded.low_stock.len());
 }
 

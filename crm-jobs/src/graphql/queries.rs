@@ -137,10 +137,18 @@ pub(crate) struct ProductStock {
     pub(crate) stock: i32,
 }
 
-/// `mutation { updateLowStockProducts { products { id name stock } message } }`.
+/// Variables of [`UpdateLowStock`].
+#[derive(cynic::QueryVariables, Debug)]
+pub(crate) struct UpdateLowStockVariables {
+    pub(crate) idempotency_key: Option<String>,
+}
+
+/// `mutation($idempotencyKey: String) { updateLowStockProducts(idempotencyKey: $idempotencyKey)
+/// { products { id name stock } message replayed } }`.
 #[derive(cynic::QueryFragment, Debug)]
-#[cynic(graphql_type = "Mutation")]
+#[cynic(graphql_type = "Mutation", variables = "UpdateLowStockVariables")]
 pub(crate) struct UpdateLowStock {
+    #[arguments(idempotencyKey: $idempotency_key)]
     pub(crate) update_low_stock_products: UpdateLowStockProducts,
 }
 
@@ -148,6 +156,7 @@ pub(crate) struct UpdateLowStock {
 pub(crate) struct UpdateLowStockProducts {
     pub(crate) products: Vec<ProductStock>,
     pub(crate) message: String,
+    pub(crate) replayed: bool,
 }
 
 /// The report's totals, counted by the server's database.

@@ -59,15 +59,37 @@ impl CronJob for UpdateLowStock {
             return Ok(format!("Would restock {} products (dry run)", low.len()));
         }
         let mut log = self.log.open()?;
-        let outcome = self.crm.restock_low_stock().await?;
+        let outcome = self
+            .crm
+            .restock_low_stock(Some(&restock_key(ctx.tick)))
+            .await?;
         let lines: Vec<String> = outcome
             .products
             .iter()
             .map(|product| format!("{}: stock now {}", product.name, product.stock))
             .collect();
-        let message = format!("Restocked {} products", outcome.products.len());
+        let message = if outcome.replayed {
+            format!(
+                "Restocked {} products (by this tick's earlier attempt; nothing changed now)",
+                outcome.products.len()
+            )
+        } else {
+            format!("Restocked {} products", outcome.products.len())
+        };
         log.append_events(ctx.started_at, &lines)
             .map_err(|e| e.after_work(&message))?;
         Ok(message)
     }
+}
+
+/// The restock's idempotency key: the job's code and the tick, unique per tick. A retry of the
+/// tick (its first attempt restocked, then the answer was lost or the run was cut short) sends
+/// the same key, so the CRM does not restock twice; the logged products are those the first
+/// attempt restocked, whose lines that attempt may not have written.
+fn restock_key(tick: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "{}@{}",
+        UpdateLowStock::CODE,
+        tick.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )
 }

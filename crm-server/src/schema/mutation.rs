@@ -103,6 +103,9 @@ pub(crate) struct UpdateLowStockProductsPayload {
     products: Vec<ProductNode>,
     /// A summary for people.
     message: String,
+    /// `true` when the `idempotencyKey` had been used already: nothing changed, and `products`
+    /// are those the first call restocked (as they are now).
+    replayed: bool,
 }
 
 /// What can be changed. When the server has an API token, every mutation needs
@@ -249,23 +252,43 @@ impl Mutation {
     }
 
     /// Adds 10 to the stock of every product with less than 10, atomically (concurrent calls
-    /// never lose or double an update), and lists the products it changed.
+    /// never lose or double an update), and lists the products it changed. With an
+    /// `idempotencyKey` (1 to 200 characters; the jobs send their tick) it does so once per
+    /// key: asked again with the same key it changes nothing and answers `replayed: true` with
+    /// the first call's products, so a request retried after its answer was lost does not
+    /// restock twice.
     async fn update_low_stock_products(
         context: &Context,
+        idempotency_key: Option<String>,
     ) -> Result<UpdateLowStockProductsPayload, ApiError> {
         context.require_write_access()?;
-        let products = context
-            .store()
-            .restock_low(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
-            .await?;
-        let message = match products.len() {
-            0 => format!("No products had stock below {LOW_STOCK_THRESHOLD}"),
-            1 => format!("Restocked 1 product by {RESTOCK_AMOUNT}"),
-            n => format!("Restocked {n} products by {RESTOCK_AMOUNT}"),
+        let store = context.store();
+        let (products, replayed) = match &idempotency_key {
+            Some(key) => {
+                let restock = store
+                    .restock_low_once(key, LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
+                    .await?;
+                (restock.products, restock.replayed)
+            }
+            None => (
+                store
+                    .restock_low(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
+                    .await?,
+                false,
+            ),
+        };
+        let message = match (replayed, products.len()) {
+            (true, n) => format!(
+                "Already restocked with this idempotency key ({n} products then); nothing changed"
+            ),
+            (false, 0) => format!("No products had stock below {LOW_STOCK_THRESHOLD}"),
+            (false, 1) => format!("Restocked 1 product by {RESTOCK_AMOUNT}"),
+            (false, n) => format!("Restocked {n} products by {RESTOCK_AMOUNT}"),
         };
         Ok(UpdateLowStockProductsPayload {
             products: products.into_iter().map(ProductNode).collect(),
             message,
+            replayed,
         })
     }
 }

@@ -345,6 +345,14 @@ impl CrmStore for CountingStore {
     async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>> {
         self.count().restock_low(threshold, amount).await
     }
+    async fn restock_low_once(
+        &self,
+        key: &str,
+        threshold: i32,
+        amount: i32,
+    ) -> Result<crm_core::Restock> {
+        self.count().restock_low_once(key, threshold, amount).await
+    }
     async fn totals(&self) -> Result<Totals> {
         self.count().totals().await
     }

@@ -957,6 +957,57 @@ async fn update_low_stock_restocks_exactly_the_products_below_ten() {
     assert_eq!(stocks, [10, 19, 10, 100]);
 }
 
+/// A restock retried with its idempotency key (the answer was lost; the product went low again
+/// meanwhile) changes nothing and says so; the original's key-less call still works.
+#[async_std::test]
+async fn update_low_stock_with_a_used_idempotency_key_restocks_nothing_and_says_replayed() {
+    const KEYED: &str = "mutation($key: String) { updateLowStockProducts(idempotencyKey: $key) \
+                         { products { name stock } message replayed } }";
+    let app = spawn_app().await;
+    let low = app.product("Low", "1.00", 4).await;
+    let key = json!({"key": "update_low_stock@2026-12-04T12:00:00+00:00"});
+    let first = app.data(KEYED, key.clone()).await;
+    assert_eq!(
+        first["updateLowStockProducts"],
+        json!({"products": [{"name": "Low", "stock": 14}], "message": "Restocked 1 product by 10", "replayed": false})
+    );
+    let later = app.product("Later", "1.00", 2).await;
+    let again = app.data(KEYED, key).await;
+    assert_eq!(again["updateLowStockProducts"]["replayed"], true);
+    assert_eq!(
+        again["updateLowStockProducts"]["products"],
+        json!([{"name": "Low", "stock": 14}])
+    );
+    let stock = |mut products: Vec<crm_core::Product>| {
+        products.sort_by_key(|p| p.id);
+        products.iter().map(|p| p.stock).collect::<Vec<_>>()
+    };
+    let ids = [low.id, later.id];
+    assert_eq!(
+        stock(app.database().products_by_ids(&ids).await.unwrap()),
+        [14, 2]
+    );
+    let other = app
+        .data(
+            KEYED,
+            json!({"key": "update_low_stock@2026-12-05T00:00:00+00:00"}),
+        )
+        .await;
+    assert_eq!(other["updateLowStockProducts"]["replayed"], false);
+    assert_eq!(
+        stock(app.database().products_by_ids(&ids).await.unwrap()),
+        [14, 12]
+    );
+    // Old clients: no key, no `replayed` asked for.
+    let data = app.data(RESTOCK, json!({})).await;
+    assert_eq!(data["updateLowStockProducts"]["products"], json!([]));
+    let empty = app.gql(KEYED, json!({"key": ""})).await;
+    assert!(
+        empty.to_string().contains("idempotencyKey"),
+        "an empty key is a validation error naming the argument: {empty}"
+    );
+}
+
 #[async_std::test]
 async fn fifty_concurrent_orders_and_restocks_lose_no_update() {
     let app = spawn_app().await;
