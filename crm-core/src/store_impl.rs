@@ -141,6 +141,6 @@ impl CrmStore for Database {
     }
 
     async fn ping(&self) -> Result<()> {
-        dispatch!(self, ping())
+        on_backend!(self, ping())
     }
 }
