@@ -133,7 +133,7 @@ impl CrmStore for Database {
             ));
         }
         let now = truncate_to_micros(Utc::now());
-        dispatch!(self, restock_low_once(key, threshold, amount, now))
+        on_backend!(self, restock_low_once(key, threshold, amount, now))
     }
 
     async fn totals(&self) -> Result<Totals> {
