@@ -169,6 +169,12 @@ struct SeedCustomer {
     created_us: i64,
 }
 
+/// The largest ids in use, as `(customers, products, orders)` (0 for an empty table): the seed
+/// numbers its rows after them.
+const MAX_IDS: &str = "SELECT (SELECT COALESCE(MAX(id), 0) FROM customers), \
+                              (SELECT COALESCE(MAX(id), 0) FROM products), \
+                              (SELECT COALESCE(MAX(id), 0) FROM orders)";
+
 /// Writes the configured data; see the module documentation for its shape.
 ///
 /// Fails with a `Validation` error, before writing anything, for orders without any customer
@@ -188,8 +194,9 @@ pub async fn seed(
         #[cfg(feature = "sqlite")]
         Backend::Sqlite(pool) => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let max_ids = sqlx::query_as(MAX_IDS).fetch_one(&mut *tx).await?;
             let mut out = SqliteOut { tx: &mut tx };
-            let summary = generate(&mut out, config, progress).await?;
+            let summary = generate(&mut out, config, max_ids, progress).await?;
             tx.commit().await?;
             Ok(summary)
         }
@@ -199,8 +206,9 @@ pub async fn seed(
             sqlx::query("LOCK TABLE customers, products, orders, order_products IN EXCLUSIVE MODE")
                 .execute(&mut *tx)
                 .await?;
+            let max_ids = sqlx::query_as(MAX_IDS).fetch_one(&mut *tx).await?;
             let mut out = PostgresOut { tx: &mut tx };
-            let summary = generate(&mut out, config, progress).await?;
+            let summary = generate(&mut out, config, max_ids, progress).await?;
             // The rows carry explicit ids: move each sequence past them.
             for sql in [
                 "SELECT setval(pg_get_serial_sequence('customers', 'id'), MAX(id)) \
@@ -243,8 +251,6 @@ struct OrderRow {
 
 /// Where the generated rows go: one backend's transaction.
 trait Out {
-    /// The largest ids in use, as `(customers, products, orders)` (0 for an empty table).
-    async fn max_ids(&mut self) -> Result<(i64, i64, i64)>;
     /// How many rows one insert takes.
     fn batch(&self) -> usize;
     async fn customers(&mut self, rows: &[CustomerRow]) -> Result<()>;
@@ -255,11 +261,12 @@ trait Out {
 async fn generate(
     out: &mut impl Out,
     config: &SeedConfig,
+    max_ids: (i64, i64, i64),
     progress: &mut dyn FnMut(SeedProgress),
 ) -> Result<SeedSummary> {
     let mut rng = fastrand::Rng::with_seed(config.seed);
     let now_us = config.now.timestamp_micros();
-    let (max_customer, max_product, max_order) = out.max_ids().await?;
+    let (max_customer, max_product, max_order) = max_ids;
     let batch = out.batch();
 
     // Customers.
@@ -444,16 +451,6 @@ struct SqliteOut<'t, 'c> {
 
 #[cfg(feature = "sqlite")]
 impl Out for SqliteOut<'_, '_> {
-    async fn max_ids(&mut self) -> Result<(i64, i64, i64)> {
-        Ok(sqlx::query_as(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM customers), \
-                    (SELECT COALESCE(MAX(id), 0) FROM products), \
-                    (SELECT COALESCE(MAX(id), 0) FROM orders)",
-        )
-        .fetch_one(&mut **self.tx)
-        .await?)
-    }
-
     fn batch(&self) -> usize {
         SQLITE_BATCH
     }
@@ -518,16 +515,6 @@ struct PostgresOut<'t, 'c> {
 
 #[cfg(feature = "postgres")]
 impl Out for PostgresOut<'_, '_> {
-    async fn max_ids(&mut self) -> Result<(i64, i64, i64)> {
-        Ok(sqlx::query_as(
-            "SELECT (SELECT COALESCE(MAX(id), 0) FROM customers), \
-                    (SELECT COALESCE(MAX(id), 0) FROM products), \
-                    (SELECT COALESCE(MAX(id), 0) FROM orders)",
-        )
-        .fetch_one(&mut **self.tx)
-        .await?)
-    }
-
     fn batch(&self) -> usize {
         POSTGRES_BATCH
     }

@@ -238,41 +238,27 @@ pub async fn seed_finished_runs(
         let n = (count - written).min(CHUNK);
         let start = to_micros(first) + step.saturating_mul(written as i64);
         let offset = written as i64;
+        // One statement per chunk, as the backend writes it.
+        macro_rules! insert_runs {
+            ($pool:expr, $statement:literal) => {
+                sqlx::query(include_str!($statement))
+                    .bind(code)
+                    .bind(n as i64)
+                    .bind(start)
+                    .bind(step)
+                    .bind(offset)
+                    .execute($pool)
+                    .await?
+                    .rows_affected()
+            };
+        }
         written += match db.backend() {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlx::query(
-                "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?2) \
-                 INSERT INTO job_runs (code, tick_us, kind, attempt, started_at_us, ended_at_us, \
-                 outcome, message, host, pid) \
-                 SELECT ?1, ?3 + i * ?4, 'scheduled', 1, ?3 + i * ?4, ?3 + i * ?4 + 1000000, \
-                 CASE WHEN (i + ?5) % 10 = 9 THEN 'failed' ELSE 'succeeded' END, 'seeded', 'seed', 1 \
-                 FROM k",
-            )
-            .bind(code)
-            .bind(n as i64)
-            .bind(start)
-            .bind(step)
-            .bind(offset)
-            .execute(pool)
-            .await?
-            .rows_affected(),
+            Backend::Sqlite(pool) => insert_runs!(pool, "testing/sqlite/seed_finished_runs.sql"),
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => sqlx::query(
-                "INSERT INTO job_runs (code, tick, kind, attempt, started_at, ended_at, outcome, \
-                 message, host, pid) \
-                 SELECT $1, t, 'scheduled', 1, t, t + interval '1 second', \
-                 CASE WHEN (i + $5) % 10 = 9 THEN 'failed' ELSE 'succeeded' END, 'seeded', 'seed', 1 \
-                 FROM generate_series(0::bigint, $2 - 1) AS i, \
-                 LATERAL (SELECT to_timestamp(0) + ($3 + i * $4) * interval '1 microsecond') AS s(t)",
-            )
-            .bind(code)
-            .bind(n as i64)
-            .bind(start)
-            .bind(step)
-            .bind(offset)
-            .execute(pool)
-            .await?
-            .rows_affected(),
+            Backend::Postgres(pool) => {
+                insert_runs!(pool, "testing/postgres/seed_finished_runs.sql")
+            }
         };
     }
     Ok(written)
