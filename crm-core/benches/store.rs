@@ -1,5 +1,7 @@
 //! This benchmark measures the storage's four set-based operations (and seeding) on a seeded
-//! database, each beside the same SQL run directly in `sqlite3` / `psql` (the floor).
+//! database, each beside the same SQL run directly (the floor): on SQLite through the very
+//! library and settings our pool uses (the bundled SQLite, driven by rusqlite), on PostgreSQL
+//! by `psql`.
 //!
 //! ```text
 //! cargo bench -p crm-core --bench store
@@ -10,11 +12,11 @@
 //! is reported), `CRM_BENCH_BACKENDS` (`sqlite,postgres`), and `CRM_TEST_POSTGRES_URL`.
 //! Databases are fresh (the `testing` feature's `TestDb`) and removed afterwards.
 //!
-//! "Ours" is the wall time of the `CrmStore` call, rows decoded into structs; the floor is the
-//! statement's own timing in the command-line client (`.timer on` / `\timing on`), output
-//! discarded (`sqlite3` times to the millisecond; below 5 ms its user + sys CPU time, to the
-//! microsecond, is used instead). The real cleanup deletes, so it runs on fresh copies of the seeded database
-//! (3 each); the restock is undone (untimed) after every run.
+//! "Ours" is the wall time of the `CrmStore` call, rows decoded into structs; the floor is each
+//! statement's own time: SQLite, from prepare to the last row stepped (not decoded), on one
+//! connection with the pool's PRAGMAs ([`sqlite_floor`]); PostgreSQL, `psql`'s `\timing on`,
+//! output discarded. The real cleanup deletes, so it runs on fresh copies of the seeded
+//! database (3 each); the restock is undone (untimed) after every run.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -261,7 +263,39 @@ async fn measure(t: &TestDb, floor: &Floor, config: &SeedConfig, runs: usize) ->
     rows
 }
 
-/// The same SQL through the backend's own command-line client.
+/// The SQLite floor: `sql` (one or more statements) run `times` times on one connection of the
+/// very SQLite library crm-core's pool uses (the bundled one sqlx links, through rusqlite: one
+/// `libsqlite3-sys`), with the pool's settings (`crm_core::database::open_sqlite`: WAL,
+/// `synchronous = NORMAL`, foreign keys on, 10 s busy timeout, 32 MiB page cache). Each
+/// statement is timed from its prepare to its last row stepped; rows are stepped, not decoded.
+/// (It replaced the Debian `sqlite3` client, an older SQLite with a 2 MiB cache.)
+fn sqlite_floor(target: &str, sql: &str, times: usize) -> Vec<Duration> {
+    use rusqlite::fallible_iterator::FallibleIterator as _;
+    let conn = rusqlite::Connection::open(target).expect("the SQLite floor opens the file");
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -32768;",
+    )
+    .expect("the pool's settings");
+    let mut timings = Vec::new();
+    for _ in 0..times {
+        let mut batch = rusqlite::Batch::new(&conn, sql);
+        loop {
+            let started = Instant::now();
+            let Some(mut statement) = batch.next().expect("the floor's SQL prepares") else {
+                break;
+            };
+            let mut rows = statement.raw_query();
+            while rows.next().expect("the floor's SQL runs").is_some() {}
+            drop(rows);
+            timings.push(started.elapsed());
+        }
+    }
+    timings
+}
+
+/// The same SQL through PostgreSQL's command-line client, or SQLite's library directly.
 struct Floor {
     name: &'static str,
     /// SQLite: the file; PostgreSQL: the database URL.
@@ -331,35 +365,23 @@ impl Floor {
         self.run_target(&self.copy_target(copy), sql, times)
     }
 
-    /// Runs `sql` `times` times in one client session; returns each statement's timing.
+    /// Runs `sql` `times` times in one session; returns each statement's timing.
     fn run_target(&self, target: &str, sql: &str, times: usize) -> Vec<Duration> {
         let sql = sql.trim().trim_end_matches(';');
-        let (mut command, mut script) = match self.name {
-            "sqlite" => {
-                let mut c = Command::new("sqlite3");
-                c.arg(target);
-                // The store's connection settings: cascades need foreign keys on.
-                (
-                    c,
-                    ".output /dev/null\n.timeout 10000\nPRAGMA foreign_keys = ON;\n\
-                     PRAGMA synchronous = NORMAL;\n.timer on\n"
-                        .to_owned(),
-                )
-            }
-            _ => {
-                let mut c = Command::new("psql");
-                c.args([
-                    "-X",
-                    "-q",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-o",
-                    "/dev/null",
-                    target,
-                ]);
-                (c, "\\timing on\n".to_owned())
-            }
-        };
+        if self.name == "sqlite" {
+            return sqlite_floor(target, sql, times);
+        }
+        let mut command = Command::new("psql");
+        command.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-o",
+            "/dev/null",
+            target,
+        ]);
+        let mut script = "\\timing on\n".to_owned();
         for _ in 0..times {
             script.push_str(sql);
             script.push_str(";\n");
@@ -381,23 +403,9 @@ impl Floor {
         let text = String::from_utf8_lossy(&output.stdout);
         text.lines()
             .filter_map(|line| {
-                if let Some(rest) = line.strip_prefix("Run Time: real ") {
-                    // `real 0.001 user 0.000810 sys 0.000000`: real has millisecond
-                    // resolution; below 5 ms the CPU times (microseconds) say more.
-                    let fields: Vec<f64> = rest
-                        .split_whitespace()
-                        .filter_map(|f| f.parse().ok())
-                        .collect();
-                    let real = *fields.first()?;
-                    let cpu = fields.get(1).unwrap_or(&0.0) + fields.get(2).unwrap_or(&0.0);
-                    let secs = if real < 0.005 { real.max(cpu) } else { real };
-                    Some(Duration::from_secs_f64(secs))
-                } else if let Some(rest) = line.strip_prefix("Time: ") {
-                    let ms: f64 = rest.split_whitespace().next()?.parse().ok()?;
-                    Some(Duration::from_secs_f64(ms / 1000.0))
-                } else {
-                    None
-                }
+                let rest = line.strip_prefix("Time: ")?;
+                let ms: f64 = rest.split_whitespace().next()?.parse().ok()?;
+                Some(Duration::from_secs_f64(ms / 1000.0))
             })
             .collect()
     }
