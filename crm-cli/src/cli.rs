@@ -156,6 +156,16 @@ pub(crate) struct ServeArgs {
     /// Do not fill an empty SQLite database with demo data on start.
     #[arg(long)]
     pub(crate) no_demo_data: bool,
+    /// Largest page a list returns (`first` above it is refused; without `first` a list
+    /// returns this many rows). At most --max-rows-per-request.
+    #[arg(long, env = "CRM_MAX_PAGE_SIZE", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_page_size: u64,
+    /// Most list rows one request may ask for, all its lists' page sizes together (a bound on
+    /// the work one request can cause).
+    #[arg(long, env = "CRM_MAX_ROWS_PER_REQUEST", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_rows_per_request: u64,
 }
 
 #[derive(Debug, Subcommand)]

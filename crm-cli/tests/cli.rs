@@ -871,3 +871,31 @@ fn jobs_list_and_the_status_page_tell_each_jobs_state() {
     assert_eq!(http_get(&guarded.url, None).0, 401);
     assert_eq!(http_get(&guarded.url, Some("cli-t0ken")).0, 200);
 }
+
+#[test]
+fn serve_refuses_a_page_size_limit_above_the_row_budget_or_zero() {
+    let ws = Workspace::new();
+    let output = ws
+        .crm()
+        .env("CRM_MAX_PAGE_SIZE", "6000")
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-demo-data"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    let reason = stderr(&output);
+    assert!(
+        reason.contains("--max-page-size (6000) exceeds --max-rows-per-request (5000)"),
+        "{reason}"
+    );
+    let output = ws
+        .crm()
+        .args(["serve", "--bind", "127.0.0.1:0", "--max-page-size", "0"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    assert!(
+        stderr(&output).contains("--max-page-size"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -26,6 +26,7 @@ mod domain;
 mod error;
 pub mod ledger;
 pub mod overrides;
+mod paging;
 #[cfg(feature = "_store")]
 mod seed;
 #[cfg(feature = "_store")]
@@ -47,6 +48,7 @@ pub use domain::{
     latest_instant,
 };
 pub use error::{CoreError, Result, StorageError};
+pub use paging::{Keyset, SortField, SortValue, ValueKind, effective_sort};
 #[cfg(feature = "_store")]
 pub use seed::{SeedConfig, SeedProgress, SeedStage, SeedSummary, seed};
 pub use store::{

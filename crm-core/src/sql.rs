@@ -4,8 +4,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use sqlx::QueryBuilder;
+
 use crate::domain::{Money, NewCustomer};
 use crate::error::CoreError;
+use crate::paging::{Keyset, SortField, SortValue, effective_sort};
+use crate::store::Sort;
 
 /// How far back "the last 365 days" of the cleanup rule reaches.
 pub(crate) const INACTIVITY: TimeDelta = TimeDelta::days(365);
@@ -149,6 +153,82 @@ pub(crate) fn json_ids(ids: &[i64]) -> String {
     }
     json.push(']');
     json
+}
+
+/// Appends a list's `ORDER BY`: the deciding keys (`column` gives each field's SQL expression),
+/// then the id ascending unless an id key ended the sort, so the order is total and a keyset
+/// names one position.
+pub(crate) fn push_order_by<DB: sqlx::Database, F: SortField>(
+    qb: &mut QueryBuilder<DB>,
+    sort: &[Sort<F>],
+    column: fn(F) -> &'static str,
+    id: &str,
+) {
+    let keys = effective_sort(sort);
+    qb.push(" ORDER BY ");
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            qb.push(", ");
+        }
+        qb.push(column(key.field))
+            .push(if key.descending { " DESC" } else { " ASC" });
+    }
+    if keys.last().is_none_or(|key| !key.field.is_id()) {
+        if !keys.is_empty() {
+            qb.push(", ");
+        }
+        qb.push(id).push(" ASC");
+    }
+}
+
+/// Appends the condition "after `after`" in the order [`push_order_by`] writes, to follow a
+/// `WHERE` or `AND`: for keys `k1, k2` and the id,
+/// `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND (k2 > v2 OR (k2 = v2 AND id > i))))`, with `<` for a
+/// descending key. The leading bound repeats the first comparison so that both planners seek
+/// in the first key's index instead of scanning. `value` writes one bound value (with the
+/// backend's conversions, e.g. `lower(?)` for text).
+pub(crate) fn push_after<DB: sqlx::Database, F: SortField>(
+    qb: &mut QueryBuilder<DB>,
+    sort: &[Sort<F>],
+    after: &Keyset,
+    column: fn(F) -> &'static str,
+    id: &str,
+    value: fn(&mut QueryBuilder<DB>, &SortValue),
+) -> Result<(), CoreError>
+where
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    after.check(sort)?;
+    let keys = effective_sort(sort);
+    let ends_with_id = keys.last().is_some_and(|key| key.field.is_id());
+    if let (Some(first), Some(v)) = (keys.first(), after.values.first()) {
+        qb.push(column(first.field))
+            .push(if first.descending { " <= " } else { " >= " });
+        value(qb, v);
+        qb.push(" AND ");
+    }
+    let mut open = 0;
+    for (i, (key, v)) in keys.iter().zip(&after.values).enumerate() {
+        let last = ends_with_id && i + 1 == keys.len();
+        qb.push("(").push(column(key.field));
+        qb.push(if key.descending { " < " } else { " > " });
+        value(qb, v);
+        open += 1;
+        if last {
+            break;
+        }
+        qb.push(" OR (").push(column(key.field)).push(" = ");
+        value(qb, v);
+        qb.push(" AND ");
+        open += 1;
+    }
+    if !ends_with_id {
+        qb.push(id).push(" > ").push_bind(after.id);
+    }
+    for _ in 0..open {
+        qb.push(")");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -11,24 +11,7 @@ use crate::domain::{
     ProductId,
 };
 use crate::error::Result;
-
-/// Which rows of a list to return: `limit` rows after skipping `offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageRequest {
-    /// Rows to skip.
-    pub offset: u64,
-    /// Rows to return at most.
-    pub limit: u64,
-}
-
-impl Default for PageRequest {
-    fn default() -> Self {
-        Self {
-            offset: 0,
-            limit: 100,
-        }
-    }
-}
+pub use crate::paging::PageRequest;
 
 /// One sort key: a field and a direction. Lists always end with the id as a tie-breaker, so
 /// pages are stable.

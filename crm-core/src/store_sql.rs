@@ -18,9 +18,10 @@ macro_rules! crm_store_on_sql {
 
         use crate::domain::{Customer, NewCustomer, NewOrder, NewProduct, Order, OrderId, Product};
         use crate::error::{CoreError, Result};
+        use crate::paging::{SortField, SortValue};
         use crate::sql::{
             INACTIVITY, customer_insert_error, deletes_customers, first_missing, page_bound,
-            prefix_pattern, uses_parameter,
+            prefix_pattern, push_after, push_order_by, uses_parameter,
         };
         use crate::store::{
             CustomerField, CustomerFilter, OrderField, OrderFilter, PageRequest, ProductField,
@@ -90,7 +91,7 @@ macro_rules! crm_store_on_sql {
             }
         }
 
-        fn customer_where(qb: &mut QueryBuilder<Db>, f: &CustomerFilter) {
+        fn customer_where(qb: &mut QueryBuilder<Db>, f: &CustomerFilter) -> Where {
             let mut w = Where::new();
             if let Some(text) = &f.name_icontains {
                 push_icontains(w.next(qb), "c.name", text);
@@ -114,9 +115,10 @@ macro_rules! crm_store_on_sql {
                     .push(concat!("c.", col!(created_at), " <= "))
                     .push_bind(at(at_most));
             }
+            w
         }
 
-        fn product_where(qb: &mut QueryBuilder<Db>, f: &ProductFilter) {
+        fn product_where(qb: &mut QueryBuilder<Db>, f: &ProductFilter) -> Where {
             let mut w = Where::new();
             if let Some(text) = &f.name_icontains {
                 push_icontains(w.next(qb), "p.name", text);
@@ -140,9 +142,10 @@ macro_rules! crm_store_on_sql {
             if let Some(stock) = f.stock_lt {
                 w.next(qb).push("p.stock < ").push_bind(stock);
             }
+            w
         }
 
-        fn order_where(qb: &mut QueryBuilder<Db>, f: &OrderFilter) {
+        fn order_where(qb: &mut QueryBuilder<Db>, f: &OrderFilter) -> Where {
             let mut w = Where::new();
             if let Some(email) = &f.customer_email {
                 w.next(qb)
@@ -184,29 +187,21 @@ macro_rules! crm_store_on_sql {
                     .push(concat!("o.", col!(total_amount), " <= "))
                     .push_bind(cash_floor(total));
             }
+            w
         }
 
-        /// `ORDER BY` the given keys, then the id, so pages are stable. Text sorts ignore
-        /// letter case and compare code points (`collate!`) on both backends.
-        fn push_order_by<F: Copy>(
-            qb: &mut QueryBuilder<Db>,
-            sort: &[Sort<F>],
-            column: fn(F) -> &'static str,
-            id: &str,
-        ) {
-            qb.push(" ORDER BY ");
-            for key in sort {
-                qb.push(column(key.field))
-                    .push(if key.descending { " DESC, " } else { " ASC, " });
-            }
-            qb.push(id).push(" ASC");
-        }
-
-        fn push_page(qb: &mut QueryBuilder<Db>, page: PageRequest) {
-            qb.push(" LIMIT ")
-                .push_bind(page_bound(page.limit))
-                .push(" OFFSET ")
-                .push_bind(page_bound(page.offset));
+        /// One bound value of a keyset, as this backend stores and compares it: text lowered
+        /// and collated as the sort does.
+        fn push_value(qb: &mut QueryBuilder<Db>, value: &SortValue) {
+            match value {
+                SortValue::Int(n) => qb.push_bind(*n),
+                SortValue::Text(text) => qb
+                    .push("lower(")
+                    .push_bind(text.clone())
+                    .push(concat!(")", collate!())),
+                SortValue::Money(money) => qb.push_bind(cash(*money)),
+                SortValue::Time(instant) => qb.push_bind(at(*instant)),
+            };
         }
 
         fn customer_column(field: CustomerField) -> &'static str {
@@ -240,7 +235,7 @@ macro_rules! crm_store_on_sql {
             select: &'static str,
             count: &'static str,
             by_ids: &'static str,
-            filter: fn(&mut QueryBuilder<Db>, &Filter),
+            filter: fn(&mut QueryBuilder<Db>, &Filter) -> Where,
             column: fn(F) -> &'static str,
             id: &'static str,
             read: fn(&Row) -> Result<T>,
@@ -276,7 +271,7 @@ macro_rules! crm_store_on_sql {
             read: order,
         };
 
-        impl<T, F: Copy, Filter> Listing<T, F, Filter> {
+        impl<T, F: SortField, Filter> Listing<T, F, Filter> {
             /// The rows with these ids that exist, in no particular order (one query).
             pub(crate) async fn by_ids(&self, pool: &Pool, list: &[i64]) -> Result<Vec<T>> {
                 if list.is_empty() {
@@ -298,9 +293,19 @@ macro_rules! crm_store_on_sql {
                 page: PageRequest,
             ) -> Result<Vec<T>> {
                 let mut qb = QueryBuilder::new(self.select);
-                (self.filter)(&mut qb, filter);
+                let mut w = (self.filter)(&mut qb, filter);
+                if let Some(after) = &page.after {
+                    push_after(
+                        w.next(&mut qb),
+                        sort,
+                        after,
+                        self.column,
+                        self.id,
+                        push_value,
+                    )?;
+                }
                 push_order_by(&mut qb, sort, self.column, self.id);
-                push_page(&mut qb, page);
+                qb.push(" LIMIT ").push_bind(page_bound(page.limit));
                 let found = qb.build().fetch_all(pool).await?;
                 rows(&found, self.read)
             }
@@ -308,7 +313,7 @@ macro_rules! crm_store_on_sql {
             /// How many rows match the filter.
             pub(crate) async fn count(&self, pool: &Pool, filter: &Filter) -> Result<i64> {
                 let mut qb = QueryBuilder::new(self.count);
-                (self.filter)(&mut qb, filter);
+                let _ = (self.filter)(&mut qb, filter);
                 Ok(qb.build_query_scalar().fetch_one(pool).await?)
             }
         }

@@ -125,6 +125,26 @@ impl TestDb {
         &self.database
     }
 
+    /// Deletes one order (its product lines go with it), as another client of the database
+    /// would: the store itself deletes orders only with their customer.
+    pub async fn delete_order(&self, id: crate::OrderId) -> Result<()> {
+        match self.database.backend() {
+            Backend::Sqlite(pool) => {
+                sqlx::query("DELETE FROM orders WHERE id = ?")
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query("DELETE FROM orders WHERE id = $1")
+                    .bind(id)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sets a customer's creation time, which the store otherwise takes from the wall clock:
     /// tests of the cleanup need customers created a year ago.
     pub async fn set_customer_created_at(&self, id: CustomerId, at: DateTime<Utc>) -> Result<()> {

@@ -7,11 +7,11 @@ use std::str::FromStr;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use crm_core::testing::TestDb;
 use crm_core::{
-    CoreError, CrmStore, Customer, CustomerField, CustomerFilter, Database, Money, NewCustomer,
-    NewOrder, NewProduct, Order, OrderField, OrderFilter, PageRequest, Product, ProductField,
-    ProductFilter, Sort,
+    CoreError, CrmStore, Customer, CustomerField, CustomerFilter, Database, Keyset, Money,
+    NewCustomer, NewOrder, NewProduct, Order, OrderField, OrderFilter, PageRequest, Product,
+    ProductField, ProductFilter, Sort,
 };
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 
 /// Instantiates each test body for both backends, as `sqlite::name` and `postgres::name`.
 macro_rules! conformance {
@@ -67,6 +67,9 @@ conformance!(
     seeding_gives_every_job_work_with_consistent_totals,
     seeding_is_deterministic_and_can_run_again,
     seeding_orders_without_products_writes_nothing,
+    keyset_pages_follow_every_sort_and_filter_ties_included,
+    rows_inserted_and_deleted_between_pages_never_skip_or_repeat_the_others,
+    a_keyset_made_for_another_sort_is_a_validation_error,
 );
 
 fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
@@ -122,8 +125,8 @@ fn ids_of_orders(list: &[Order]) -> Vec<i64> {
 }
 
 const ALL: PageRequest = PageRequest {
-    offset: 0,
     limit: 1000,
+    after: None,
 };
 
 fn asc<F>(field: F) -> Sort<F> {
@@ -310,22 +313,21 @@ async fn customers_sort_by_any_field_and_page_stably(t: TestDb) {
         [b.id, a.id, c.id, b2.id],
         "no sort means by id"
     );
-    let page = |offset, limit| PageRequest { offset, limit };
-    assert_eq!(
-        sorted(vec![asc(CustomerField::Name)], page(1, 2)).await,
-        [b.id, b2.id]
-    );
-    assert_eq!(
-        sorted(vec![asc(CustomerField::Name)], page(3, 2)).await,
-        [c.id]
-    );
-    assert!(
-        sorted(vec![asc(CustomerField::Name)], page(4, 2))
-            .await
-            .is_empty()
-    );
-    assert!(sorted(vec![], page(0, 0)).await.is_empty());
-    assert_eq!(sorted(vec![], page(0, u64::MAX)).await.len(), 4);
+    // A keyset page starts after the row it names, ties included.
+    let by_name = vec![asc(CustomerField::Name)];
+    let listed = db
+        .list_customers(&CustomerFilter::default(), &by_name, ALL)
+        .await
+        .unwrap();
+    let after = |i: usize, limit| PageRequest {
+        limit,
+        after: Some(Keyset::of(&listed[i], &by_name)),
+    };
+    assert_eq!(sorted(by_name.clone(), after(0, 2)).await, [b.id, b2.id]);
+    assert_eq!(sorted(by_name.clone(), after(1, 2)).await, [b2.id, c.id]);
+    assert!(sorted(by_name.clone(), after(3, 2)).await.is_empty());
+    assert!(sorted(vec![], PageRequest::first(0)).await.is_empty());
+    assert_eq!(sorted(vec![], PageRequest::all()).await.len(), 4);
 }
 
 async fn products_keep_exact_prices(t: TestDb) {
@@ -1088,20 +1090,16 @@ fn seed_config(seed: u64) -> crm_core::SeedConfig {
 async fn everything(
     db: &Database,
 ) -> (Vec<Customer>, Vec<Product>, Vec<Order>, Vec<(i64, Product)>) {
-    let page = PageRequest {
-        offset: 0,
-        limit: u64::MAX,
-    };
     let customers = db
-        .list_customers(&CustomerFilter::default(), &[], page)
+        .list_customers(&CustomerFilter::default(), &[], PageRequest::all())
         .await
         .unwrap();
     let products = db
-        .list_products(&ProductFilter::default(), &[], page)
+        .list_products(&ProductFilter::default(), &[], PageRequest::all())
         .await
         .unwrap();
     let orders = db
-        .list_orders(&OrderFilter::default(), &[], page)
+        .list_orders(&OrderFilter::default(), &[], PageRequest::all())
         .await
         .unwrap();
     let lines = db.order_products(&ids_of_orders(&orders)).await.unwrap();
@@ -1281,4 +1279,307 @@ async fn an_order_committed_during_the_cleanup_keeps_its_customer_on_postgres() 
     assert_eq!(cleanup.await.unwrap(), 0);
     assert_eq!(db.customers_by_ids(&[old.id]).await.unwrap().len(), 1);
     assert_eq!(db.order_products(&[order_id]).await.unwrap().len(), 1);
+}
+
+/// Reads a whole list `limit` rows at a time, each page after the last row of the previous one
+/// (as a client follows `endCursor`), and checks that the pages together are the list read in
+/// one go: same rows, same order, none skipped or repeated.
+async fn pages_equal_the_whole_list<F: crm_core::SortField>(
+    what: &str,
+    sort: Vec<Sort<F>>,
+    limit: u64,
+    list: impl Fn(Vec<Sort<F>>, PageRequest) -> BoxFuture<'static, Vec<F::Row>>,
+) where
+    F::Row: Clone + PartialEq + std::fmt::Debug,
+{
+    let whole = list(sort.clone(), PageRequest::all()).await;
+    let mut paged: Vec<F::Row> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = list(sort.clone(), PageRequest { limit, after }).await;
+        assert!(page.len() as u64 <= limit);
+        let Some(last) = page.last() else { break };
+        after = Some(Keyset::of(last, &sort));
+        paged.extend(page);
+        assert!(paged.len() <= whole.len(), "{what}: pages repeat rows");
+    }
+    assert_eq!(paged, whole, "{what}: the pages differ from the whole list");
+}
+
+fn every_sort<F: Copy>(fields: &[F]) -> Vec<Vec<Sort<F>>> {
+    let mut sorts = vec![vec![]];
+    for field in fields {
+        sorts.push(vec![asc(*field)]);
+        sorts.push(vec![desc(*field)]);
+    }
+    sorts
+}
+
+async fn keyset_pages_follow_every_sort_and_filter_ties_included(t: TestDb) {
+    let db = t.database().clone();
+    crm_core::seed(&db, &seed_config(11), &mut |_| {})
+        .await
+        .unwrap();
+    // Ties in every sort key: equal names in other letter cases, equal creation times, prices,
+    // stocks, dates and totals.
+    let twins = [
+        customer(&db, "Zed Twin", "zed1@example.com").await,
+        customer(&db, "zed twin", "zed2@example.com").await,
+        customer(&db, "ZED TWIN", "zed3@example.com").await,
+    ];
+    for twin in &twins {
+        t.set_customer_created_at(twin.id, at(2025, 1, 1, 0, 0, 0))
+            .await
+            .unwrap();
+    }
+    let pens = [
+        product(&db, "Pen", "2.50", 7).await,
+        product(&db, "pen", "2.50", 7).await,
+        product(&db, "PEN", "2.50", 7).await,
+    ];
+    for _ in 0..3 {
+        order(&db, &twins[0], &[&pens[0]], at(2026, 2, 1, 0, 0, 0)).await;
+    }
+
+    let customer_fields = [
+        CustomerField::Id,
+        CustomerField::Name,
+        CustomerField::Email,
+        CustomerField::CreatedAt,
+    ];
+    let mut customer_sorts = every_sort(&customer_fields);
+    customer_sorts.push(vec![
+        desc(CustomerField::CreatedAt),
+        asc(CustomerField::Name),
+    ]);
+    customer_sorts.push(vec![asc(CustomerField::Name), desc(CustomerField::Id)]);
+    let customer_filters = [
+        CustomerFilter::default(),
+        CustomerFilter {
+            name_icontains: Some("e".into()),
+            created_at_gte: Some(at(2024, 6, 1, 0, 0, 0)),
+            ..CustomerFilter::default()
+        },
+    ];
+    for filter in &customer_filters {
+        for sort in &customer_sorts {
+            let (db, filter) = (db.clone(), filter.clone());
+            pages_equal_the_whole_list(
+                &format!("customers by {sort:?} where {filter:?}"),
+                sort.clone(),
+                17,
+                move |sort, page| {
+                    let (db, filter) = (db.clone(), filter.clone());
+                    Box::pin(async move { db.list_customers(&filter, &sort, page).await.unwrap() })
+                },
+            )
+            .await;
+        }
+    }
+
+    let product_fields = [
+        ProductField::Id,
+        ProductField::Name,
+        ProductField::Price,
+        ProductField::Stock,
+    ];
+    let mut product_sorts = every_sort(&product_fields);
+    product_sorts.push(vec![desc(ProductField::Stock), asc(ProductField::Name)]);
+    product_sorts.push(vec![asc(ProductField::Price), desc(ProductField::Stock)]);
+    let product_filters = [
+        ProductFilter::default(),
+        ProductFilter {
+            stock_lt: Some(60),
+            price_gte: Some(money("1.00")),
+            ..ProductFilter::default()
+        },
+    ];
+    for filter in &product_filters {
+        for sort in &product_sorts {
+            let (db, filter) = (db.clone(), filter.clone());
+            pages_equal_the_whole_list(
+                &format!("products by {sort:?} where {filter:?}"),
+                sort.clone(),
+                4,
+                move |sort, page| {
+                    let (db, filter) = (db.clone(), filter.clone());
+                    Box::pin(async move { db.list_products(&filter, &sort, page).await.unwrap() })
+                },
+            )
+            .await;
+        }
+    }
+
+    let order_fields = [
+        OrderField::Id,
+        OrderField::OrderDate,
+        OrderField::TotalAmount,
+    ];
+    let mut order_sorts = every_sort(&order_fields);
+    order_sorts.push(vec![
+        desc(OrderField::TotalAmount),
+        asc(OrderField::OrderDate),
+    ]);
+    let order_filters = [
+        OrderFilter::default(),
+        OrderFilter {
+            order_date_gte: Some(now() - TimeDelta::days(7)),
+            order_date_lte: Some(now()),
+            ..OrderFilter::default()
+        },
+        OrderFilter {
+            total_amount_gte: Some(money("10.00")),
+            product_name_icontains: Some("e".into()),
+            ..OrderFilter::default()
+        },
+    ];
+    for filter in &order_filters {
+        for sort in &order_sorts {
+            let (db, filter) = (db.clone(), filter.clone());
+            pages_equal_the_whole_list(
+                &format!("orders by {sort:?} where {filter:?}"),
+                sort.clone(),
+                97,
+                move |sort, page| {
+                    let (db, filter) = (db.clone(), filter.clone());
+                    Box::pin(async move { db.list_orders(&filter, &sort, page).await.unwrap() })
+                },
+            )
+            .await;
+        }
+    }
+
+    // The ties are there and the id decides between them.
+    let by_name = db
+        .list_customers(
+            &CustomerFilter {
+                name_icontains: Some("zed twin".into()),
+                ..CustomerFilter::default()
+            },
+            &[desc(CustomerField::Name)],
+            ALL,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_name.iter().map(|c| c.id).collect::<Vec<_>>(),
+        twins.iter().map(|c| c.id).collect::<Vec<_>>()
+    );
+    let by_stock = db
+        .list_products(
+            &ProductFilter::default(),
+            &[desc(ProductField::Stock)],
+            PageRequest {
+                limit: 2,
+                after: Some(Keyset::of(&pens[0], &[desc(ProductField::Stock)])),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_stock.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [pens[1].id, pens[2].id],
+        "after a tie, its next rows by id"
+    );
+}
+
+async fn rows_inserted_and_deleted_between_pages_never_skip_or_repeat_the_others(t: TestDb) {
+    let db = t.database().clone();
+    let alice = customer(&db, "Alice", "alice@example.com").await;
+    let pen = product(&db, "Pen", "1.00", 5).await;
+    let mut orders = Vec::new();
+    for day in 0..30 {
+        // Two orders a day: ties in the date.
+        for _ in 0..2 {
+            orders.push(
+                order(
+                    &db,
+                    &alice,
+                    &[&pen],
+                    at(2026, 1, 1, 0, 0, 0) + TimeDelta::days(day),
+                )
+                .await,
+            );
+        }
+    }
+    let sort = vec![desc(OrderField::OrderDate)];
+    let list = OrderFilter::default();
+    let first = db
+        .list_orders(&list, &sort, PageRequest::first(10))
+        .await
+        .unwrap();
+    let mut seen: Vec<i64> = ids_of_orders(&first);
+    let mut after = Keyset::of(first.last().unwrap(), &sort);
+    // Between pages: delete a row already read and rows not read yet, insert rows before and
+    // after the position (an offset would shift by each of these).
+    let deleted = [orders[59].id, orders[30].id, orders[31].id, orders[0].id];
+    for id in deleted {
+        t.delete_order(id).await.unwrap();
+    }
+    let mut inserted = Vec::new();
+    for day in [29, 20, 10, 0] {
+        inserted.push(
+            order(
+                &db,
+                &alice,
+                &[&pen],
+                at(2026, 1, 1, 0, 0, 0) + TimeDelta::days(day),
+            )
+            .await
+            .id,
+        );
+    }
+    loop {
+        let page = db
+            .list_orders(
+                &list,
+                &sort,
+                PageRequest {
+                    limit: 10,
+                    after: Some(after.clone()),
+                },
+            )
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Keyset::of(last, &sort);
+        seen.extend(ids_of_orders(&page));
+    }
+    let mut unique = seen.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "a row was repeated: {seen:?}");
+    for o in &orders {
+        if !deleted.contains(&o.id) {
+            assert!(
+                seen.contains(&o.id),
+                "order {} existed throughout and was skipped",
+                o.id
+            );
+        }
+    }
+    // Rows inserted behind the position are read; those ahead of it are not.
+    assert!(seen.contains(&inserted[2]) && seen.contains(&inserted[3]));
+    assert!(!seen.contains(&inserted[0]));
+}
+
+async fn a_keyset_made_for_another_sort_is_a_validation_error(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let page = PageRequest {
+        limit: 10,
+        after: Some(Keyset::of(&alice, &[asc(CustomerField::Name)])),
+    };
+    let err = db
+        .list_customers(
+            &CustomerFilter::default(),
+            &[asc(CustomerField::CreatedAt)],
+            page,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::Validation { field: "after", .. }),
+        "{err}"
+    );
 }

@@ -68,14 +68,18 @@ pub struct ServerConfig {
     /// Deepest nesting of a GraphQL document (selection sets, fragments, input values).
     /// Default 20: deep enough for GraphiQL's introspection query.
     pub max_depth: usize,
-    /// Most rows a list returns at once; `first` above it is an error, and it is the page size
-    /// when `first` is absent. Default 100 (graphene-django's).
+    /// Most rows a list returns at once (`CRM_MAX_PAGE_SIZE`, `--max-page-size`); `first` above
+    /// it is a `VALIDATION` error naming it, and it is the page size when `first` is absent, so
+    /// a client that leaves the size to the server (the jobs do) reads the largest pages
+    /// allowed. Default 1,000: with keyset cursors a page costs the same wherever it starts,
+    /// and 1,000 rows keep one answer near a megabyte. Keep it at most
+    /// `max_rows_per_request`, or a list without `first` is refused.
     pub max_page_size: u64,
     /// Most customers one `bulkCreateCustomers` call takes. Default 1,000.
     pub max_bulk_customers: usize,
     /// Most list rows one request (a whole batch) may ask for, summed over its lists' page
-    /// sizes (`first`, or the page size when absent): a bound on the work one request can
-    /// cause. Without it, a 10 KB document of 1,000 aliases of `allCustomers(first: 100)`
+    /// sizes (`first`, or the page size when absent) (`CRM_MAX_ROWS_PER_REQUEST`,
+    /// `--max-rows-per-request`): a bound on the work one request can cause. Without it, a 10 KB document of 1,000 aliases of `allCustomers(first: 100)`
     /// reads 100,000 rows (3.5 s of server time in a debug build). Default 5,000.
     pub max_rows_per_request: u64,
     /// Longest a connection may keep the server waiting for its next bytes (a stalled or
@@ -102,7 +106,7 @@ impl Default for ServerConfig {
             token_for_queries: false,
             max_body_bytes: 1024 * 1024,
             max_depth: 20,
-            max_page_size: 100,
+            max_page_size: 1_000,
             max_bulk_customers: 1_000,
             max_rows_per_request: 5_000,
             idle_timeout: std::time::Duration::from_secs(30),

@@ -1,9 +1,8 @@
-//! Graphene-style global IDs and offset cursors.
+//! Graphene-style global IDs.
 //!
 //! The Django original hands out relay global IDs: base64 of `CustomerType:1`. Clients written
 //! against it send those back, and newer clients send plain numbers, so every ID argument accepts
-//! both. Cursors are graphene's offset cursors (base64 of `arrayconnection:N`), so a client's
-//! `after` from the original keeps its meaning.
+//! both. Cursors are keyset cursors, in [`crate::cursor`].
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -75,22 +74,6 @@ pub(crate) fn decode_id(kind: Kind, field: &'static str, raw: &str) -> Result<i6
         .ok_or_else(invalid)
 }
 
-/// The cursor of the row at `offset` (0-based) in a list.
-pub(crate) fn encode_cursor(offset: u64) -> String {
-    STANDARD.encode(format!("arrayconnection:{offset}"))
-}
-
-/// The offset a cursor points at.
-pub(crate) fn decode_cursor(raw: &str) -> Result<u64, ApiError> {
-    let invalid = || ApiError::validation("after", format!("'{raw}' is not a cursor of this list"));
-    let decoded = decode_base64(raw.trim()).ok_or_else(invalid)?;
-    decoded
-        .strip_prefix("arrayconnection:")
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or_else(invalid)
-}
-
 /// Base64 in any of the common alphabets, padded or not, as UTF-8 text.
 fn decode_base64(raw: &str) -> Option<String> {
     if raw.is_empty() || raw.len() > 128 {
@@ -157,15 +140,5 @@ mod tests {
                 "{bad}: {err}"
             );
         }
-    }
-
-    #[test]
-    fn cursors_round_trip_and_match_graphene() {
-        assert_eq!(encode_cursor(0), "YXJyYXljb25uZWN0aW9uOjA=");
-        for n in [0, 1, 99, 123_456] {
-            assert_eq!(decode_cursor(&encode_cursor(n)).unwrap(), n);
-        }
-        assert!(decode_cursor("nope").is_err());
-        assert!(decode_cursor(&encode_id(Kind::Customer, 1)).is_err());
     }
 }

@@ -2,6 +2,7 @@
 
 mod config;
 mod context;
+mod cursor;
 mod error;
 mod graphiql;
 mod http;

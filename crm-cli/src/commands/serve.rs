@@ -8,9 +8,17 @@ use crm_server::{BoundServer, ServerConfig};
 
 use crate::cli::{ServeArgs, Settings};
 use crate::commands::{jobs, scheduler, seed, shutdown_signal};
-use crate::outcome::CommandResult;
+use crate::outcome::{CommandResult, Failure};
 
 pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> CommandResult {
+    if args.max_page_size > args.max_rows_per_request {
+        return Err(Failure::Usage(anyhow::anyhow!(
+            "--max-page-size ({}) exceeds --max-rows-per-request ({}): a list without `first` \
+             would always be refused",
+            args.max_page_size,
+            args.max_rows_per_request
+        )));
+    }
     if !args.no_demo_data {
         seed_if_empty(&db).await?;
     }
@@ -18,6 +26,8 @@ pub(crate) async fn run(db: Database, settings: &Settings, args: &ServeArgs) -> 
     let config = ServerConfig {
         bind: args.bind,
         api_token: settings.api_token.clone(),
+        max_page_size: args.max_page_size,
+        max_rows_per_request: args.max_rows_per_request,
         ..ServerConfig::default()
     };
     let server = BoundServer::bind(store, config)

@@ -1,13 +1,11 @@
 //! The `filter` input objects, `orderBy`, and `first`/`after`, turned into crm-core's query types.
 
 use crm_core::{
-    CustomerField, CustomerFilter, OrderField, OrderFilter, PageRequest, ProductField,
-    ProductFilter, Sort,
+    CustomerField, CustomerFilter, OrderField, OrderFilter, ProductField, ProductFilter, Sort,
 };
 use juniper::GraphQLInputObject;
 
 use crate::error::ApiError;
-use crate::ids::decode_cursor;
 use crate::scalars::{Money, Timestamp};
 
 /// Conditions on customers; every given one must hold. Text matches ignore letter case.
@@ -204,43 +202,26 @@ pub(crate) fn parse_order_by<F: Copy>(
     Ok(sorts)
 }
 
-/// The rows `first`/`after` ask for, with one extra row fetched to learn whether a next page
-/// exists. `first` defaults to, and may not exceed, `max_page_size`.
-pub(crate) fn page_request(
-    first: Option<i32>,
-    after: Option<&str>,
-    max_page_size: u64,
-) -> Result<(u64, u64), ApiError> {
-    let limit = match first {
-        None => max_page_size,
-        Some(n) if n < 0 => return Err(ApiError::validation("first", "must be zero or more")),
-        Some(n) if n as u64 > max_page_size => {
-            return Err(ApiError::validation(
-                "first",
-                format!("must be at most {max_page_size} (the page size limit); page with `after`"),
-            ));
-        }
-        Some(n) => n as u64,
-    };
-    let offset = match after {
-        None => 0,
-        Some(cursor) => decode_cursor(cursor)?.saturating_add(1),
-    };
-    Ok((offset, limit))
-}
-
-/// The store request for a page: one row more than the client asked for.
-pub(crate) fn fetch_one_more(offset: u64, limit: u64) -> PageRequest {
-    PageRequest {
-        offset,
-        limit: limit + 1,
+/// The page size `first` asks for: `max_page_size` when absent (so a client that leaves the
+/// size to the server, as the jobs do, reads the largest pages it allows), and at most that.
+pub(crate) fn page_size(first: Option<i32>, max_page_size: u64) -> Result<u64, ApiError> {
+    match first {
+        None => Ok(max_page_size),
+        Some(n) if n < 0 => Err(ApiError::validation("first", "must be zero or more")),
+        Some(n) if n as u64 > max_page_size => Err(ApiError::validation(
+            "first",
+            format!(
+                "must be at most {max_page_size} (the server's page size limit, \
+                 CRM_MAX_PAGE_SIZE); page with `after`"
+            ),
+        )),
+        Some(n) => Ok(n as u64),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::encode_cursor;
 
     #[test]
     fn order_by_takes_commas_minus_and_both_spellings() {
@@ -281,11 +262,11 @@ mod tests {
 
     #[test]
     fn first_beyond_the_page_size_limit_is_refused() {
-        assert_eq!(page_request(None, None, 100).unwrap(), (0, 100));
-        assert_eq!(page_request(Some(10), None, 100).unwrap(), (0, 10));
-        let err = page_request(Some(101), None, 100).unwrap_err().to_string();
+        assert_eq!(page_size(None, 100).unwrap(), 100);
+        assert_eq!(page_size(Some(10), 100).unwrap(), 10);
+        let err = page_size(Some(101), 100).unwrap_err().to_string();
         assert!(err.contains("first: must be at most 100"), "{err}");
-        assert!(page_request(Some(-1), None, 100).is_err());
+        assert!(page_size(Some(-1), 100).is_err());
     }
 
     #[test]
@@ -305,12 +286,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "productName: must not contain the NUL character");
-    }
-
-    #[test]
-    fn after_continues_behind_the_cursor() {
-        let cursor = encode_cursor(9);
-        assert_eq!(page_request(Some(5), Some(&cursor), 100).unwrap(), (10, 5));
-        assert!(page_request(Some(5), Some("garbage"), 100).is_err());
     }
 }

@@ -2,13 +2,16 @@
 
 use juniper::{Executor, ID, ScalarValue, graphql_object};
 
+use crm_core::PageRequest;
+
 use crate::context::Context;
+use crate::cursor::CursorScope;
 use crate::error::ApiError;
 use crate::ids::{Kind, decode_id};
 use crate::scalars::Money;
 use crate::schema::filters::{
     CUSTOMER_SORTS, CustomerFilterInput, ORDER_SORTS, OrderFilterInput, PRODUCT_SORTS,
-    ProductFilterInput, fetch_one_more, page_request, parse_order_by,
+    ProductFilterInput, page_size, parse_order_by,
 };
 use crate::schema::jobs::{JobNode, JobRunNode};
 use crate::schema::types::{
@@ -40,19 +43,27 @@ impl Query {
     ) -> Result<CustomerConnection, ApiError> {
         let filter: crm_core::CustomerFilter = filter.unwrap_or_default().try_into()?;
         let sort = parse_order_by(order_by.as_deref(), CUSTOMER_SORTS)?;
-        let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
+        let limit = page_size(first, context.max_page_size())?;
+        let scope = CursorScope::new(Kind::Customer, &sort, &filter);
+        let page = PageRequest {
+            // One more than asked for, to learn whether a next page exists.
+            limit: limit + 1,
+            after: after.as_deref().map(|c| scope.decode(c)).transpose()?,
+        };
         context.charge_rows(limit)?;
+        let has_after = page.after.is_some();
         let mut rows = context
             .store()
-            .list_customers(&filter, &sort, fetch_one_more(offset, limit))
+            .list_customers(&filter, scope.sort(), page)
             .await?;
         let has_next_page = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         Ok(CustomerConnection {
             nodes: rows.into_iter().map(CustomerNode).collect(),
-            offset,
+            after: has_after,
             has_next_page,
             filter,
+            scope,
         })
     }
 
@@ -66,19 +77,27 @@ impl Query {
     ) -> Result<ProductConnection, ApiError> {
         let filter: crm_core::ProductFilter = filter.unwrap_or_default().try_into()?;
         let sort = parse_order_by(order_by.as_deref(), PRODUCT_SORTS)?;
-        let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
+        let limit = page_size(first, context.max_page_size())?;
+        let scope = CursorScope::new(Kind::Product, &sort, &filter);
+        let page = PageRequest {
+            // One more than asked for, to learn whether a next page exists.
+            limit: limit + 1,
+            after: after.as_deref().map(|c| scope.decode(c)).transpose()?,
+        };
         context.charge_rows(limit)?;
+        let has_after = page.after.is_some();
         let mut rows = context
             .store()
-            .list_products(&filter, &sort, fetch_one_more(offset, limit))
+            .list_products(&filter, scope.sort(), page)
             .await?;
         let has_next_page = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         Ok(ProductConnection {
             nodes: rows.into_iter().map(ProductNode).collect(),
-            offset,
+            after: has_after,
             has_next_page,
             filter,
+            scope,
         })
     }
 
@@ -94,20 +113,28 @@ impl Query {
     ) -> Result<OrderConnection, ApiError> {
         let filter: crm_core::OrderFilter = filter.unwrap_or_default().try_into()?;
         let sort = parse_order_by(order_by.as_deref(), ORDER_SORTS)?;
-        let (offset, limit) = page_request(first, after.as_deref(), context.max_page_size())?;
+        let limit = page_size(first, context.max_page_size())?;
+        let scope = CursorScope::new(Kind::Order, &sort, &filter);
+        let page = PageRequest {
+            // One more than asked for, to learn whether a next page exists.
+            limit: limit + 1,
+            after: after.as_deref().map(|c| scope.decode(c)).transpose()?,
+        };
         context.charge_rows(limit)?;
+        let has_after = page.after.is_some();
         let mut rows = context
             .store()
-            .list_orders(&filter, &sort, fetch_one_more(offset, limit))
+            .list_orders(&filter, scope.sort(), page)
             .await?;
         let has_next_page = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         let related = Related::selected_under(&executor.look_ahead());
         Ok(OrderConnection {
             nodes: OrderNode::load(context, rows, related).await?,
-            offset,
+            after: has_after,
             has_next_page,
             filter,
+            scope,
         })
     }
 

@@ -7,13 +7,21 @@ use crm_core::{Customer, CustomerId, Order, OrderId, Product};
 use juniper::{GraphQLObject, ID, LookAheadSelection, ScalarValue, graphql_object};
 
 use crate::context::Context;
+use crate::cursor::CursorScope;
 use crate::error::ApiError;
-use crate::ids::{Kind, encode_cursor, encode_id};
+use crate::ids::{Kind, encode_id};
 use crate::scalars::{Money, Timestamp};
 use crate::schema::sync_resolve::Resolved;
 
 /// A customer of the shop.
 pub(crate) struct CustomerNode(pub(crate) Customer);
+
+impl CustomerNode {
+    /// The customer, for its cursor.
+    fn row(&self) -> &Customer {
+        &self.0
+    }
+}
 
 /// A customer of the shop.
 #[graphql_object(name = "CustomerType", context = Context)]
@@ -42,6 +50,13 @@ impl CustomerNode {
 
 /// A product for sale.
 pub(crate) struct ProductNode(pub(crate) Product);
+
+impl ProductNode {
+    /// The product, for its cursor.
+    fn row(&self) -> &Product {
+        &self.0
+    }
+}
 
 /// A product for sale.
 #[graphql_object(name = "ProductType", context = Context)]
@@ -74,6 +89,13 @@ pub(crate) struct OrderNode {
     customer: Option<Option<Arc<CustomerNode>>>,
     /// Its products by id; `None` when the query did not ask for them.
     products: Option<Vec<ProductNode>>,
+}
+
+impl OrderNode {
+    /// The order, for its cursor.
+    fn row(&self) -> &Order {
+        &self.order
+    }
 }
 
 /// Which of an order's related records a query selects, anywhere under a field that returns
@@ -212,7 +234,7 @@ impl OrderNode {
 pub(crate) struct PageInfo {
     /// Whether rows follow this page.
     has_next_page: bool,
-    /// Whether rows precede this page.
+    /// Whether rows precede this page (whether it was asked for with `after`).
     has_previous_page: bool,
     /// Cursor of the first row of the page, if any.
     start_cursor: Option<String>,
@@ -220,32 +242,21 @@ pub(crate) struct PageInfo {
     end_cursor: Option<String>,
 }
 
-impl PageInfo {
-    /// The page of `len` rows starting at `offset`.
-    fn new(offset: u64, len: usize, has_next_page: bool) -> Self {
-        let len = len as u64;
-        Self {
-            has_next_page,
-            has_previous_page: offset > 0,
-            start_cursor: (len > 0).then(|| encode_cursor(offset)),
-            end_cursor: (len > 0).then(|| encode_cursor(offset + len - 1)),
-        }
-    }
-}
-
 /// A relay connection and its edge type over one node type. `$count` counts the filter's
-/// matches for `totalCount` (asked for only when a client selects it).
+/// matches for `totalCount` (asked for only when a client selects it); cursors are keyset
+/// cursors of `$field`'s sort (see [`crate::cursor`]).
 macro_rules! connection {
     (
         $connection:ident, $connection_name:literal, $edge:ident, $edge_name:literal,
-        $node:ident, $filter:ty, $count:ident, $page_doc:literal, $edge_doc:literal
+        $node:ident, $filter:ty, $field:ty, $count:ident, $page_doc:literal, $edge_doc:literal
     ) => {
         #[doc = $page_doc]
         pub(crate) struct $connection {
             pub(crate) nodes: Vec<$node>,
-            pub(crate) offset: u64,
+            pub(crate) after: bool,
             pub(crate) has_next_page: bool,
             pub(crate) filter: $filter,
+            pub(crate) scope: CursorScope<$field>,
         }
 
         #[doc = $page_doc]
@@ -253,22 +264,27 @@ macro_rules! connection {
         impl $connection {
             /// Position in the list.
             fn page_info(&self) -> PageInfo {
-                PageInfo::new(self.offset, self.nodes.len(), self.has_next_page)
+                PageInfo {
+                    has_next_page: self.has_next_page,
+                    has_previous_page: self.after,
+                    start_cursor: self.nodes.first().map(|n| self.scope.encode(n.row())),
+                    end_cursor: self.nodes.last().map(|n| self.scope.encode(n.row())),
+                }
             }
             /// The rows of this page, each with its cursor.
             fn edges(&self) -> Resolved<Vec<$edge<'_>>> {
                 Resolved(
                     self.nodes
                         .iter()
-                        .enumerate()
-                        .map(|(i, node)| $edge {
+                        .map(|node| $edge {
                             node,
-                            offset: self.offset + i as u64,
+                            scope: &self.scope,
                         })
                         .collect(),
                 )
             }
-            /// How many rows match the filter in all pages (counted by the database).
+            /// How many rows match the filter in all pages (counted by the database; `after`
+            /// and `first` do not change it).
             async fn total_count(&self, context: &Context) -> Result<i32, ApiError> {
                 let count = context.store().$count(&self.filter).await?;
                 Ok(i32::try_from(count).unwrap_or(i32::MAX))
@@ -278,7 +294,7 @@ macro_rules! connection {
         #[doc = $edge_doc]
         pub(crate) struct $edge<'a> {
             node: &'a $node,
-            offset: u64,
+            scope: &'a CursorScope<$field>,
         }
 
         #[doc = $edge_doc]
@@ -288,9 +304,10 @@ macro_rules! connection {
             fn node(&self) -> &$node {
                 self.node
             }
-            /// Opaque position of the row; pass it as `after` to read on from here.
+            /// Opaque position of the row (its sort values and id); pass it as `after` with
+            /// the same `orderBy` and `filter` to read on from here.
             fn cursor(&self) -> String {
-                encode_cursor(self.offset)
+                self.scope.encode(self.node.row())
             }
         }
     };
@@ -303,6 +320,7 @@ connection!(
     "CustomerTypeEdge",
     CustomerNode,
     crm_core::CustomerFilter,
+    crm_core::CustomerField,
     count_customers,
     "A page of customers.",
     "One of a page of customers, and its cursor."
@@ -314,6 +332,7 @@ connection!(
     "ProductTypeEdge",
     ProductNode,
     crm_core::ProductFilter,
+    crm_core::ProductField,
     count_products,
     "A page of products.",
     "One of a page of products, and its cursor."
@@ -325,6 +344,7 @@ connection!(
     "OrderTypeEdge",
     OrderNode,
     crm_core::OrderFilter,
+    crm_core::OrderField,
     count_orders,
     "A page of orders.",
     "One of a page of orders, and its cursor."

@@ -3,6 +3,7 @@
 
 mod graphiql;
 mod helpers;
+mod paging;
 mod probes;
 mod prop_input;
 mod security;
