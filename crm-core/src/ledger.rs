@@ -317,6 +317,23 @@ impl JobRun {
     }
 }
 
+/// A job's finished runs of one outcome, counted since the ledger began (a prune does not
+/// lower it): [`crate::Database::run_counts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunCount {
+    /// The job's code.
+    pub code: String,
+    /// The outcome counted.
+    pub outcome: RunOutcome,
+    /// How many runs ended so (dry runs left out).
+    pub runs: u64,
+    /// Their durations, summed.
+    pub total_duration: Duration,
+    /// The latest end of such a run still in the ledger.
+    pub last_ended: Option<DateTime<Utc>>,
+}
+
 /// What [`RunLedger::claim`] decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -17,8 +17,8 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunId,
-    RunLedger, RunOutcome, clip_message, kept_ids, validate_new_run,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunCount,
+    RunId, RunLedger, RunOutcome, clip_message, kept_ids, validate_new_run,
 };
 use crate::database::{Backend, Database};
 use crate::error::{CoreError, Result};
@@ -885,6 +885,54 @@ impl RunLedger for Database {
                 .rows_affected(),
         };
         Ok(pruned)
+    }
+}
+
+impl Database {
+    /// Every job's finished runs per outcome, counted since the ledger began (also those a
+    /// prune deleted), with their summed durations and the latest end of such a run still in
+    /// the ledger: what a Prometheus scrape reads (`crm_job_runs_total`, the last success and
+    /// failure). One statement over `job_run_counts` (migration 0009), whose rows triggers
+    /// keep as runs finish, and an index walk per row (`job_runs_outcome_end_idx`); its cost
+    /// does not grow with the ledger.
+    pub async fn run_counts(&self) -> Result<Vec<RunCount>> {
+        macro_rules! read {
+            ($rows:expr) => {
+                $rows
+                    .iter()
+                    .map(|row| {
+                        let outcome: String = row.try_get("outcome")?;
+                        Ok(RunCount {
+                            code: row.try_get("code")?,
+                            outcome: outcome
+                                .parse()
+                                .map_err(|e: String| CoreError::validation("outcome", e))?,
+                            runs: u64::try_from(row.try_get::<i64, _>("runs")?).unwrap_or(0),
+                            total_duration: std::time::Duration::from_micros(
+                                u64::try_from(row.try_get::<i64, _>("duration_us")?).unwrap_or(0),
+                            ),
+                            last_ended: row
+                                .try_get::<Option<i64>, _>("last_ended_us")?
+                                .and_then(DateTime::<Utc>::from_timestamp_micros),
+                        })
+                    })
+                    .collect()
+            };
+        }
+        match self.backend() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => read!(
+                sqlx::query(include_str!("sqlite/run_counts.sql"))
+                    .fetch_all(pool)
+                    .await?
+            ),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => read!(
+                sqlx::query(include_str!("postgres/run_counts.sql"))
+                    .fetch_all(pool)
+                    .await?
+            ),
+        }
     }
 }
 

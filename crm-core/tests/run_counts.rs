@@ -1,0 +1,129 @@
+//! `Database::run_counts` (table `job_run_counts`, kept by triggers): the counts behind the
+//! Prometheus counter `crm_job_runs_total`, on SQLite and on PostgreSQL. They follow every way a
+//! run ends (seeded finished rows, a claim finished, a skip, an abandoned claim), leave dry runs
+//! out, and do not go down when a prune deletes the rows they counted.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use crm_core::ledger::{Claim, NewRun, Retention, RunKind, RunLedger, RunOutcome};
+use crm_core::testing::{TestDb, seed_finished_runs};
+
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, day, hour, 0, 0).unwrap()
+}
+
+fn run(code: &str, tick: DateTime<Utc>, kind: RunKind) -> NewRun {
+    NewRun {
+        code: code.to_owned(),
+        tick,
+        kind,
+        attempt: 1,
+        started_at: tick,
+        lease_until: tick + TimeDelta::minutes(1),
+        host: "test".to_owned(),
+        pid: 1,
+    }
+}
+
+/// `(code, outcome, runs, total seconds)` of every count.
+async fn counts(t: &TestDb) -> Vec<(String, RunOutcome, u64, u64)> {
+    t.database()
+        .run_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.code, c.outcome, c.runs, c.total_duration.as_secs()))
+        .collect()
+}
+
+async fn claimed(t: &TestDb, new: &NewRun) -> crm_core::ledger::RunId {
+    match t
+        .database()
+        .claim(new, false, new.started_at)
+        .await
+        .unwrap()
+    {
+        Claim::Claimed(run) => run.id,
+        other => panic!("not claimed: {other:?}"),
+    }
+}
+
+async fn counts_follow_every_end_and_survive_a_prune(t: TestDb) {
+    let db = t.database();
+    assert!(db.run_counts().await.unwrap().is_empty());
+    // 1,000 finished runs of one second each, every tenth failed.
+    seed_finished_runs(db, "report", 1000, at(1, 0), TimeDelta::minutes(5))
+        .await
+        .unwrap();
+    // A claim that runs 3 s and succeeds; one still running; a dry run; a skip; an abandoned
+    // claim.
+    let ok = claimed(&t, &run("report", at(20, 1), RunKind::Manual)).await;
+    db.finish(
+        ok,
+        RunOutcome::Succeeded,
+        at(20, 1) + TimeDelta::seconds(3),
+        "done",
+    )
+    .await
+    .unwrap();
+    claimed(&t, &run("heartbeat", at(20, 2), RunKind::Scheduled)).await;
+    let dry = claimed(&t, &run("report", at(20, 3), RunKind::DryRun)).await;
+    db.finish(dry, RunOutcome::Succeeded, at(20, 3), "dry")
+        .await
+        .unwrap();
+    assert!(
+        db.record_skipped(&run("report", at(20, 4), RunKind::Scheduled), "missed")
+            .await
+            .unwrap()
+    );
+    let lost = claimed(&t, &run("cleanup", at(20, 5), RunKind::Scheduled)).await;
+    let abandoned = db.abandon_expired(at(20, 6)).await.unwrap();
+    assert!(abandoned.iter().any(|r| r.id == lost));
+
+    let expected = vec![
+        ("cleanup".to_owned(), RunOutcome::Abandoned, 1, 3600),
+        ("heartbeat".to_owned(), RunOutcome::Abandoned, 1, 14400),
+        ("report".to_owned(), RunOutcome::Failed, 100, 100),
+        ("report".to_owned(), RunOutcome::Skipped, 1, 0),
+        ("report".to_owned(), RunOutcome::Succeeded, 901, 903),
+    ];
+    assert_eq!(counts(&t).await, expected);
+    let latest = db.run_counts().await.unwrap();
+    let success = latest
+        .iter()
+        .find(|c| c.code == "report" && c.outcome == RunOutcome::Succeeded)
+        .unwrap();
+    assert_eq!(success.last_ended, Some(at(20, 1) + TimeDelta::seconds(3)));
+
+    // Everything finished may go (keeping the landmarks the health reads): the counts stay.
+    let pruned = db
+        .prune(
+            &Retention::before(at(28, 0))
+                .keep_per_job(0)
+                .pause(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert!(pruned.runs > 900, "{pruned:?}");
+    assert_eq!(counts(&t).await, expected);
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),*) => {
+        mod sqlite {
+            $(#[async_std::test]
+            async fn $name() {
+                super::$name(crm_core::testing::TestDb::sqlite().await).await;
+            })*
+        }
+        mod postgres {
+            $(#[async_std::test]
+            async fn $name() {
+                super::$name(crm_core::testing::TestDb::postgres().await).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(counts_follow_every_end_and_survive_a_prune);
