@@ -128,7 +128,7 @@ impl AlertHook for LogAlert {
                 job.code = %code,
                 consecutive_failures,
                 // A job's message may quote customers' addresses: not in the service's log.
-                error = %crate::health::redact_emails(message),
+                error = %crate::redact::redact_emails(message),
                 "Job keeps failing"
             ),
             Alert::Recovered {

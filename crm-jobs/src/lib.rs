@@ -10,9 +10,12 @@ pub mod crontab;
 #[cfg(feature = "graphql-surf")]
 mod graphql;
 pub mod health;
+mod incidents;
 mod job;
 mod jobs;
 mod log_file;
+mod redact;
+mod retention;
 mod runner;
 mod schedule;
 mod scheduler;
