@@ -579,6 +579,24 @@ impl Workspace {
             .stdin(Stdio::null());
         command
     }
+
+    /// `clean_inactive_customers.sh` as cron runs it, with this build's `crm` and `env_file`;
+    /// what it did and its output log.
+    fn run_cleanup_script(&self, env_file: &Path) -> (Output, String) {
+        let output_log = self.path().join("cron_output.log");
+        let run = self
+            .as_cron("bash")
+            .arg(cron_example("clean_inactive_customers.sh"))
+            .env("CRM_BIN", env!("CARGO_BIN_EXE_crm"))
+            .env("CRM_ENV_FILE", env_file)
+            .env("CRM_CRON_OUTPUT_LOG", &output_log)
+            .output()
+            .unwrap();
+        (
+            run,
+            std::fs::read_to_string(&output_log).unwrap_or_default(),
+        )
+    }
 }
 
 /// `clean_inactive_customers.sh` as installed: the job reads `/etc/crm/crm.env` (here a copy)
@@ -592,17 +610,8 @@ fn the_cleanup_script_logs_to_the_seeds_tmp_file_with_the_env_files_database() {
         0,
     );
     let env_file = ws.env_file("");
-    let output_log = ws.path().join("cron_output.log");
     let before = seed_log_lines("customer_cleanup_log.txt", " inactive customers");
-    let run = ws
-        .as_cron("bash")
-        .arg(cron_example("clean_inactive_customers.sh"))
-        .env("CRM_BIN", env!("CARGO_BIN_EXE_crm"))
-        .env("CRM_ENV_FILE", &env_file)
-        .env("CRM_CRON_OUTPUT_LOG", &output_log)
-        .output()
-        .unwrap();
-    let output = std::fs::read_to_string(&output_log).unwrap_or_default();
+    let (run, output) = ws.run_cleanup_script(&env_file);
     assert_exit(&run, 0);
     assert!(
         seed_log_lines("customer_cleanup_log.txt", " inactive customers") > before,
@@ -629,17 +638,8 @@ fn the_cleanup_script_logs_to_the_seeds_tmp_file_with_the_env_files_database() {
 fn the_cleanup_script_fails_with_the_reason_when_the_env_file_is_missing() {
     let ws = Workspace::new();
     let missing = ws.path().join("no-such.env");
-    let output_log = ws.path().join("cron_output.log");
-    let run = ws
-        .as_cron("bash")
-        .arg(cron_example("clean_inactive_customers.sh"))
-        .env("CRM_BIN", env!("CARGO_BIN_EXE_crm"))
-        .env("CRM_ENV_FILE", &missing)
-        .env("CRM_CRON_OUTPUT_LOG", &output_log)
-        .output()
-        .unwrap();
+    let (run, output) = ws.run_cleanup_script(&missing);
     assert_exit(&run, 2);
-    let output = std::fs::read_to_string(&output_log).unwrap();
     assert!(
         output.contains(&format!(
             "crm: cannot read the environment file {}",

@@ -152,6 +152,36 @@ impl Restock {
     pub fn new(products: Vec<Product>, replayed: bool) -> Self {
         Self { products, replayed }
     }
+
+    /// What `updateLowStockProducts` does, for the server and for the jobs in process: once
+    /// per `key` ([`CrmStore::restock_low_once`]) when there is one, else
+    /// [`CrmStore::restock_low`] (the original's clients send none).
+    pub async fn low_stock(
+        store: &dyn CrmStore,
+        key: Option<&str>,
+        threshold: i32,
+        amount: i32,
+    ) -> Result<Self> {
+        match key {
+            Some(key) => store.restock_low_once(key, threshold, amount).await,
+            None => Ok(Self::new(
+                store.restock_low(threshold, amount).await?,
+                false,
+            )),
+        }
+    }
+
+    /// The summary for people, as `updateLowStockProducts` answers it.
+    pub fn message(&self, threshold: i32, amount: i32) -> String {
+        match (self.replayed, self.products.len()) {
+            (true, n) => format!(
+                "Already restocked with this idempotency key ({n} products then); nothing changed"
+            ),
+            (false, 0) => format!("No products had stock below {threshold}"),
+            (false, 1) => format!("Restocked 1 product by {amount}"),
+            (false, n) => format!("Restocked {n} products by {amount}"),
+        }
+    }
 }
 
 /// The longest idempotency key [`CrmStore::restock_low_once`] takes, in characters.

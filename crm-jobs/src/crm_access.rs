@@ -269,33 +269,19 @@ impl CrmAccess for InProcessCrm {
         &self,
         idempotency_key: Option<&str>,
     ) -> Result<RestockOutcome, JobError> {
-        let (products, replayed) = match idempotency_key {
-            Some(key) => {
-                let restock = self
-                    .store
-                    .restock_low_once(key, LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
-                    .await?;
-                (restock.products, restock.replayed)
-            }
-            None => (
-                self.store
-                    .restock_low(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
-                    .await?,
-                false,
-            ),
-        };
-        let message = match (replayed, products.len()) {
-            (true, n) => format!(
-                "Already restocked with this idempotency key ({n} products then); nothing changed"
-            ),
-            (false, 0) => format!("No products had stock below {LOW_STOCK_THRESHOLD}"),
-            (false, 1) => format!("Restocked 1 product by {RESTOCK_AMOUNT}"),
-            (false, n) => format!("Restocked {n} products by {RESTOCK_AMOUNT}"),
-        };
-        Ok(
-            RestockOutcome::new(products.into_iter().map(stock_level).collect(), message)
-                .with_replayed(replayed),
+        let restock = crm_core::Restock::low_stock(
+            &*self.store,
+            idempotency_key,
+            LOW_STOCK_THRESHOLD,
+            RESTOCK_AMOUNT,
         )
+        .await?;
+        let message = restock.message(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT);
+        Ok(RestockOutcome::new(
+            restock.products.into_iter().map(stock_level).collect(),
+            message,
+        )
+        .with_replayed(restock.replayed))
     }
 
     async fn report_totals(&self) -> Result<ReportTotals, JobError> {

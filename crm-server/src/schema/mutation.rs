@@ -262,33 +262,17 @@ impl Mutation {
         idempotency_key: Option<String>,
     ) -> Result<UpdateLowStockProductsPayload, ApiError> {
         context.require_write_access()?;
-        let store = context.store();
-        let (products, replayed) = match &idempotency_key {
-            Some(key) => {
-                let restock = store
-                    .restock_low_once(key, LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
-                    .await?;
-                (restock.products, restock.replayed)
-            }
-            None => (
-                store
-                    .restock_low(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT)
-                    .await?,
-                false,
-            ),
-        };
-        let message = match (replayed, products.len()) {
-            (true, n) => format!(
-                "Already restocked with this idempotency key ({n} products then); nothing changed"
-            ),
-            (false, 0) => format!("No products had stock below {LOW_STOCK_THRESHOLD}"),
-            (false, 1) => format!("Restocked 1 product by {RESTOCK_AMOUNT}"),
-            (false, n) => format!("Restocked {n} products by {RESTOCK_AMOUNT}"),
-        };
+        let restock = crm_core::Restock::low_stock(
+            context.store(),
+            idempotency_key.as_deref(),
+            LOW_STOCK_THRESHOLD,
+            RESTOCK_AMOUNT,
+        )
+        .await?;
         Ok(UpdateLowStockProductsPayload {
-            products: products.into_iter().map(ProductNode).collect(),
-            message,
-            replayed,
+            message: restock.message(LOW_STOCK_THRESHOLD, RESTOCK_AMOUNT),
+            replayed: restock.replayed,
+            products: restock.products.into_iter().map(ProductNode).collect(),
         })
     }
 }
