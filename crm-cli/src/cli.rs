@@ -53,6 +53,10 @@ pub(crate) struct Settings {
         hide_env_values = true
     )]
     pub(crate) alert_webhook_url: Option<String>,
+    /// A PEM file of CA certificates trusted, besides the system's roots, for an https://
+    /// GraphQL URL or alert webhook (a private CA); none by default.
+    #[arg(long, global = true, env = "CRM_CA_FILE")]
+    pub(crate) ca_file: Option<PathBuf>,
     /// IANA time zone of schedules and log timestamps [default: the machine's zone, read from
     /// /etc/localtime, else /etc/timezone (TZ is not read), else UTC].
     #[arg(long, global = true, env = "CRM_TIME_ZONE")]

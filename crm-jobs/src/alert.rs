@@ -157,6 +157,8 @@ impl AlertHook for LogAlert {
 #[derive(Clone)]
 pub struct WebhookAlert {
     url: surf::Url,
+    /// A private CA trusted besides the system's roots for an `https://` webhook.
+    ca_file: Option<std::path::PathBuf>,
     attempts: u32,
     timeout: Duration,
     pause: Duration,
@@ -187,10 +189,18 @@ impl WebhookAlert {
         }
         Ok(Self {
             url,
+            ca_file: None,
             attempts: 3,
             timeout: Duration::from_secs(10),
             pause: Duration::from_secs(1),
         })
+    }
+
+    /// Trusts the CA certificates in the PEM file `file` (`CRM_CA_FILE`) besides the system's
+    /// roots for an `https://` webhook; checked when each alert is sent.
+    pub fn ca_file(mut self, file: Option<std::path::PathBuf>) -> Self {
+        self.ca_file = file;
+        self
     }
 
     /// Sets how many times delivery is tried (at least once).
@@ -214,7 +224,11 @@ impl WebhookAlert {
     async fn try_once(&self, alert: &Alert) -> Result<(), String> {
         // A fresh client (and connection) per attempt: a pooled connection whose last request
         // timed out may still carry that request's unanswered exchange.
-        let request = surf::Client::new()
+        let client =
+            crate::https::client_for(&self.url, self.ca_file.as_deref(), self.timeout, || {
+                Ok(surf::Client::new())
+            })?;
+        let request = client
             .post(self.url.as_str())
             .body_json(alert)
             .map_err(|e| e.to_string())?

@@ -22,6 +22,7 @@ pub const DEFAULT_GRAPHQL_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `CRM_LOG_DIR` | [`log_dir`](Self::log_dir) | `/tmp` |
 /// | `CRM_TIME_ZONE` | [`time_zone`](Self::time_zone) | the machine's zone (`/etc/localtime`, then `/etc/timezone`; not `TZ`), else UTC |
 /// | `CRM_JOB_LEASE` | [`lease`](Self::lease) | 60 (seconds) |
+/// | `CRM_CA_FILE` | [`ca_file`](Self::ca_file) | none (the system's roots only) |
 ///
 /// An empty variable counts as unset. `Debug` never shows the token.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,6 +45,9 @@ pub struct JobsConfig {
     /// jobs are short and who want a crashed run retried sooner set a few seconds (the
     /// kill -9 tests use 1 s). From 1 second to 1 day.
     pub lease: Duration,
+    /// A PEM file of CA certificates trusted for an `https://` GraphQL URL (and by the `crm`
+    /// binary for the alert webhook) besides the system's roots: a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Why the configuration could not be read.
@@ -56,11 +60,8 @@ pub enum ConfigError {
     /// `CRM_API_TOKEN` holds characters an HTTP header cannot carry (its value is not shown).
     #[error("CRM_API_TOKEN: must be printable ASCII without spaces")]
     ApiToken,
-    /// `CRM_GRAPHQL_URL` is not a plain-HTTP URL.
-    #[error(
-        "CRM_GRAPHQL_URL: '{0}' is not an http:// URL (the jobs speak plain HTTP: to a local \
-         server, or through a TLS-terminating proxy)"
-    )]
+    /// `CRM_GRAPHQL_URL` is not an http:// or https:// URL.
+    #[error("CRM_GRAPHQL_URL: '{0}' is not an http:// or https:// URL")]
     GraphqlUrl(String),
     /// `CRM_JOB_LEASE` is not a whole number of seconds from 1 to 86400.
     #[error("CRM_JOB_LEASE: '{0}' is not a number of seconds from 1 to 86400")]
@@ -76,6 +77,7 @@ impl Default for JobsConfig {
             time_zone: machine_time_zone(),
             graphql_timeout: DEFAULT_GRAPHQL_TIMEOUT,
             lease: crate::runner::DEFAULT_LEASE,
+            ca_file: None,
         }
     }
 }
@@ -89,6 +91,7 @@ impl fmt::Debug for JobsConfig {
             .field("time_zone", &self.time_zone)
             .field("graphql_timeout", &self.graphql_timeout)
             .field("lease", &self.lease)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -126,13 +129,15 @@ impl JobsConfig {
                 _ => return Err(ConfigError::Lease(lease)),
             };
         }
+        if let Some(file) = get("CRM_CA_FILE") {
+            config.ca_file = Some(PathBuf::from(file));
+        }
         Ok(config)
     }
 
-    /// This configuration with another GraphQL endpoint, checked to be an `http://` URL (the
-    /// same check the GraphQL client makes, so a configuration that loads gives a working
-    /// client). `https://` is refused up front: the HTTP client is built without TLS (see
-    /// `CRATES.md`), so every run would fail.
+    /// This configuration with another GraphQL endpoint, checked to be an `http://` or
+    /// `https://` URL (the same check the GraphQL client makes, so a configuration that loads
+    /// gives a working client).
     pub fn with_graphql_url(mut self, url: &str) -> Result<Self, ConfigError> {
         let url = url.trim();
         if is_http_url(url) {
@@ -141,6 +146,13 @@ impl JobsConfig {
         } else {
             Err(ConfigError::GraphqlUrl(crm_core::redact_password(url)))
         }
+    }
+
+    /// This configuration with a private CA file trusted for https (`None`: the system's roots
+    /// only).
+    pub fn with_ca_file(mut self, file: Option<PathBuf>) -> Self {
+        self.ca_file = file;
+        self
     }
 
     /// This configuration with another log directory.
@@ -180,17 +192,19 @@ pub(crate) fn machine_time_zone() -> Tz {
     crate::machine_time_zone().unwrap_or(Tz::UTC)
 }
 
-/// Whether `url` is an `http://` URL with a host: parsed as the client will parse it when the
+/// Whether `url` is an `http://` or `https://` URL with a host: parsed as the client will parse it when the
 /// client is compiled in (feature `graphql-surf`), else checked by its shape (no URL parser is
 /// worth its dependencies for a setting nothing reads).
 #[cfg(feature = "graphql-surf")]
 fn is_http_url(url: &str) -> bool {
-    surf::Url::parse(url).is_ok_and(|parsed| parsed.scheme() == "http" && parsed.has_host())
+    surf::Url::parse(url)
+        .is_ok_and(|parsed| matches!(parsed.scheme(), "http" | "https") && parsed.has_host())
 }
 
 #[cfg(not(feature = "graphql-surf"))]
 fn is_http_url(url: &str) -> bool {
     url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
         .is_some_and(|rest| !rest.is_empty() && !rest.starts_with(['/', '?', '#']))
 }
 

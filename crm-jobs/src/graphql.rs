@@ -112,27 +112,40 @@ impl fmt::Debug for GraphqlClient {
 impl GraphqlClient {
     /// A client of `config.graphql_url`, sending `config.api_token` as a bearer token, each
     /// request limited to `config.graphql_timeout`.
+    /// An `https://` URL's certificate must chain to the system's roots or to
+    /// `config.ca_file`.
     pub fn new(config: &JobsConfig) -> Result<Self, GraphqlError> {
-        Self::with_endpoint(
+        Self::build(
             &config.graphql_url,
             config.api_token.as_deref(),
             config.graphql_timeout,
+            config.ca_file.as_deref(),
         )
     }
 
-    /// A client of `url`, sending `token` (if any) as `Authorization: Bearer <token>`, each
-    /// request (connection to last byte) limited to `timeout`.
+    /// A client of `url` (`http://` or `https://`, trusting the system's roots), sending
+    /// `token` (if any) as `Authorization: Bearer <token>`, each request (connection to last
+    /// byte) limited to `timeout`.
     pub fn with_endpoint(
         url: &str,
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, GraphqlError> {
+        Self::build(url, token, timeout, None)
+    }
+
+    fn build(
+        url: &str,
+        token: Option<&str>,
+        timeout: Duration,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, GraphqlError> {
         let shown_url = crm_core::redact_password(url);
         let parsed = surf::Url::parse(url)
             .map_err(|e| GraphqlError::Config(format!("'{shown_url}' is not a URL: {e}")))?;
-        if parsed.scheme() != "http" || !parsed.has_host() {
+        if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
             return Err(GraphqlError::Config(format!(
-                "'{shown_url}' is not an http:// URL (this client speaks plain HTTP only)"
+                "'{shown_url}' is not an http:// or https:// URL"
             )));
         }
         let authorization = match token {
@@ -149,11 +162,14 @@ impl GraphqlClient {
         // TCP_NODELAY: the client writes a request's head and body separately, and on a
         // kept-alive connection Nagle's algorithm would hold the body back until the server's
         // delayed ACK (40 ms on Linux) for every request after the first.
-        let http: surf::Client = surf::Config::new()
-            .set_timeout(None)
-            .set_tcp_no_delay(true)
-            .try_into()
-            .map_err(|e| GraphqlError::Config(format!("cannot set up HTTP: {e:?}")))?;
+        let http = crate::https::client_for(&parsed, ca_file, timeout, || {
+            surf::Config::new()
+                .set_timeout(None)
+                .set_tcp_no_delay(true)
+                .try_into()
+                .map_err(|e| format!("cannot set up HTTP: {e:?}"))
+        })
+        .map_err(GraphqlError::Config)?;
         Ok(Self {
             http,
             url: parsed,
@@ -536,8 +552,8 @@ mod tests {
     }
 
     #[test]
-    fn a_url_that_is_not_plain_http_is_refused_up_front() {
-        for url in ["ftp://x/graphql", "https://x/graphql"] {
+    fn a_url_that_is_not_http_or_https_is_refused_up_front() {
+        for url in ["ftp://x/graphql", "https://"] {
             let err = GraphqlClient::with_endpoint(url, None, Duration::from_secs(1)).unwrap_err();
             assert!(matches!(err, GraphqlError::Config(_)), "{err}");
         }

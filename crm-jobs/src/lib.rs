@@ -10,6 +10,8 @@ pub mod crontab;
 #[cfg(feature = "graphql-surf")]
 mod graphql;
 pub mod health;
+#[cfg(feature = "https")]
+mod https;
 mod incidents;
 mod job;
 mod jobs;

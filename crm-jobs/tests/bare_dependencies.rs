@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 /// What a library that any app can embed must not bring into that app.
-const FORBIDDEN: [&str; 8] = [
+const FORBIDDEN: [&str; 11] = [
     "async-std",
     "tokio",
     "surf",
@@ -16,6 +16,10 @@ const FORBIDDEN: [&str; 8] = [
     "redis",
     "http-types",
     "async-h1",
+    // TLS (https for the GraphQL client and the webhook) comes only with their features.
+    "rustls",
+    "futures-rustls",
+    "ring",
 ];
 
 /// The most packages bare crm-jobs may pull, itself included (69 when this guard was written).
@@ -75,7 +79,11 @@ fn bare_crm_jobs_pulls_no_runtime_driver_or_http_stack() {
 
 #[test]
 fn the_guard_sees_what_the_default_features_pull() {
-    // The check above can fail: with its defaults, crm-jobs does pull surf.
+    // The check above can fail: with its defaults, crm-jobs does pull surf and rustls.
     let with_defaults = packages("crm-jobs", &[]);
     assert!(names(&with_defaults).contains("surf"), "{with_defaults:?}");
+    assert!(
+        names(&with_defaults).contains("rustls"),
+        "{with_defaults:?}"
+    );
 }

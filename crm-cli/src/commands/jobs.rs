@@ -24,6 +24,7 @@ pub(crate) fn jobs_config(settings: &Settings) -> CommandResult<JobsConfig> {
         "CRM_LOG_DIR" => Some(settings.log_dir.display().to_string()),
         "CRM_TIME_ZONE" => settings.time_zone.clone(),
         "CRM_JOB_LEASE" => settings.job_lease.clone(),
+        "CRM_CA_FILE" => settings.ca_file.as_ref().map(|f| f.display().to_string()),
         _ => None,
     })
     .usage("Invalid configuration")
@@ -34,7 +35,9 @@ pub(crate) fn alert_hook(settings: &Settings) -> CommandResult<Arc<dyn AlertHook
     let mut hooks: Vec<Arc<dyn AlertHook>> = vec![Arc::new(LogAlert)];
     if let Some(url) = &settings.alert_webhook_url {
         hooks.push(Arc::new(
-            WebhookAlert::new(url).usage("Invalid CRM_ALERT_WEBHOOK_URL")?,
+            WebhookAlert::new(url)
+                .usage("Invalid CRM_ALERT_WEBHOOK_URL")?
+                .ca_file(settings.ca_file.clone()),
         ));
     }
     Ok(Arc::new(AlertHooks(hooks)))

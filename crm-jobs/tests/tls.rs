@@ -1,0 +1,254 @@
+//! https for the jobs' GraphQL client and the alert webhook, against a real TLS server: a
+//! rustls listener with a certificate from a CA this test makes, in front of the real CRM
+//! server (and of a real webhook receiver). Trusted through `CRM_CA_FILE`, the heartbeat writes
+//! its contract line; untrusted, misnamed or silent, the run fails with a one-line reason, in
+//! time.
+
+#[expect(
+    dead_code,
+    reason = "the shared helpers serve several test binaries; this one uses a few"
+)]
+mod helpers;
+#[path = "support/webhook.rs"]
+mod webhook;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_std::net::{TcpListener, TcpStream};
+use chrono::{TimeZone, Utc};
+use crm_core::testing::TestDb;
+use crm_jobs::{
+    Alert, AlertHook, CronJob, GraphqlClient, JobContext, JobError, JobsConfig, LogCrmHeartbeat,
+    WebhookAlert,
+};
+use futures::AsyncReadExt as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use helpers::{Crm, read_log, silent_endpoint, spawn_crm};
+use webhook::webhook_listener;
+
+/// A CA made for this test, its PEM file, and a server certificate it signed for 127.0.0.1
+/// only (so `localhost` is a wrong name).
+struct TestCa {
+    _dir: tempfile::TempDir,
+    ca_file: PathBuf,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn test_ca() -> TestCa {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "crm test CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    TestCa {
+        _dir: dir,
+        ca_file,
+        server: Arc::new(server),
+    }
+}
+
+/// A TLS listener on 127.0.0.1:0 that hands each decrypted connection to `upstream` (an
+/// `http://host:port/...` URL); returns its port.
+async fn tls_proxy(ca: &TestCa, upstream: &str) -> u16 {
+    let upstream = upstream
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = futures_rustls::TlsAcceptor::from(ca.server.clone());
+    async_std::task::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let upstream = upstream.clone();
+            async_std::task::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(plain) = TcpStream::connect(upstream.as_str()).await else {
+                    return;
+                };
+                let (tls_read, mut tls_write) = tls.split();
+                let mut plain_write = plain.clone();
+                let up = futures::io::copy(tls_read, &mut plain_write);
+                let down = futures::io::copy(plain, &mut tls_write);
+                futures::pin_mut!(up, down);
+                let _ = futures::future::select(up, down).await;
+            });
+        }
+    });
+    port
+}
+
+/// The heartbeat's configuration: `url`, this CRM's log directory and zone, a 2 s timeout.
+fn heartbeat_config(crm: &Crm, url: &str, ca_file: Option<PathBuf>) -> JobsConfig {
+    crm.config
+        .clone()
+        .with_graphql_url(url)
+        .unwrap()
+        .with_ca_file(ca_file)
+        .with_graphql_timeout(Duration::from_secs(2))
+}
+
+/// Runs the heartbeat once at 2026-01-02 03:05 UTC (22:05 the day before in New York).
+async fn heartbeat(config: &JobsConfig) -> Result<String, JobError> {
+    let job = LogCrmHeartbeat::new(GraphqlClient::new(config).unwrap(), config);
+    let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 5, 0).unwrap();
+    job.run(&JobContext::new(at, at, false)).await
+}
+
+/// The heartbeat failed, its one log line naming the endpoint and containing `reason`.
+fn assert_failed_with(crm: &Crm, result: Result<String, JobError>, url: &str, reason: &str) {
+    let err = result.expect_err("the run fails");
+    assert!(matches!(err, JobError::Endpoint(_)), "{err:?}");
+    let log = read_log(crm.logs.path(), "crm_heartbeat_log.txt");
+    assert!(
+        log.starts_with("01/01/2026-22:05:00 CRM is alive - GraphQL endpoint not responding: "),
+        "{log}"
+    );
+    assert!(log.contains(url), "{log}");
+    assert!(log.contains(reason), "{log}");
+    assert_eq!(log.lines().count(), 1, "{log}");
+}
+
+#[async_std::test]
+async fn the_heartbeat_over_https_trusting_the_private_ca_writes_its_line() {
+    let crm = spawn_crm(TestDb::sqlite().await, None).await;
+    let ca = test_ca();
+    let port = tls_proxy(&ca, &crm.url).await;
+    let url = format!("https://127.0.0.1:{port}/graphql");
+
+    heartbeat(&heartbeat_config(&crm, &url, Some(ca.ca_file.clone())))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        crm.log("crm_heartbeat_log.txt"),
+        "01/01/2026-22:05:00 CRM is alive\n"
+    );
+}
+
+#[async_std::test]
+async fn without_the_private_ca_the_certificate_is_untrusted_and_the_run_fails() {
+    let crm = spawn_crm(TestDb::sqlite().await, None).await;
+    let ca = test_ca();
+    let port = tls_proxy(&ca, &crm.url).await;
+    let url = format!("https://127.0.0.1:{port}/graphql");
+
+    let result = heartbeat(&heartbeat_config(&crm, &url, None)).await;
+
+    assert_failed_with(
+        &crm,
+        result,
+        &url,
+        &format!("{url}: certificate not trusted (UnknownIssuer)"),
+    );
+}
+
+#[async_std::test]
+async fn a_certificate_for_another_host_name_fails_the_run_saying_so() {
+    let crm = spawn_crm(TestDb::sqlite().await, None).await;
+    let ca = test_ca();
+    let port = tls_proxy(&ca, &crm.url).await;
+    let url = format!("https://localhost:{port}/graphql");
+
+    let result = heartbeat(&heartbeat_config(&crm, &url, Some(ca.ca_file.clone()))).await;
+
+    assert_failed_with(
+        &crm,
+        result,
+        &url,
+        "certificate not valid for the host name localhost (NotValidForName)",
+    );
+}
+
+#[async_std::test]
+async fn a_server_that_never_answers_the_handshake_fails_the_run_within_the_timeout() {
+    let crm = spawn_crm(TestDb::sqlite().await, None).await;
+    let ca = test_ca();
+    let url = silent_endpoint().await.replace("http://", "https://");
+    let started = Instant::now();
+
+    let result = heartbeat(&heartbeat_config(&crm, &url, Some(ca.ca_file.clone()))).await;
+
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_failed_with(&crm, result, &url, "within 2s");
+}
+
+#[async_std::test]
+async fn an_unreadable_ca_file_is_refused_when_the_client_is_made() {
+    let config = JobsConfig::default()
+        .with_graphql_url("https://127.0.0.1:1/graphql")
+        .unwrap()
+        .with_ca_file(Some(PathBuf::from("/nonexistent/ca.pem")));
+
+    let err = GraphqlClient::new(&config).unwrap_err();
+
+    assert!(
+        err.to_string()
+            .contains("CRM_CA_FILE: cannot read /nonexistent/ca.pem"),
+        "{err}"
+    );
+}
+
+#[async_std::test]
+async fn an_alert_reaches_an_https_webhook_trusting_the_private_ca() {
+    let (upstream, received) = webhook_listener(vec![]).await;
+    let ca = test_ca();
+    let port = tls_proxy(&ca, &upstream).await;
+    let url = format!("https://127.0.0.1:{port}/hook");
+    let alert = Alert::Missed {
+        code: "log_crm_heartbeat".to_owned(),
+        tick: Utc.with_ymd_and_hms(2026, 1, 2, 3, 5, 0).unwrap(),
+        next_run: None,
+    };
+
+    let untrusted = WebhookAlert::new(&url).unwrap().attempts(1);
+    let err = untrusted.alert(&alert).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("certificate not trusted (UnknownIssuer)"),
+        "{err}"
+    );
+
+    let trusted = WebhookAlert::new(&url)
+        .unwrap()
+        .ca_file(Some(ca.ca_file.clone()))
+        .attempts(1);
+    trusted.alert(&alert).await.unwrap();
+    let body = received.recv().await.unwrap();
+    assert_eq!(body["event"], "missed");
+    assert_eq!(body["code"], "log_crm_heartbeat");
+}
