@@ -318,7 +318,7 @@ impl JobRun {
 }
 
 /// A job's finished runs of one outcome, counted since the ledger began (a prune does not
-/// lower it): [`crate::Database::run_counts`].
+/// lower it): [`RunLedger::run_counts`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunCount {
@@ -420,6 +420,13 @@ pub trait RunLedger: Send + Sync + fmt::Debug {
 
     /// The incidents still open, by code.
     async fn open_incidents(&self) -> Result<Vec<Incident>>;
+
+    /// Every job's finished runs per outcome, counted since the ledger began (also those a
+    /// prune deleted; a run marked abandoned that later reports its real outcome counts under
+    /// both, so no count ever goes down), with their summed durations and the latest end of
+    /// such a run still in the ledger; dry runs left out. Ordered by code, then outcome. What a
+    /// Prometheus scrape reads (`crm_job_runs_total`).
+    async fn run_counts(&self) -> Result<Vec<RunCount>>;
 
     /// Retention: deletes the finished runs that started and ended before `retention.before`,
     /// oldest first, in batches of `retention.batch` rows (each one short statement, with

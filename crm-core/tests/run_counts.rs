@@ -127,3 +127,75 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(counts_follow_every_end_and_survive_a_prune);
+
+/// The in-memory ledger counts as the database's triggers do, through [`RunLedger::run_counts`]:
+/// every way a run ends, dry runs left out, a run abandoned and then finished counted under
+/// both, and nothing lowered by a prune.
+#[async_std::test]
+async fn the_memory_ledger_counts_like_the_database_and_a_prune_lowers_nothing() {
+    let ledger = crm_core::ledger::MemoryLedger::new();
+    let l: &dyn RunLedger = &ledger;
+    let claim = |new: NewRun| async move {
+        match l.claim(&new, false, new.started_at).await.unwrap() {
+            Claim::Claimed(run) => run.id,
+            other => panic!("not claimed: {other:?}"),
+        }
+    };
+    for day in 1..=3 {
+        let id = claim(run("report", at(day, 1), RunKind::Scheduled)).await;
+        let outcome = if day == 2 {
+            RunOutcome::Failed
+        } else {
+            RunOutcome::Succeeded
+        };
+        l.finish(id, outcome, at(day, 1) + TimeDelta::seconds(2), "")
+            .await
+            .unwrap();
+    }
+    let dry = claim(run("report", at(4, 1), RunKind::DryRun)).await;
+    l.finish(dry, RunOutcome::Succeeded, at(4, 1), "dry")
+        .await
+        .unwrap();
+    assert!(
+        l.record_skipped(&run("report", at(5, 1), RunKind::Scheduled), "missed")
+            .await
+            .unwrap()
+    );
+    // Abandoned when its lease ran out, then its runner reports the truth: counted under both.
+    let late = claim(run("cleanup", at(6, 1), RunKind::Scheduled)).await;
+    assert_eq!(l.abandon_expired(at(6, 3)).await.unwrap().len(), 1);
+    l.finish(late, RunOutcome::Succeeded, at(6, 4), "late but done")
+        .await
+        .unwrap();
+
+    let counts = |all: Vec<crm_core::ledger::RunCount>| {
+        all.into_iter()
+            .map(|c| (c.code, c.outcome, c.runs, c.total_duration.as_secs()))
+            .collect::<Vec<_>>()
+    };
+    let expected = vec![
+        ("cleanup".to_owned(), RunOutcome::Abandoned, 1, 7200),
+        ("cleanup".to_owned(), RunOutcome::Succeeded, 1, 10800),
+        ("report".to_owned(), RunOutcome::Failed, 1, 2),
+        ("report".to_owned(), RunOutcome::Skipped, 1, 0),
+        ("report".to_owned(), RunOutcome::Succeeded, 2, 4),
+    ];
+    let before = l.run_counts().await.unwrap();
+    assert_eq!(counts(before.clone()), expected);
+    let success = before
+        .iter()
+        .find(|c| c.code == "report" && c.outcome == RunOutcome::Succeeded)
+        .unwrap();
+    assert_eq!(success.last_ended, Some(at(3, 1) + TimeDelta::seconds(2)));
+
+    let pruned = l
+        .prune(
+            &Retention::before(at(28, 0))
+                .keep_per_job(0)
+                .pause(Duration::ZERO),
+        )
+        .await
+        .unwrap();
+    assert!(pruned.runs > 0, "{pruned:?}");
+    assert_eq!(counts(l.run_counts().await.unwrap()), expected);
+}

@@ -35,7 +35,7 @@ pub use crm_access::{
 };
 pub use crm_core::ledger::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, Pruned, Retention,
-    RunId, RunKind, RunLedger, RunOutcome,
+    RunCount, RunId, RunKind, RunLedger, RunOutcome,
 };
 pub use crm_core::overrides::{
     AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,

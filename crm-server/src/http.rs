@@ -68,7 +68,8 @@ impl std::fmt::Debug for AppState {
 /// GraphiQL (embedded, see [`crate::graphiql`]; its files under `/graphiql/`) to browsers and
 /// runs `?query=` (read-only) for other clients, as graphene-django does; `GET /healthz`
 /// answers `ok` (liveness: the process serves); `GET /readyz` answers `ok` only when the
-/// database does (readiness); `GET /status` shows the scheduled jobs' health. Every
+/// database does (readiness); `GET /status` shows the scheduled jobs' health and `GET /metrics`
+/// the same in Prometheus' text format (see [`crate::render_metrics`]). Every
 /// request is logged (method, path, status, duration; never bodies or headers).
 pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppState> {
     let schema =
@@ -88,6 +89,7 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
     app.at("/healthz").get(|_| async { Ok("ok") });
     app.at("/readyz").get(ready);
     app.at("/status").get(crate::status::page);
+    app.at("/metrics").get(crate::metrics::scrape);
     app
 }
 

@@ -85,7 +85,7 @@ fn html(status: StatusCode, body: String) -> Response {
 
 /// Whether `header` carries the token: `Bearer <token>`, or `Basic` with the token as the
 /// password (any user name). Compared in constant time.
-fn token_matches(header: Option<&str>, token: &str) -> bool {
+pub(crate) fn token_matches(header: Option<&str>, token: &str) -> bool {
     let Some((scheme, value)) = header.and_then(|h| h.trim().split_once(' ')) else {
         return false;
     };

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunId,
-    RunKind, RunLedger, RunOutcome, abandoned_message, clip_message, kept_ids, validate_new_run,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunCount,
+    RunId, RunKind, RunLedger, RunOutcome, abandoned_message, clip_message, kept_ids,
+    validate_new_run,
 };
 use crate::error::Result;
 
@@ -18,6 +19,9 @@ use crate::error::Result;
 pub struct MemoryLedger {
     runs: Mutex<Vec<JobRun>>,
     incidents: Mutex<Vec<Incident>>,
+    /// Runs counted per job and outcome as they end, which a prune leaves alone (as the
+    /// database's `job_run_counts`); `last_ended` is filled in when read.
+    counts: Mutex<Vec<RunCount>>,
 }
 
 impl MemoryLedger {
@@ -30,6 +34,35 @@ impl MemoryLedger {
         // A panic elsewhere while holding the lock leaves the rows whole (each change is one
         // push or one field write), so the data is still good.
         self.runs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts `row`, which just ended (or was recorded finished), as the database's triggers
+    /// do: dry runs count for nothing. Called with the runs' lock held (always taken first).
+    fn count(&self, row: &JobRun) {
+        if row.kind == RunKind::DryRun || row.outcome == RunOutcome::Running {
+            return;
+        }
+        let took = row
+            .duration(row.ended_at.unwrap_or(row.started_at))
+            .to_std()
+            .unwrap_or_default();
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        match counts
+            .iter_mut()
+            .find(|c| c.code == row.code && c.outcome == row.outcome)
+        {
+            Some(count) => {
+                count.runs += 1;
+                count.total_duration += took;
+            }
+            None => counts.push(RunCount {
+                code: row.code.clone(),
+                outcome: row.outcome,
+                runs: 1,
+                total_duration: took,
+                last_ended: None,
+            }),
+        }
     }
 
     fn incidents(&self) -> MutexGuard<'_, Vec<Incident>> {
@@ -83,6 +116,7 @@ impl RunLedger for MemoryLedger {
         for row in runs.iter_mut().filter(|r| r.code == run.code) {
             if expired(row, now) {
                 abandon(row, now);
+                self.count(row);
             }
         }
         if let Some(existing) = runs.iter().find(|r| same_key(r, run)) {
@@ -107,6 +141,7 @@ impl RunLedger for MemoryLedger {
             return Ok(false);
         }
         let row = new_row(&runs, run, RunOutcome::Skipped, Some(clip_message(message)));
+        self.count(&row);
         runs.push(row);
         Ok(true)
     }
@@ -145,10 +180,14 @@ impl RunLedger for MemoryLedger {
             return Ok(false);
         };
         let was_running = row.outcome == RunOutcome::Running;
+        let changed = row.outcome != outcome;
         row.outcome = outcome;
         row.ended_at = Some(ended_at);
         row.message = Some(clip_message(message));
         row.lease_until = None;
+        if changed {
+            self.count(row);
+        }
         Ok(was_running)
     }
 
@@ -157,6 +196,7 @@ impl RunLedger for MemoryLedger {
         let mut abandoned = Vec::new();
         for row in runs.iter_mut().filter(|r| expired(r, now)) {
             abandon(row, now);
+            self.count(row);
             abandoned.push(row.clone());
         }
         Ok(abandoned)
@@ -304,6 +344,28 @@ impl RunLedger for MemoryLedger {
             .collect();
         open.sort_by(|a, b| a.code.cmp(&b.code));
         Ok(open)
+    }
+
+    async fn run_counts(&self) -> Result<Vec<RunCount>> {
+        let runs = self.runs();
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for count in &mut counts {
+            count.last_ended = runs
+                .iter()
+                .filter(|r| {
+                    r.code == count.code && r.outcome == count.outcome && r.kind != RunKind::DryRun
+                })
+                .filter_map(|r| r.ended_at)
+                .max();
+        }
+        counts.sort_by(|a, b| {
+            (a.code.as_str(), a.outcome.to_string()).cmp(&(b.code.as_str(), b.outcome.to_string()))
+        });
+        Ok(counts)
     }
 
     /// As the database's, at once (one lock); there are no one-off runs in this ledger.

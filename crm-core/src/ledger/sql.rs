@@ -793,6 +793,10 @@ impl RunLedger for Database {
         }
     }
 
+    async fn run_counts(&self) -> Result<Vec<RunCount>> {
+        Database::run_counts(self).await
+    }
+
     async fn prune(&self, retention: &Retention) -> Result<Pruned> {
         let before = retention.before;
         // One-off runs first: once one is gone, its run is an ordinary run.

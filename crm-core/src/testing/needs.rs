@@ -46,11 +46,14 @@ pub enum Need {
     Celery,
     /// Minutes of wall-clock time: the load, kill -9 and outage tests.
     Long,
+    /// Prometheus' `promtool`, the real parser `/metrics` and the example alert rules are
+    /// checked with (Debian package `prometheus`).
+    Promtool,
 }
 
 impl Need {
     /// Every need, in the order the documentation lists them.
-    pub const ALL: [Need; 7] = [
+    pub const ALL: [Need; 8] = [
         Need::Redis,
         Need::Cron,
         Need::Chromium,
@@ -58,6 +61,7 @@ impl Need {
         Need::Sqlite3,
         Need::Celery,
         Need::Long,
+        Need::Promtool,
     ];
 
     /// The name used in `CRM_TESTS_LEAVE_OUT`.
@@ -70,6 +74,7 @@ impl Need {
             Need::Sqlite3 => "sqlite3",
             Need::Celery => "celery",
             Need::Long => "long",
+            Need::Promtool => "promtool",
         }
     }
 
@@ -94,6 +99,7 @@ impl Need {
                  (scripts/test-setup does both)"
             }
             Need::Long => "nothing to install",
+            Need::Promtool => "apt-get install -y prometheus (for its promtool)",
         }
     }
 }
@@ -122,7 +128,7 @@ pub fn left_out(test: &str, need: Need) -> bool {
 /// Why `need` cannot be had on this machine, with the line that installs it; `None` when it is
 /// here. Looked up once per test process.
 pub fn missing(need: Need) -> Option<String> {
-    static FOUND: [OnceLock<Option<String>>; 7] = [const { OnceLock::new() }; 7];
+    static FOUND: [OnceLock<Option<String>>; 8] = [const { OnceLock::new() }; 8];
     let index = Need::ALL.iter().position(|n| *n == need).unwrap_or(0);
     FOUND[index]
         .get_or_init(|| {
@@ -203,6 +209,7 @@ fn look_for(need: Need) -> Option<String> {
         Need::Sqlite3 => runs("sqlite3", &["--version"]),
         Need::Celery => runs("python3", &["-c", "import venv, ensurepip"]),
         Need::Long => None,
+        Need::Promtool => runs("promtool", &["--version"]),
     }
 }
 

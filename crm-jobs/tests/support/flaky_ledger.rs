@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_core::{CoreError, Result, StorageError};
 use crm_jobs::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunId, RunLedger,
-    RunOutcome,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunCount, RunId,
+    RunLedger, RunOutcome,
 };
 
 /// A ledger in memory that fails every call while `down`, as a database that cannot be reached.
@@ -77,6 +77,10 @@ impl RunLedger for FlakyLedger {
     async fn running(&self, code: Option<&str>) -> Result<Vec<JobRun>> {
         self.check()?;
         self.inner.running(code).await
+    }
+    async fn run_counts(&self) -> Result<Vec<RunCount>> {
+        self.check()?;
+        self.inner.run_counts().await
     }
     async fn recent_runs(&self, per_job: u32) -> Result<Vec<JobRun>> {
         self.check()?;

@@ -3,6 +3,7 @@
 
 mod graphiql;
 mod helpers;
+mod metrics;
 mod paging;
 mod probes;
 mod prop_input;

@@ -1,0 +1,280 @@
+//! `GET /metrics`: the scheduled jobs in the Prometheus text exposition format (version
+//! 0.0.4), read from the run ledger, so the runs of every process sharing it count (the
+//! scheduler's, the workers', `crm jobs run`'s), not only this server's.
+//!
+//! The counters come from [`RunLedger::run_counts`], which a prune does not lower, so
+//! `rate(crm_job_runs_total[…])` sees no reset when history is deleted. Same access rule as
+//! `/status`: with an API token configured, a scrape needs it (`bearer_token` or
+//! `basic_auth.password` in Prometheus' scrape config).
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use crm_jobs::health::{HealthState, JobHealth};
+use crm_jobs::{RunCount, RunOutcome};
+use tide::{Request, Response, StatusCode};
+
+use crate::http::AppState;
+
+/// The exposition format's content type.
+const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every state `crm_job_health` reports, so a job has one series per state (1 for its state, 0
+/// for the others) and an alert on `crm_job_health{state="failing"} == 1` needs no `absent()`.
+const STATES: [HealthState; 7] = [
+    HealthState::Ok,
+    HealthState::Running,
+    HealthState::NeverRun,
+    HealthState::Late,
+    HealthState::Missed,
+    HealthState::Failing,
+    HealthState::Paused,
+];
+
+/// The handler.
+pub(crate) async fn scrape(request: Request<AppState>) -> tide::Result {
+    let config = request.state().config();
+    if let Some(token) = &config.api_token
+        && !crate::status::token_matches(request.header("Authorization").map(|v| v.as_str()), token)
+    {
+        return Ok(Response::builder(StatusCode::Unauthorized)
+            .header("WWW-Authenticate", "Basic realm=\"crm metrics\", charset=\"UTF-8\"")
+            .body("/metrics needs the API token: `Authorization: Bearer <token>`, or any user name with the token as password.\n")
+            .content_type(tide::http::mime::PLAIN)
+            .build());
+    }
+    let Some(runner) = config.jobs.as_deref() else {
+        return Ok(text(StatusCode::Ok, render(&[], &[])));
+    };
+    let now = runner.clock().now();
+    let read = async {
+        let health = crm_jobs::health::assess(runner, now).await?;
+        let counts = runner.ledger().run_counts().await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((health, counts))
+    };
+    match read.await {
+        Ok((health, counts)) => Ok(text(StatusCode::Ok, render(&health, &counts))),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the run ledger for /metrics");
+            Ok(Response::builder(StatusCode::ServiceUnavailable)
+                .body("The run ledger could not be read; see the server's log.\n")
+                .content_type(tide::http::mime::PLAIN)
+                .build())
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    Response::builder(status)
+        .body(body)
+        .header("Content-Type", CONTENT_TYPE)
+        .header("Cache-Control", "no-store")
+        .build()
+}
+
+/// A label value as the exposition format quotes it.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An instant as Prometheus' timestamps are: seconds since the epoch, to the microsecond.
+fn seconds(t: DateTime<Utc>) -> f64 {
+    t.timestamp_micros() as f64 / 1e6
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The latest end among `counts` of `code` whose outcome `pick` accepts, or `fallback`'s.
+fn latest(
+    counts: &[RunCount],
+    code: &str,
+    pick: impl Fn(RunOutcome) -> bool,
+    fallback: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    counts
+        .iter()
+        .filter(|c| c.code == code && pick(c.outcome))
+        .filter_map(|c| c.last_ended)
+        .chain(fallback)
+        .max()
+}
+
+/// The whole exposition: jobs in `health`'s order (the runner's), then any job the ledger
+/// counts that is no longer registered (its runs still count, so a counter does not vanish).
+pub fn render(health: &[JobHealth], counts: &[RunCount]) -> String {
+    let mut codes: Vec<&str> = health.iter().map(|j| j.code.as_str()).collect();
+    for count in counts {
+        if !codes.contains(&count.code.as_str()) {
+            codes.push(&count.code);
+        }
+    }
+    let mut out = String::with_capacity(256 + codes.len() * 1024);
+
+    family(
+        &mut out,
+        "crm_job_runs_total",
+        "counter",
+        "Finished runs of the job by outcome, since the ledger began (a prune does not lower it; dry runs left out).",
+    );
+    for count in counts {
+        let _ = writeln!(
+            out,
+            "crm_job_runs_total{{job=\"{}\",outcome=\"{}\"}} {}",
+            label(&count.code),
+            count.outcome,
+            count.runs
+        );
+    }
+
+    family(
+        &mut out,
+        "crm_job_duration_seconds",
+        "summary",
+        "How long the job's finished runs took (succeeded, failed or abandoned; skips take no time).",
+    );
+    for code in &codes {
+        let timed = counts.iter().filter(|c| {
+            c.code == *code
+                && matches!(
+                    c.outcome,
+                    RunOutcome::Succeeded | RunOutcome::Failed | RunOutcome::Abandoned
+                )
+        });
+        let (sum, n) = timed.fold((0.0, 0), |(sum, n), c| {
+            (sum + c.total_duration.as_secs_f64(), n + c.runs)
+        });
+        let job = label(code);
+        let _ = writeln!(out, "crm_job_duration_seconds_sum{{job=\"{job}\"}} {sum}");
+        let _ = writeln!(out, "crm_job_duration_seconds_count{{job=\"{job}\"}} {n}");
+    }
+
+    let by_code = |code: &str| health.iter().find(|j| j.code == code);
+    family(
+        &mut out,
+        "crm_job_last_success_timestamp_seconds",
+        "gauge",
+        "When the job's latest successful run ended (Unix time); absent if it never succeeded.",
+    );
+    for code in &codes {
+        let fallback = by_code(code)
+            .and_then(|j| j.last_success.as_ref())
+            .and_then(|r| r.ended_at);
+        if let Some(t) = latest(counts, code, |o| o == RunOutcome::Succeeded, fallback) {
+            let _ = writeln!(
+                out,
+                "crm_job_last_success_timestamp_seconds{{job=\"{}\"}} {}",
+                label(code),
+                seconds(t)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "crm_job_last_failure_timestamp_seconds",
+        "gauge",
+        "When the job's latest failed (or abandoned) run ended (Unix time); absent if none did.",
+    );
+    for code in &codes {
+        let fallback = by_code(code)
+            .and_then(|j| j.last_failure.as_ref())
+            .and_then(|r| r.ended_at);
+        let failed = |o| matches!(o, RunOutcome::Failed | RunOutcome::Abandoned);
+        if let Some(t) = latest(counts, code, failed, fallback) {
+            let _ = writeln!(
+                out,
+                "crm_job_last_failure_timestamp_seconds{{job=\"{}\"}} {}",
+                label(code),
+                seconds(t)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "crm_job_next_run_timestamp_seconds",
+        "gauge",
+        "When the job's schedule next fires (Unix time); absent while paused or if it never fires again.",
+    );
+    for job in health {
+        if job.state != HealthState::Paused
+            && let Some(t) = job.next_run
+        {
+            let _ = writeln!(
+                out,
+                "crm_job_next_run_timestamp_seconds{{job=\"{}\"}} {}",
+                label(&job.code),
+                seconds(t)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "crm_job_health",
+        "gauge",
+        "1 for the job's health state (as /status shows it), 0 for the others.",
+    );
+    for job in health {
+        for state in STATES {
+            let _ = writeln!(
+                out,
+                "crm_job_health{{job=\"{}\",state=\"{}\"}} {}",
+                label(&job.code),
+                state.as_str(),
+                u8::from(job.state == state)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "crm_job_consecutive_failures",
+        "gauge",
+        "How many of the job's latest finished runs failed (or were abandoned) in a row.",
+    );
+    for job in health {
+        let _ = writeln!(
+            out,
+            "crm_job_consecutive_failures{{job=\"{}\"}} {}",
+            label(&job.code),
+            job.consecutive_failures
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped_as_the_format_says() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn no_jobs_still_give_every_family_its_help_and_type() {
+        let text = render(&[], &[]);
+        for name in [
+            "crm_job_runs_total",
+            "crm_job_duration_seconds",
+            "crm_job_last_success_timestamp_seconds",
+            "crm_job_last_failure_timestamp_seconds",
+            "crm_job_next_run_timestamp_seconds",
+            "crm_job_health",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} in {text}"
+            );
+        }
+    }
+}
