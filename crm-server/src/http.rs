@@ -47,12 +47,18 @@ pub struct AppState {
     schema: Arc<Schema>,
     store: Arc<dyn CrmStore>,
     config: Arc<ServerConfig>,
+    http: Arc<crate::metrics::HttpStats>,
 }
 
 impl AppState {
     /// The server's settings.
     pub(crate) fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// The requests answered so far, for `/metrics`.
+    pub(crate) fn http(&self) -> &crate::metrics::HttpStats {
+        &self.http
     }
 }
 
@@ -78,6 +84,7 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
         schema: Arc::new(schema),
         store,
         config: Arc::new(config),
+        http: Arc::default(),
     };
     let mut app = tide::with_state(state);
     app.with(log_request);
@@ -360,7 +367,7 @@ pub async fn serve(store: Arc<dyn CrmStore>, config: ServerConfig) -> io::Result
     BoundServer::bind(store, config).await?.run().await
 }
 
-/// Logs each request once it is answered.
+/// Logs each request once it is answered, and counts it for `/metrics`.
 fn log_request<'a>(
     request: Request<AppState>,
     next: tide::Next<'a, AppState>,
@@ -369,12 +376,15 @@ fn log_request<'a>(
         let started = Instant::now();
         let method = request.method();
         let path = request.url().path().to_owned();
+        let stats = request.state().http.clone();
         let response = next.run(request).await;
+        let took = started.elapsed();
+        stats.record(&path, u16::from(response.status()), took);
         tracing::info!(
             http.method = %method,
             http.path = %path,
             http.status = u16::from(response.status()),
-            duration_us = started.elapsed().as_micros() as u64,
+            duration_us = took.as_micros() as u64,
             "request answered"
         );
         Ok(response)

@@ -8,6 +8,8 @@
 //! `basic_auth.password` in Prometheus' scrape config).
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use crm_jobs::health::{HealthState, JobHealth};
@@ -43,8 +45,11 @@ pub(crate) async fn scrape(request: Request<AppState>) -> tide::Result {
             .content_type(tide::http::mime::PLAIN)
             .build());
     }
+    let http = request.state().http();
     let Some(runner) = config.jobs.as_deref() else {
-        return Ok(text(StatusCode::Ok, render(&[], &[])));
+        let mut body = render(&[], &[]);
+        http.render(&mut body);
+        return Ok(text(StatusCode::Ok, body));
     };
     let now = runner.clock().now();
     let read = async {
@@ -53,7 +58,11 @@ pub(crate) async fn scrape(request: Request<AppState>) -> tide::Result {
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>((health, counts))
     };
     match read.await {
-        Ok((health, counts)) => Ok(text(StatusCode::Ok, render(&health, &counts))),
+        Ok((health, counts)) => {
+            let mut body = render(&health, &counts);
+            http.render(&mut body);
+            Ok(text(StatusCode::Ok, body))
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not read the run ledger for /metrics");
             Ok(Response::builder(StatusCode::ServiceUnavailable)
@@ -251,9 +260,115 @@ pub fn render(health: &[JobHealth], counts: &[RunCount]) -> String {
     out
 }
 
+/// The paths requests are counted under: a fixed few, so a scanner's random URLs cannot
+/// make series without end (they count as `other`).
+const PATHS: [&str; 7] = [
+    "/graphql",
+    "/graphiql",
+    "/healthz",
+    "/readyz",
+    "/status",
+    "/metrics",
+    "other",
+];
+
+/// Status classes, `1xx` to `5xx`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// This server's requests, counted as they are answered: by path and status class, with their
+/// summed durations. Atomics only, so counting costs a request no lock.
+#[derive(Debug, Default)]
+pub(crate) struct HttpStats {
+    answered: [[AtomicU64; CLASSES.len()]; PATHS.len()],
+    micros: [AtomicU64; PATHS.len()],
+}
+
+impl HttpStats {
+    /// Counts one answered request.
+    pub(crate) fn record(&self, path: &str, status: u16, took: Duration) {
+        let route = match path {
+            "/graphql" | "/graphql/" => 0,
+            p if p.starts_with("/graphiql/") => 1,
+            "/healthz" => 2,
+            "/readyz" => 3,
+            "/status" => 4,
+            "/metrics" => 5,
+            _ => 6,
+        };
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.answered[route][class].fetch_add(1, Ordering::Relaxed);
+        self.micros[route].fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// `crm_http_requests_total` and `crm_http_request_duration_seconds`, paths with requests
+    /// only.
+    pub(crate) fn render(&self, out: &mut String) {
+        family(
+            out,
+            "crm_http_requests_total",
+            "counter",
+            "Requests this server answered, by path and status class (since it started).",
+        );
+        for (route, path) in PATHS.iter().enumerate() {
+            for (class, word) in CLASSES.iter().enumerate() {
+                let n = self.answered[route][class].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "crm_http_requests_total{{path=\"{path}\",status=\"{word}\"}} {n}"
+                    );
+                }
+            }
+        }
+        family(
+            out,
+            "crm_http_request_duration_seconds",
+            "summary",
+            "How long this server took to answer requests, by path (since it started).",
+        );
+        for (route, path) in PATHS.iter().enumerate() {
+            let n: u64 = self.answered[route]
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum();
+            if n > 0 {
+                let secs = self.micros[route].load(Ordering::Relaxed) as f64 / 1e6;
+                let _ = writeln!(
+                    out,
+                    "crm_http_request_duration_seconds_sum{{path=\"{path}\"}} {secs}\n\
+                     crm_http_request_duration_seconds_count{{path=\"{path}\"}} {n}"
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_count_by_path_and_status_class_and_strange_paths_as_other() {
+        let stats = HttpStats::default();
+        stats.record("/graphql/", 200, Duration::from_millis(5));
+        stats.record("/graphql", 400, Duration::from_millis(1));
+        stats.record("/wp-login.php", 404, Duration::ZERO);
+        let mut text = String::new();
+        stats.render(&mut text);
+        for line in [
+            "crm_http_requests_total{path=\"/graphql\",status=\"2xx\"} 1",
+            "crm_http_requests_total{path=\"/graphql\",status=\"4xx\"} 1",
+            "crm_http_requests_total{path=\"other\",status=\"4xx\"} 1",
+            "crm_http_request_duration_seconds_sum{path=\"/graphql\"} 0.006",
+            "crm_http_request_duration_seconds_count{path=\"/graphql\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("wp-login"), "{text}");
+    }
 
     #[test]
     fn label_values_are_escaped_as_the_format_says() {

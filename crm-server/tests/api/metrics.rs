@@ -284,6 +284,29 @@ async fn metrics_count_every_run_and_survive_a_prune(db: TestDb, test: &str) {
         assert_eq!(value(&after, series), value(&before, series), "{series}");
     }
 
+    // This server's own requests: the two refused scrapes and the first one answered.
+    assert_eq!(
+        value(
+            &after,
+            r#"crm_http_requests_total{path="/metrics",status="4xx"}"#
+        ),
+        "2"
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"crm_http_requests_total{path="/metrics",status="2xx"}"#
+        ),
+        "1"
+    );
+    assert_eq!(
+        value(
+            &after,
+            r#"crm_http_request_duration_seconds_count{path="/metrics"}"#
+        ),
+        "3"
+    );
+
     if require(test, Need::Promtool) {
         assert_eq!(promtool_problems(&after), None, "{after}");
     }
@@ -318,5 +341,33 @@ async fn metrics_without_jobs_answer_an_exposition_prometheus_accepts() {
         Need::Promtool,
     ) {
         assert_eq!(promtool_problems(&body), None, "{body}");
+    }
+}
+
+/// `examples/prometheus/crm-alerts.yml` is valid Prometheus rules, and its unit tests (series
+/// as `/metrics` gives them) see each alert fire when it should and not before.
+#[test]
+fn the_example_alert_rules_load_and_fire_on_the_served_series() {
+    let test = "metrics::the_example_alert_rules_load_and_fire_on_the_served_series";
+    if !require(test, Need::Promtool) {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/prometheus");
+    for args in [
+        ["check", "rules", "crm-alerts.yml"],
+        ["test", "rules", "crm-alerts.test.yml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
