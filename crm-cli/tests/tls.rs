@@ -74,4 +74,20 @@ fn the_heartbeat_reaches_the_server_over_https_only_when_the_private_ca_is_trust
         .unwrap();
     assert_exit(&by_flag, 0);
     assert_eq!(heartbeat_log().lines().count(), 3, "{}", heartbeat_log());
+
+    let bad_ca_for_the_webhook = crm()
+        .args(["--alert-webhook-url", "https://127.0.0.1:1/hook"])
+        .args(["--ca-file", "/nonexistent/ca.pem"])
+        .args(["jobs", "run", "log_crm_heartbeat", "--force"])
+        .output()
+        .unwrap();
+    assert_exit(&bad_ca_for_the_webhook, 2);
+    assert!(
+        stderr(&bad_ca_for_the_webhook).contains(
+            "Cannot set up the alert webhook: CRM_CA_FILE: cannot read /nonexistent/ca.pem"
+        ),
+        "{}",
+        stderr(&bad_ca_for_the_webhook)
+    );
+    assert_eq!(heartbeat_log().lines().count(), 3, "{}", heartbeat_log());
 }

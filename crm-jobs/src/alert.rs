@@ -94,6 +94,9 @@ pub enum AlertError {
     /// The webhook URL could not be parsed.
     #[error("invalid webhook URL: {0}")]
     InvalidUrl(String),
+    /// The private CA file for an https webhook cannot be read or holds no certificate.
+    #[error("{0}")]
+    CaFile(String),
     /// The webhook could not be reached, or answered with an error status, on every attempt.
     #[error("webhook delivery failed after {attempts} attempts: {reason}")]
     Webhook {
@@ -197,10 +200,16 @@ impl WebhookAlert {
     }
 
     /// Trusts the CA certificates in the PEM file `file` (`CRM_CA_FILE`) besides the system's
-    /// roots for an `https://` webhook; checked when each alert is sent.
-    pub fn ca_file(mut self, file: Option<std::path::PathBuf>) -> Self {
+    /// roots for an `https://` webhook. The file is read now, so a bad one is refused at start
+    /// rather than failing every alert later (it is read again for each alert: a renewed CA
+    /// needs no restart).
+    pub fn ca_file(mut self, file: Option<std::path::PathBuf>) -> Result<Self, AlertError> {
+        if self.url.scheme() == "https" {
+            crate::https::HttpsClient::new(file.as_deref(), self.timeout)
+                .map_err(AlertError::CaFile)?;
+        }
         self.ca_file = file;
-        self
+        Ok(self)
     }
 
     /// Sets how many times delivery is tried (at least once).

@@ -166,9 +166,23 @@ async fn an_alert_reaches_an_https_webhook_trusting_the_private_ca() {
     let trusted = WebhookAlert::new(&url)
         .unwrap()
         .ca_file(Some(ca.ca_file.clone()))
+        .unwrap()
         .attempts(1);
     trusted.alert(&alert).await.unwrap();
     let body = received.recv().await.unwrap();
     assert_eq!(body["event"], "missed");
     assert_eq!(body["code"], "log_crm_heartbeat");
+}
+
+#[test]
+fn an_https_webhook_with_an_unreadable_ca_file_is_refused_at_start() {
+    let err = WebhookAlert::new("https://127.0.0.1:1/hook")
+        .unwrap()
+        .ca_file(Some(PathBuf::from("/nonexistent/ca.pem")))
+        .unwrap_err();
+
+    assert_eq!(
+        err.to_string(),
+        "CRM_CA_FILE: cannot read /nonexistent/ca.pem: I/O error: No such file or directory (os error 2)"
+    );
 }

@@ -37,7 +37,8 @@ pub(crate) fn alert_hook(settings: &Settings) -> CommandResult<Arc<dyn AlertHook
         hooks.push(Arc::new(
             WebhookAlert::new(url)
                 .usage("Invalid CRM_ALERT_WEBHOOK_URL")?
-                .ca_file(settings.ca_file.clone()),
+                .ca_file(settings.ca_file.clone())
+                .usage("Cannot set up the alert webhook")?,
         ));
     }
     Ok(Arc::new(AlertHooks(hooks)))
