@@ -526,7 +526,8 @@ fn dependencies_come_from_crates_io_under_permissive_licences() {
                     "\"crm-core\"",
                     "\"crm-jobs\"",
                     "\"crm-server\"",
-                    "\"crm-cli\""
+                    "\"crm-cli\"",
+                    "\"crm-tokio-app\""
                 ]
                 .contains(&name),
                 "{name} has no source: a path dependency outside the workspace?"
