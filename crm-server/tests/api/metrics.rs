@@ -9,12 +9,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use crm_core::testing::{Need, TestDb, require};
 use crm_jobs::{
-    Claim, CronJob, JobContext, JobError, ManualClock, NewRun, Retention, RunKind, RunLedger,
-    RunOutcome, Runner, Schedule,
+    CronJob, JobContext, JobError, ManualClock, Retention, RunLedger, RunOutcome, Runner, Schedule,
 };
 use crm_server::ServerConfig;
 
 use crate::helpers::{TestApp, spawn_app_with};
+use crate::status::record;
 
 struct Named(&'static str, &'static str);
 
@@ -34,34 +34,6 @@ impl CronJob for Named {
 /// "Now" in these tests: 2026-06-10 10:07 UTC.
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 10, 10, 7, 0).unwrap()
-}
-
-/// Records a finished run of `code` for `tick`, started a second after it, that took `millis`;
-/// returns when it ended.
-async fn record(
-    ledger: &dyn RunLedger,
-    code: &str,
-    tick: DateTime<Utc>,
-    millis: i64,
-    outcome: RunOutcome,
-) -> DateTime<Utc> {
-    let started = tick + TimeDelta::seconds(1);
-    let run = NewRun {
-        code: code.to_owned(),
-        tick,
-        kind: RunKind::Scheduled,
-        attempt: 1,
-        started_at: started,
-        lease_until: started + TimeDelta::minutes(1),
-        host: "metrics-test".to_owned(),
-        pid: 9,
-    };
-    let Claim::Claimed(row) = ledger.claim(&run, false, started).await.unwrap() else {
-        panic!("tick {tick} of {code} is free");
-    };
-    let ended = started + TimeDelta::milliseconds(millis);
-    ledger.finish(row.id, outcome, ended, "done").await.unwrap();
-    ended
 }
 
 /// The sample `name{labels}`'s value in `text`, if it is there.
@@ -124,14 +96,15 @@ async fn metrics_count_every_run_and_survive_a_prune(db: TestDb, test: &str) {
             at(9, 0) + TimeDelta::minutes(5 * i),
             250,
             outcome,
+            "done",
         )
         .await;
         if outcome == RunOutcome::Succeeded {
             last_success = Some(ended);
         }
     }
-    let first_failure = record(l, "report", at(8, 0), 1500, RunOutcome::Failed).await;
-    let last_failure = record(l, "report", at(9, 0), 500, RunOutcome::Failed).await;
+    let first_failure = record(l, "report", at(8, 0), 1500, RunOutcome::Failed, "done").await;
+    let last_failure = record(l, "report", at(9, 0), 500, RunOutcome::Failed, "done").await;
     let runner = Runner::builder()
         .job(Box::new(Named("heartbeat", "*/5 * * * *")))
         .job(Box::new(Named("report", "0 * * * *")))

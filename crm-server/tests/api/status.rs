@@ -45,15 +45,16 @@ fn now() -> DateTime<Utc> {
     utc(10, 10, 7)
 }
 
-/// Records a run of `code` for `tick` that started `delay_s` after it and took `millis`.
-async fn record(
+/// Records a run of `code` for `tick` that started a second after it and took `millis`, and
+/// returns when it ended (a `Running` run is left unfinished). `/metrics`' tests use it too.
+pub(crate) async fn record(
     ledger: &dyn RunLedger,
     code: &str,
     tick: DateTime<Utc>,
     millis: i64,
     outcome: RunOutcome,
     message: &str,
-) {
+) -> DateTime<Utc> {
     let started = tick + TimeDelta::seconds(1);
     let run = NewRun {
         code: code.to_owned(),
@@ -68,13 +69,14 @@ async fn record(
     let Claim::Claimed(row) = ledger.claim(&run, false, started).await.unwrap() else {
         panic!("tick {tick} of {code} is free");
     };
+    let ended = started + TimeDelta::milliseconds(millis);
     if outcome != RunOutcome::Running {
-        let ended = started + TimeDelta::milliseconds(millis);
         ledger
             .finish(row.id, outcome, ended, message)
             .await
             .unwrap();
     }
+    ended
 }
 
 /// Six jobs, one in each state at [`now`], on a server whose `/status` shows them.
