@@ -30,6 +30,11 @@ pub(crate) mod sqlite {
     pub(crate) fn read_at(row: &Row, column: &str) -> Result<DateTime<Utc>> {
         from_micros(row.try_get(column)?)
     }
+    pub(crate) fn read_opt_at(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(from_micros)
+            .transpose()
+    }
     pub(crate) fn flag(on: bool) -> i64 {
         i64::from(on)
     }
@@ -90,6 +95,9 @@ pub(crate) mod postgres {
         instant
     }
     pub(crate) fn read_at(row: &Row, column: &str) -> Result<DateTime<Utc>> {
+        Ok(row.try_get(column)?)
+    }
+    pub(crate) fn read_opt_at(row: &Row, column: &str) -> Result<Option<DateTime<Utc>>> {
         Ok(row.try_get(column)?)
     }
     pub(crate) fn flag(on: bool) -> bool {

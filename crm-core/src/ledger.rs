@@ -501,6 +501,17 @@ pub(crate) fn validate_new_run(run: &NewRun) -> Result<()> {
     Ok(())
 }
 
+/// Checks the outcome [`RunLedger::finish`] records: a finished run cannot be running.
+pub(crate) fn validate_finish(outcome: RunOutcome) -> Result<()> {
+    if outcome == RunOutcome::Running {
+        return Err(crate::CoreError::validation(
+            "outcome",
+            "a finished run cannot be running",
+        ));
+    }
+    Ok(())
+}
+
 /// The message recorded on a claim found expired.
 pub(crate) fn abandoned_message(run_host: &str, pid: u32) -> String {
     format!("abandoned: the runner ({run_host}, pid {pid}) stopped renewing its lease")

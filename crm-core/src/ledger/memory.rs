@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use super::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunCount,
     RunId, RunKind, RunLedger, RunOutcome, abandoned_message, clip_message, kept_ids,
-    validate_new_run,
+    validate_finish, validate_new_run,
 };
 use crate::error::Result;
 
@@ -167,12 +167,7 @@ impl RunLedger for MemoryLedger {
         ended_at: DateTime<Utc>,
         message: &str,
     ) -> Result<bool> {
-        if outcome == RunOutcome::Running {
-            return Err(crate::CoreError::validation(
-                "outcome",
-                "a finished run cannot be running",
-            ));
-        }
+        validate_finish(outcome)?;
         let mut runs = self.runs();
         let Some(row) = runs.iter_mut().find(|r| {
             r.id == id && matches!(r.outcome, RunOutcome::Running | RunOutcome::Abandoned)

@@ -1,0 +1,3 @@
+-- Run ?4 ends with outcome ?1 at ?2, message ?3, if its outcome is still ?5.
+UPDATE job_runs SET outcome = ?1, ended_at_us = ?2, message = ?3, lease_until_us = NULL
+WHERE id = ?4 AND outcome = ?5
