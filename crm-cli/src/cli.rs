@@ -114,7 +114,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Crontab(CrontabCommand),
     /// Run each job when it is due, until stopped (SIGINT or SIGTERM).
-    Scheduler,
+    Scheduler(SchedulerArgs),
     /// Publish the jobs' due runs to the broker as Celery tasks, until stopped (the broker way;
     /// run several for availability: each run is published once).
     Beat(BeatArgs),
@@ -128,7 +128,7 @@ impl Command {
     pub(crate) fn is_long_running(&self) -> bool {
         matches!(
             self,
-            Command::Serve(_) | Command::Scheduler | Command::Beat(_) | Command::Worker(_)
+            Command::Serve(_) | Command::Scheduler(_) | Command::Beat(_) | Command::Worker(_)
         )
     }
 }
@@ -266,10 +266,28 @@ pub(crate) struct BrokerArgs {
     pub(crate) visibility_timeout: u64,
 }
 
+/// Prometheus' way in to a process without a GraphQL server.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct MetricsArgs {
+    /// Serve Prometheus metrics at http://ADDR/metrics while running (the same as `crm
+    /// serve`'s /metrics, read from the run ledger, so every process's runs count; with
+    /// CRM_API_TOKEN set, a scrape needs it); off by default. E.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SchedulerArgs {
+    #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct BeatArgs {
     #[command(flatten)]
     pub(crate) broker: BrokerArgs,
+    #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -286,4 +304,6 @@ pub(crate) struct WorkerArgs {
     /// Send Celery's task events for Flower (`celery worker -E`); heartbeats are always sent.
     #[arg(long, short = 'E', env = "CRM_WORKER_EVENTS")]
     pub(crate) events: bool,
+    #[command(flatten)]
+    pub(crate) metrics: MetricsArgs,
 }

@@ -7,8 +7,9 @@ mod process;
 #[path = "support/redis_prefix.rs"]
 mod redis_prefix;
 use process::{
-    KillOnDrop, away_from_a_heartbeat_tick, crm_in, exits_within, quiet_schedules, read_served_url,
-    sigterm, wait_until, wait_until_some,
+    KillOnDrop, away_from_a_heartbeat_tick, crm_in, exits_within, promtool_problems,
+    quiet_schedules, read_metrics_url, read_served_url, sample, scrape, sigterm, wait_until,
+    wait_until_some,
 };
 use redis_prefix::{Prefix, redis_url};
 
@@ -403,4 +404,72 @@ fn a_worker_holding_an_eta_task_keeps_it_from_others_and_when_killed_loses_none(
     assert_eq!(redis.len("HLEN", "unacked"), 0);
     sigterm(&b.0);
     assert_eq!(exits_within(&mut b, Duration::from_secs(10)).0, Some(0));
+}
+
+/// `crm worker --metrics-bind` and `crm beat --metrics-bind`: a one-off run beat publishes and
+/// the worker runs shows in both processes' `/metrics` (read from the ledger they share), in an
+/// exposition Prometheus' own parser accepts.
+#[test]
+fn worker_and_beat_with_metrics_bind_serve_the_runs_to_prometheus() {
+    use crm_core::testing::{Need, require};
+    let Some(redis) = Prefix::new("cli_t") else {
+        return;
+    };
+    let prefix = redis.prefix.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let ok = |args: &[&str]| {
+        let out = crm(dir, &prefix).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "crm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(&["migrate"]);
+    quiet_schedules(|| crm(dir, &prefix), &[]);
+    let start = |args: &[&str]| {
+        let mut child = KillOnDrop(
+            crm(dir, &prefix)
+                .args(args)
+                .args(["--metrics-bind", "127.0.0.1:0"])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let url = read_metrics_url(&mut BufReader::new(child.0.stderr.take().unwrap()));
+        (child, url)
+    };
+    let (mut worker, worker_url) = start(&["worker", "-c", "1"]);
+    let (mut beat, beat_url) = start(&["beat"]);
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(2))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    ok(&["jobs", "at", "clean_inactive_customers", &at]);
+    let series = r#"crm_job_runs_total{job="clean_inactive_customers",outcome="succeeded"}"#;
+    for url in [&worker_url, &beat_url] {
+        let body = wait_until_some(Duration::from_secs(30), || {
+            let (status, body) = scrape(url, None);
+            assert_eq!(status, 200, "{url}: {body}");
+            (sample(&body, series).as_deref() == Some("1")).then_some(body)
+        });
+        assert!(
+            sample(
+                &body,
+                r#"crm_job_next_run_timestamp_seconds{job="update_low_stock"}"#
+            )
+            .is_some(),
+            "{body}"
+        );
+        if require(
+            "worker_and_beat_with_metrics_bind_serve_the_runs_to_prometheus",
+            Need::Promtool,
+        ) {
+            assert_eq!(promtool_problems(&body), None, "{url}: {body}");
+        }
+    }
+    for child in [&mut beat, &mut worker] {
+        sigterm(&child.0);
+        assert_eq!(exits_within(child, Duration::from_secs(10)).0, Some(0));
+    }
 }

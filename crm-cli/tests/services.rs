@@ -7,7 +7,8 @@
 #[path = "support/process.rs"]
 mod process;
 use process::{
-    CRM, KillOnDrop, assert_exit, crm_in, read_served_url, stderr, stdout, wait_for_line,
+    CRM, KillOnDrop, assert_exit, crm_in, promtool_problems, quiet_schedules, read_metrics_url,
+    read_served_url, sample, scrape, stderr, stdout, wait_for_line, wait_until_some,
 };
 
 use std::io::{BufReader, Read as _};
@@ -464,4 +465,112 @@ fn the_serve_unit_is_started_once_readyz_answers_and_the_examples_check_healthz(
         supervisord.contains("command=httpok -p crm-serve -t 10 http://127.0.0.1:8000/healthz"),
         "{supervisord}"
     );
+}
+
+/// `crm scheduler --metrics-bind`: Prometheus scrapes the scheduler itself and sees the runs it
+/// made (a success and a failure), in an exposition Prometheus' own parser accepts, under the
+/// token rule of `crm serve`'s `/metrics`.
+#[test]
+fn a_scheduler_with_metrics_bind_serves_the_runs_it_made_to_prometheus() {
+    use crm_core::testing::{Need, require};
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let crm = || {
+        let mut command = crm(dir);
+        // Nothing serves GraphQL here: the heartbeat fails fast, and is recorded all the same.
+        command
+            .env("CRM_GRAPHQL_URL", "http://127.0.0.1:9/graphql")
+            .env("CRM_API_TOKEN", "metrics-s3cret");
+        command
+    };
+    assert_exit(&crm().arg("migrate").output().unwrap(), 0);
+    // Only the one-off runs asked for below run, whatever the wall clock's minute.
+    quiet_schedules(crm, &[]);
+    let mut scheduler = KillOnDrop(
+        crm()
+            .args(["scheduler", "--metrics-bind", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let url = read_metrics_url(&mut BufReader::new(scheduler.0.stderr.take().unwrap()));
+
+    // The token rule: no token, no metrics; the liveness check beside it stays open.
+    let (status, body) = scrape(&url, None);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(scrape(&url.replace("/metrics", "/healthz"), None).0, 200);
+    assert_eq!(scrape(&url.replace("/metrics", "/graphql"), None).0, 404);
+    let (status, before) = scrape(&url, Some("metrics-s3cret"));
+    assert_eq!(status, 200, "{before}");
+    assert_eq!(
+        sample(
+            &before,
+            r#"crm_job_runs_total{job="clean_inactive_customers",outcome="succeeded"}"#
+        ),
+        None,
+        "{before}"
+    );
+
+    let at = (chrono::Utc::now() + chrono::TimeDelta::seconds(1)).to_rfc3339();
+    for code in ["clean_inactive_customers", "log_crm_heartbeat"] {
+        assert_exit(&crm().args(["jobs", "at", code, &at]).output().unwrap(), 0);
+    }
+    let after = wait_until_some(Duration::from_secs(30), || {
+        let (status, body) = scrape(&url, Some("metrics-s3cret"));
+        assert_eq!(status, 200, "{body}");
+        let ran = |series: &str| sample(&body, series).as_deref() == Some("1");
+        (ran(r#"crm_job_runs_total{job="clean_inactive_customers",outcome="succeeded"}"#)
+            && ran(r#"crm_job_runs_total{job="log_crm_heartbeat",outcome="failed"}"#))
+        .then_some(body)
+    });
+    for series in [
+        r#"crm_job_last_success_timestamp_seconds{job="clean_inactive_customers"}"#,
+        r#"crm_job_last_failure_timestamp_seconds{job="log_crm_heartbeat"}"#,
+        r#"crm_job_duration_seconds_count{job="clean_inactive_customers"}"#,
+        r#"crm_job_next_run_timestamp_seconds{job="generate_crm_report"}"#,
+        r#"crm_job_health{job="log_crm_heartbeat",state="failing"}"#,
+    ] {
+        assert!(sample(&after, series).is_some(), "{series} in:\n{after}");
+    }
+    if require(
+        "a_scheduler_with_metrics_bind_serves_the_runs_it_made_to_prometheus",
+        Need::Promtool,
+    ) {
+        assert_eq!(promtool_problems(&after), None, "{after}");
+    }
+}
+
+/// An address `--metrics-bind` cannot listen on (taken here) stops `crm scheduler`, `crm
+/// worker` and `crm beat` at start, before they run or publish anything: exit 2, one line
+/// naming the address. One that is not an address is refused by the parser, exit 2 too.
+#[test]
+fn an_unusable_metrics_bind_address_is_a_one_line_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    assert_exit(&run(dir, &["migrate"]), 0);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for service in [&["scheduler"][..], &["worker"], &["beat"]] {
+        let started = Instant::now();
+        let out = crm(dir)
+            // No broker is needed to find out: the address is tried first.
+            .env("CRM_BROKER_URL", "redis://127.0.0.1:9/0")
+            .args(service)
+            .args(["--metrics-bind", &addr])
+            .output()
+            .unwrap();
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{service:?}: {err}");
+        assert!(err.contains("--metrics-bind"), "{service:?}: {err}");
+        assert!(err.contains(&addr), "{service:?}: {err}");
+        assert!(err.contains("in use"), "{service:?}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{service:?}");
+    }
+    let out = run(dir, &["scheduler", "--metrics-bind", "localhost-9464"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--metrics-bind"), "{}", stderr(&out));
+    let history = stdout(&run(dir, &["jobs", "history"]));
+    assert_eq!(history.lines().count(), 1, "nothing ran: {history}");
 }

@@ -78,15 +78,7 @@ impl std::fmt::Debug for AppState {
 /// the same in Prometheus' text format (see [`crate::render_metrics`]). Every
 /// request is logged (method, path, status, duration; never bodies or headers).
 pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppState> {
-    let schema =
-        RootNode::new(Query, Mutation, EmptySubscription::new()).limit_depth(config.max_depth);
-    let state = AppState {
-        schema: Arc::new(schema),
-        store,
-        config: Arc::new(config),
-        http: Arc::default(),
-    };
-    let mut app = tide::with_state(state);
+    let mut app = tide::with_state(state(store, config));
     app.with(log_request);
     for path in ["/graphql", "/graphql/"] {
         app.at(path).post(graphql_post).get(graphql_get);
@@ -100,6 +92,29 @@ pub fn app(store: Arc<dyn CrmStore>, config: ServerConfig) -> tide::Server<AppSt
     app
 }
 
+/// The app of a metrics-only listener ([`BoundServer::bind_metrics`]): `GET /metrics`, the same
+/// exposition as [`app`]'s, and `GET /healthz`; no GraphQL, no status page, nothing that
+/// reads or writes customer data.
+fn metrics_app(state: AppState) -> tide::Server<AppState> {
+    let mut app = tide::with_state(state);
+    app.with(log_request);
+    app.at("/healthz").get(|_| async { Ok("ok") });
+    app.at("/metrics").get(crate::metrics::scrape);
+    app
+}
+
+/// The state [`app`] and [`metrics_app`] share.
+fn state(store: Arc<dyn CrmStore>, config: ServerConfig) -> AppState {
+    let schema =
+        RootNode::new(Query, Mutation, EmptySubscription::new()).limit_depth(config.max_depth);
+    AppState {
+        schema: Arc::new(schema),
+        store,
+        config: Arc::new(config),
+        http: Arc::default(),
+    }
+}
+
 /// A server bound to its address but not yet accepting connections: bind to port 0, learn the
 /// port with [`BoundServer::local_addr`], then [`BoundServer::run`] (e.g. in a spawned task).
 pub struct BoundServer {
@@ -107,6 +122,8 @@ pub struct BoundServer {
     local_addr: SocketAddr,
     store: Arc<dyn CrmStore>,
     config: ServerConfig,
+    /// Serves only `/metrics` and `/healthz` ([`BoundServer::bind_metrics`]).
+    metrics_only: bool,
 }
 
 impl std::fmt::Debug for BoundServer {
@@ -141,7 +158,20 @@ impl BoundServer {
             local_addr,
             store,
             config,
+            metrics_only: false,
         })
+    }
+
+    /// Binds `config.bind` for `/metrics` alone (and `/healthz`): what `crm scheduler`, `crm
+    /// worker` and `crm beat` serve with `--metrics-bind`, so Prometheus can scrape a process
+    /// that has no GraphQL server. The exposition is [`crate::render_metrics`]' over the run
+    /// ledger of [`BoundServer::with_jobs`]' runner, under the same token rule as `crm serve`'s
+    /// `/metrics` (`config.api_token`); only the `bind`, `api_token`, `idle_timeout` and `jobs`
+    /// settings matter.
+    pub async fn bind_metrics(store: Arc<dyn CrmStore>, config: ServerConfig) -> io::Result<Self> {
+        let mut server = Self::bind(store, config).await?;
+        server.metrics_only = true;
+        Ok(server)
     }
 
     /// Sets the scheduled jobs `/status` and the `jobs` queries report on (see
@@ -172,15 +202,20 @@ impl BoundServer {
     /// the HTTP/1.1 writer sends a response's head and body in separate writes, and without it
     /// Nagle's algorithm and the client's delayed ACK stall each answer for about 40 ms.
     pub async fn run(self) -> io::Result<()> {
-        tracing::info!(address = %self.local_addr, "GraphQL server listening");
-        if self.config.api_token.is_none() && !self.local_addr.ip().is_loopback() {
-            tracing::warn!(
-                address = %self.local_addr,
-                "No API token is set: clients on other hosts can query but not run mutations; \
-                 set CRM_API_TOKEN to allow them"
-            );
-        }
-        let app = app(self.store, self.config);
+        let app = if self.metrics_only {
+            tracing::info!(address = %self.local_addr, "Metrics listening");
+            metrics_app(state(self.store, self.config))
+        } else {
+            tracing::info!(address = %self.local_addr, "GraphQL server listening");
+            if self.config.api_token.is_none() && !self.local_addr.ip().is_loopback() {
+                tracing::warn!(
+                    address = %self.local_addr,
+                    "No API token is set: clients on other hosts can query but not run \
+                     mutations; set CRM_API_TOKEN to allow them"
+                );
+            }
+            app(self.store, self.config)
+        };
         let mut incoming = self.listener.incoming();
         while let Some(stream) = incoming.next().await {
             let stream = match stream {

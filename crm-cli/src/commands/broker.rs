@@ -8,7 +8,7 @@ use crm_core::Database;
 use crm_jobs::broker::{Beat, Broker, BrokerConfig, Worker};
 
 use crate::cli::{BeatArgs, BrokerArgs, Settings, WorkerArgs};
-use crate::commands::{jobs, scheduler, shutdown_signal};
+use crate::commands::{jobs, metrics, scheduler, shutdown_signal};
 use crate::outcome::{CommandResult, Failure, UsageContext as _};
 
 async fn connect(settings: &Settings, args: &BrokerArgs) -> CommandResult<Broker> {
@@ -39,6 +39,7 @@ pub(crate) async fn beat(settings: &Settings, args: &BeatArgs) -> CommandResult 
     let config = jobs::jobs_config(settings)?;
     let db = crate::commands::connect(settings).await?;
     let runner = Arc::new(jobs::runner(&db, &config, Arc::new(crm_jobs::LogAlert))?);
+    let metrics = metrics::bind(&db, settings, &args.metrics).await?;
     let broker = connect(settings, &args.broker).await?;
     let beat = Beat::for_live_runner(broker, runner.clone());
     let handle = beat.handle();
@@ -53,6 +54,7 @@ pub(crate) async fn beat(settings: &Settings, args: &BeatArgs) -> CommandResult 
         args.broker.queue,
         runner.time_zone().name()
     );
+    metrics::start(metrics, runner);
     beat.run().await;
     Ok(())
 }
@@ -77,6 +79,7 @@ pub(crate) async fn worker(
         .build()
         .usage("Invalid worker settings")?;
     let runner = Arc::new(runner);
+    let metrics = metrics::bind(db, settings, &args.metrics).await?;
     let broker = connect(settings, &args.broker).await?;
     let concurrency = args.concurrency.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
@@ -106,6 +109,7 @@ pub(crate) async fn worker(
             .join(", "),
         args.broker.queue,
     );
+    metrics::start(metrics, runner.clone());
     // Workers share the database's ledger: they watch for late and missed jobs (each incident
     // is alerted once, however many workers watch).
     let watch = async_std::task::spawn(scheduler::watch_schedules(runner.clone()));

@@ -3,6 +3,7 @@
 mod broker;
 mod crontab;
 mod jobs;
+mod metrics;
 mod scheduler;
 mod seed;
 mod serve;
@@ -47,12 +48,14 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             db.close().await;
             outcome
         }
-        Command::Scheduler => {
+        Command::Scheduler(args) => {
             let db = connect(&settings).await?;
             let config = jobs::jobs_config(&settings)?;
+            let metrics = metrics::bind(&db, &settings, &args.metrics).await?;
             // Listen for SIGINT/SIGTERM before the scheduler announces it is running.
             let stop = shutdown_signal()?;
             let runner = scheduler::build(&db, &config, jobs::alert_hook(&settings)?)?;
+            metrics::start(metrics, runner.clone());
             scheduler::run_until(runner, settings.retention(), async move {
                 let _ = stop.recv().await;
             })

@@ -210,3 +210,57 @@ pub(crate) fn away_from_a_heartbeat_tick(margin: Duration) {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// Reads a service's stderr until its `Serving metrics at http://…/metrics` line (printed when
+/// started with `--metrics-bind`) and returns that URL.
+pub(crate) fn read_metrics_url(stderr: &mut impl BufRead) -> String {
+    let seen = wait_for_line(stderr, "Serving metrics at ");
+    let line = seen.lines().last().unwrap_or_default();
+    line.split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics URL in {line:?}"))
+        .to_owned()
+}
+
+/// GETs a `/metrics` URL: the status and the body (the exposition).
+pub(crate) fn scrape(url: &str, token: Option<&str>) -> (u16, String) {
+    let (status, answer) = http_get(url, token);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    (status, body)
+}
+
+/// The value of the sample `series` (`name{labels}` as written) in an exposition, if present.
+pub(crate) fn sample(exposition: &str, series: &str) -> Option<String> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(str::to_owned)
+}
+
+/// What Prometheus' own parser (`promtool check metrics`) finds wrong with `exposition`;
+/// `None` when it accepts it silently.
+pub(crate) fn promtool_problems(exposition: &str) -> Option<String> {
+    use std::io::Write as _;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (!out.status.success() || !said.trim().is_empty()).then_some(said)
+}
