@@ -180,9 +180,10 @@ pub(crate) enum JobsCommand {
     Run {
         /// The job's code, e.g. clean_inactive_customers.
         code: String,
-        /// Run even when the job's current tick already ran (another run, recorded as manual).
-        /// Without it, a tick that is due now is taken, so the scheduler or a cron line does
-        /// not run it again.
+        /// Run even when the job's current tick already ran (the latest firing of its schedule
+        /// has a successful run); recorded as a manual run. Without it, such a job is not run
+        /// again (it says so, exit 0); otherwise it runs, taking the tick when due so the
+        /// scheduler or a cron line does not run it again.
         #[arg(long)]
         force: bool,
         /// Report what the job would do, change nothing.
