@@ -225,8 +225,9 @@ pub(crate) enum JobsCommand {
     },
     /// Delete finished runs older than the retention (CRM_JOB_RUNS_RETENTION_DAYS, 90 days by
     /// default), for cron users (`0 3 * * * crm jobs prune`); each job's latest runs, its last
-    /// success and failure and running runs always stay. Resolved incidents and one-off runs
-    /// done before then go too. In small batches: jobs keep running meanwhile.
+    /// success and failure and running runs always stay. Resolved incidents, one-off runs done
+    /// before then and restock idempotency keys taken before then go too. In small batches:
+    /// jobs keep running meanwhile.
     Prune {
         /// Delete runs that ended more than this many days ago [default: the retention].
         #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]

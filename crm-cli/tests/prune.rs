@@ -61,7 +61,7 @@ fn prune_deletes_runs_older_than_the_retention_and_keeps_the_rest() {
     assert_exit(&out, 0);
     assert_eq!(
         stdout(&out).trim(),
-        "Pruned 720 runs, 0 one-off runs and 0 resolved incidents older than 30 days."
+        "Pruned 720 runs, 0 one-off runs, 0 resolved incidents and 0 restock keys older than 30 days."
     );
     assert_eq!(runs(&url), 280);
 

@@ -114,6 +114,9 @@ pub struct Pruned {
     pub one_off_runs: u64,
     /// Resolved incidents.
     pub incidents: u64,
+    /// The CRM's restock idempotency keys (`updateLowStockProducts`' `idempotencyKey`), by
+    /// the database's ledger only: a [`MemoryLedger`] has none.
+    pub restock_keys: u64,
     /// Statements that deleted runs.
     pub batches: u64,
 }
@@ -444,7 +447,9 @@ pub trait RunLedger: Send + Sync + fmt::Debug {
     ///   run again). One-off runs asked for before `retention.before` that have a finished run
     ///   are deleted first, so their runs may go too.
     ///
-    /// Also deletes incidents resolved before `retention.before`. Safe to run from several
+    /// Also deletes incidents resolved before `retention.before` and, in [`crate::Database`],
+    /// the restock idempotency keys taken before it (they only guard a tick's re-runs, which
+    /// come within hours; without this they would pile up, one per tick, for ever). Safe to run from several
     /// processes at once and to interrupt: every batch stands on its own.
     ///
     /// The default keeps everything and says so (nothing pruned), so a ledger written outside

@@ -145,6 +145,30 @@ impl TestDb {
         Ok(())
     }
 
+    /// Sets when a restock idempotency key was taken, which the store otherwise takes from the
+    /// wall clock: tests of its retention need keys months old.
+    pub async fn set_restock_key_created_at(&self, key: &str, at: DateTime<Utc>) -> Result<()> {
+        match self.database.backend() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => {
+                sqlx::query("UPDATE restock_keys SET created_at_us = ? WHERE key = ?")
+                    .bind(to_micros(at))
+                    .bind(key)
+                    .execute(pool)
+                    .await?;
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => {
+                sqlx::query("UPDATE restock_keys SET created_at = $1 WHERE key = $2")
+                    .bind(at)
+                    .bind(key)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sets a customer's creation time, which the store otherwise takes from the wall clock:
     /// tests of the cleanup need customers created a year ago.
     pub async fn set_customer_created_at(&self, id: CustomerId, at: DateTime<Utc>) -> Result<()> {

@@ -61,6 +61,7 @@ conformance!(
     a_restock_of_nothing_is_rejected,
     a_restock_asked_again_with_its_key_changes_nothing_and_answers_the_first,
     concurrent_restocks_with_one_key_restock_once,
+    restock_keys_older_than_the_retention_are_pruned_and_newer_ones_still_guard,
     an_empty_or_overlong_idempotency_key_is_rejected,
     revenue_sums_that_floats_would_get_wrong_are_exact,
     totals_of_an_empty_store_are_zero,
@@ -969,6 +970,53 @@ async fn concurrent_restocks_with_one_key_restock_once(t: TestDb) {
         .count();
     assert_eq!(fresh, 1, "exactly one call restocked");
     assert_eq!(stocks(db).await, [1]);
+}
+
+/// The daily prune (`RunLedger::prune`, retention 90 days) deletes restock keys taken before
+/// the cutoff, so they do not pile up one per tick for ever; a newer key still turns its
+/// tick's re-run into a replay.
+async fn restock_keys_older_than_the_retention_are_pruned_and_newer_ones_still_guard(t: TestDb) {
+    use crm_core::ledger::{Retention, RunLedger as _};
+    let db = t.database();
+    product(db, "Low", "1.00", 0).await;
+    assert!(
+        !db.restock_low_once("tick-old", 10, 1)
+            .await
+            .unwrap()
+            .replayed
+    );
+    assert!(
+        !db.restock_low_once("tick-new", 10, 1)
+            .await
+            .unwrap()
+            .replayed
+    );
+    let cutoff = Utc::now() - TimeDelta::days(90);
+    t.set_restock_key_created_at("tick-old", cutoff - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    t.set_restock_key_created_at("tick-new", cutoff + TimeDelta::minutes(1))
+        .await
+        .unwrap();
+    let pruned = db.prune(&Retention::before(cutoff)).await.unwrap();
+    assert_eq!(pruned.restock_keys, 1, "{pruned:?}");
+    assert!(
+        db.restock_low_once("tick-new", 10, 1)
+            .await
+            .unwrap()
+            .replayed
+    );
+    assert_eq!(stocks(db).await, [2]);
+    // The old key is gone: asked again, it restocks (nothing will ask months later).
+    assert!(
+        !db.restock_low_once("tick-old", 10, 1)
+            .await
+            .unwrap()
+            .replayed
+    );
+    assert_eq!(stocks(db).await, [3]);
+    let again = db.prune(&Retention::before(cutoff)).await.unwrap();
+    assert_eq!(again.restock_keys, 0, "{again:?}");
 }
 
 async fn an_empty_or_overlong_idempotency_key_is_rejected(t: TestDb) {

@@ -36,6 +36,7 @@ impl Runner {
             runs = pruned.runs,
             one_off_runs = pruned.one_off_runs,
             incidents = pruned.incidents,
+            restock_keys = pruned.restock_keys,
             batches = pruned.batches,
             before = %before,
             duration_ms = started.elapsed().as_millis() as u64,

@@ -164,8 +164,9 @@ pub(crate) async fn run(
                 .await
                 .context("Failed to prune the run history")?;
             println!(
-                "Pruned {} runs, {} one-off runs and {} resolved incidents older than {days} days.",
-                pruned.runs, pruned.one_off_runs, pruned.incidents
+                "Pruned {} runs, {} one-off runs, {} resolved incidents and {} restock keys older \
+                 than {days} days.",
+                pruned.runs, pruned.one_off_runs, pruned.incidents, pruned.restock_keys
             );
             Ok(())
         }

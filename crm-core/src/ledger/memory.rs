@@ -383,6 +383,7 @@ impl RunLedger for MemoryLedger {
             runs: pruned_runs,
             one_off_runs: 0,
             incidents: (len - incidents.len()) as u64,
+            restock_keys: 0,
             batches: u64::from(pruned_runs > 0),
         })
     }

@@ -369,6 +369,15 @@ macro_rules! ledger_on_sql {
                 .await?
                 .rows_affected())
         }
+
+        /// Retention of the CRM's restock idempotency keys taken before `before`.
+        pub(super) async fn prune_restock_keys(pool: &Pool, before: DateTime<Utc>) -> Result<u64> {
+            Ok(sqlx::query(statement!("prune_restock_keys"))
+                .bind(at(before))
+                .execute(pool)
+                .await?
+                .rows_affected())
+        }
     };
 }
 
@@ -603,6 +612,9 @@ impl RunLedger for Database {
             }
         }
         pruned.incidents = on_backend!(self, prune_incidents(before))?;
+        // Not the ledger's, but in the same database and kept for the same reason (a tick's
+        // re-runs), so the one daily prune keeps them in bounds too.
+        pruned.restock_keys = on_backend!(self, prune_restock_keys(before))?;
         Ok(pruned)
     }
 }
