@@ -320,6 +320,85 @@ async fn recent_runs_keep_the_landmarks(ledger: &dyn RunLedger) {
     assert_eq!(ledger.recent_runs(10).await.unwrap().len(), 8);
 }
 
+/// Of two landmarks that share a walk no more, the later one: the latest failure is the later
+/// of the latest failed and the latest abandoned run (by id), the latest scheduled run is the
+/// later of the latest scheduled run and the latest retry (by tick, then attempt, not by id);
+/// dry runs count for none. Each job has them the other way round.
+async fn recent_runs_pick_the_later_landmark(ledger: &dyn RunLedger) {
+    use crm_jobs::RunOutcome::{Failed, Succeeded};
+    let t0 = utc(2026, 4, 1, 0, 0, 0);
+    let h = |i: i64| t0 + TimeDelta::hours(i);
+    // (code, kind, tick, attempt, outcome; None: left running, so the next claim abandons it)
+    let a = [
+        ("a", RunKind::Scheduled, h(1), 1, Some(Failed)),
+        ("a", RunKind::Retry, h(1), 2, None),
+        ("a", RunKind::Scheduled, h(0), 1, Some(Succeeded)),
+        ("a", RunKind::Manual, h(3), 1, Some(Succeeded)),
+        ("a", RunKind::DryRun, h(4), 1, Some(Failed)),
+    ];
+    let b = [
+        ("b", RunKind::Retry, h(0), 2, None),
+        ("b", RunKind::Scheduled, h(1), 1, Some(Failed)),
+        ("b", RunKind::Manual, h(3), 1, Some(Succeeded)),
+        ("b", RunKind::DryRun, h(4), 1, Some(Succeeded)),
+    ];
+    let mut at = t0;
+    let mut ids = Vec::new();
+    for (code, kind, tick, attempt, outcome) in a.into_iter().chain(b) {
+        at += TimeDelta::hours(1);
+        let run = NewRun {
+            code: code.to_owned(),
+            tick,
+            kind,
+            attempt,
+            started_at: at,
+            lease_until: at + TimeDelta::minutes(1),
+            host: "h".to_owned(),
+            pid: 1,
+        };
+        let Claim::Claimed(row) = ledger.claim(&run, true, at).await.unwrap() else {
+            panic!("free tick");
+        };
+        if let Some(outcome) = outcome {
+            ledger.finish(row.id, outcome, at, "m").await.unwrap();
+        }
+        ids.push(row.id);
+    }
+    ledger
+        .abandon_expired(at + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    let got: Vec<_> = ledger
+        .recent_runs(1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.id, r.outcome))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            // a: the latest run (manual, also the latest success); the abandoned retry (the
+            // latest failure, and the latest scheduled run by tick and attempt).
+            (ids[3], Succeeded),
+            (ids[1], crm_jobs::RunOutcome::Abandoned),
+            // b: the latest run; the failed scheduled run (the latest failure, and the latest
+            // scheduled run by tick).
+            (ids[7], Succeeded),
+            (ids[6], Failed),
+        ]
+    );
+}
+
+#[async_std::test]
+async fn recent_runs_pick_the_later_landmark_on_every_ledger() {
+    recent_runs_pick_the_later_landmark(&MemoryLedger::new()).await;
+    let sqlite = TestDb::sqlite().await;
+    recent_runs_pick_the_later_landmark(sqlite.database()).await;
+    let postgres = TestDb::postgres().await;
+    recent_runs_pick_the_later_landmark(postgres.database()).await;
+}
+
 #[async_std::test]
 async fn recent_runs_keep_each_jobs_landmarks_on_every_ledger() {
     recent_runs_keep_the_landmarks(&MemoryLedger::new()).await;

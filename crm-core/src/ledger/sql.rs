@@ -538,9 +538,10 @@ impl RunLedger for Database {
     }
 
     async fn recent_runs(&self, per_job: u32) -> Result<Vec<JobRun>> {
-        // Per job, each part is an index walk from the newest row down (a `LIMIT` on
-        // `(code, started_at, id)`, on the primary key, on the claim key), so the cost follows
-        // the number of jobs and `per_job`, not the ledger's length.
+        // Per job, each part is an index walk from the newest entry down that stops at its
+        // `LIMIT` (the query files say which index serves which part), so the cost follows the
+        // number of jobs and `per_job`, not the ledger's length: a /metrics scrape and /status
+        // read this on every request.
         let per_job = i64::from(per_job.min(super::MAX_HISTORY_LIMIT));
         on_backend!(self, recent_runs(per_job))
     }
