@@ -57,8 +57,9 @@ pub(crate) struct Settings {
     /// GraphQL URL or alert webhook (a private CA); none by default.
     #[arg(long, global = true, env = "CRM_CA_FILE")]
     pub(crate) ca_file: Option<PathBuf>,
-    /// IANA time zone of schedules and log timestamps [default: the machine's zone, read from
-    /// /etc/localtime, else /etc/timezone (TZ is not read), else UTC].
+    /// IANA time zone of schedules and log timestamps [default: the zone TZ names, as most Unix
+    /// programs read it; else the machine's zone, read from /etc/localtime, else /etc/timezone;
+    /// else UTC].
     #[arg(long, global = true, env = "CRM_TIME_ZONE")]
     pub(crate) time_zone: Option<String>,
     /// Seconds a job run's claim holds unless renewed (scheduler, run-due, jobs run): a run

@@ -461,8 +461,51 @@ fn help_says_what_force_does_and_what_the_default_zone_reads() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        top.contains("read from /etc/localtime, else /etc/timezone (TZ is not read), else UTC"),
+        top.contains(
+            "[default: the zone TZ names, as most Unix programs read it; else the machine's \
+             zone, read from /etc/localtime, else /etc/timezone; else UTC]"
+        ),
         "{top}"
+    );
+}
+
+/// Without `CRM_TIME_ZONE`, the jobs' zone is the one `TZ` names, as for most Unix programs;
+/// `CRM_TIME_ZONE` wins over it; a `TZ` that names no IANA zone is refused (exit 2, one line)
+/// rather than quietly replaced by another zone.
+#[test]
+fn the_jobs_follow_tz_unless_crm_time_zone_is_set() {
+    let ws = Workspace::new();
+    let list = |vars: &[(&str, &str)]| {
+        let mut command = ws.crm();
+        command.env_remove("CRM_TIME_ZONE");
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        command.args(["jobs", "list"]).output().unwrap()
+    };
+    let row = |output: &Output| {
+        assert_exit(output, 0);
+        stdout(output)
+            .lines()
+            .find(|l| l.starts_with("send_order_reminders"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let tokyo = row(&list(&[("TZ", ":Asia/Tokyo")]));
+    assert!(tokyo.contains("0 8 * * * in Asia/Tokyo"), "{tokyo}");
+    assert!(tokyo.contains(" JST"), "next run in Tokyo time: {tokyo}");
+    let cairo = row(&list(&[
+        ("TZ", "Asia/Tokyo"),
+        ("CRM_TIME_ZONE", "Africa/Cairo"),
+    ]));
+    assert!(cairo.contains("0 8 * * * in Africa/Cairo"), "{cairo}");
+    let posix = list(&[("TZ", "EST+5")]);
+    assert_exit(&posix, 2);
+    assert_eq!(stderr(&posix).lines().count(), 1, "{}", stderr(&posix));
+    assert!(
+        stderr(&posix).contains("TZ: 'EST+5' names no IANA time zone"),
+        "{}",
+        stderr(&posix)
     );
 }
 
@@ -496,7 +539,7 @@ fn crontab_add_refuses_a_time_zone_cron_does_not_fire_in_however_it_is_given() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let mut ways = [ws.crm(), ws.crm(), ws.crm()];
+    let mut ways = [ws.crm(), ws.crm(), ws.crm(), ws.crm()];
     ways[0].args(["--time-zone", zone]);
     ways[1].env("CRM_TIME_ZONE", zone);
     // The environment wins over the file: this way has no CRM_TIME_ZONE of its own.
@@ -504,7 +547,9 @@ fn crontab_add_refuses_a_time_zone_cron_does_not_fire_in_however_it_is_given() {
         .env_remove("CRM_TIME_ZONE")
         .arg("--env-file")
         .arg(&env_file);
-    for (way, mut command) in ["flag", "variable", "env file"].into_iter().zip(ways) {
+    // TZ, which the jobs follow when CRM_TIME_ZONE is not set (cron does not).
+    ways[3].env_remove("CRM_TIME_ZONE").env("TZ", zone);
+    for (way, mut command) in ["flag", "variable", "env file", "TZ"].into_iter().zip(ways) {
         let output = command.args(["crontab", "add"]).output().unwrap();
         assert_exit(&output, 2);
         let reason = stderr(&output);

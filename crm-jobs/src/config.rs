@@ -20,7 +20,7 @@ pub const DEFAULT_GRAPHQL_TIMEOUT: Duration = Duration::from_secs(10);
 /// | `CRM_GRAPHQL_URL` | [`graphql_url`](Self::graphql_url) | `http://localhost:8000/graphql` |
 /// | `CRM_API_TOKEN` | [`api_token`](Self::api_token) | none (no `Authorization` header) |
 /// | `CRM_LOG_DIR` | [`log_dir`](Self::log_dir) | `/tmp` |
-/// | `CRM_TIME_ZONE` | [`time_zone`](Self::time_zone) | the machine's zone (`/etc/localtime`, then `/etc/timezone`; not `TZ`), else UTC |
+/// | `CRM_TIME_ZONE` | [`time_zone`](Self::time_zone) | the zone `TZ` names (as most Unix programs read it: `Europe/Paris`, `:Europe/Paris`, a zoneinfo path), else the machine's (`/etc/localtime`, then `/etc/timezone`), else UTC |
 /// | `CRM_JOB_LEASE` | [`lease`](Self::lease) | 60 (seconds) |
 /// | `CRM_CA_FILE` | [`ca_file`](Self::ca_file) | none (the system's roots only) |
 ///
@@ -57,6 +57,12 @@ pub enum ConfigError {
     /// `CRM_TIME_ZONE` is not an IANA zone name.
     #[error("CRM_TIME_ZONE: '{0}' is not an IANA time zone (e.g. Europe/Paris, UTC)")]
     TimeZone(String),
+    /// `CRM_TIME_ZONE` is unset and `TZ` names no IANA zone (a POSIX rule such as `EST+5`).
+    #[error(
+        "TZ: '{0}' names no IANA time zone (e.g. Europe/Paris); set CRM_TIME_ZONE to one, or \
+         unset TZ to use the machine's zone"
+    )]
+    Tz(String),
     /// `CRM_API_TOKEN` holds characters an HTTP header cannot carry (its value is not shown).
     #[error("CRM_API_TOKEN: must be printable ASCII without spaces")]
     ApiToken,
@@ -122,6 +128,11 @@ impl JobsConfig {
         }
         if let Some(zone) = get("CRM_TIME_ZONE") {
             config.time_zone = parse_time_zone(&zone)?;
+        } else if let Some(tz) = lookup(crate::TZ_ENV)
+            && let Some(zone) =
+                crate::tz_variable_zone(&tz).map_err(|_| ConfigError::Tz(tz.clone()))?
+        {
+            config.time_zone = zone;
         }
         if let Some(lease) = get("CRM_JOB_LEASE") {
             config.lease = match lease.trim().parse::<u64>() {
@@ -253,6 +264,22 @@ mod tests {
         let c = config(&[("CRM_API_TOKEN", ""), ("CRM_LOG_DIR", " ")]).unwrap();
         assert_eq!(c.api_token, None);
         assert_eq!(c.log_dir, PathBuf::from("/tmp"));
+    }
+
+    #[test]
+    fn tz_gives_the_zone_unless_crm_time_zone_is_set() {
+        let c = config(&[("TZ", ":Asia/Tokyo")]).unwrap();
+        assert_eq!(c.time_zone, Tz::Asia__Tokyo);
+        let c = config(&[("TZ", "Asia/Tokyo"), ("CRM_TIME_ZONE", "Africa/Cairo")]).unwrap();
+        assert_eq!(c.time_zone, Tz::Africa__Cairo);
+        let c = config(&[("TZ", "")]).unwrap();
+        assert_eq!(c.time_zone, machine_time_zone());
+        let err = config(&[("TZ", "EST+5")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "TZ: 'EST+5' names no IANA time zone (e.g. Europe/Paris); set CRM_TIME_ZONE to one, \
+             or unset TZ to use the machine's zone"
+        );
     }
 
     #[test]

@@ -56,8 +56,8 @@ pub use runner::{
     RunnerBuilder, RunnerError,
 };
 pub use schedule::{
-    Schedule, ScheduleError, TIME_ZONE_ENV, default_time_zone, machine_time_zone, parse_time_zone,
-    schedules,
+    Schedule, ScheduleError, TIME_ZONE_ENV, TZ_ENV, default_time_zone, machine_time_zone,
+    parse_time_zone, schedules, tz_variable_zone,
 };
 pub use scheduler::{
     DEFAULT_OVERRIDE_POLL, DEFAULT_RETENTION, LEDGER_RETRY_AFTER, PRUNE_EVERY, Scheduler,

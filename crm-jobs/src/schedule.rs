@@ -21,6 +21,10 @@ use croner::parser::{CronParser, Seconds, Year};
 /// The environment variable naming the time zone of schedules that do not set their own.
 pub const TIME_ZONE_ENV: &str = "CRM_TIME_ZONE";
 
+/// The variable most Unix programs (`date`, `ls`, cron's jobs, Python, …) take their zone from:
+/// the C library's `TZ`. Read after [`TIME_ZONE_ENV`], before the machine's zone.
+pub const TZ_ENV: &str = "TZ";
+
 /// Why a schedule could not be built or parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -326,19 +330,57 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
 }
 
 /// The zone of schedules that name none: `CRM_TIME_ZONE` if set (an error if it is not an IANA
-/// name), else the machine's zone ([`machine_time_zone`]: `/etc/localtime`, then
-/// `/etc/timezone`; `TZ` is not read), else UTC.
+/// name), else the zone `TZ` names, as most Unix programs read it ([`tz_variable_zone`]; an
+/// error if it names none we know), else the machine's zone ([`machine_time_zone`]:
+/// `/etc/localtime`, then `/etc/timezone`), else UTC.
 pub fn default_time_zone() -> Result<Tz, ScheduleError> {
     let configured = std::env::var(TIME_ZONE_ENV).ok();
-    resolve_time_zone(configured.as_deref(), machine_time_zone())
+    let tz = std::env::var(TZ_ENV).ok();
+    resolve_time_zone(configured.as_deref(), tz.as_deref(), machine_time_zone())
+}
+
+/// The IANA zone a `TZ` value names, in the forms the C library reads and people write: a name
+/// (`Europe/Paris`), a name after a colon (`:Europe/Paris`), or a file in a zoneinfo directory
+/// (`:/usr/share/zoneinfo/Europe/Paris`, or `:/etc/localtime`, which some distributions
+/// recommend, read as the zone that link points to). Empty counts as unset (`Ok(None)`).
+///
+/// Anything else, such as a POSIX rule (`CET-1CEST,M3.5.0,M10.5.0/3`), is an error rather
+/// than ignored: `TZ` is read because users expect the jobs to follow it, and quietly falling
+/// back to another zone would run them at other hours than the ones they set.
+pub fn tz_variable_zone(value: &str) -> Result<Option<Tz>, ScheduleError> {
+    let value = value.trim();
+    let name = value.strip_prefix(':').unwrap_or(value).trim();
+    if name.is_empty() {
+        return Ok(None);
+    }
+    if name == "/etc/localtime" {
+        return Ok(machine_time_zone());
+    }
+    let after_zoneinfo = |path: &str| {
+        path.rfind("zoneinfo/")
+            .map(|at| path[at + "zoneinfo/".len()..].to_owned())
+    };
+    let name = if name.starts_with('/') {
+        after_zoneinfo(name)
+            .or_else(|| {
+                let resolved = std::fs::canonicalize(name).ok()?;
+                after_zoneinfo(&resolved.to_string_lossy())
+            })
+            .unwrap_or_else(|| name.to_owned())
+    } else {
+        name.to_owned()
+    };
+    name.parse::<Tz>()
+        .map(Some)
+        .map_err(|_| ScheduleError::UnknownTimeZone(format!("TZ={value}")))
 }
 
 /// The machine's IANA zone, read once (it does not change under a running process): the zone
 /// `/etc/localtime` links to, else the name in `/etc/timezone`; `None` when neither names one.
 ///
-/// The `TZ` variable is deliberately not read: it is one shell's setting, while the jobs'
-/// default zone must be the one the machine's services (cron among them) run in, whoever
-/// starts `crm`.
+/// The `TZ` variable is not read here: this is the zone the machine's services (the cron daemon
+/// among them) run in, whoever starts `crm`, which `crm crontab add` compares the jobs' zone
+/// with. The jobs' default zone reads `TZ` first ([`default_time_zone`]).
 pub fn machine_time_zone() -> Option<Tz> {
     static MACHINE: OnceLock<Option<Tz>> = OnceLock::new();
     *MACHINE.get_or_init(|| {
@@ -349,10 +391,19 @@ pub fn machine_time_zone() -> Option<Tz> {
 }
 
 /// [`default_time_zone`] with its inputs passed in, so it is testable without the environment.
-fn resolve_time_zone(configured: Option<&str>, machine: Option<Tz>) -> Result<Tz, ScheduleError> {
+fn resolve_time_zone(
+    configured: Option<&str>,
+    tz: Option<&str>,
+    machine: Option<Tz>,
+) -> Result<Tz, ScheduleError> {
     match configured.map(str::trim).filter(|name| !name.is_empty()) {
         Some(name) => parse_time_zone(name),
-        None => Ok(machine.unwrap_or(Tz::UTC)),
+        None => Ok(tz
+            .map(tz_variable_zone)
+            .transpose()?
+            .flatten()
+            .or(machine)
+            .unwrap_or(Tz::UTC)),
     }
 }
 
@@ -624,18 +675,63 @@ mod tests {
     }
 
     #[test]
-    fn the_default_zone_is_the_configured_one_then_the_machines_then_utc() {
+    fn the_default_zone_is_the_configured_one_then_tzs_then_the_machines_then_utc() {
         assert_eq!(
-            resolve_time_zone(Some("Europe/London"), Some(New_York)),
+            resolve_time_zone(Some("Europe/London"), Some("Asia/Tokyo"), Some(New_York)),
             Ok(London)
         );
-        assert_eq!(resolve_time_zone(None, Some(New_York)), Ok(New_York));
-        assert_eq!(resolve_time_zone(Some("  "), Some(New_York)), Ok(New_York));
-        assert_eq!(resolve_time_zone(None, None), Ok(Tz::UTC));
         assert_eq!(
-            resolve_time_zone(Some("Nowhere/Land"), Some(New_York)),
+            resolve_time_zone(None, Some("Asia/Tokyo"), Some(New_York)),
+            Ok(Tz::Asia__Tokyo)
+        );
+        assert_eq!(
+            resolve_time_zone(Some("  "), Some(":Asia/Tokyo"), None),
+            Ok(Tz::Asia__Tokyo)
+        );
+        assert_eq!(resolve_time_zone(None, None, Some(New_York)), Ok(New_York));
+        assert_eq!(
+            resolve_time_zone(None, Some(""), Some(New_York)),
+            Ok(New_York)
+        );
+        assert_eq!(
+            resolve_time_zone(Some("  "), None, Some(New_York)),
+            Ok(New_York)
+        );
+        assert_eq!(resolve_time_zone(None, None, None), Ok(Tz::UTC));
+        assert_eq!(
+            resolve_time_zone(Some("Nowhere/Land"), None, Some(New_York)),
             Err(ScheduleError::UnknownTimeZone("Nowhere/Land".to_owned()))
         );
+        assert_eq!(
+            resolve_time_zone(None, Some("CET-1CEST,M3.5.0,M10.5.0/3"), Some(New_York)),
+            Err(ScheduleError::UnknownTimeZone(
+                "TZ=CET-1CEST,M3.5.0,M10.5.0/3".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn tz_is_read_in_the_forms_the_c_library_reads() {
+        for (value, zone) in [
+            ("Europe/Paris", Some(Tz::Europe__Paris)),
+            (":Europe/Paris", Some(Tz::Europe__Paris)),
+            (" America/New_York ", Some(New_York)),
+            (":/usr/share/zoneinfo/Europe/London", Some(London)),
+            ("/usr/share/zoneinfo/Asia/Tokyo", Some(Tz::Asia__Tokyo)),
+            ("UTC", Some(Tz::UTC)),
+            ("", None),
+            (":", None),
+        ] {
+            assert_eq!(tz_variable_zone(value), Ok(zone), "{value:?}");
+        }
+        for bad in ["EST+5", "Nowhere/Land", ":/nonexistent/file"] {
+            assert!(tz_variable_zone(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tz_pointing_at_etc_localtime_is_the_machines_zone() {
+        assert_eq!(tz_variable_zone(":/etc/localtime"), Ok(machine_time_zone()));
     }
 
     #[test]

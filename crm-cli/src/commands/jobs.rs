@@ -25,6 +25,8 @@ pub(crate) fn jobs_config(settings: &Settings) -> CommandResult<JobsConfig> {
         "CRM_TIME_ZONE" => settings.time_zone.clone(),
         "CRM_JOB_LEASE" => settings.job_lease.clone(),
         "CRM_CA_FILE" => settings.ca_file.as_ref().map(|f| f.display().to_string()),
+        // What most Unix programs take their zone from; read when CRM_TIME_ZONE is not set.
+        crm_jobs::TZ_ENV => std::env::var(crm_jobs::TZ_ENV).ok(),
         _ => None,
     })
     .usage("Invalid configuration")
