@@ -7,7 +7,7 @@
 //! [`LogAlert`] (a `tracing` event) and [`WebhookAlert`] (a JSON POST, retried, with a timeout).
 
 use std::fmt;
-#[cfg(feature = "webhook-surf")]
+#[cfg(any(feature = "webhook-surf", feature = "webhook-tokio"))]
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -153,13 +153,15 @@ impl AlertHook for LogAlert {
     }
 }
 
-/// Alerts POSTed as JSON (feature `webhook-surf`; the [`Alert`] with an `event` field of `failing`, `recovered`, `late`,
+/// Alerts POSTed as JSON (feature `webhook-surf`, or `webhook-tokio` for tokio's I/O; the [`Alert`] with an `event` field of `failing`, `recovered`, `late`,
 /// `missed` or `back_on_schedule`) to a
 /// webhook, tried `attempts` times with a pause between tries, each with a timeout.
-#[cfg(feature = "webhook-surf")]
+#[cfg(any(feature = "webhook-surf", feature = "webhook-tokio"))]
 #[derive(Clone)]
 pub struct WebhookAlert {
-    url: surf::Url,
+    url: url::Url,
+    /// The HTTP stack that carries the POSTs.
+    transport: crate::HttpTransport,
     /// A private CA trusted besides the system's roots for an `https://` webhook.
     ca_file: Option<std::path::PathBuf>,
     attempts: u32,
@@ -167,23 +169,25 @@ pub struct WebhookAlert {
     pause: Duration,
 }
 
-#[cfg(feature = "webhook-surf")]
+#[cfg(any(feature = "webhook-surf", feature = "webhook-tokio"))]
 impl fmt::Debug for WebhookAlert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The URL may carry a token in its path or query: show only where it goes.
         f.debug_struct("WebhookAlert")
             .field("host", &self.url.host_str())
+            .field("transport", &self.transport)
             .field("attempts", &self.attempts)
             .field("timeout", &self.timeout)
             .finish()
     }
 }
 
-#[cfg(feature = "webhook-surf")]
+#[cfg(any(feature = "webhook-surf", feature = "webhook-tokio"))]
 impl WebhookAlert {
-    /// A webhook at `url` (http or https), tried 3 times, 10 seconds each, 1 second apart.
+    /// A webhook at `url` (http or https), tried 3 times, 10 seconds each, 1 second apart,
+    /// over the default [`HttpTransport`](crate::HttpTransport).
     pub fn new(url: &str) -> Result<Self, AlertError> {
-        let url = surf::Url::parse(url).map_err(|e| AlertError::InvalidUrl(e.to_string()))?;
+        let url = url::Url::parse(url).map_err(|e| AlertError::InvalidUrl(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(AlertError::InvalidUrl(format!(
                 "scheme '{}' is not http or https",
@@ -192,6 +196,7 @@ impl WebhookAlert {
         }
         Ok(Self {
             url,
+            transport: crate::HttpTransport::default(),
             ca_file: None,
             attempts: 3,
             timeout: Duration::from_secs(10),
@@ -205,11 +210,19 @@ impl WebhookAlert {
     /// needs no restart).
     pub fn ca_file(mut self, file: Option<std::path::PathBuf>) -> Result<Self, AlertError> {
         if self.url.scheme() == "https" {
-            crate::https::HttpsClient::new(file.as_deref(), self.timeout)
-                .map_err(AlertError::CaFile)?;
+            crate::tls::client_config(file.as_deref()).map_err(AlertError::CaFile)?;
         }
         self.ca_file = file;
         Ok(self)
+    }
+
+    /// Sets the HTTP stack that carries the POSTs (e.g. [`HttpTransport::Tokio`] in a tokio
+    /// app that has both webhook features on).
+    ///
+    /// [`HttpTransport::Tokio`]: crate::HttpTransport
+    pub fn transport(mut self, transport: crate::HttpTransport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// Sets how many times delivery is tried (at least once).
@@ -231,38 +244,65 @@ impl WebhookAlert {
     }
 
     async fn try_once(&self, alert: &Alert) -> Result<(), String> {
-        // A fresh client (and connection) per attempt: a pooled connection whose last request
-        // timed out may still carry that request's unanswered exchange.
-        let client =
-            crate::https::client_for(&self.url, self.ca_file.as_deref(), self.timeout, || {
-                Ok(surf::Client::new())
-            })?;
-        let request = client
-            .post(self.url.as_str())
-            .body_json(alert)
-            .map_err(|e| e.to_string())?
-            .send();
         let timeout = async {
             async_io::Timer::after(self.timeout).await;
             Err(format!("no answer within {:?}", self.timeout))
         };
-        let send = async {
-            let response = request.await.map_err(|e| e.to_string())?;
-            if response.status().is_success() {
-                Ok(())
-            } else {
-                Err(format!("the webhook answered {}", response.status()))
-            }
-        };
+        let send = self.send(alert);
         futures::pin_mut!(send, timeout);
         futures::future::select(send, timeout)
             .await
             .factor_first()
             .0
     }
+
+    /// One POST, not time-limited (the caller limits it). A fresh client (and connection) per
+    /// attempt: a pooled connection whose last request timed out may still carry that
+    /// request's unanswered exchange.
+    async fn send(&self, alert: &Alert) -> Result<(), String> {
+        match self.transport {
+            #[cfg(feature = "https")]
+            crate::HttpTransport::Surf => {
+                let client = crate::https::client_for(
+                    &self.url,
+                    self.ca_file.as_deref(),
+                    self.timeout,
+                    || Ok(surf::Client::new()),
+                )?;
+                let response = client
+                    .post(self.url.as_str())
+                    .body_json(alert)
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if response.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("the webhook answered {}", response.status()))
+                }
+            }
+            #[cfg(feature = "tokio-http")]
+            crate::HttpTransport::Tokio => {
+                let http = crate::tokio_http::TokioHttp::new(
+                    &self.url,
+                    self.ca_file.as_deref(),
+                    self.timeout,
+                )?;
+                let body = serde_json::to_vec(alert).map_err(|e| e.to_string())?;
+                let (status, _) = http
+                    .post(&self.url, &[("Content-Type", "application/json")], body)
+                    .await?;
+                if (200..300).contains(&status) {
+                    Ok(())
+                } else {
+                    Err(format!("the webhook answered {status}"))
+                }
+            }
+        }
+    }
 }
 
-#[cfg(feature = "webhook-surf")]
+#[cfg(any(feature = "webhook-surf", feature = "webhook-tokio"))]
 #[async_trait]
 impl AlertHook for WebhookAlert {
     async fn alert(&self, alert: &Alert) -> Result<(), AlertError> {

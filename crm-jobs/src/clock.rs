@@ -106,7 +106,7 @@ impl Clock for ManualClock {
 
 /// `future`'s output, or `Err(TimedOut)` if `limit` passes first. Runtime-agnostic (async-io's
 /// timer), so the library's futures need no particular executor.
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 pub(crate) async fn timeout<F: std::future::Future>(
     limit: std::time::Duration,
     future: F,
@@ -121,7 +121,7 @@ pub(crate) async fn timeout<F: std::future::Future>(
 }
 
 /// The error of [`timeout`].
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimedOut;
 

@@ -204,15 +204,15 @@ pub(crate) fn machine_time_zone() -> Tz {
 }
 
 /// Whether `url` is an `http://` or `https://` URL with a host: parsed as the client will parse it when the
-/// client is compiled in (feature `graphql-surf`), else checked by its shape (no URL parser is
-/// worth its dependencies for a setting nothing reads).
-#[cfg(feature = "graphql-surf")]
+/// client is compiled in (feature `graphql-surf` or `graphql-tokio`), else checked by its shape
+/// (no URL parser is worth its dependencies for a setting nothing reads).
+#[cfg(feature = "graphql")]
 fn is_http_url(url: &str) -> bool {
-    surf::Url::parse(url)
+    url::Url::parse(url)
         .is_ok_and(|parsed| matches!(parsed.scheme(), "http" | "https") && parsed.has_host())
 }
 
-#[cfg(not(feature = "graphql-surf"))]
+#[cfg(not(feature = "graphql"))]
 fn is_http_url(url: &str) -> bool {
     url.strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))

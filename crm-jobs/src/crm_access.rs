@@ -2,7 +2,7 @@
 //! [`InProcessCrm`], its implementation over a crm-core store.
 //!
 //! The jobs of the original talk to the CRM's GraphQL endpoint (the `crm` binary does the same,
-//! with [`GraphqlClient`](crate::GraphqlClient), feature `graphql-surf`); an app that holds the
+//! with [`GraphqlClient`](crate::GraphqlClient), feature `graphql-surf` or `graphql-tokio`); an app that holds the
 //! CRM's database in its own process has no server to ask, so it hands the jobs an
 //! [`InProcessCrm`] instead. Either way a job's log lines are the same.
 

@@ -1,12 +1,13 @@
-//! The jobs' GraphQL client: typed operations (cynic) over HTTP (surf), one error type.
+//! The jobs' GraphQL client: typed operations (cynic) over HTTP (surf on async-std, or hyper on
+//! tokio: [`HttpTransport`]), one error type.
 //!
 //! Four of the five jobs talk to the CRM through its GraphQL endpoint, as the original's did,
 //! never through the database. Everything that can go wrong between asking and getting an
 //! answer (no connection, a timeout, an HTTP error status, GraphQL errors, an unreadable body)
 //! comes back as one [`GraphqlError`], whose text is the "reason" the heartbeat logs.
 //!
-//! surf (and with it async-std) stays inside this module: the rest of the crate sees plain
-//! async methods.
+//! The HTTP stack stays inside this module and the transport modules: the rest of the crate
+//! sees plain async methods.
 
 mod queries;
 
@@ -18,6 +19,7 @@ use chrono::{DateTime, Utc};
 use cynic::{GraphQlResponse, MutationBuilder, Operation, QueryBuilder};
 use serde::de::DeserializeOwned;
 
+use crate::HttpTransport;
 use crate::config::JobsConfig;
 use crate::crm_access::{
     CrmAccess, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
@@ -86,20 +88,42 @@ impl From<GraphqlError> for JobError {
     }
 }
 
-/// A client of the CRM's GraphQL endpoint. Cheap to clone (connections are pooled and shared).
+/// A client of the CRM's GraphQL endpoint. Cheap to clone (surf's connections are pooled and
+/// shared; the tokio transport opens one per request).
 #[derive(Clone)]
 pub struct GraphqlClient {
-    http: surf::Client,
-    url: surf::Url,
+    http: Http,
+    url: url::Url,
     shown_url: String,
     authorization: Option<String>,
     timeout: Duration,
+}
+
+/// The HTTP stack a client was built with.
+#[derive(Clone)]
+enum Http {
+    #[cfg(feature = "https")]
+    Surf(surf::Client),
+    #[cfg(feature = "tokio-http")]
+    Tokio(crate::tokio_http::TokioHttp),
+}
+
+impl Http {
+    fn transport(&self) -> HttpTransport {
+        match self {
+            #[cfg(feature = "https")]
+            Self::Surf(_) => HttpTransport::Surf,
+            #[cfg(feature = "tokio-http")]
+            Self::Tokio(_) => HttpTransport::Tokio,
+        }
+    }
 }
 
 impl fmt::Debug for GraphqlClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GraphqlClient")
             .field("url", &self.shown_url)
+            .field("transport", &self.http.transport())
             .field(
                 "authorization",
                 &self.authorization.as_ref().map(|_| "Bearer <redacted>"),
@@ -111,11 +135,21 @@ impl fmt::Debug for GraphqlClient {
 
 impl GraphqlClient {
     /// A client of `config.graphql_url`, sending `config.api_token` as a bearer token, each
-    /// request limited to `config.graphql_timeout`.
+    /// request limited to `config.graphql_timeout`, over the default [`HttpTransport`].
     /// An `https://` URL's certificate must chain to the system's roots or to
     /// `config.ca_file`.
     pub fn new(config: &JobsConfig) -> Result<Self, GraphqlError> {
+        Self::with_transport(config, HttpTransport::default())
+    }
+
+    /// The same client as [`GraphqlClient::new`], its requests carried by `transport` (e.g.
+    /// [`HttpTransport::Tokio`] in a tokio app that has both features on).
+    pub fn with_transport(
+        config: &JobsConfig,
+        transport: HttpTransport,
+    ) -> Result<Self, GraphqlError> {
         Self::build(
+            transport,
             &config.graphql_url,
             config.api_token.as_deref(),
             config.graphql_timeout,
@@ -125,23 +159,24 @@ impl GraphqlClient {
 
     /// A client of `url` (`http://` or `https://`, trusting the system's roots), sending
     /// `token` (if any) as `Authorization: Bearer <token>`, each request (connection to last
-    /// byte) limited to `timeout`.
+    /// byte) limited to `timeout`, over the default [`HttpTransport`].
     pub fn with_endpoint(
         url: &str,
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Self, GraphqlError> {
-        Self::build(url, token, timeout, None)
+        Self::build(HttpTransport::default(), url, token, timeout, None)
     }
 
     fn build(
+        transport: HttpTransport,
         url: &str,
         token: Option<&str>,
         timeout: Duration,
         ca_file: Option<&std::path::Path>,
     ) -> Result<Self, GraphqlError> {
         let shown_url = crm_core::redact_password(url);
-        let parsed = surf::Url::parse(url)
+        let parsed = url::Url::parse(url)
             .map_err(|e| GraphqlError::Config(format!("'{shown_url}' is not a URL: {e}")))?;
         if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
             return Err(GraphqlError::Config(format!(
@@ -158,18 +193,29 @@ impl GraphqlClient {
             }
         };
         // The timeout is applied around the whole exchange in `execute` (connection, request,
-        // whole answer), not by surf, whose own timeout would race it with a vaguer error.
-        // TCP_NODELAY: the client writes a request's head and body separately, and on a
-        // kept-alive connection Nagle's algorithm would hold the body back until the server's
-        // delayed ACK (40 ms on Linux) for every request after the first.
-        let http = crate::https::client_for(&parsed, ca_file, timeout, || {
-            surf::Config::new()
-                .set_timeout(None)
-                .set_tcp_no_delay(true)
-                .try_into()
-                .map_err(|e| format!("cannot set up HTTP: {e:?}"))
-        })
-        .map_err(GraphqlError::Config)?;
+        // whole answer), not by the HTTP stack, whose own timeout would race it with a vaguer
+        // error.
+        let http = match transport {
+            // TCP_NODELAY: the client writes a request's head and body separately, and on a
+            // kept-alive connection Nagle's algorithm would hold the body back until the
+            // server's delayed ACK (40 ms on Linux) for every request after the first.
+            #[cfg(feature = "https")]
+            HttpTransport::Surf => Http::Surf(
+                crate::https::client_for(&parsed, ca_file, timeout, || {
+                    surf::Config::new()
+                        .set_timeout(None)
+                        .set_tcp_no_delay(true)
+                        .try_into()
+                        .map_err(|e| format!("cannot set up HTTP: {e:?}"))
+                })
+                .map_err(GraphqlError::Config)?,
+            ),
+            #[cfg(feature = "tokio-http")]
+            HttpTransport::Tokio => Http::Tokio(
+                crate::tokio_http::TokioHttp::new(&parsed, ca_file, timeout)
+                    .map_err(GraphqlError::Config)?,
+            ),
+        };
         Ok(Self {
             http,
             url: parsed,
@@ -177,6 +223,11 @@ impl GraphqlClient {
             authorization,
             timeout,
         })
+    }
+
+    /// The HTTP stack that carries the requests.
+    pub fn transport(&self) -> HttpTransport {
+        self.http.transport()
     }
 
     /// The endpoint, with any password in it redacted.
@@ -361,6 +412,34 @@ impl GraphqlClient {
 
     /// POSTs the JSON body and reads the whole answer: its status and its text.
     async fn exchange(&self, body: Vec<u8>) -> Result<(u16, String), GraphqlError> {
+        match &self.http {
+            #[cfg(feature = "https")]
+            Http::Surf(http) => self.exchange_over_surf(http, body).await,
+            #[cfg(feature = "tokio-http")]
+            Http::Tokio(http) => {
+                let mut headers = vec![
+                    ("Accept", "application/json"),
+                    ("Content-Type", "application/json"),
+                ];
+                if let Some(authorization) = &self.authorization {
+                    headers.push(("Authorization", authorization.as_str()));
+                }
+                http.post(&self.url, &headers, body)
+                    .await
+                    .map_err(|message| GraphqlError::Transport {
+                        url: self.shown_url.clone(),
+                        message: one_line(&message),
+                    })
+            }
+        }
+    }
+
+    #[cfg(feature = "https")]
+    async fn exchange_over_surf(
+        &self,
+        http: &surf::Client,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), GraphqlError> {
         let transport = |e: surf::Error| GraphqlError::Transport {
             url: self.shown_url.clone(),
             message: transport_reason(e),
@@ -372,7 +451,7 @@ impl GraphqlClient {
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization.as_str());
         }
-        let mut response = self.http.send(request.build()).await.map_err(transport)?;
+        let mut response = http.send(request.build()).await.map_err(transport)?;
         let status = u16::from(response.status());
         let text = response.body_string().await.map_err(transport)?;
         Ok((status, text))
@@ -427,6 +506,7 @@ impl CrmAccess for GraphqlClient {
 
 /// The network layer's reason, without the connection pool's wrapping ("An error occured while
 /// creating a new object: Connection refused" reads as "Connection refused").
+#[cfg(feature = "https")]
 fn transport_reason(error: surf::Error) -> String {
     const POOL_PREFIX: &str = "An error occured while creating a new object: ";
     let error = error.into_inner();

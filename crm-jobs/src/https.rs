@@ -4,22 +4,20 @@
 //! RustSec advisories (see `CRATES.md`). So https URLs go through this [`surf::HttpClient`]: a
 //! TCP connection (async-std, as surf's h1 client), rustls 0.23 on ring over it, and HTTP/1.1 by
 //! async-h1 (the same codec surf's h1 client uses). The trusted roots are the system's plus an
-//! optional private CA file (`CRM_CA_FILE`). Connecting and the handshake are each limited, so a
+//! optional private CA file (`CRM_CA_FILE`), set in `tls.rs` for both transports. Connecting and the handshake are each limited, so a
 //! peer that accepts the connection and never answers the handshake fails the request with a
 //! reason instead of holding the run; callers bound the whole exchange as before.
 
 use std::fmt;
-use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_std::net::TcpStream;
 use futures_rustls::TlsConnector;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, RootCertStore};
+use rustls::pki_types::ServerName;
 use surf::http::{Request, Response, StatusCode};
+
+use crate::tls::{handshake_reason, within};
 
 /// A surf client for `url`: this module's https client when the URL is `https://`, else surf's
 /// own pooled HTTP/1.1 client (`plain`).
@@ -58,31 +56,8 @@ impl fmt::Debug for HttpsClient {
 impl HttpsClient {
     /// Trusts the system's roots and, if given, every certificate in the PEM file `ca_file`.
     pub(crate) fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<Self, String> {
-        let mut roots = RootCertStore::empty();
-        // Unreadable system stores are skipped: a private CA alone may be all that is needed.
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        if let Some(path) = ca_file {
-            let shown = path.display();
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("CRM_CA_FILE: cannot read {shown}: {e}"))?;
-            if certs.is_empty() {
-                return Err(format!("CRM_CA_FILE: no PEM certificate in {shown}"));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("CRM_CA_FILE: a certificate in {shown}: {e}"))?;
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("cannot set up TLS: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         Ok(Self {
-            tls: TlsConnector::from(Arc::new(config)),
+            tls: TlsConnector::from(crate::tls::client_config(ca_file)?),
             timeout,
         })
     }
@@ -123,43 +98,5 @@ impl surf::HttpClient for HttpsClient {
         self.exchange(request)
             .await
             .map_err(|reason| surf::Error::from_str(StatusCode::BadGateway, reason))
-    }
-}
-
-/// `work`'s outcome, or "`what` within `limit`" when it takes longer.
-async fn within<T>(
-    limit: Duration,
-    what: &str,
-    work: impl Future<Output = Result<T, String>>,
-) -> Result<T, String> {
-    let timeout = async {
-        async_io::Timer::after(limit).await;
-        Err(format!("{what} within {limit:?}"))
-    };
-    futures::pin_mut!(work, timeout);
-    futures::future::select(work, timeout)
-        .await
-        .factor_first()
-        .0
-}
-
-/// One line saying why the handshake failed: an untrusted or misnamed certificate by name.
-fn handshake_reason(error: &std::io::Error, host: &str) -> String {
-    let tls = error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-    match tls {
-        Some(rustls::Error::InvalidCertificate(certificate)) => match certificate {
-            CertificateError::UnknownIssuer => "certificate not trusted (UnknownIssuer)".to_owned(),
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
-                format!("certificate not valid for the host name {host} (NotValidForName)")
-            }
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                "certificate expired (Expired)".to_owned()
-            }
-            other => format!("certificate refused ({other:?})"),
-        },
-        Some(other) => format!("TLS handshake failed: {other}"),
-        None => format!("TLS handshake failed: {error}"),
     }
 }

@@ -7,9 +7,11 @@ mod clock;
 mod config;
 mod crm_access;
 pub mod crontab;
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 mod graphql;
 pub mod health;
+#[cfg(any(feature = "https", feature = "tokio-http"))]
+mod http_transport;
 #[cfg(feature = "https")]
 mod https;
 mod incidents;
@@ -21,8 +23,12 @@ mod retention;
 mod runner;
 mod schedule;
 mod scheduler;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "tokio-http")]
+mod tokio_http;
 
-#[cfg(feature = "webhook-surf")]
+#[cfg(any(feature = "webhook-surf", feature = "webhook-tokio"))]
 pub use alert::WebhookAlert;
 pub use alert::{Alert, AlertError, AlertHook, AlertHooks, LogAlert};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -41,10 +47,12 @@ pub use crm_core::overrides::{
     AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,
     OverrideStore,
 };
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 pub use graphql::{GraphqlClient, GraphqlError, readable_id};
+#[cfg(any(feature = "https", feature = "tokio-http"))]
+pub use http_transport::HttpTransport;
 pub use job::{CronJob, JobContext, JobError, JobOptions, MisfirePolicy};
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 pub use jobs::standard_jobs;
 pub use jobs::{
     CleanInactiveCustomers, GenerateCrmReport, LogCrmHeartbeat, ORDER_REMINDERS_PROCESSED,

@@ -87,3 +87,39 @@ fn the_guard_sees_what_the_default_features_pull() {
         "{with_defaults:?}"
     );
 }
+
+#[test]
+fn the_tokio_transports_pull_no_async_std_and_no_surf() {
+    // A tokio app's GraphQL client and webhook: hyper on tokio, the same rustls, and none of
+    // the async-std HTTP stack.
+    let tokio_only = packages(
+        "crm-jobs",
+        &[
+            "--no-default-features",
+            "--features",
+            "graphql-tokio,webhook-tokio",
+        ],
+    );
+    let found = names(&tokio_only);
+    for present in ["tokio", "hyper", "tokio-rustls", "rustls", "cynic"] {
+        assert!(found.contains(present), "{present} missing: {tokio_only:?}");
+    }
+    for absent in [
+        "async-std",
+        "surf",
+        "http-types",
+        "async-h1",
+        "http-client",
+        "futures-rustls",
+        "redis",
+        "sqlx",
+        "tide",
+    ] {
+        assert!(
+            !found.contains(absent),
+            "crm-jobs --no-default-features --features graphql-tokio,webhook-tokio pulls \
+             {absent}; see `cargo tree -p crm-jobs -e normal --no-default-features --features \
+             graphql-tokio,webhook-tokio -i {absent}`"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use crm_core::testing::TestDb;
-use crm_core::{CustomerFilter, PageRequest, ProductFilter};
+use crm_core::{PageRequest, ProductFilter};
 use crm_jobs::{
     CleanInactiveCustomers, CrmAccess, CronJob, GenerateCrmReport, GraphqlClient, GraphqlError,
     InProcessCrm, JobContext, JobError, JobsConfig, LogCrmHeartbeat, SendOrderReminders,
@@ -16,25 +16,12 @@ use crm_jobs::{
 };
 
 use helpers::{
-    Crm, NOW_STAMP, closed_port_url, ctx_now, now, offline_crm, read_log, seed, silent_endpoint,
-    spawn_crm, spawn_crm_with,
+    Crm, NOW_STAMP, assert_the_contracts_lines, closed_port_url, ctx_now, customer_ids, now,
+    offline_crm, read_log, seed, silent_endpoint, spawn_crm, spawn_crm_with,
 };
 
 fn client(crm: &Crm) -> GraphqlClient {
     GraphqlClient::new(&crm.config).unwrap()
-}
-
-async fn customer_ids(crm: &Crm) -> Vec<i64> {
-    let mut ids: Vec<i64> = crm
-        .store
-        .list_customers(&CustomerFilter::default(), &[], PageRequest::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    ids.sort();
-    ids
 }
 
 async fn stock_by_name(crm: &Crm) -> Vec<(String, i32)> {
@@ -531,37 +518,4 @@ async fn the_graphql_access_refuses_the_cleanup_and_says_what_to_use() {
         customer_ids(&crm).await.len(),
         seeded.active.len() + seeded.inactive.len()
     );
-}
-
-/// After the five jobs ran once, in the standard order, on [`seed`]'s data at [`now`]: each
-/// log holds the contract's lines and the cleanup deleted exactly the inactive customers.
-async fn assert_the_contracts_lines(crm: &Crm, seeded: &helpers::Seeded) {
-    assert_eq!(
-        crm.log("customer_cleanup_log.txt"),
-        format!("{NOW_STAMP} - Deleted 2 inactive customers\n")
-    );
-    let reminders: String = seeded
-        .last_week
-        .iter()
-        .map(|(id, email)| format!("{NOW_STAMP} - Reminder: order {id} for {email}\n"))
-        .collect();
-    assert_eq!(crm.log("order_reminders_log.txt"), reminders);
-    assert_eq!(
-        crm.log("crm_heartbeat_log.txt"),
-        "13/06/2026-22:00:00 CRM is alive\n"
-    );
-    assert_eq!(
-        crm.log("low_stock_updates_log.txt"),
-        format!("{NOW_STAMP} - Laptop: stock now 10\n{NOW_STAMP} - Mouse: stock now 19\n")
-    );
-    // The cleanup ran first: two customers and the one order of "Old Quiet" (999.99) are gone.
-    let totals = crm.store.totals().await.unwrap();
-    assert_eq!((totals.customers, totals.orders), (4, 7));
-    assert_eq!(
-        crm.log("crm_report_log.txt"),
-        format!("{NOW_STAMP} - Report: 4 customers, 7 orders, 1196.49 revenue.\n")
-    );
-    let mut kept = seeded.active.clone();
-    kept.sort();
-    assert_eq!(customer_ids(crm).await, kept);
 }

@@ -8,7 +8,7 @@ mod update_low_stock;
 
 use std::sync::Arc;
 
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 use crm_core::CrmStore;
 
 pub use clean_inactive_customers::CleanInactiveCustomers;
@@ -19,9 +19,9 @@ pub use update_low_stock::UpdateLowStock;
 
 use crate::config::JobsConfig;
 use crate::crm_access::CrmAccess;
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 use crate::crm_access::InProcessCrm;
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 use crate::graphql::{GraphqlClient, GraphqlError};
 use crate::job::CronJob;
 use crate::schedule::Schedule;
@@ -31,7 +31,7 @@ use crate::schedule::Schedule;
 /// GraphQL client of `config.graphql_url`, as the original's scripts talk to its endpoint.
 ///
 /// Fails only when the GraphQL client cannot be set up (a URL or token HTTP cannot carry).
-#[cfg(feature = "graphql-surf")]
+#[cfg(feature = "graphql")]
 pub fn standard_jobs(
     config: &JobsConfig,
     store: Arc<dyn CrmStore>,

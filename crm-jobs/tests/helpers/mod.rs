@@ -7,7 +7,9 @@ use std::sync::Arc;
 use async_std::net::TcpListener;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use crm_core::testing::TestDb;
-use crm_core::{CrmStore, CustomerId, NewCustomer, NewOrder, NewProduct, ProductId};
+use crm_core::{
+    CrmStore, CustomerFilter, CustomerId, NewCustomer, NewOrder, NewProduct, PageRequest, ProductId,
+};
 use crm_jobs::{JobContext, JobsConfig};
 use rust_decimal::Decimal;
 
@@ -244,4 +246,51 @@ pub(crate) async fn silent_endpoint() -> String {
 pub(crate) fn read_log(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name))
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.join(name).display()))
+}
+
+/// The ids of every customer in `crm`'s database, sorted.
+pub(crate) async fn customer_ids(crm: &Crm) -> Vec<i64> {
+    let mut ids: Vec<i64> = crm
+        .store
+        .list_customers(&CustomerFilter::default(), &[], PageRequest::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// After the five jobs ran once, in the standard order, on [`seed`]'s data at [`now`]: each
+/// log holds the contract's lines and the cleanup deleted exactly the inactive customers.
+pub(crate) async fn assert_the_contracts_lines(crm: &Crm, seeded: &Seeded) {
+    assert_eq!(
+        crm.log("customer_cleanup_log.txt"),
+        format!("{NOW_STAMP} - Deleted 2 inactive customers\n")
+    );
+    let reminders: String = seeded
+        .last_week
+        .iter()
+        .map(|(id, email)| format!("{NOW_STAMP} - Reminder: order {id} for {email}\n"))
+        .collect();
+    assert_eq!(crm.log("order_reminders_log.txt"), reminders);
+    assert_eq!(
+        crm.log("crm_heartbeat_log.txt"),
+        "13/06/2026-22:00:00 CRM is alive\n"
+    );
+    assert_eq!(
+        crm.log("low_stock_updates_log.txt"),
+        format!("{NOW_STAMP} - Laptop: stock now 10\n{NOW_STAMP} - Mouse: stock now 19\n")
+    );
+    // The cleanup ran first: two customers and the one order of "Old Quiet" (999.99) are gone.
+    let totals = crm.store.totals().await.unwrap();
+    assert_eq!((totals.customers, totals.orders), (4, 7));
+    assert_eq!(
+        crm.log("crm_report_log.txt"),
+        format!("{NOW_STAMP} - Report: 4 customers, 7 orders, 1196.49 revenue.\n")
+    );
+    let mut kept = seeded.active.clone();
+    kept.sort();
+    assert_eq!(customer_ids(crm).await, kept);
 }
