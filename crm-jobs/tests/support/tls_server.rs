@@ -70,6 +70,10 @@ pub(crate) async fn tls_proxy(ca: &TestCa, upstream: &str) -> u16 {
             let acceptor = acceptor.clone();
             let upstream = upstream.clone();
             async_std::task::spawn(async move {
+                // As TLS terminators do: otherwise Nagle holds the answer's second TLS record
+                // until the client's delayed ACK, 40 ms per request (measured: 45 ms per
+                // heartbeat over this proxy, 3.3 ms with these two lines; plain http 0.6 ms).
+                let _ = stream.set_nodelay(true);
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
@@ -77,6 +81,7 @@ pub(crate) async fn tls_proxy(ca: &TestCa, upstream: &str) -> u16 {
                     return;
                 };
                 let (tls_read, mut tls_write) = tls.split();
+                let _ = plain.set_nodelay(true);
                 let mut plain_write = plain.clone();
                 let up = futures::io::copy(tls_read, &mut plain_write);
                 let down = futures::io::copy(plain, &mut tls_write);
