@@ -24,6 +24,15 @@ pub(crate) mod sqlite {
     /// How a script names its first parameter.
     pub(crate) const FIRST_PARAM: &str = "?1";
 
+    /// The text of statement `NAME`: the file `sqlite/NAME.sql` beside the store's source file
+    /// (`include_str!` resolves from where the store expands its body).
+    macro_rules! statement {
+        ($name:literal) => {
+            include_str!(concat!("sqlite/", $name, ".sql"))
+        };
+    }
+    pub(crate) use statement;
+
     pub(crate) fn at(instant: DateTime<Utc>) -> i64 {
         crate::sql::to_micros(instant)
     }
@@ -90,6 +99,15 @@ pub(crate) mod postgres {
 
     /// How a script names its first parameter.
     pub(crate) const FIRST_PARAM: &str = "$1";
+
+    /// The text of statement `NAME`: the file `postgres/NAME.sql` beside the store's source
+    /// file (`include_str!` resolves from where the store expands its body).
+    macro_rules! statement {
+        ($name:literal) => {
+            include_str!(concat!("postgres/", $name, ".sql"))
+        };
+    }
+    pub(crate) use statement;
 
     pub(crate) fn at(instant: DateTime<Utc>) -> DateTime<Utc> {
         instant

@@ -279,6 +279,19 @@ pub(crate) fn clip_actor(actor: &str) -> String {
     actor.chars().take(MAX_ACTOR_CHARS).collect()
 }
 
+/// What every implementation does first with a change: checks it ([`validate_change`]), and
+/// gives the actor as stored (clipped) and `now` as stored (whole microseconds, so the memory
+/// store keeps what the SQL stores would).
+pub(crate) fn accept_change(
+    code: &str,
+    change: &OverrideChange,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<(String, DateTime<Utc>)> {
+    validate_change(code, change, actor)?;
+    Ok((clip_actor(actor), crate::domain::truncate_to_micros(now)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -89,6 +89,24 @@ macro_rules! crm_store_on_sql {
                 self.started = true;
                 qb
             }
+            /// `column >= at_least` and `column <= at_most`, each where given (bound as
+            /// stored: see the callers' conversions).
+            fn range<T>(
+                &mut self,
+                qb: &mut QueryBuilder<Db>,
+                column: &str,
+                at_least: Option<T>,
+                at_most: Option<T>,
+            ) where
+                T: for<'t> sqlx::Encode<'t, Db> + sqlx::Type<Db>,
+            {
+                if let Some(bound) = at_least {
+                    self.next(qb).push(column).push(" >= ").push_bind(bound);
+                }
+                if let Some(bound) = at_most {
+                    self.next(qb).push(column).push(" <= ").push_bind(bound);
+                }
+            }
         }
 
         fn customer_where(qb: &mut QueryBuilder<Db>, f: &CustomerFilter) -> Where {
@@ -105,16 +123,13 @@ macro_rules! crm_store_on_sql {
                     .push_bind(prefix_pattern(text))
                     .push(" ESCAPE '\\'");
             }
-            if let Some(at_least) = f.created_at_gte {
-                w.next(qb)
-                    .push(concat!("c.", col!(created_at), " >= "))
-                    .push_bind(at(at_least));
-            }
-            if let Some(at_most) = f.created_at_lte {
-                w.next(qb)
-                    .push(concat!("c.", col!(created_at), " <= "))
-                    .push_bind(at(at_most));
-            }
+            let created_at = concat!("c.", col!(created_at));
+            w.range(
+                qb,
+                created_at,
+                f.created_at_gte.map(at),
+                f.created_at_lte.map(at),
+            );
             w
         }
 
@@ -123,22 +138,14 @@ macro_rules! crm_store_on_sql {
             if let Some(text) = &f.name_icontains {
                 push_icontains(w.next(qb), "p.name", text);
             }
-            if let Some(price) = f.price_gte {
-                w.next(qb)
-                    .push(concat!("p.", col!(price), " >= "))
-                    .push_bind(cash_ceil(price));
-            }
-            if let Some(price) = f.price_lte {
-                w.next(qb)
-                    .push(concat!("p.", col!(price), " <= "))
-                    .push_bind(cash_floor(price));
-            }
-            if let Some(stock) = f.stock_gte {
-                w.next(qb).push("p.stock >= ").push_bind(stock);
-            }
-            if let Some(stock) = f.stock_lte {
-                w.next(qb).push("p.stock <= ").push_bind(stock);
-            }
+            let price = concat!("p.", col!(price));
+            w.range(
+                qb,
+                price,
+                f.price_gte.map(cash_ceil),
+                f.price_lte.map(cash_floor),
+            );
+            w.range(qb, "p.stock", f.stock_gte, f.stock_lte);
             if let Some(stock) = f.stock_lt {
                 w.next(qb).push("p.stock < ").push_bind(stock);
             }
@@ -167,26 +174,16 @@ macro_rules! crm_store_on_sql {
                 push_icontains(qb, "p.name", text);
                 qb.push(")");
             }
-            if let Some(at_least) = f.order_date_gte {
-                w.next(qb)
-                    .push(concat!("o.", col!(order_date), " >= "))
-                    .push_bind(at(at_least));
-            }
-            if let Some(at_most) = f.order_date_lte {
-                w.next(qb)
-                    .push(concat!("o.", col!(order_date), " <= "))
-                    .push_bind(at(at_most));
-            }
-            if let Some(total) = f.total_amount_gte {
-                w.next(qb)
-                    .push(concat!("o.", col!(total_amount), " >= "))
-                    .push_bind(cash_ceil(total));
-            }
-            if let Some(total) = f.total_amount_lte {
-                w.next(qb)
-                    .push(concat!("o.", col!(total_amount), " <= "))
-                    .push_bind(cash_floor(total));
-            }
+            let order_date = concat!("o.", col!(order_date));
+            w.range(
+                qb,
+                order_date,
+                f.order_date_gte.map(at),
+                f.order_date_lte.map(at),
+            );
+            let total = concat!("o.", col!(total_amount));
+            let (at_least, at_most) = (f.total_amount_gte, f.total_amount_lte);
+            w.range(qb, total, at_least.map(cash_ceil), at_most.map(cash_floor));
             w
         }
 
@@ -518,11 +515,6 @@ pub(crate) mod sqlite {
     use crate::dialect::sqlite::*;
     use crate::sql::from_micros;
 
-    macro_rules! statement {
-        ($name:literal) => {
-            include_str!(concat!("sqlite/", $name, ".sql"))
-        };
-    }
     macro_rules! col {
         (created_at) => {
             "created_at_us"
@@ -583,26 +575,10 @@ pub(crate) mod sqlite {
 pub(crate) mod postgres {
     use crate::dialect::postgres::*;
 
-    macro_rules! statement {
-        ($name:literal) => {
-            include_str!(concat!("postgres/", $name, ".sql"))
-        };
-    }
+    /// PostgreSQL's columns have the names of the fields they hold.
     macro_rules! col {
-        (created_at) => {
-            "created_at"
-        };
-        (order_date) => {
-            "order_date"
-        };
-        (price) => {
-            "price"
-        };
-        (total_amount) => {
-            "total_amount"
-        };
-        (revenue) => {
-            "revenue"
+        ($name:ident) => {
+            stringify!($name)
         };
     }
     macro_rules! collate {

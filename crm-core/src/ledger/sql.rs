@@ -386,11 +386,6 @@ macro_rules! ledger_on_sql {
 mod sqlite {
     use crate::dialect::sqlite::*;
 
-    macro_rules! statement {
-        ($name:literal) => {
-            include_str!(concat!("sqlite/", $name, ".sql"))
-        };
-    }
     macro_rules! col {
         (tick) => {
             "tick_us"
@@ -432,11 +427,6 @@ mod sqlite {
 mod postgres {
     use crate::dialect::postgres::*;
 
-    macro_rules! statement {
-        ($name:literal) => {
-            include_str!(concat!("postgres/", $name, ".sql"))
-        };
-    }
     macro_rules! col {
         ($name:ident) => {
             stringify!($name)

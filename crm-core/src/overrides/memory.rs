@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     AuditEntry, JobOverride, MAX_AUDIT_LIMIT, OneOffRun, OverrideChange, OverrideSnapshot,
-    OverrideStore, clip_actor, next_override, validate_change,
+    OverrideStore, accept_change, next_override,
 };
 use crate::domain::truncate_to_micros;
 use crate::error::Result;
@@ -48,9 +48,7 @@ impl OverrideStore for MemoryOverrides {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<u64> {
-        validate_change(code, change, actor)?;
-        let now = truncate_to_micros(now);
-        let actor = clip_actor(actor);
+        let (actor, now) = accept_change(code, change, actor, now)?;
         let mut state = self.state();
         match change {
             OverrideChange::RunAt(at) => {

@@ -33,8 +33,8 @@ macro_rules! override_store_on_sql {
         use crate::domain::truncate_to_micros;
         use crate::error::Result;
         use crate::overrides::{
-            AuditEntry, JobOverride, OneOffRun, OverrideChange, OverrideSnapshot, clip_actor,
-            next_override, validate_change,
+            AuditEntry, JobOverride, OneOffRun, OverrideChange, OverrideSnapshot, accept_change,
+            next_override,
         };
 
         fn job_override(row: &Row) -> Result<JobOverride> {
@@ -79,9 +79,7 @@ macro_rules! override_store_on_sql {
             actor: &str,
             now: DateTime<Utc>,
         ) -> Result<u64> {
-            validate_change(code, change, actor)?;
-            let now = truncate_to_micros(now);
-            let actor = clip_actor(actor);
+            let (actor, now) = accept_change(code, change, actor, now)?;
             let mut tx = begin_write(pool).await?;
             let version: i64 = sqlx::query_scalar(statement!("bump_version"))
                 .fetch_one(&mut *tx)
@@ -172,22 +170,12 @@ macro_rules! override_store_on_sql {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     use crate::dialect::sqlite::*;
-    macro_rules! statement {
-        ($name:literal) => {
-            include_str!(concat!("sqlite/", $name, ".sql"))
-        };
-    }
     override_store_on_sql!();
 }
 
 #[cfg(feature = "postgres")]
 mod postgres {
     use crate::dialect::postgres::*;
-    macro_rules! statement {
-        ($name:literal) => {
-            include_str!(concat!("postgres/", $name, ".sql"))
-        };
-    }
     override_store_on_sql!();
 }
 
