@@ -8,22 +8,18 @@ use async_std::sync::Mutex;
 use crm_core::overrides::JobControl;
 use crm_core::{CrmStore, Totals};
 
-use crate::config::Clock;
+use crate::config::{Clock, ServerConfig};
 use crate::error::ApiError;
 
 /// What every resolver of one request sees.
 pub struct Context {
     store: Arc<dyn CrmStore>,
     write_access: WriteAccess,
-    clock: Clock,
-    max_page_size: u64,
-    max_bulk_customers: usize,
-    max_rows: u64,
+    /// The server's limits, clock and jobs, shared by every request.
+    config: Arc<ServerConfig>,
     /// List rows this request may still ask for (see [`Context::charge_rows`]).
     rows_left: AtomicU64,
-    job_control: Option<Arc<dyn JobControl>>,
     totals: Mutex<Option<Totals>>,
-    jobs: Option<Arc<crm_jobs::Runner>>,
 }
 
 impl juniper::Context for Context {}
@@ -42,39 +38,25 @@ pub(crate) enum WriteAccess {
 }
 
 impl Context {
-    /// A context for one request; `write_access` says whether mutations may run.
+    /// A context for one request of the server `config` describes; `write_access` says
+    /// whether mutations may run.
     pub(crate) fn new(
         store: Arc<dyn CrmStore>,
         write_access: WriteAccess,
-        clock: Clock,
-        max_page_size: u64,
-        max_bulk_customers: usize,
-        max_rows: u64,
-        job_control: Option<Arc<dyn JobControl>>,
+        config: Arc<ServerConfig>,
     ) -> Self {
         Self {
             store,
             write_access,
-            clock,
-            max_page_size,
-            max_bulk_customers,
-            max_rows,
-            rows_left: AtomicU64::new(max_rows),
-            job_control,
+            rows_left: AtomicU64::new(config.max_rows_per_request),
+            config,
             totals: Mutex::new(None),
-            jobs: None,
         }
-    }
-
-    /// The scheduled jobs the `jobs` queries report on.
-    pub(crate) fn with_jobs(mut self, jobs: Option<Arc<crm_jobs::Runner>>) -> Self {
-        self.jobs = jobs;
-        self
     }
 
     /// The scheduled jobs, if this server was given them.
     pub(crate) fn jobs(&self) -> Result<&crm_jobs::Runner, ApiError> {
-        self.jobs.as_deref().ok_or_else(|| {
+        self.config.jobs.as_deref().ok_or_else(|| {
             ApiError::NotFound("this server was started without the scheduled jobs".to_owned())
         })
     }
@@ -84,15 +66,15 @@ impl Context {
     }
 
     pub(crate) fn clock(&self) -> &Clock {
-        &self.clock
+        &self.config.clock
     }
 
     pub(crate) fn max_page_size(&self) -> u64 {
-        self.max_page_size
+        self.config.max_page_size
     }
 
     pub(crate) fn max_bulk_customers(&self) -> usize {
-        self.max_bulk_customers
+        self.config.max_bulk_customers
     }
 
     /// Takes `rows` (a list's page size) from what this request may still read, or refuses
@@ -110,7 +92,7 @@ impl Context {
                     format!(
                         "this request's lists ask for more than {} rows in all (each list \
                          counts its `first`, or the page size); split it into several requests",
-                        self.max_rows
+                        self.config.max_rows_per_request
                     ),
                 )
             })
@@ -118,7 +100,7 @@ impl Context {
 
     /// The jobs' run-time controls, or a clear error when this server has none.
     pub(crate) fn job_control(&self) -> Result<&dyn JobControl, ApiError> {
-        self.job_control.as_deref().ok_or_else(|| {
+        self.config.job_control.as_deref().ok_or_else(|| {
             ApiError::validation(
                 "code",
                 "job control is not configured on this server (start it with `crm serve`)",

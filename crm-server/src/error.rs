@@ -151,6 +151,16 @@ mod tests {
         e.into_field_error()
     }
 
+    /// The text of the error's extension `name`, as a client reads it.
+    fn extension(err: &FieldError<DefaultScalarValue>, name: &str) -> Option<String> {
+        err.extensions()
+            .as_object_value()?
+            .get_field_value(name)?
+            .as_scalar()?
+            .try_as_str()
+            .map(str::to_owned)
+    }
+
     #[test]
     fn long_messages_are_clipped_at_a_character_boundary() {
         assert_eq!(clip("short".into()), "short");
@@ -171,21 +181,8 @@ mod tests {
             "'x' is not a valid e-mail address",
         ));
         assert_eq!(err.message(), "email: 'x' is not a valid e-mail address");
-        let ext = err.extensions().as_object_value().unwrap();
-        assert_eq!(
-            ext.get_field_value("code")
-                .unwrap()
-                .as_scalar()
-                .and_then(|s| s.try_as_str()),
-            Some("VALIDATION")
-        );
-        assert_eq!(
-            ext.get_field_value("field")
-                .unwrap()
-                .as_scalar()
-                .and_then(|s| s.try_as_str()),
-            Some("email")
-        );
+        assert_eq!(extension(&err, "code").as_deref(), Some("VALIDATION"));
+        assert_eq!(extension(&err, "field").as_deref(), Some("email"));
     }
 
     #[test]
@@ -193,13 +190,6 @@ mod tests {
         let core = CoreError::InvalidUrl("postgres://admin:***@db/crm: SELECT failed".into());
         let err = field_error(ApiError::from(core));
         assert_eq!(err.message(), "internal error");
-        let ext = err.extensions().as_object_value().unwrap();
-        assert_eq!(
-            ext.get_field_value("code")
-                .unwrap()
-                .as_scalar()
-                .and_then(|s| s.try_as_str()),
-            Some("INTERNAL")
-        );
+        assert_eq!(extension(&err, "code").as_deref(), Some("INTERNAL"));
     }
 }

@@ -598,16 +598,7 @@ async fn execute(
     batch: GraphQLBatchRequest,
     write_access: WriteAccess,
 ) -> tide::Result {
-    let context = Context::new(
-        state.store.clone(),
-        write_access,
-        state.config.clock.clone(),
-        state.config.max_page_size,
-        state.config.max_bulk_customers,
-        state.config.max_rows_per_request,
-        state.config.job_control.clone(),
-    )
-    .with_jobs(state.config.jobs.clone());
+    let context = Context::new(state.store.clone(), write_access, state.config.clone());
     let executed = async_std::future::timeout(
         REQUEST_TIMEOUT,
         AssertUnwindSafe(batch.execute(&state.schema, &context)).catch_unwind(),

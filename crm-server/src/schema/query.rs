@@ -1,8 +1,10 @@
 //! The read side: `hello`, the three lists, single lookups and the report's totals.
 
+use std::fmt::Debug;
+
 use juniper::{Executor, ID, ScalarValue, graphql_object};
 
-use crm_core::PageRequest;
+use crm_core::{PageRequest, Sort, SortField};
 
 use crate::context::Context;
 use crate::cursor::CursorScope;
@@ -15,8 +17,8 @@ use crate::schema::filters::{
 };
 use crate::schema::jobs::{JobNode, JobRunNode};
 use crate::schema::types::{
-    CustomerConnection, CustomerNode, OrderConnection, OrderNode, ProductConnection, ProductNode,
-    Related,
+    CustomerConnection, CustomerNode, ListPage, OrderConnection, OrderNode, ProductConnection,
+    ProductNode, Related,
 };
 
 /// What can be read. Open to everyone, token or not.
@@ -41,30 +43,22 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<CustomerConnection, ApiError> {
-        let filter: crm_core::CustomerFilter = filter.unwrap_or_default().try_into()?;
-        let sort = parse_order_by(order_by.as_deref(), CUSTOMER_SORTS)?;
-        let limit = page_size(first, context.max_page_size())?;
-        let scope = CursorScope::new(Kind::Customer, &sort, &filter);
-        let page = PageRequest {
-            // One more than asked for, to learn whether a next page exists.
-            limit: limit + 1,
-            after: after.as_deref().map(|c| scope.decode(c)).transpose()?,
-        };
-        context.charge_rows(limit)?;
-        let has_after = page.after.is_some();
-        let mut rows = context
-            .store()
-            .list_customers(&filter, scope.sort(), page)
-            .await?;
-        let has_next_page = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        Ok(CustomerConnection {
-            nodes: rows.into_iter().map(CustomerNode).collect(),
-            after: has_after,
-            has_next_page,
+        let request = ListRequest {
             filter,
-            scope,
-        })
+            order_by,
+            first,
+            after,
+        };
+        let (rows, page) = request
+            .read(
+                context,
+                Kind::Customer,
+                CUSTOMER_SORTS,
+                async |filter, sort, page| context.store().list_customers(filter, sort, page).await,
+            )
+            .await?;
+        let nodes = rows.into_iter().map(CustomerNode).collect();
+        Ok(CustomerConnection { nodes, page })
     }
 
     /// Products, filtered and sorted, a page at a time; e.g. `orderBy: "-stock"`.
@@ -75,30 +69,22 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<ProductConnection, ApiError> {
-        let filter: crm_core::ProductFilter = filter.unwrap_or_default().try_into()?;
-        let sort = parse_order_by(order_by.as_deref(), PRODUCT_SORTS)?;
-        let limit = page_size(first, context.max_page_size())?;
-        let scope = CursorScope::new(Kind::Product, &sort, &filter);
-        let page = PageRequest {
-            // One more than asked for, to learn whether a next page exists.
-            limit: limit + 1,
-            after: after.as_deref().map(|c| scope.decode(c)).transpose()?,
-        };
-        context.charge_rows(limit)?;
-        let has_after = page.after.is_some();
-        let mut rows = context
-            .store()
-            .list_products(&filter, scope.sort(), page)
-            .await?;
-        let has_next_page = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        Ok(ProductConnection {
-            nodes: rows.into_iter().map(ProductNode).collect(),
-            after: has_after,
-            has_next_page,
+        let request = ListRequest {
             filter,
-            scope,
-        })
+            order_by,
+            first,
+            after,
+        };
+        let (rows, page) = request
+            .read(
+                context,
+                Kind::Product,
+                PRODUCT_SORTS,
+                async |filter, sort, page| context.store().list_products(filter, sort, page).await,
+            )
+            .await?;
+        let nodes = rows.into_iter().map(ProductNode).collect();
+        Ok(ProductConnection { nodes, page })
     }
 
     /// Orders, filtered and sorted, a page at a time; e.g. the last week's with
@@ -111,31 +97,23 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<OrderConnection, ApiError> {
-        let filter: crm_core::OrderFilter = filter.unwrap_or_default().try_into()?;
-        let sort = parse_order_by(order_by.as_deref(), ORDER_SORTS)?;
-        let limit = page_size(first, context.max_page_size())?;
-        let scope = CursorScope::new(Kind::Order, &sort, &filter);
-        let page = PageRequest {
-            // One more than asked for, to learn whether a next page exists.
-            limit: limit + 1,
-            after: after.as_deref().map(|c| scope.decode(c)).transpose()?,
-        };
-        context.charge_rows(limit)?;
-        let has_after = page.after.is_some();
-        let mut rows = context
-            .store()
-            .list_orders(&filter, scope.sort(), page)
-            .await?;
-        let has_next_page = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let related = Related::selected_under(&executor.look_ahead());
-        Ok(OrderConnection {
-            nodes: OrderNode::load(context, rows, related).await?,
-            after: has_after,
-            has_next_page,
+        let request = ListRequest {
             filter,
-            scope,
-        })
+            order_by,
+            first,
+            after,
+        };
+        let (rows, page) = request
+            .read(
+                context,
+                Kind::Order,
+                ORDER_SORTS,
+                async |filter, sort, page| context.store().list_orders(filter, sort, page).await,
+            )
+            .await?;
+        let related = Related::selected_under(&executor.look_ahead());
+        let nodes = OrderNode::load(context, rows, related).await?;
+        Ok(OrderConnection { nodes, page })
     }
 
     /// One customer by ID (global or plain number); null when there is none.
@@ -194,5 +172,51 @@ impl Query {
         first: Option<i32>,
     ) -> Result<Vec<JobRunNode>, ApiError> {
         crate::schema::jobs::job_runs(context, &code, first).await
+    }
+}
+
+/// The arguments every list takes, as the client gave them.
+struct ListRequest<Input> {
+    filter: Option<Input>,
+    order_by: Option<String>,
+    first: Option<i32>,
+    after: Option<String>,
+}
+
+impl<Input: Default> ListRequest<Input> {
+    /// Checks the arguments of list `kind` (sortable by `sorts`), charges the request for the
+    /// page and reads it with `list`: one row more than asked for, to learn whether a next
+    /// page exists, which is left out of the rows returned.
+    async fn read<F, Filter, Row>(
+        self,
+        context: &Context,
+        kind: Kind,
+        sorts: &[(&str, F)],
+        list: impl AsyncFnOnce(&Filter, &[Sort<F>], PageRequest) -> crm_core::Result<Vec<Row>>,
+    ) -> Result<(Vec<Row>, ListPage<F, Filter>), ApiError>
+    where
+        F: SortField + Debug,
+        Filter: TryFrom<Input, Error = ApiError> + Debug,
+    {
+        let filter: Filter = self.filter.unwrap_or_default().try_into()?;
+        let sort = parse_order_by(self.order_by.as_deref(), sorts)?;
+        let limit = page_size(self.first, context.max_page_size())?;
+        let scope = CursorScope::new(kind, &sort, &filter);
+        let page = PageRequest {
+            limit: limit + 1,
+            after: self.after.as_deref().map(|c| scope.decode(c)).transpose()?,
+        };
+        context.charge_rows(limit)?;
+        let after = page.after.is_some();
+        let mut rows = list(&filter, scope.sort(), page).await?;
+        let has_next_page = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let page = ListPage {
+            after,
+            has_next_page,
+            filter,
+            scope,
+        };
+        Ok((rows, page))
     }
 }

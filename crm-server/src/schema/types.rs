@@ -242,6 +242,16 @@ pub(crate) struct PageInfo {
     end_cursor: Option<String>,
 }
 
+/// What a connection knows of its page besides the rows: whether it follows a cursor, whether
+/// more rows follow, and the filter and cursor scope it was read with (for `totalCount` and
+/// the cursors).
+pub(crate) struct ListPage<F, Filter> {
+    pub(crate) after: bool,
+    pub(crate) has_next_page: bool,
+    pub(crate) filter: Filter,
+    pub(crate) scope: CursorScope<F>,
+}
+
 /// A relay connection and its edge type over one node type. `$count` counts the filter's
 /// matches for `totalCount` (asked for only when a client selects it); cursors are keyset
 /// cursors of `$field`'s sort (see [`crate::cursor`]).
@@ -253,10 +263,7 @@ macro_rules! connection {
         #[doc = $page_doc]
         pub(crate) struct $connection {
             pub(crate) nodes: Vec<$node>,
-            pub(crate) after: bool,
-            pub(crate) has_next_page: bool,
-            pub(crate) filter: $filter,
-            pub(crate) scope: CursorScope<$field>,
+            pub(crate) page: ListPage<$field, $filter>,
         }
 
         #[doc = $page_doc]
@@ -264,11 +271,12 @@ macro_rules! connection {
         impl $connection {
             /// Position in the list.
             fn page_info(&self) -> PageInfo {
+                let scope = &self.page.scope;
                 PageInfo {
-                    has_next_page: self.has_next_page,
-                    has_previous_page: self.after,
-                    start_cursor: self.nodes.first().map(|n| self.scope.encode(n.row())),
-                    end_cursor: self.nodes.last().map(|n| self.scope.encode(n.row())),
+                    has_next_page: self.page.has_next_page,
+                    has_previous_page: self.page.after,
+                    start_cursor: self.nodes.first().map(|n| scope.encode(n.row())),
+                    end_cursor: self.nodes.last().map(|n| scope.encode(n.row())),
                 }
             }
             /// The rows of this page, each with its cursor.
@@ -278,7 +286,7 @@ macro_rules! connection {
                         .iter()
                         .map(|node| $edge {
                             node,
-                            scope: &self.scope,
+                            scope: &self.page.scope,
                         })
                         .collect(),
                 )
@@ -286,7 +294,7 @@ macro_rules! connection {
             /// How many rows match the filter in all pages (counted by the database; `after`
             /// and `first` do not change it).
             async fn total_count(&self, context: &Context) -> Result<i32, ApiError> {
-                let count = context.store().$count(&self.filter).await?;
+                let count = context.store().$count(&self.page.filter).await?;
                 Ok(i32::try_from(count).unwrap_or(i32::MAX))
             }
         }
