@@ -52,12 +52,12 @@ pub use graphql::{GraphqlClient, GraphqlError, readable_id};
 #[cfg(any(feature = "https", feature = "tokio-http"))]
 pub use http_transport::HttpTransport;
 pub use job::{CronJob, JobContext, JobError, JobOptions, MisfirePolicy};
-#[cfg(feature = "graphql")]
-pub use jobs::standard_jobs;
 pub use jobs::{
     CleanInactiveCustomers, GenerateCrmReport, LogCrmHeartbeat, ORDER_REMINDERS_PROCESSED,
     SendOrderReminders, UpdateLowStock, jobs_with_access,
 };
+#[cfg(feature = "graphql")]
+pub use jobs::{standard_jobs, standard_jobs_over};
 pub use log_file::{LogFile, OpenLogFile, file_names};
 pub use runner::{
     DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, EffectiveSchedule, RunReport, RunStatus, Runner,

@@ -36,7 +36,19 @@ pub fn standard_jobs(
     config: &JobsConfig,
     store: Arc<dyn CrmStore>,
 ) -> Result<Vec<Box<dyn CronJob>>, GraphqlError> {
-    let client: Arc<dyn CrmAccess> = Arc::new(GraphqlClient::new(config)?);
+    standard_jobs_over(config, store, crate::HttpTransport::default())
+}
+
+/// [`standard_jobs`] with the GraphQL client's requests carried by `transport`: a tokio app
+/// names [`HttpTransport::Tokio`](crate::HttpTransport) so that a build that also compiles
+/// surf in (features unify across a workspace) still runs its client on tokio.
+#[cfg(feature = "graphql")]
+pub fn standard_jobs_over(
+    config: &JobsConfig,
+    store: Arc<dyn CrmStore>,
+    transport: crate::HttpTransport,
+) -> Result<Vec<Box<dyn CronJob>>, GraphqlError> {
+    let client: Arc<dyn CrmAccess> = Arc::new(GraphqlClient::with_transport(config, transport)?);
     let mut jobs = jobs_with_access(config, client);
     jobs[0] = Box::new(CleanInactiveCustomers::new(
         InProcessCrm::new(store),

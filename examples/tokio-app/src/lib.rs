@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use crm_core::{CrmStore, Database, SeedConfig};
-use crm_jobs::{CronJob, InProcessCrm, JobsConfig, LogAlert, Runner, SystemClock};
+use crm_jobs::{CronJob, HttpTransport, InProcessCrm, JobsConfig, LogAlert, Runner, SystemClock};
 
 pub use own_job::{LogTokioUptime, TOKIO_APP_LOG};
 pub use schedule_loop::{SHUTDOWN_GRACE, run_until_signal};
@@ -23,10 +23,15 @@ pub fn demo_data(now: chrono::DateTime<chrono::Utc>) -> SeedConfig {
     }
 }
 
-/// The app: creates the log directory (`CRM_LOG_DIR`) if need be, opens and migrates `CRM_DATABASE_URL` (default `sqlite://crm.db`), adds demo data
-/// if it is empty, registers the five jobs over the in-process CRM plus [`LogTokioUptime`], and
-/// then either runs each once (`once`) or runs them when due until SIGINT/SIGTERM. `Ok(false)`
-/// when a job failed (in `once` mode).
+/// The app: creates the log directory (`CRM_LOG_DIR`) if need be, opens and migrates
+/// `CRM_DATABASE_URL` (default `sqlite://crm.db`), adds demo data if it is empty, registers the
+/// five jobs plus [`LogTokioUptime`], and then either runs each once (`once`) or runs them when
+/// due until SIGINT/SIGTERM. `Ok(false)` when a job failed (in `once` mode).
+///
+/// The jobs reach the CRM in-process, over the database; when `CRM_GRAPHQL_URL` is set, four
+/// of them ask that GraphQL API instead (crm-jobs' client over hyper on tokio, with
+/// `CRM_API_TOKEN` and `CRM_CA_FILE`), and the cleanup, which the API cannot do, stays on the
+/// database. See [`crm_access_mode`].
 pub async fn run(once: bool) -> anyhow::Result<bool> {
     let url =
         std::env::var("CRM_DATABASE_URL").unwrap_or_else(|_| crm_core::DEFAULT_DATABASE_URL.into());
@@ -40,8 +45,13 @@ pub async fn run(once: bool) -> anyhow::Result<bool> {
     add_demo_data_if_empty(&db).await?;
 
     let store: Arc<dyn CrmStore> = Arc::new(db.clone());
-    let mut jobs: Vec<Box<dyn CronJob>> =
-        crm_jobs::jobs_with_access(&config, Arc::new(InProcessCrm::new(store)));
+    eprintln!("{}", crm_access_mode(&config));
+    let mut jobs: Vec<Box<dyn CronJob>> = if graphql_mode() {
+        crm_jobs::standard_jobs_over(&config, store, HttpTransport::Tokio)
+            .context("Invalid GraphQL client settings")?
+    } else {
+        crm_jobs::jobs_with_access(&config, Arc::new(InProcessCrm::new(store)))
+    };
     jobs.push(Box::new(LogTokioUptime::new(&config)));
     let runner = Runner::builder()
         .jobs(jobs)
@@ -61,6 +71,25 @@ pub async fn run(once: bool) -> anyhow::Result<bool> {
     };
     db.close().await;
     Ok(all_succeeded)
+}
+
+/// Whether the jobs ask a GraphQL API: `CRM_GRAPHQL_URL` is set and not empty.
+fn graphql_mode() -> bool {
+    std::env::var_os("CRM_GRAPHQL_URL").is_some_and(|url| !url.is_empty())
+}
+
+/// The line the app prints at start saying how its jobs reach the CRM (the URL's password, if
+/// any, redacted).
+pub fn crm_access_mode(config: &JobsConfig) -> String {
+    if graphql_mode() {
+        format!(
+            "The jobs ask the GraphQL API at {} (over tokio); the cleanup works on the database",
+            crm_core::redact_password(&config.graphql_url)
+        )
+    } else {
+        "The jobs work on the database in-process (set CRM_GRAPHQL_URL to ask a GraphQL API)"
+            .to_owned()
+    }
 }
 
 /// Runs every registered job once now, in order, each recorded as a manual run; prints one line

@@ -1,17 +1,30 @@
 //! The tokio app as a user runs it: the real binary on a fresh SQLite file in a temporary
-//! directory, its real log files, SIGTERM from outside, and `cargo tree` on its dependencies.
+//! directory, its real log files, SIGTERM from outside, the GraphQL mode against a real
+//! `crm serve`, and `cargo tree` on its dependencies.
 
 use std::io::{BufRead as _, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 
+/// `program` with none of the caller's `CRM_*` settings (a `CRM_GRAPHQL_URL` in the test's
+/// environment would switch the app to its GraphQL mode).
+fn without_crm_settings(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CRM_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 /// The app with a database and a log directory in `dir`.
 fn app(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_crm-tokio-app"));
+    let mut command = without_crm_settings(Path::new(env!("CARGO_BIN_EXE_crm-tokio-app")));
     command
         .env(
             "CRM_DATABASE_URL",
@@ -222,8 +235,10 @@ fn its_dependency_tree_has_tokio_and_no_async_std() {
         .lines()
         .filter_map(|line| line.split_whitespace().next())
         .collect();
-    assert!(names.contains(&"tokio"), "{tree}");
-    assert!(names.contains(&"crm-jobs"), "{tree}");
+    // The GraphQL client is in (hyper on tokio), the async-std HTTP stack is not.
+    for present in ["tokio", "crm-jobs", "hyper", "tokio-rustls", "cynic"] {
+        assert!(names.contains(&present), "{present} missing in\n{tree}");
+    }
     for absent in [
         "async-std",
         "surf",
@@ -231,7 +246,140 @@ fn its_dependency_tree_has_tokio_and_no_async_std() {
         "redis",
         "http-types",
         "async-h1",
+        "http-client",
+        "futures-rustls",
     ] {
         assert!(!names.contains(&absent), "{absent} in\n{tree}");
     }
+}
+
+/// The `crm` binary beside the app's: `cargo test --workspace` builds it (crm-cli's tests run
+/// it); `cargo test -p crm-tokio-app` alone uses the one last built.
+fn crm_binary() -> PathBuf {
+    let crm = Path::new(env!("CARGO_BIN_EXE_crm-tokio-app")).with_file_name("crm");
+    assert!(
+        crm.exists(),
+        "{} is missing: build it with `cargo build -p crm-cli` (cargo test --workspace does)",
+        crm.display()
+    );
+    crm
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The real `crm serve` on a free port over its own SQLite file in `dir`, with a little seeded
+/// data (7 customers, 5 products, 30 orders) and the API token `token`; returns it and its
+/// GraphQL URL.
+fn crm_serve(dir: &Path, token: &str) -> (KillOnDrop, String) {
+    let crm = |args: &[&str]| {
+        let mut command = without_crm_settings(&crm_binary());
+        command
+            .current_dir(dir)
+            .env(
+                "CRM_DATABASE_URL",
+                format!("sqlite://{}", dir.join("server.db").display()),
+            )
+            .env("CRM_LOG_DIR", dir.join("server-logs"))
+            .env("CRM_API_TOKEN", token)
+            .env("CRM_TIME_ZONE", "UTC")
+            .env("RUST_LOG", "error")
+            .args(args);
+        command
+    };
+    let seeded = crm(&[
+        "seed",
+        "--customers",
+        "7",
+        "--products",
+        "5",
+        "--orders",
+        "30",
+        "--seed",
+        "7",
+    ])
+    .output()
+    .unwrap();
+    assert!(seeded.status.success(), "crm seed: {seeded:?}");
+    let mut child = KillOnDrop(
+        crm(&["serve", "--bind", "127.0.0.1:0", "--no-demo-data"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut banner = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let url = banner
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/graphql"))
+        .unwrap_or_else(|| panic!("crm serve printed no URL: {banner:?}"))
+        .to_owned();
+    (child, url)
+}
+
+#[test]
+fn with_crm_graphql_url_the_jobs_ask_a_real_crm_serve_over_tokio() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = crm_serve(dir.path(), "tokio-app-t0ken");
+
+    let output = app(dir.path())
+        .env("CRM_GRAPHQL_URL", &url)
+        .env("CRM_API_TOKEN", "tokio-app-t0ken")
+        .arg("--once")
+        .output()
+        .unwrap();
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stderr.contains(&format!(
+            "The jobs ask the GraphQL API at {url} (over tokio); the cleanup works on the database"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stdout.lines().count(), 6, "{stdout}");
+    // The report's totals are the server's (7 customers, 30 orders), not those of the app's own
+    // database (40 customers, 200 orders of demo data, less the cleanup's).
+    let report = event_lines(dir.path(), "crm_report_log.txt");
+    assert_eq!(report.len(), 1);
+    assert!(
+        report[0].starts_with("Report: 7 customers, 30 orders, "),
+        "{report:?}"
+    );
+    let heartbeat = std::fs::read_to_string(dir.path().join("logs/crm_heartbeat_log.txt")).unwrap();
+    assert!(heartbeat.ends_with(" CRM is alive\n"), "{heartbeat}");
+    for line in event_lines(dir.path(), "low_stock_updates_log.txt") {
+        let stock: i32 = line.rsplit_once(": stock now ").unwrap().1.parse().unwrap();
+        assert!(stock >= 10, "{line}");
+    }
+    for line in event_lines(dir.path(), "order_reminders_log.txt") {
+        assert!(line.starts_with("Reminder: order "), "{line}");
+    }
+
+    // The mutation really went to the server: without its token, the restock is refused there.
+    let refused = app(dir.path())
+        .env("CRM_GRAPHQL_URL", &url)
+        .env("CRM_API_TOKEN", "not-the-t0ken")
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|line| line.starts_with("update_low_stock: failed (")),
+        "{stdout}"
+    );
 }
