@@ -143,7 +143,7 @@ impl GraphqlClient {
     }
 
     /// The same client as [`GraphqlClient::new`], its requests carried by `transport` (e.g.
-    /// [`HttpTransport::Tokio`] in a tokio app that has both features on).
+    /// `HttpTransport::Tokio` in a tokio app that has both features on).
     pub fn with_transport(
         config: &JobsConfig,
         transport: HttpTransport,

@@ -12,6 +12,8 @@ impl Runner {
     /// latest runs (at least the health window and its `failures_before_alert`) and the
     /// landmarks health reads, so [`crate::health::assess`] answers the same afterwards.
     /// Incidents resolved and one-off runs done before then go too.
+    ///
+    /// [`RunLedger::prune`]: crm_core::ledger::RunLedger::prune
     pub async fn prune_history(
         &self,
         older_than: Duration,

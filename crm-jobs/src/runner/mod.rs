@@ -201,6 +201,9 @@ impl Runner {
     /// With an override store, a paused job does nothing, a replacement schedule replaces the
     /// code's, ticks at or before the job's last change never count as missed, and one-off runs
     /// whose instant has come run once each (claimed as manual runs at that instant).
+    ///
+    /// [`MisfirePolicy::RunLatest`]: crate::job::MisfirePolicy::RunLatest
+    /// [`MisfirePolicy::Skip`]: crate::job::MisfirePolicy::Skip
     pub async fn run_due(&self, now: DateTime<Utc>) -> Vec<RunReport> {
         self.refresh_or_warn().await;
         self.abandon_expired().await;

@@ -7,6 +7,9 @@ use chrono::{DateTime, Utc};
 use crm_core::ledger::{RunId, RunKind};
 
 /// What happened to one job in a call to [`Runner::run_due`] or [`Runner::run_now`].
+///
+/// [`Runner::run_due`]: crate::runner::Runner::run_due
+/// [`Runner::run_now`]: crate::runner::Runner::run_now
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RunStatus {
