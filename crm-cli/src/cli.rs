@@ -181,10 +181,10 @@ pub(crate) enum JobsCommand {
     Run {
         /// The job's code, e.g. clean_inactive_customers.
         code: String,
-        /// Run even when the job's current tick already ran (the latest firing of its schedule
-        /// has a successful run); recorded as a manual run. Without it, such a job is not run
-        /// again (it says so, exit 0); otherwise it runs, taking the tick when due so the
-        /// scheduler or a cron line does not run it again.
+        /// Run as a manual run of its own and leave the job's current tick to its schedule,
+        /// even when that tick is due now. Without it, a tick that is due now is taken by this
+        /// run, so the scheduler or a cron line does not run it again. Either way the job runs
+        /// now, also when its current tick already ran.
         #[arg(long)]
         force: bool,
         /// Report what the job would do, change nothing.

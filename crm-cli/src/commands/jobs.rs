@@ -212,11 +212,11 @@ fn control(result: Result<JobState, CoreError>, zone: Tz) -> CommandResult {
     }
 }
 
-/// Runs one job now. Without `--force` it takes the job's current tick when that is due (so a
-/// scheduler or cron line does not run it again), runs nothing when the current tick already
-/// ran (django-cron's `runcrons` without `--force` does the same: a job runs once per
-/// period, however often the command is called), and otherwise runs as a manual run; with
-/// `--force` it runs as a manual run in any case.
+/// Runs one job now, always (the contract's "run one job now": the seed's cleanup script and a
+/// person at a terminal expect the work done and its line written each time). Without
+/// `--force` it takes the job's current tick when that is due (so a scheduler or cron line does
+/// not run it again) and otherwise runs as a manual run; with `--force` it runs as a manual run
+/// and leaves a due tick to the schedule.
 async fn run_one(runner: &Runner, code: &str, force: bool, dry_run: bool) -> CommandResult {
     // The schedule in force (an operator's replacement, a pause) decides what the current
     // tick is, as it does for the scheduler.
@@ -225,16 +225,10 @@ async fn run_one(runner: &Runner, code: &str, force: bool, dry_run: bool) -> Com
     }
     let report = match runner.run_now(code, force, dry_run).await {
         Ok(report) => report,
-        Err(RunnerError::NotDue { .. }) => {
-            if let Some(done) = current_tick_done(runner, code).await? {
-                println!("{done}");
-                return Ok(());
-            }
-            runner
-                .run_now(code, true, dry_run)
-                .await
-                .context("Failed to run the job")?
-        }
+        Err(RunnerError::NotDue { .. }) => runner
+            .run_now(code, true, dry_run)
+            .await
+            .context("Failed to run the job")?,
         Err(e @ RunnerError::UnknownJob { .. }) => return Err(e).usage("Unknown job"),
         Err(e) => return Err(Failure::Failed(anyhow::Error::new(e))),
     };
@@ -255,39 +249,6 @@ async fn run_one(runner: &Runner, code: &str, force: bool, dry_run: bool) -> Com
             report.message
         ))),
     }
-}
-
-/// When the job's current tick (the latest firing of the schedule in force) already has a
-/// successful run, started at or after it (the scheduler's run of that tick, or an earlier
-/// `crm jobs run`): the line that says so. A failed or abandoned run does not count, so a
-/// failure can be retried without `--force`, as django-cron retries a job whose last run failed.
-async fn current_tick_done(runner: &Runner, code: &str) -> CommandResult<Option<String>> {
-    let Some(effective) = runner.effective_of(code).filter(|e| e.enabled) else {
-        return Ok(None);
-    };
-    let Some(tick) = effective.schedule.latest_at_or_before(runner.clock().now()) else {
-        return Ok(None);
-    };
-    let runs = runner
-        .ledger()
-        .history(Some(code), 100)
-        .await
-        .context("Failed to read the run history")?;
-    let zone = effective.schedule.time_zone();
-    Ok(runs
-        .iter()
-        .take_while(|run| run.started_at >= tick)
-        .find(|run| run.outcome == crm_jobs::RunOutcome::Succeeded)
-        .map(|run| {
-            format!(
-                "{code}: not run: its current tick ({}) already ran ({} run {} started {}, \
-                 succeeded); --force runs it again",
-                local(tick, zone),
-                run.kind,
-                run.id,
-                local(run.started_at, zone),
-            )
-        }))
 }
 
 fn print_report(report: &RunReport) {
