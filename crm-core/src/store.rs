@@ -251,6 +251,19 @@ pub trait CrmStore: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<OrderReminder>>;
+    /// One page of [`orders_between`](Self::orders_between): at most `limit` of its orders,
+    /// those after `after` (the previous page's last one; from the start when `None`) in its
+    /// order, oldest first and then by id (one joined query). A keyset page, not an offset: the
+    /// database seeks to the position, so the last page of a large week costs what the first
+    /// does and a job can read any week in bounded memory; an order inserted or deleted before
+    /// the position does not make a later page skip or repeat another.
+    async fn orders_between_page(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<&OrderReminder>,
+        limit: u64,
+    ) -> Result<Vec<OrderReminder>>;
     /// Atomically adds `amount` to the stock of every product whose stock is below
     /// `threshold`; returns the updated products, by id. Concurrent restocks never lose an
     /// update.

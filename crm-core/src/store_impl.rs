@@ -112,6 +112,16 @@ impl CrmStore for Database {
         on_backend!(self, orders_between(from, to))
     }
 
+    async fn orders_between_page(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<&OrderReminder>,
+        limit: u64,
+    ) -> Result<Vec<OrderReminder>> {
+        on_backend!(self, orders_between_page(from, to, after, limit))
+    }
+
     /// `amount` must be at least 1. A product whose stock would pass `i32::MAX` is left as it
     /// is rather than failing the whole restock.
     async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>> {

@@ -568,6 +568,39 @@ pub(crate) mod sqlite {
             })
             .collect()
     }
+
+    /// One page of [`orders_between`]: at most `limit` orders after `after` in the order
+    /// (order date, id), as one JSON array like it.
+    pub(crate) async fn orders_between_page(
+        pool: &Pool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<&crate::store::OrderReminder>,
+        limit: u64,
+    ) -> Result<Vec<crate::store::OrderReminder>> {
+        let (after_date, after_id) = after.map_or((from, i64::MIN), |r| (r.order_date, r.order_id));
+        let json: String = sqlx::query_scalar(statement!("orders_between_page"))
+            .bind(at(from))
+            .bind(at(to))
+            .bind(at(after_date))
+            .bind(after_id)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_one(pool)
+            .await?;
+        let mut found: Vec<(i64, String, i64)> = serde_json::from_str(&json)
+            .map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))?;
+        found.sort_unstable_by_key(|(id, _, date)| (*date, *id));
+        found
+            .into_iter()
+            .map(|(order_id, customer_email, date)| {
+                Ok(crate::store::OrderReminder {
+                    order_id,
+                    customer_email,
+                    order_date: from_micros(date)?,
+                })
+            })
+            .collect()
+    }
 }
 
 /// PostgreSQL (see [`crate::dialect::postgres`]).
@@ -598,6 +631,36 @@ pub(crate) mod postgres {
         let found = sqlx::query(statement!("orders_between"))
             .bind(from)
             .bind(to)
+            .fetch_all(pool)
+            .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok(crate::store::OrderReminder {
+                    order_id: row.try_get("id")?,
+                    customer_email: row.try_get("email")?,
+                    order_date: row.try_get("order_date")?,
+                })
+            })
+            .collect()
+    }
+
+    /// One page of [`orders_between`]: at most `limit` orders after `after` in the order
+    /// (order date, id).
+    pub(crate) async fn orders_between_page(
+        pool: &Pool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<&crate::store::OrderReminder>,
+        limit: u64,
+    ) -> Result<Vec<crate::store::OrderReminder>> {
+        let (after_date, after_id) = after.map_or((from, i64::MIN), |r| (r.order_date, r.order_id));
+        let found = sqlx::query(statement!("orders_between_page"))
+            .bind(from)
+            .bind(to)
+            .bind(after_date)
+            .bind(after_id)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(pool)
             .await?;
         found

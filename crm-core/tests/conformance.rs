@@ -56,6 +56,8 @@ conformance!(
     cleanup_dry_run_counts_without_deleting,
     ids_of_deleted_customers_and_orders_are_never_handed_out_again,
     orders_between_includes_both_bounds_with_the_customer_email,
+    orders_between_pages_are_the_whole_list_in_order_ties_included,
+    orders_between_pages_skip_and_repeat_nothing_when_orders_come_and_go,
     restock_raises_only_products_below_the_threshold,
     two_concurrent_restocks_lose_no_update,
     a_restock_of_nothing_is_rejected,
@@ -858,6 +860,115 @@ async fn orders_between_includes_both_bounds_with_the_customer_email(t: TestDb) 
         ]
     );
     assert!(db.orders_between(now(), from).await.unwrap().is_empty());
+}
+
+/// Reads `[from, to]` with `orders_between_page`, `limit` at a time, calling `between` after
+/// each page; returns the pages' order ids.
+async fn page_through_orders(
+    db: &Database,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: u64,
+    mut between: impl AsyncFnMut(usize),
+) -> Vec<Vec<i64>> {
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db
+            .orders_between_page(from, to, after.as_ref(), limit)
+            .await
+            .unwrap();
+        assert!(page.len() as u64 <= limit, "a page longer than its limit");
+        pages.push(page.iter().map(|r| r.order_id).collect());
+        match page.last() {
+            Some(last) if page.len() as u64 == limit => after = Some(last.clone()),
+            _ => return pages,
+        }
+        between(pages.len()).await;
+    }
+}
+
+async fn orders_between_pages_are_the_whole_list_in_order_ties_included(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let bob = customer(db, "Bob", "bob.o'neil+{vip}@example.com").await;
+    let pen = product(db, "Pen", "1.00", 5).await;
+    let from = now() - TimeDelta::days(7);
+    let us = TimeDelta::microseconds(1);
+    order(db, &alice, &[&pen], from - us).await;
+    // Three instants with four orders each (ties broken by id), in an order of creation that
+    // is not the order of dates, so pages that followed the ids would be wrong.
+    for hours in [30, 2, 100] {
+        for who in [&alice, &bob, &alice, &bob] {
+            order(db, who, &[&pen], now() - TimeDelta::hours(hours)).await;
+        }
+    }
+    order(db, &bob, &[&pen], from).await;
+    order(db, &alice, &[&pen], now()).await;
+    order(db, &bob, &[&pen], now() + us).await;
+    let whole = db.orders_between(from, now()).await.unwrap();
+    assert_eq!(whole.len(), 14);
+    for limit in [1, 3, 4, 5, 14, 100] {
+        let pages = page_through_orders(db, from, now(), limit, async |_| {}).await;
+        let paged: Vec<i64> = pages.concat();
+        let expected: Vec<i64> = whole.iter().map(|r| r.order_id).collect();
+        assert_eq!(paged, expected, "pages of {limit}");
+    }
+    // The rows of a page carry what the whole list does, e-mail included.
+    let first = db.orders_between_page(from, now(), None, 2).await.unwrap();
+    assert_eq!(first, whole[..2]);
+    let next = db
+        .orders_between_page(from, now(), first.last(), 100)
+        .await
+        .unwrap();
+    assert_eq!(next, whole[2..]);
+    assert!(
+        db.orders_between_page(now(), from, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn orders_between_pages_skip_and_repeat_nothing_when_orders_come_and_go(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice", "alice@example.com").await;
+    let pen = product(db, "Pen", "1.00", 5).await;
+    let from = now() - TimeDelta::days(7);
+    let mut orders = Vec::new();
+    for minutes in 0..20 {
+        let date = from + TimeDelta::hours(6) + TimeDelta::minutes(minutes * 10);
+        orders.push(order(db, &alice, &[&pen], date).await.id);
+    }
+    // After the first page (6 orders): delete one already read and one not read yet, add one
+    // before the position and one after it.
+    let deleted = [orders[2], orders[10]];
+    let mut added_later = None;
+    let pages = page_through_orders(db, from, now(), 6, async |page| {
+        if page == 1 {
+            for id in deleted {
+                t.delete_order(id).await.unwrap();
+            }
+            order(db, &alice, &[&pen], from + TimeDelta::minutes(1)).await;
+            added_later = Some(order(db, &alice, &[&pen], now()).await.id);
+        }
+    })
+    .await;
+    let paged: Vec<i64> = pages.concat();
+    let throughout: Vec<i64> = orders
+        .iter()
+        .copied()
+        .filter(|id| !deleted.contains(id))
+        .collect();
+    let mut expected: Vec<i64> = orders[..6].to_vec();
+    expected.extend(
+        throughout
+            .iter()
+            .copied()
+            .filter(|id| !orders[..6].contains(id)),
+    );
+    expected.extend(added_later);
+    assert_eq!(paged, expected);
 }
 
 async fn restock_raises_only_products_below_the_threshold(t: TestDb) {

@@ -342,6 +342,17 @@ impl CrmStore for CountingStore {
     ) -> Result<Vec<OrderReminder>> {
         self.count().orders_between(from, to).await
     }
+    async fn orders_between_page(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<&OrderReminder>,
+        limit: u64,
+    ) -> Result<Vec<OrderReminder>> {
+        self.count()
+            .orders_between_page(from, to, after, limit)
+            .await
+    }
     async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>> {
         self.count().restock_low(threshold, amount).await
     }
