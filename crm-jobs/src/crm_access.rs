@@ -11,9 +11,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_core::CrmStore;
+use futures::stream::{BoxStream, StreamExt as _, TryStreamExt as _};
 use rust_decimal::Decimal;
 
 use crate::job::JobError;
+
+/// How many orders [`InProcessCrm`] reads per query: as many as the server's largest page by
+/// default (`CRM_MAX_PAGE_SIZE`), so both ways make about as many round trips, and a page stays
+/// a few hundred kilobytes whatever the size of the week.
+pub const IN_PROCESS_PAGE_SIZE: u64 = 1_000;
+
+/// The orders of a date range, one page at a time (see [`CrmAccess::order_pages_between`]).
+pub type OrderPages<'a> = BoxStream<'a, Result<Vec<OrderToRemind>, JobError>>;
 
 /// Stock below this counts as low (the server's `updateLowStockProducts` uses the same rule).
 pub const LOW_STOCK_THRESHOLD: i32 = 10;
@@ -32,12 +41,26 @@ pub trait CrmAccess: Send + Sync + 'static {
     /// Proves that the CRM answers (the heartbeat's check) and returns what it said.
     async fn hello(&self) -> Result<String, JobError>;
 
-    /// Every order dated in `[from, to]` with its customer's e-mail, oldest first.
+    /// Every order dated in `[from, to]` with its customer's e-mail, oldest first and then by
+    /// id, one page at a time: a week of a large shop (82,000 orders at a million) is read in
+    /// the memory of one page, and a job can write each page out before asking for the next.
+    /// Pages follow a keyset (order date, id), so no order there throughout is skipped or
+    /// repeated when others come and go meanwhile. The stream ends after the last page (which
+    /// may be empty) or with the first error.
+    fn order_pages_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> OrderPages<'_>;
+
+    /// Every order dated in `[from, to]` with its customer's e-mail, oldest first and then by
+    /// id, in one list: the pages of [`order_pages_between`](Self::order_pages_between), for a
+    /// caller that wants them all at once (its memory grows with the range).
     async fn orders_between(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<OrderToRemind>, JobError>;
+    ) -> Result<Vec<OrderToRemind>, JobError> {
+        let pages: Vec<Vec<OrderToRemind>> =
+            self.order_pages_between(from, to).try_collect().await?;
+        Ok(pages.concat())
+    }
 
     /// Every product whose stock is below `threshold` (what a restock would touch), without
     /// changing anything.
@@ -69,6 +92,9 @@ pub trait CrmAccess: Send + Sync + 'static {
 impl<T: CrmAccess + ?Sized> CrmAccess for Arc<T> {
     async fn hello(&self) -> Result<String, JobError> {
         (**self).hello().await
+    }
+    fn order_pages_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> OrderPages<'_> {
+        (**self).order_pages_between(from, to)
     }
     async fn orders_between(
         &self,
@@ -210,12 +236,23 @@ impl ReportTotals {
 #[derive(Clone)]
 pub struct InProcessCrm {
     store: Arc<dyn CrmStore>,
+    page_size: u64,
 }
 
 impl InProcessCrm {
-    /// The CRM held by `store`.
+    /// The CRM held by `store`, read [`IN_PROCESS_PAGE_SIZE`] rows a query.
     pub fn new(store: Arc<dyn CrmStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            page_size: IN_PROCESS_PAGE_SIZE,
+        }
+    }
+
+    /// This CRM read `rows` rows a query (at least 1): fewer for less memory a page, more for
+    /// fewer round trips.
+    pub fn with_page_size(mut self, rows: u64) -> Self {
+        self.page_size = rows.max(1);
+        self
     }
 }
 
@@ -233,22 +270,36 @@ impl CrmAccess for InProcessCrm {
         Ok("the CRM's database answers".to_owned())
     }
 
-    async fn orders_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<OrderToRemind>, JobError> {
-        let orders = self.store.orders_between(from, to).await?;
-        Ok(orders
-            .into_iter()
-            .map(|order| {
-                OrderToRemind::new(
-                    order.order_id.to_string(),
-                    order.customer_email,
-                    order.order_date,
-                )
-            })
-            .collect())
+    /// [`IN_PROCESS_PAGE_SIZE`] orders a query (or [`InProcessCrm::with_page_size`]), each page starting after the previous one's
+    /// last order (a keyset the database seeks to, never an offset it reads through).
+    fn order_pages_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> OrderPages<'_> {
+        // The state is the previous page's last order; `None` once the last page was read.
+        let start: Option<Option<crm_core::OrderReminder>> = Some(None);
+        futures::stream::try_unfold(start, move |state| async move {
+            let Some(after) = state else {
+                return Ok::<_, JobError>(None);
+            };
+            let rows = self
+                .store
+                .orders_between_page(from, to, after.as_ref(), self.page_size)
+                .await?;
+            let next = match rows.last() {
+                Some(last) if rows.len() as u64 >= self.page_size => Some(Some(last.clone())),
+                _ => None,
+            };
+            let page = rows
+                .into_iter()
+                .map(|order| {
+                    OrderToRemind::new(
+                        order.order_id.to_string(),
+                        order.customer_email,
+                        order.order_date,
+                    )
+                })
+                .collect();
+            Ok(Some((page, next)))
+        })
+        .boxed()
     }
 
     async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError> {

@@ -17,12 +17,13 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use cynic::{GraphQlResponse, MutationBuilder, Operation, QueryBuilder};
+use futures::stream::{BoxStream, StreamExt as _, TryStreamExt as _};
 use serde::de::DeserializeOwned;
 
 use crate::HttpTransport;
 use crate::config::JobsConfig;
 use crate::crm_access::{
-    CrmAccess, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
+    CrmAccess, OrderPages, OrderToRemind, ProductStockLevel, ReportTotals, RestockOutcome,
 };
 use crate::job::JobError;
 
@@ -241,48 +242,69 @@ impl GraphqlClient {
         Ok(data.hello)
     }
 
-    /// Every order dated in `[from, to]` with its customer's e-mail, oldest first, following
-    /// the `allOrders` connection page by page.
-    pub async fn orders_between(
+    /// Every order dated in `[from, to]` with its customer's e-mail, oldest first and then by
+    /// id, one page of the `allOrders` connection at a time.
+    ///
+    /// The pages are sorted by `orderDate` (the server breaks ties by id) and follow the
+    /// server's keyset cursors, so the server seeks to each page in its order-date index and
+    /// the pages come in the order the log wants: nothing is collected, sorted or deduplicated
+    /// here, and memory holds one page whatever the week's size. No `first`: the server's own
+    /// page size, its largest (`CRM_MAX_PAGE_SIZE`), whatever it is set to.
+    pub fn order_pages_between(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<OrderToRemind>, GraphqlError> {
-        let mut orders = Vec::new();
-        let mut after = None;
-        for _ in 0..MAX_PAGES {
+    ) -> BoxStream<'_, Result<Vec<OrderToRemind>, GraphqlError>> {
+        // The state is the cursor to continue after and the pages read so far; `None` once
+        // the last page was read.
+        let start: Option<(Option<String>, usize)> = Some((None, 0));
+        futures::stream::try_unfold(start, move |state| async move {
+            let Some((after, pages)) = state else {
+                return Ok::<_, GraphqlError>(None);
+            };
+            if pages == MAX_PAGES {
+                return Err(self.too_many_pages());
+            }
             let page = self
                 .execute(queries::OrdersBetween::build(
                     queries::OrdersBetweenVariables {
                         from: Some(from),
                         to: Some(to),
-                        // No `first`: the server's own page size, whatever its limit is set to.
                         first: None,
                         after: after.clone(),
                     },
                 ))
                 .await?
                 .all_orders;
-            orders.extend(page.edges.into_iter().map(|edge| {
-                OrderToRemind::new(
-                    readable_id(edge.node.id.inner()),
-                    edge.node.customer.email,
-                    edge.node.order_date,
-                )
-            }));
-            match self.next_cursor(page.page_info, &after)? {
-                Some(cursor) => after = Some(cursor),
-                None => {
-                    orders.sort_by(|a, b| {
-                        (a.order_date, numeric_key(&a.id)).cmp(&(b.order_date, numeric_key(&b.id)))
-                    });
-                    // Offset pages can repeat a row if the list shifted between two requests.
-                    orders.dedup_by(|a, b| a.id == b.id);
-                    return Ok(orders);
-                }
-            }
-        }
-        Err(self.too_many_pages())
+            let orders = page
+                .edges
+                .into_iter()
+                .map(|edge| {
+                    OrderToRemind::new(
+                        readable_id(edge.node.id.inner()),
+                        edge.node.customer.email,
+                        edge.node.order_date,
+                    )
+                })
+                .collect();
+            let next = self
+                .next_cursor(page.page_info, &after)?
+                .map(|cursor| (Some(cursor), pages + 1));
+            Ok(Some((orders, next)))
+        })
+        .boxed()
+    }
+
+    /// Every order dated in `[from, to]`, as [`order_pages_between`](Self::order_pages_between)
+    /// gives them, in one list.
+    pub async fn orders_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<OrderToRemind>, GraphqlError> {
+        let pages: Vec<Vec<OrderToRemind>> =
+            self.order_pages_between(from, to).try_collect().await?;
+        Ok(pages.concat())
     }
 
     /// Every product whose stock is below `threshold` (what a restock would touch), without
@@ -466,12 +488,10 @@ impl CrmAccess for GraphqlClient {
         Ok(GraphqlClient::hello(self).await?)
     }
 
-    async fn orders_between(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<Vec<OrderToRemind>, JobError> {
-        Ok(GraphqlClient::orders_between(self, from, to).await?)
+    fn order_pages_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> OrderPages<'_> {
+        GraphqlClient::order_pages_between(self, from, to)
+            .map_err(JobError::from)
+            .boxed()
     }
 
     async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError> {
@@ -540,11 +560,6 @@ pub fn readable_id(id: &str) -> String {
         Some((_, number)) => number.to_owned(),
         None => id.to_owned(),
     }
-}
-
-/// Sorts numeric ids as numbers (9 before 10), other ids after them as text.
-fn numeric_key(id: &str) -> (i64, &str) {
-    (id.parse().unwrap_or(i64::MAX), id)
 }
 
 /// What an HTTP error body says: its GraphQL error messages if it is a GraphQL answer, else

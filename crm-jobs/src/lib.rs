@@ -36,8 +36,8 @@ pub use config::{
     ConfigError, DEFAULT_GRAPHQL_TIMEOUT, DEFAULT_GRAPHQL_URL, DEFAULT_LOG_DIR, JobsConfig,
 };
 pub use crm_access::{
-    CrmAccess, InProcessCrm, LOW_STOCK_THRESHOLD, OrderToRemind, ProductStockLevel, RESTOCK_AMOUNT,
-    ReportTotals, RestockOutcome,
+    CrmAccess, IN_PROCESS_PAGE_SIZE, InProcessCrm, LOW_STOCK_THRESHOLD, OrderPages, OrderToRemind,
+    ProductStockLevel, RESTOCK_AMOUNT, ReportTotals, RestockOutcome,
 };
 pub use crm_core::ledger::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, Pruned, Retention,

@@ -129,6 +129,7 @@ impl LogFile {
         Ok(OpenLogFile {
             log: self.clone(),
             file,
+            buffer: String::new(),
         })
     }
 }
@@ -138,6 +139,9 @@ impl LogFile {
 pub struct OpenLogFile {
     log: LogFile,
     file: std::fs::File,
+    /// The lines of the batch being written, kept between batches so that a run of many
+    /// batches allocates it once.
+    buffer: String,
 }
 
 impl OpenLogFile {
@@ -152,12 +156,39 @@ impl OpenLogFile {
         at: DateTime<Utc>,
         messages: &[S],
     ) -> Result<(), JobError> {
+        self.append_event_messages(at, messages.iter().map(|m| -> &str { m.as_ref() }))
+    }
+
+    /// Appends `YYYY-MM-DD HH:MM:SS - <message>` for each message, all stamped `at`, in one
+    /// write, formatting each message straight into the batch (no string per line): for a job
+    /// that writes its lines a page at a time, however many pages. A line break inside a
+    /// message is replaced by a space, as [`LogFile::append_lines`] does.
+    pub fn append_event_messages<I>(
+        &mut self,
+        at: DateTime<Utc>,
+        messages: I,
+    ) -> Result<(), JobError>
+    where
+        I: IntoIterator,
+        I::Item: std::fmt::Display,
+    {
+        use std::fmt::Write as _;
         let stamp = self.log.event_timestamp(at);
-        let lines: Vec<String> = messages
-            .iter()
-            .map(|m| format!("{stamp} - {}", m.as_ref()))
-            .collect();
-        self.append_lines(&lines)
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        for message in messages {
+            let start = buffer.len();
+            // Writing to a String cannot fail.
+            let _ = write!(buffer, "{stamp} - {message}");
+            if buffer[start..].contains(['\n', '\r']) {
+                let line = buffer.split_off(start);
+                push_one_line(&mut buffer, &line);
+            }
+            buffer.push('\n');
+        }
+        let written = self.write_batch(buffer.as_bytes());
+        self.buffer = buffer;
+        written
     }
 
     /// As [`LogFile::append_lines`], to the open file (which exists already, so an empty list
@@ -166,17 +197,22 @@ impl OpenLogFile {
         if lines.is_empty() {
             return Ok(());
         }
-        let mut buffer = String::new();
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
         for line in lines {
-            buffer.extend(line.as_ref().chars().map(|c| match c {
-                '\n' | '\r' => ' ',
-                c => c,
-            }));
+            push_one_line(&mut buffer, line.as_ref());
             buffer.push('\n');
         }
-        // One `write` for the whole batch: with O_APPEND the kernel places it at the end as a
-        // unit. A short write (disk full) is continued, and still an error if it cannot be.
-        let bytes = buffer.as_bytes();
+        let written = self.write_batch(buffer.as_bytes());
+        self.buffer = buffer;
+        written
+    }
+
+    /// Writes a batch of whole lines in one `write`: with O_APPEND the kernel places it at the
+    /// end as a unit, so a reader or another writer never sees half a line. A short write
+    /// (disk full) is continued, and still an error if it cannot be. Nothing is written for an
+    /// empty batch.
+    fn write_batch(&mut self, bytes: &[u8]) -> Result<(), JobError> {
         let mut written = 0;
         while written < bytes.len() {
             let error = match self.file.write(&bytes[written..]) {
@@ -210,6 +246,15 @@ impl OpenLogFile {
             let _ = self.file.set_len(before);
         }
     }
+}
+
+/// Appends `line` to `buffer` with each line break turned into a space, so that one event
+/// stays one line whatever the data holds.
+fn push_one_line(buffer: &mut String, line: &str) {
+    buffer.extend(line.chars().map(|c| match c {
+        '\n' | '\r' => ' ',
+        c => c,
+    }));
 }
 
 /// Makes an existing log file owner-only (0600) if it is readable or writable by others: a
@@ -284,6 +329,28 @@ mod tests {
             .unwrap();
         let text = std::fs::read_to_string(log.path()).unwrap();
         assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn events_formatted_into_the_batch_are_the_same_lines_as_event_strings() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogFile::new(dir.path(), "a.txt", Tz::UTC);
+        let mut open = log.open().unwrap();
+        let at = at(2026, 1, 1, 8, 0, 0);
+        open.append_event_messages(at, (1..=2).map(|n| format!("Reminder: order {n}")))
+            .unwrap();
+        open.append_event_messages(at, ["evil\r\n2026-01-01 00:00:00 - forged"])
+            .unwrap();
+        open.append_event_messages(at, std::iter::empty::<&str>())
+            .unwrap();
+        open.append_events(at, &["Reminder: order 3"]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(log.path()).unwrap(),
+            "2026-01-01 08:00:00 - Reminder: order 1\n\
+             2026-01-01 08:00:00 - Reminder: order 2\n\
+             2026-01-01 08:00:00 - evil  2026-01-01 00:00:00 - forged\n\
+             2026-01-01 08:00:00 - Reminder: order 3\n"
+        );
     }
 
     #[test]

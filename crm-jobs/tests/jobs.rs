@@ -129,16 +129,96 @@ async fn reminders_follow_the_connection_through_every_page() {
         .unwrap();
 
     assert_eq!(orders.len(), 250);
-    assert!(
-        orders
-            .windows(2)
-            .all(|w| w[0].order_date <= w[1].order_date)
-    );
+    assert!(orders.windows(2).all(|w| w[0].order_date < w[1].order_date));
     assert!(
         orders
             .iter()
             .all(|o| o.customer_email == "many@example.com")
     );
+}
+
+/// Creates orders dated `minutes_ago` before [`now`] (several at one instant: ties the pages
+/// must break by id), in an order of creation that is not the order of dates, and returns the
+/// reminder lines the week's orders must give, in log order (oldest first, then by id).
+async fn orders_with_ties(store: &dyn crm_core::CrmStore, minutes_ago: &[i64]) -> String {
+    let customer = store
+        .create_customer(&crm_core::NewCustomer::new("Tie", "tie@example.com", None).unwrap())
+        .await
+        .unwrap();
+    let product = store
+        .create_product(
+            &crm_core::NewProduct::new("Pen", rust_decimal::Decimal::new(150, 2), 5).unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut expected = Vec::new();
+    for &minutes in minutes_ago {
+        let date = now() - chrono::Duration::minutes(minutes);
+        let order = crm_core::NewOrder::new(customer.id, &[product.id], Some(date)).unwrap();
+        let order = store.create_order(&order, now()).await.unwrap();
+        if minutes <= 7 * 24 * 60 {
+            expected.push((date, order.id));
+        }
+    }
+    expected.sort();
+    expected
+        .iter()
+        .map(|(_, id)| format!("{NOW_STAMP} - Reminder: order {id} for tie@example.com\n"))
+        .collect()
+}
+
+/// Dates over the week (and two outside it), with ties, for pages of a few orders.
+const MINUTES_AGO: [i64; 23] = [
+    5, 600, 5, 3000, 5, 20, 9000, 600, 1, 0, 10079, 10080, 10081, 20000, 5, 600, 42, 42, 42, 42,
+    3000, 7000, 1,
+];
+
+#[async_std::test]
+async fn reminders_over_many_graphql_pages_are_logged_oldest_first_ties_by_id() {
+    let db = TestDb::sqlite().await;
+    let store = db.database().clone();
+    let expected = orders_with_ties(&store, &MINUTES_AGO).await;
+    let crm = spawn_crm_with(db, None, |server| server.max_page_size = 4).await;
+    let job = SendOrderReminders::new(client(&crm), &crm.config);
+
+    let outcome = job.run(&ctx_now(false)).await.unwrap();
+
+    assert_eq!(crm.log("order_reminders_log.txt"), expected);
+    assert_eq!(outcome, "Logged reminders for 21 orders");
+}
+
+#[async_std::test]
+async fn reminders_in_process_read_the_week_in_keyset_pages_ties_by_id() {
+    let db = TestDb::sqlite().await;
+    let store = db.database().clone();
+    let expected = orders_with_ties(&store, &MINUTES_AGO).await;
+    let crm = offline_crm(db).await;
+    for page_size in [1, 3, 4, 21, 1000] {
+        let access = InProcessCrm::new(crm.store.clone()).with_page_size(page_size);
+        let job = SendOrderReminders::new(access, &crm.config);
+        let path = crm.logs.path().join("order_reminders_log.txt");
+        let _ = std::fs::remove_file(&path);
+
+        let outcome = job.run(&ctx_now(false)).await.unwrap();
+
+        assert_eq!(
+            crm.log("order_reminders_log.txt"),
+            expected,
+            "pages of {page_size}"
+        );
+        assert_eq!(outcome, "Logged reminders for 21 orders");
+    }
+}
+
+#[async_std::test]
+async fn a_week_without_orders_logs_nothing_and_creates_no_file() {
+    let crm = offline_crm(TestDb::sqlite().await).await;
+    let job = SendOrderReminders::new(InProcessCrm::new(crm.store.clone()), &crm.config);
+
+    let outcome = job.run(&ctx_now(false)).await.unwrap();
+
+    assert_eq!(outcome, "Logged reminders for 0 orders");
+    assert!(!crm.logs.path().join("order_reminders_log.txt").exists());
 }
 
 // ---- log_crm_heartbeat ----

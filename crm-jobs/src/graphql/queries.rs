@@ -58,12 +58,14 @@ pub(crate) struct OrdersBetweenVariables {
     pub(crate) after: Option<String>,
 }
 
-/// One page of the orders dated in `[from, to]` (in the server's default order, by id).
+/// One page of the orders dated in `[from, to]`, oldest first (ties by id, as the server
+/// breaks them), so the server seeks in its order-date index and the pages come in log order.
 #[derive(cynic::QueryFragment, Debug)]
 #[cynic(graphql_type = "Query", variables = "OrdersBetweenVariables")]
 pub(crate) struct OrdersBetween {
     #[arguments(
         filter: { orderDateGte: $from, orderDateLte: $to },
+        orderBy: "orderDate",
         first: $first,
         after: $after
     )]
