@@ -50,7 +50,7 @@ pub use domain::{
 pub use error::{CoreError, Result, StorageError};
 pub use paging::{Keyset, SortField, SortValue, ValueKind, effective_sort};
 #[cfg(feature = "_store")]
-pub use seed::{SeedConfig, SeedProgress, SeedStage, SeedSummary, seed};
+pub use seed::{SeedConfig, SeedProgress, SeedStage, SeedSummary, seed, seed_if_empty};
 pub use store::{
     CrmStore, CustomerField, CustomerFilter, MAX_IDEMPOTENCY_KEY_LEN, OrderField, OrderFilter,
     OrderReminder, PageRequest, ProductField, ProductFilter, Restock, Sort, Totals,

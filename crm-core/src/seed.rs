@@ -226,6 +226,31 @@ pub async fn seed(
     }
 }
 
+/// Seeds `config` into `db` when it holds no customer, product or order, and leaves a database
+/// with any of them as it is: what an app's first start on a fresh database wants (every job
+/// then has work), and what must never pile demo rows onto real ones. `Ok(None)` when the
+/// database was not empty.
+///
+/// `crm serve` calls it on a newcomer's SQLite file; an embedding app calls it with the
+/// size of demo data it wants. The check and the seed are two steps: two processes starting on
+/// one empty database at once may both seed (their rows then sit side by side).
+pub async fn seed_if_empty(
+    db: &Database,
+    config: &SeedConfig,
+    progress: &mut dyn FnMut(SeedProgress),
+) -> Result<Option<SeedSummary>> {
+    use crate::store::CrmStore as _;
+
+    let totals = db.totals().await?;
+    let empty = totals.customers == 0
+        && totals.orders == 0
+        && db.count_products(&Default::default()).await? == 0;
+    if !empty {
+        return Ok(None);
+    }
+    seed(db, config, progress).await.map(Some)
+}
+
 /// Rows ready to write, in the database's own units.
 struct CustomerRow {
     id: i64,

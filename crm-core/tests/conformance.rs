@@ -70,6 +70,7 @@ conformance!(
     seeding_gives_every_job_work_with_consistent_totals,
     seeding_is_deterministic_and_can_run_again,
     seeding_orders_without_products_writes_nothing,
+    seeding_if_empty_fills_an_empty_database_and_never_adds_to_rows,
     keyset_pages_follow_every_sort_and_filter_ties_included,
     rows_inserted_and_deleted_between_pages_never_skip_or_repeat_the_others,
     a_keyset_made_for_another_sort_is_a_validation_error,
@@ -1333,6 +1334,46 @@ async fn seeding_gives_every_job_work_with_consistent_totals(t: TestDb) {
         inactive
     );
     assert_eq!(db.count_customers(&new).await.unwrap(), new_before);
+}
+
+async fn seeding_if_empty_fills_an_empty_database_and_never_adds_to_rows(t: TestDb) {
+    let db = t.database();
+    let summary = crm_core::seed_if_empty(db, &seed_config(7), &mut |_| {})
+        .await
+        .unwrap()
+        .expect("an empty database is seeded");
+    assert_eq!(
+        (summary.customers, summary.products, summary.orders),
+        (200, 30, 2_000)
+    );
+    assert_eq!(
+        crm_core::seed_if_empty(db, &seed_config(8), &mut |_| {})
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(db.totals().await.unwrap().orders, 2_000);
+    // One product alone (no customer, no order) is not an empty database either.
+    let other = t.another().await;
+    product(other.database(), "Pen", "1.50", 3).await;
+    let mut reported = false;
+    assert_eq!(
+        crm_core::seed_if_empty(other.database(), &seed_config(7), &mut |_| reported = true)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!reported, "nothing was seeded, so no progress was reported");
+    let totals = other.database().totals().await.unwrap();
+    assert_eq!((totals.customers, totals.orders), (0, 0));
+    assert_eq!(
+        other
+            .database()
+            .count_products(&ProductFilter::default())
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 async fn seeding_is_deterministic_and_can_run_again(t: TestDb) {

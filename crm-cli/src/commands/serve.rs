@@ -92,13 +92,18 @@ async fn seed_if_empty(db: &Database) -> anyhow::Result<()> {
     if db.backend_name() != "sqlite" {
         return Ok(());
     }
-    let totals = db.totals().await.context("Failed to read the database")?;
-    let empty = totals.customers == 0
-        && totals.orders == 0
-        && db.count_products(&Default::default()).await? == 0;
-    if empty {
-        eprintln!("Empty database: adding demo data (pass --no-demo-data to start empty).");
-        let summary = seed::seed_with_progress(db, &SeedConfig::demo(chrono::Utc::now())).await?;
+    let mut bars = seed::ProgressBars::default();
+    let mut announced = false;
+    let seeded = crm_core::seed_if_empty(db, &SeedConfig::demo(chrono::Utc::now()), &mut |p| {
+        if !std::mem::replace(&mut announced, true) {
+            eprintln!("Empty database: adding demo data (pass --no-demo-data to start empty).");
+        }
+        bars.show(p);
+    })
+    .await
+    .context("Failed to add demo data")?;
+    bars.finish();
+    if let Some(summary) = seeded {
         eprintln!(
             "Added {} customers, {} products and {} orders.",
             summary.customers, summary.products, summary.orders

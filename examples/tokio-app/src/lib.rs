@@ -105,15 +105,13 @@ async fn run_each_once(runner: &Runner) -> anyhow::Result<bool> {
     Ok(all_succeeded)
 }
 
-/// Fills an empty database with [`demo_data`]; a database with any customer, product or order
-/// is left as it is.
+/// Fills an empty database with [`demo_data`] ([`crm_core::seed_if_empty`]); a database with
+/// any customer, product or order is left as it is.
 async fn add_demo_data_if_empty(db: &Database) -> anyhow::Result<()> {
-    let totals = db.totals().await.context("Failed to read the database")?;
-    let products = db.count_products(&Default::default()).await?;
-    if totals.customers == 0 && totals.orders == 0 && products == 0 {
-        let summary = crm_core::seed(db, &demo_data(chrono::Utc::now()), &mut |_| {})
-            .await
-            .context("Failed to add demo data")?;
+    let seeded = crm_core::seed_if_empty(db, &demo_data(chrono::Utc::now()), &mut |_| {})
+        .await
+        .context("Failed to add demo data")?;
+    if let Some(summary) = seeded {
         eprintln!(
             "Empty database: added {} customers, {} products and {} orders of demo data.",
             summary.customers, summary.products, summary.orders
