@@ -27,6 +27,7 @@ mod scheduler;
 mod tls;
 #[cfg(feature = "tokio-http")]
 mod tokio_http;
+mod upkeep;
 
 #[cfg(any(feature = "webhook-surf", feature = "webhook-tokio"))]
 pub use alert::WebhookAlert;
@@ -71,3 +72,4 @@ pub use scheduler::{
     DEFAULT_OVERRIDE_POLL, DEFAULT_RETENTION, LEDGER_RETRY_AFTER, PRUNE_EVERY, Scheduler,
     SchedulerSummary, ShutdownHandle,
 };
+pub use upkeep::{SCHEDULE_CHECK_EVERY, prune_daily, watch_schedules};

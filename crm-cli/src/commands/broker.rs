@@ -8,7 +8,7 @@ use crm_core::Database;
 use crm_jobs::broker::{Beat, Broker, BrokerConfig, Worker};
 
 use crate::cli::{BeatArgs, BrokerArgs, Settings, WorkerArgs};
-use crate::commands::{jobs, metrics, scheduler, shutdown_signal};
+use crate::commands::{jobs, metrics, shutdown_signal};
 use crate::outcome::{CommandResult, Failure, UsageContext as _};
 
 async fn connect(settings: &Settings, args: &BrokerArgs) -> CommandResult<Broker> {
@@ -112,11 +112,11 @@ pub(crate) async fn worker(
     metrics::start(metrics, runner.clone());
     // Workers share the database's ledger: they watch for late and missed jobs (each incident
     // is alerted once, however many workers watch).
-    let watch = async_std::task::spawn(scheduler::watch_schedules(runner.clone()));
+    let watch = async_std::task::spawn(crm_jobs::watch_schedules(runner.clone()));
     // Workers record the runs, so they keep the history in bounds too (any number may).
     let prune = settings
         .retention()
-        .map(|keep| async_std::task::spawn(scheduler::prune_daily(runner.clone(), keep)));
+        .map(|keep| async_std::task::spawn(crm_jobs::prune_daily(runner.clone(), keep)));
     let summary = worker.run().await;
     watch.cancel().await;
     if let Some(prune) = prune {

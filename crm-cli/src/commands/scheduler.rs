@@ -14,9 +14,6 @@ use crate::outcome::CommandResult;
 /// 90 s, so this ends first).
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
-/// How often the schedules are checked for late and missed jobs.
-const SCHEDULE_CHECK_EVERY: Duration = Duration::from_secs(30);
-
 /// The five jobs on a runner recording into `db`, alerting `alerts`, ready for a scheduler.
 pub(crate) fn build(
     db: &Database,
@@ -55,7 +52,7 @@ pub(crate) async fn run_until(
             SHUTDOWN_GRACE.as_secs()
         );
     });
-    let watch = async_std::task::spawn(watch_schedules(runner));
+    let watch = async_std::task::spawn(crm_jobs::watch_schedules(runner));
     let summary = scheduler.run().await;
     watch.cancel().await;
     if summary.unfinished > 0 {
@@ -63,27 +60,5 @@ pub(crate) async fn run_until(
             unfinished = summary.unfinished,
             "Scheduler stopped with runs still going; they will be marked abandoned"
         );
-    }
-}
-
-/// Checks the jobs' schedules forever (each incident is alerted once, however many processes
-/// check).
-pub(crate) async fn watch_schedules(runner: Arc<Runner>) {
-    loop {
-        async_std::task::sleep(SCHEDULE_CHECK_EVERY).await;
-        if let Err(e) = runner.check_schedules(runner.clock().now()).await {
-            tracing::warn!(error = %e, "Could not check the jobs' schedules");
-        }
-    }
-}
-
-/// Prunes runs older than `retention` now and then every day, forever (for `crm worker`, which
-/// records runs but has no scheduler to do it).
-pub(crate) async fn prune_daily(runner: Arc<Runner>, retention: Duration) {
-    loop {
-        if let Err(e) = runner.prune_history(retention).await {
-            tracing::warn!(error = %e, "Could not prune the run history; trying again tomorrow");
-        }
-        async_std::task::sleep(crm_jobs::PRUNE_EVERY).await;
     }
 }
