@@ -58,7 +58,7 @@ pub use jobs::{
     SendOrderReminders, UpdateLowStock, jobs_with_access,
 };
 #[cfg(feature = "graphql")]
-pub use jobs::{standard_jobs, standard_jobs_over};
+pub use jobs::{standard_jobs, standard_jobs_over, standard_runner};
 pub use log_file::{LogFile, OpenLogFile, file_names};
 pub use runner::{
     DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, EffectiveSchedule, RunReport, RunStatus, Runner,

@@ -67,14 +67,10 @@ pub(crate) async fn worker(
     stop: async_std::channel::Receiver<()>,
 ) -> CommandResult {
     let config = jobs::jobs_config(settings)?;
-    let store: Arc<dyn crm_core::CrmStore> = Arc::new(db.clone());
-    let runner = crm_jobs::Runner::builder()
-        .jobs(crm_jobs::standard_jobs(&config, store).usage("Invalid configuration")?)
-        .ledger(Arc::new(db.clone()))
-        // Operators' pauses: a task of a paused job is acknowledged, not run.
-        .overrides(Arc::new(db.clone()))
+    // With the database's overrides: a task of a paused job is acknowledged, not run.
+    let runner = crm_jobs::standard_runner(&config, Arc::new(db.clone()))
+        .usage("Invalid configuration")?
         .alert_hook(jobs::alert_hook(settings)?)
-        .time_zone(config.time_zone)
         .lease(Duration::from_secs(args.lease))
         .build()
         .usage("Invalid worker settings")?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use crm_core::{CoreError, CrmStore, Database};
+use crm_core::{CoreError, Database};
 use crm_jobs::health::HealthState;
 use crm_jobs::{
     AlertHook, AlertHooks, Clock as _, JobControl as _, JobRun, JobState, JobsConfig, LogAlert,
@@ -52,16 +52,9 @@ pub(crate) fn runner(
     config: &JobsConfig,
     alerts: Arc<dyn AlertHook>,
 ) -> CommandResult<Runner> {
-    let store: Arc<dyn CrmStore> = Arc::new(db.clone());
-    let jobs = crm_jobs::standard_jobs(config, store).usage("Invalid configuration")?;
-    Runner::builder()
-        .jobs(jobs)
-        .ledger(Arc::new(db.clone()))
-        .overrides(Arc::new(db.clone()))
-        .clock(Arc::new(SystemClock))
+    crm_jobs::standard_runner(config, Arc::new(db.clone()))
+        .usage("Invalid configuration")?
         .alert_hook(alerts)
-        .time_zone(config.time_zone)
-        .lease(config.lease)
         .build()
         .usage("Invalid job registry")
 }

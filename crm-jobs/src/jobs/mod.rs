@@ -10,6 +10,10 @@ use std::sync::Arc;
 
 #[cfg(feature = "graphql")]
 use crm_core::CrmStore;
+#[cfg(feature = "graphql")]
+use crm_core::ledger::RunLedger;
+#[cfg(feature = "graphql")]
+use crm_core::overrides::OverrideStore;
 
 pub use clean_inactive_customers::CleanInactiveCustomers;
 pub use generate_crm_report::GenerateCrmReport;
@@ -17,6 +21,8 @@ pub use log_crm_heartbeat::LogCrmHeartbeat;
 pub use send_order_reminders::{ORDER_REMINDERS_PROCESSED, SendOrderReminders};
 pub use update_low_stock::UpdateLowStock;
 
+#[cfg(feature = "graphql")]
+use crate::clock::SystemClock;
 use crate::config::JobsConfig;
 use crate::crm_access::CrmAccess;
 #[cfg(feature = "graphql")]
@@ -24,6 +30,8 @@ use crate::crm_access::InProcessCrm;
 #[cfg(feature = "graphql")]
 use crate::graphql::{GraphqlClient, GraphqlError};
 use crate::job::CronJob;
+#[cfg(feature = "graphql")]
+use crate::runner::{Runner, RunnerBuilder};
 use crate::schedule::Schedule;
 
 /// The five jobs of the contract as the `crm` binary runs them, configured by `config`: the
@@ -57,6 +65,28 @@ pub fn standard_jobs_over(
     Ok(jobs)
 }
 
+/// The `crm` binary's runner, ready to build: the five [`standard_jobs`] configured by
+/// `config`, recording into `db` (the CRM's own database, as the run ledger and the operators'
+/// override store, so every process on it shares claims, history and pauses), in `config`'s
+/// zone with its lease ([`RunnerBuilder::config`]), on the system clock. `crm jobs`,
+/// `crm scheduler`, `crm serve`, `crm beat` and `crm worker` all start from it; add what differs
+/// (an alert hook, a lease of its own) and `build()`. Its GraphQL client takes the default
+/// transport; to name one, register [`standard_jobs_over`] on a builder of your own.
+///
+/// Fails only when the GraphQL client cannot be set up (a URL or token HTTP cannot carry).
+#[cfg(feature = "graphql")]
+pub fn standard_runner<D>(config: &JobsConfig, db: Arc<D>) -> Result<RunnerBuilder, GraphqlError>
+where
+    D: CrmStore + RunLedger + OverrideStore + 'static,
+{
+    Ok(Runner::builder()
+        .jobs(standard_jobs(config, db.clone())?)
+        .ledger(db.clone())
+        .overrides(db)
+        .clock(Arc::new(SystemClock))
+        .config(config))
+}
+
 /// The five jobs of the contract, configured by `config`, all reaching the CRM through `crm`:
 /// an [`InProcessCrm`] for an app that holds the CRM's database, or a client of its API.
 /// In the order cleanup, reminders, heartbeat, low stock, report.
@@ -79,6 +109,61 @@ fn contract_schedule(expression: &'static str) -> Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "graphql")]
+    #[test]
+    fn the_standard_runner_runs_the_five_jobs_in_the_configured_zone_recording_into_the_database() {
+        use crm_core::overrides::JobControl as _;
+
+        async_std::task::block_on(async {
+            let db = crm_core::testing::TestDb::sqlite().await;
+            let logs = tempfile::tempdir().unwrap();
+            let config = JobsConfig::from_lookup(|name| match name {
+                "CRM_LOG_DIR" => Some(logs.path().display().to_string()),
+                "CRM_TIME_ZONE" => Some("Europe/Paris".to_owned()),
+                _ => None,
+            })
+            .unwrap();
+            let runner = standard_runner(&config, Arc::new(db.database().clone()))
+                .unwrap()
+                .build()
+                .unwrap();
+            assert_eq!(
+                runner.codes().collect::<Vec<_>>(),
+                [
+                    "clean_inactive_customers",
+                    "send_order_reminders",
+                    "log_crm_heartbeat",
+                    "update_low_stock",
+                    "generate_crm_report"
+                ]
+            );
+            assert_eq!(runner.time_zone(), chrono_tz::Europe::Paris);
+            // The cleanup works on the database in-process, and its run is in the database's
+            // ledger; a pause goes to the database's overrides.
+            let report = runner
+                .run_now(CleanInactiveCustomers::CODE, true, true)
+                .await
+                .unwrap();
+            assert!(!report.is_failure(), "{}", report.message);
+            let db = db.database();
+            let runs = db
+                .history(Some(CleanInactiveCustomers::CODE), 10)
+                .await
+                .unwrap();
+            assert_eq!(runs.len(), 1);
+            runner
+                .set_enabled(UpdateLowStock::CODE, false, "test")
+                .await
+                .unwrap();
+            let paused = db.snapshot().await.unwrap().overrides;
+            assert_eq!(paused.len(), 1);
+            assert_eq!(
+                (paused[0].code.as_str(), paused[0].enabled),
+                (UpdateLowStock::CODE, false)
+            );
+        });
+    }
 
     #[test]
     fn every_job_schedule_is_its_contract_cron_expression() {

@@ -12,6 +12,7 @@ use crm_core::overrides::OverrideStore;
 use super::{DEFAULT_LEASE, DEFAULT_MISFIRE_GRACE, Registered, Runner, RunnerError};
 use crate::alert::{AlertHook, LogAlert};
 use crate::clock::{Clock, SystemClock};
+use crate::config::JobsConfig;
 use crate::job::CronJob;
 use crate::schedule::default_time_zone;
 
@@ -95,6 +96,13 @@ impl RunnerBuilder {
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;
         self
+    }
+
+    /// The zone and lease of `config` ([`JobsConfig::time_zone`], [`JobsConfig::lease`]): what
+    /// `CRM_TIME_ZONE` and `CRM_JOB_LEASE` say, so every process started with the same
+    /// environment agrees on when a tick is and how long a claim holds.
+    pub fn config(self, config: &JobsConfig) -> Self {
+        self.time_zone(config.time_zone).lease(config.lease)
     }
 
     /// How late a tick may be run and still be on time (default [`DEFAULT_MISFIRE_GRACE`]).
@@ -194,5 +202,32 @@ impl Runner {
             misfire_grace: DEFAULT_MISFIRE_GRACE,
             zone: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runner_takes_its_zone_and_lease_from_the_jobs_config() {
+        let config = JobsConfig::from_lookup(|name| match name {
+            "CRM_TIME_ZONE" => Some("Asia/Tokyo".to_owned()),
+            "CRM_JOB_LEASE" => Some("5".to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let runner = Runner::builder().config(&config).build().unwrap();
+        assert_eq!(
+            (runner.zone, runner.lease),
+            (chrono_tz::Asia::Tokyo, Duration::from_secs(5))
+        );
+        // A later setting still wins (a worker's own lease flag).
+        let runner = Runner::builder()
+            .config(&config)
+            .lease(Duration::from_secs(90))
+            .build()
+            .unwrap();
+        assert_eq!(runner.lease, Duration::from_secs(90));
     }
 }

@@ -58,7 +58,7 @@ pub async fn run(once: bool) -> anyhow::Result<bool> {
         .ledger(Arc::new(db.clone()))
         .clock(Arc::new(SystemClock))
         .alert_hook(Arc::new(LogAlert))
-        .time_zone(config.time_zone)
+        .config(&config)
         .build()
         .context("Invalid job registry")?;
     let runner = Arc::new(runner);
