@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod alert;
-#[cfg(feature = "broker")]
+#[cfg(any(feature = "broker", feature = "broker-tokio"))]
 pub mod broker;
 mod clock;
 mod config;

@@ -89,19 +89,19 @@ fn the_guard_sees_what_the_default_features_pull() {
 }
 
 #[test]
-fn the_tokio_transports_pull_no_async_std_and_no_surf() {
-    // A tokio app's GraphQL client and webhook: hyper on tokio, the same rustls, and none of
-    // the async-std HTTP stack.
+fn the_tokio_features_pull_no_async_std_and_no_surf() {
+    // A tokio app's GraphQL client, webhook and broker: hyper and redis on tokio, the same
+    // rustls, and none of the async-std stack.
     let tokio_only = packages(
         "crm-jobs",
         &[
             "--no-default-features",
             "--features",
-            "graphql-tokio,webhook-tokio",
+            "graphql-tokio,webhook-tokio,broker-tokio",
         ],
     );
     let found = names(&tokio_only);
-    for present in ["tokio", "hyper", "tokio-rustls", "rustls", "cynic"] {
+    for present in ["tokio", "hyper", "tokio-rustls", "rustls", "cynic", "redis"] {
         assert!(found.contains(present), "{present} missing: {tokio_only:?}");
     }
     for absent in [
@@ -111,15 +111,15 @@ fn the_tokio_transports_pull_no_async_std_and_no_surf() {
         "async-h1",
         "http-client",
         "futures-rustls",
-        "redis",
+        "async-global-executor",
         "sqlx",
         "tide",
     ] {
         assert!(
             !found.contains(absent),
-            "crm-jobs --no-default-features --features graphql-tokio,webhook-tokio pulls \
-             {absent}; see `cargo tree -p crm-jobs -e normal --no-default-features --features \
-             graphql-tokio,webhook-tokio -i {absent}`"
+            "crm-jobs --no-default-features --features graphql-tokio,webhook-tokio,broker-tokio \
+             pulls {absent}; see `cargo tree -p crm-jobs -e normal --no-default-features \
+             --features graphql-tokio,webhook-tokio,broker-tokio -i {absent}`"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The beat: publishes each job's due ticks as Celery messages, each tick once however many
 //! beats run. It never runs a job itself.
 
+use super::rt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -284,7 +285,7 @@ impl Beat {
                 .and_then(|at| (at - now).to_std().ok())
                 .unwrap_or(POLL)
                 .min(POLL);
-            async_std::task::sleep(wait).await;
+            rt::sleep(wait).await;
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The broker way (feature `broker`): Celery-compatible beat and workers on Redis.
+//! The broker way (feature `broker` on async-std, or `broker-tokio` on tokio): Celery-compatible
+//! beat and workers on Redis.
 //!
 //! [`Beat`] publishes each job's scheduled ticks as Celery task messages (`crm.tasks.<code>`);
 //! [`Worker`]s on any number of machines take them from the queue and run them through the same
@@ -15,7 +16,7 @@
 //! our schedules are IANA zones with daylight saving. What the interop needs is small: one JSON
 //! envelope (protocol v2), kombu's Redis key layout (queue list, `unacked` hash and index,
 //! bindings) and the result backend's key. So this module implements exactly that on the
-//! `redis` crate (async-std flavour, no TLS), and the tests prove it against real Python Celery.
+//! `redis` crate (its async-std or tokio flavour, no TLS), and the tests prove it against real Python Celery.
 //!
 //! # Each tick once
 //!
@@ -46,6 +47,7 @@
 mod beat;
 mod events;
 mod message;
+mod rt;
 mod transport;
 mod worker;
 

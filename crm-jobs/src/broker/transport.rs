@@ -145,8 +145,7 @@ impl Broker {
     pub async fn connect(config: BrokerConfig) -> Result<Self, BrokerError> {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| BrokerError::InvalidUrl(e.to_string()))?;
-        let mut conn = client
-            .get_multiplexed_async_std_connection()
+        let mut conn = super::rt::connect(&client)
             .await
             .map_err(BrokerError::Unreachable)?;
         let _: String = redis::cmd("PING")
@@ -188,8 +187,7 @@ impl Broker {
 
     /// A dedicated connection, for a blocking pop that must not hold up other commands.
     pub(crate) async fn dedicated(&self) -> Result<MultiplexedConnection, BrokerError> {
-        self.client
-            .get_multiplexed_async_std_connection()
+        super::rt::connect(&self.client)
             .await
             .map_err(BrokerError::Unreachable)
     }

@@ -1,5 +1,6 @@
 //! The worker: takes Celery task messages off the queue and runs them through the runner.
 
+use super::rt;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -221,7 +222,7 @@ impl Worker {
                 .min(POLL)
                 .min(touch_every)
                 .max(Duration::from_millis(10));
-            async_std::task::sleep(wait).await;
+            rt::sleep(wait).await;
         }
         let held: Vec<HeldTask> = self.held().drain(..).collect();
         for task in &held {
@@ -271,10 +272,10 @@ impl Worker {
         self.events.heartbeat("worker-online", 0, 0).await;
         let heart = {
             let worker = self.clone();
-            async_std::task::spawn(async move {
+            rt::spawn(async move {
                 let mut last = std::time::Instant::now();
                 while !worker.stop.load(Ordering::SeqCst) {
-                    async_std::task::sleep(Duration::from_millis(200)).await;
+                    rt::sleep(Duration::from_millis(200)).await;
                     if last.elapsed().as_secs_f64() >= HEARTBEAT_SECS {
                         last = std::time::Instant::now();
                         worker
@@ -292,14 +293,14 @@ impl Worker {
         let slots: Vec<_> = (0..self.concurrency)
             .map(|slot| {
                 let worker = self.clone();
-                async_std::task::spawn(async move { worker.slot(slot).await })
+                rt::spawn(async move { worker.slot(slot).await })
             })
             .collect();
         let slots_done = Arc::new(AtomicBool::new(false));
         let holder = {
             let worker = self.clone();
             let slots_done = slots_done.clone();
-            async_std::task::spawn(async move { worker.hold(&slots_done).await })
+            rt::spawn(async move { worker.hold(&slots_done).await })
         };
         futures::future::join_all(slots).await;
         slots_done.store(true, Ordering::SeqCst);
@@ -332,7 +333,7 @@ impl Worker {
                     Ok(c) => conn.insert(c),
                     Err(e) => {
                         tracing::warn!(error = %e, "Broker unreachable; retrying in 1 s");
-                        async_std::task::sleep(POLL).await;
+                        rt::sleep(POLL).await;
                         continue;
                     }
                 },
@@ -340,7 +341,7 @@ impl Worker {
             if let Err(e) = self.handle_next_on(c, POLL, true).await {
                 tracing::warn!(error = %e, "Broker command failed; reconnecting in 1 s");
                 conn = None;
-                async_std::task::sleep(POLL).await;
+                rt::sleep(POLL).await;
             }
         }
     }
@@ -451,7 +452,7 @@ impl Worker {
             }
         }
         if message.eta.is_some_and(|at| at > now) {
-            async_std::task::sleep(HOLD_UP).await;
+            rt::sleep(HOLD_UP).await;
             self.broker.requeue(&message.delivery_tag, raw).await?;
             return Ok(Handled::Requeued {
                 id,
@@ -524,7 +525,7 @@ impl Worker {
                 ))
             }
             RunStatus::Busy => {
-                async_std::task::sleep(HOLD_UP).await;
+                rt::sleep(HOLD_UP).await;
                 self.broker.requeue(&message.delivery_tag, raw).await?;
                 return Ok(Handled::Requeued {
                     id,
@@ -544,7 +545,7 @@ impl Worker {
                     .as_ref()
                     .is_none_or(|run| run.outcome == RunOutcome::Running) =>
             {
-                async_std::task::sleep(HOLD_UP).await;
+                rt::sleep(HOLD_UP).await;
                 self.broker.requeue(&message.delivery_tag, raw).await?;
                 return Ok(Handled::Requeued {
                     id,
@@ -643,7 +644,7 @@ impl Worker {
         error: String,
     ) -> Result<Handled, BrokerError> {
         tracing::error!(task.id = %id, %error, retry_in_s = LEDGER_RETRY_AFTER.as_secs(), "The run ledger is unavailable; the task goes back to the queue shortly");
-        async_std::task::sleep(LEDGER_RETRY_AFTER).await;
+        rt::sleep(LEDGER_RETRY_AFTER).await;
         self.broker.requeue(delivery_tag, raw).await?;
         Ok(Handled::Requeued {
             id,
