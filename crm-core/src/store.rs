@@ -184,6 +184,33 @@ impl Restock {
     }
 }
 
+/// [`CrmStore::orders_between_pages`] over any store: each page from
+/// [`CrmStore::orders_between_page`] after the previous page's last order.
+pub(crate) fn keyset_pages<S: CrmStore + ?Sized>(
+    store: &S,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    page_size: u64,
+) -> futures::stream::BoxStream<'_, Result<Vec<OrderReminder>>> {
+    use futures::StreamExt as _;
+    let page_size = page_size.max(1);
+    let start: Option<Option<OrderReminder>> = Some(None);
+    futures::stream::try_unfold(start, move |state| async move {
+        let Some(after) = state else {
+            return Ok::<_, crate::error::CoreError>(None);
+        };
+        let rows = store
+            .orders_between_page(from, to, after.as_ref(), page_size)
+            .await?;
+        let next = match rows.last() {
+            Some(last) if rows.len() as u64 >= page_size => Some(Some(last.clone())),
+            _ => None,
+        };
+        Ok(Some((rows, next)))
+    })
+    .boxed()
+}
+
 /// The longest idempotency key [`CrmStore::restock_low_once`] takes, in characters.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 200;
 
@@ -264,6 +291,19 @@ pub trait CrmStore: Send + Sync + 'static {
         after: Option<&OrderReminder>,
         limit: u64,
     ) -> Result<Vec<OrderReminder>>;
+    /// [`orders_between`](Self::orders_between) as a stream of pages of `page_size` (at least
+    /// 1), each from [`orders_between_page`](Self::orders_between_page) after the previous
+    /// page's last order, ending after the first page shorter than `page_size` (which may be
+    /// empty). A store may read them all on one connection (the SQLite store does, so a job
+    /// paging a large week warms one page cache, not one per pooled connection).
+    fn orders_between_pages(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page_size: u64,
+    ) -> futures::stream::BoxStream<'_, Result<Vec<OrderReminder>>> {
+        keyset_pages(self, from, to, page_size)
+    }
     /// Atomically adds `amount` to the stock of every product whose stock is below
     /// `threshold`; returns the updated products, by id. Concurrent restocks never lose an
     /// update.

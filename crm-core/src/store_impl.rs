@@ -122,6 +122,21 @@ impl CrmStore for Database {
         on_backend!(self, orders_between_page(from, to, after, limit))
     }
 
+    fn orders_between_pages(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        page_size: u64,
+    ) -> futures::stream::BoxStream<'_, Result<Vec<OrderReminder>>> {
+        match self.backend() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => sqlite::orders_between_pages(pool, from, to, page_size.max(1)),
+            // PostgreSQL's cache is the server's: any pooled connection will do.
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => crate::store::keyset_pages(self, from, to, page_size),
+        }
+    }
+
     /// `amount` must be at least 1. A product whose stock would pass `i32::MAX` is left as it
     /// is rather than failing the whole restock.
     async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>> {

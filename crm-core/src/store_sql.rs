@@ -582,6 +582,51 @@ pub(crate) mod sqlite {
         after: Option<&crate::store::OrderReminder>,
         limit: u64,
     ) -> Result<Vec<crate::store::OrderReminder>> {
+        let mut conn = pool.acquire().await?;
+        orders_between_page_on(&mut conn, from, to, after, limit).await
+    }
+
+    /// [`orders_between`] in pages of `limit`, every page read on ONE pooled connection: each
+    /// connection has its own page cache (32 MiB), and pages taken by whichever connection is
+    /// idle filled several of them (a job reading a week of a million orders in process grew
+    /// to 108 MiB; on one connection it stays within one cache).
+    pub(crate) fn orders_between_pages(
+        pool: &Pool,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u64,
+    ) -> futures::stream::BoxStream<'_, Result<Vec<crate::store::OrderReminder>>> {
+        use futures::StreamExt as _;
+        type State = Option<(
+            Option<sqlx::pool::PoolConnection<Db>>,
+            Option<crate::store::OrderReminder>,
+        )>;
+        let start: State = Some((None, None));
+        futures::stream::try_unfold(start, move |state| async move {
+            let Some((conn, after)) = state else {
+                return Ok::<_, CoreError>(None);
+            };
+            let mut conn = match conn {
+                Some(conn) => conn,
+                None => pool.acquire().await?,
+            };
+            let rows = orders_between_page_on(&mut conn, from, to, after.as_ref(), limit).await?;
+            let next = match rows.last() {
+                Some(last) if rows.len() as u64 >= limit => Some((Some(conn), Some(last.clone()))),
+                _ => None,
+            };
+            Ok(Some((rows, next)))
+        })
+        .boxed()
+    }
+
+    async fn orders_between_page_on(
+        conn: &mut sqlx::SqliteConnection,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        after: Option<&crate::store::OrderReminder>,
+        limit: u64,
+    ) -> Result<Vec<crate::store::OrderReminder>> {
         // One lower bound, the later of the window's start and the position (SQLite seeks with
         // the first lower bound it finds, so two would make each page scan from the start).
         let (after_date, after_id) = after.map_or((from, i64::MIN), |r| (r.order_date, r.order_id));
@@ -591,7 +636,7 @@ pub(crate) mod sqlite {
             .bind(at(to))
             .bind(after_id)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_one(pool)
+            .fetch_one(&mut *conn)
             .await?;
         let mut found: Vec<(i64, String, i64)> = serde_json::from_str(&json)
             .map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))?;

@@ -11,6 +11,7 @@ use crm_core::{
     NewCustomer, NewOrder, NewProduct, Order, OrderField, OrderFilter, PageRequest, Product,
     ProductField, ProductFilter, Sort,
 };
+use futures::TryStreamExt as _;
 use futures::future::{BoxFuture, join_all};
 
 /// Instantiates each test body for both backends, as `sqlite::name` and `postgres::name`.
@@ -914,6 +915,15 @@ async fn orders_between_pages_are_the_whole_list_in_order_ties_included(t: TestD
         let paged: Vec<i64> = pages.concat();
         let expected: Vec<i64> = whole.iter().map(|r| r.order_id).collect();
         assert_eq!(paged, expected, "pages of {limit}");
+    }
+    for limit in [1, 5, 14, 100] {
+        let pages: Vec<Vec<crm_core::OrderReminder>> = db
+            .orders_between_pages(from, now(), limit)
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(pages.iter().all(|page| page.len() as u64 <= limit));
+        assert_eq!(pages.concat(), whole, "streamed pages of {limit}");
     }
     // The rows of a page carry what the whole list does, e-mail included.
     let first = db.orders_between_page(from, now(), None, 2).await.unwrap();

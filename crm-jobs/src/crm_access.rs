@@ -270,36 +270,26 @@ impl CrmAccess for InProcessCrm {
         Ok("the CRM's database answers".to_owned())
     }
 
-    /// [`IN_PROCESS_PAGE_SIZE`] orders a query (or [`InProcessCrm::with_page_size`]), each page starting after the previous one's
-    /// last order (a keyset the database seeks to, never an offset it reads through).
+    /// [`IN_PROCESS_PAGE_SIZE`] orders a query (or [`InProcessCrm::with_page_size`]), each page
+    /// starting after the previous one's last order (a keyset the database seeks to, never an
+    /// offset it reads through), through `CrmStore::orders_between_pages` (on SQLite all on one
+    /// connection, so one page cache is warmed, not one per pooled connection).
     fn order_pages_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> OrderPages<'_> {
-        // The state is the previous page's last order; `None` once the last page was read.
-        let start: Option<Option<crm_core::OrderReminder>> = Some(None);
-        futures::stream::try_unfold(start, move |state| async move {
-            let Some(after) = state else {
-                return Ok::<_, JobError>(None);
-            };
-            let rows = self
-                .store
-                .orders_between_page(from, to, after.as_ref(), self.page_size)
-                .await?;
-            let next = match rows.last() {
-                Some(last) if rows.len() as u64 >= self.page_size => Some(Some(last.clone())),
-                _ => None,
-            };
-            let page = rows
-                .into_iter()
-                .map(|order| {
-                    OrderToRemind::new(
-                        order.order_id.to_string(),
-                        order.customer_email,
-                        order.order_date,
-                    )
-                })
-                .collect();
-            Ok(Some((page, next)))
-        })
-        .boxed()
+        self.store
+            .orders_between_pages(from, to, self.page_size)
+            .map_ok(|rows| {
+                rows.into_iter()
+                    .map(|order| {
+                        OrderToRemind::new(
+                            order.order_id.to_string(),
+                            order.customer_email,
+                            order.order_date,
+                        )
+                    })
+                    .collect()
+            })
+            .map_err(JobError::from)
+            .boxed()
     }
 
     async fn products_below(&self, threshold: i32) -> Result<Vec<ProductStockLevel>, JobError> {
