@@ -452,7 +452,10 @@ fn help_says_what_force_does_and_what_the_default_zone_reads() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        run.contains("--force Run even when the job's current tick already ran"),
+        run.contains(
+            "--force Run as a manual run of its own and leave the job's current tick to its \
+             schedule, even when that tick is due now."
+        ),
         "{run}"
     );
     let top = ws.run(&["--help"]);
