@@ -455,6 +455,129 @@ async fn exclusive_claims_race(url: &str, n: usize) {
     assert_eq!((claimed, busy), (1, n - 1), "{claims:?}");
 }
 
+/// The one-step claim on a database ledger: it claims only when the full path would have had
+/// nothing to abandon, nothing taken and nothing running in the way, writes nothing otherwise,
+/// and reads the failures in a row as `consecutive_failures` does.
+async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
+    let t0 = utc(2026, 1, 5, 8, 0);
+    let run = new_run("job_a", t0, t0, 60);
+    let (first, failures) = ledger
+        .claim_if_clear(&run, true, t0)
+        .await
+        .unwrap()
+        .expect("a free key of a job with nothing running is claimed");
+    assert_eq!(failures, 0);
+    // The row it answers is the row the ledger holds.
+    assert_eq!(ledger.history(None, 10).await.unwrap(), vec![first.clone()]);
+    assert_eq!(first.outcome, RunOutcome::Running);
+
+    // The same key: not claimed, nothing written (the full path says Taken).
+    assert_eq!(ledger.claim_if_clear(&run, true, t0).await.unwrap(), None);
+    // Another tick of an exclusive job while it runs: not claimed (the full path says Busy);
+    // of a job that runs in parallel: claimed.
+    let later = new_run("job_a", t0 + TimeDelta::minutes(1), t0, 60);
+    assert_eq!(ledger.claim_if_clear(&later, true, t0).await.unwrap(), None);
+    assert_eq!(ledger.history(None, 10).await.unwrap().len(), 1);
+    let (parallel, _) = ledger
+        .claim_if_clear(&later, false, t0)
+        .await
+        .unwrap()
+        .expect("a parallel run is claimed beside the running one");
+
+    // Once a claim's lease ended, no job claims in one step until it is marked abandoned.
+    let after = t0 + TimeDelta::seconds(61);
+    let other = new_run("job_b", after, after, 60);
+    assert_eq!(ledger.claim_if_clear(&other, true, after).await.unwrap(), None);
+    assert_eq!(ledger.history(None, 10).await.unwrap().len(), 2);
+    assert_eq!(ledger.abandon_expired(after).await.unwrap().len(), 2);
+    ledger
+        .finish(parallel.id, RunOutcome::Failed, after, "boom")
+        .await
+        .unwrap();
+
+    // job_a: abandoned, failed; the failures in a row come with the claim.
+    let third = new_run("job_a", t0 + TimeDelta::minutes(2), after, 60);
+    let (row, failures) = ledger
+        .claim_if_clear(&third, true, after)
+        .await
+        .unwrap()
+        .expect("nothing in the way any more");
+    assert_eq!(failures, 2);
+    assert_eq!(failures, ledger.consecutive_failures("job_a").await.unwrap());
+    ledger
+        .finish(row.id, RunOutcome::Succeeded, after, "ok")
+        .await
+        .unwrap();
+    let fourth = new_run("job_a", t0 + TimeDelta::minutes(3), after, 60);
+    let (_, failures) = ledger
+        .claim_if_clear(&fourth, true, after)
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(failures, 0, "a success ends the failures in a row");
+}
+
+#[async_std::test]
+async fn the_sqlite_ledger_claims_in_one_step_only_when_nothing_is_in_the_way() {
+    let db = TestDb::sqlite().await;
+    claim_if_clear_suite(db.database()).await;
+}
+
+#[async_std::test]
+async fn the_postgres_ledger_claims_in_one_step_only_when_nothing_is_in_the_way() {
+    let db = TestDb::postgres().await;
+    claim_if_clear_suite(db.database()).await;
+}
+
+/// As [`exclusive_claims_race`], half the processes claiming in one step and half by the full
+/// path: still exactly one claims.
+async fn exclusive_one_step_claims_race(url: &str, n: usize) {
+    let t0 = utc(2026, 1, 5, 8, 0);
+    let barrier = Arc::new(Barrier::new(n));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let db = Database::connect(url).await.unwrap();
+        let barrier = barrier.clone();
+        tasks.push(async_std::task::spawn(async move {
+            let run = NewRun {
+                host: format!("process-{i}"),
+                ..new_run("exclusive", t0 + TimeDelta::minutes(i as i64), t0, 600)
+            };
+            barrier.wait().await;
+            if i % 2 == 0 {
+                db.claim_if_clear(&run, true, t0).await.unwrap().is_some()
+            } else {
+                matches!(db.claim(&run, true, t0).await.unwrap(), Claim::Claimed(_))
+            }
+        }));
+    }
+    let claimed = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|c| *c)
+        .count();
+    assert_eq!(claimed, 1);
+    let db = Database::connect(url).await.unwrap();
+    assert_eq!(db.running(Some("exclusive")).await.unwrap().len(), 1);
+}
+
+#[async_std::test]
+async fn concurrent_one_step_claims_of_a_non_parallel_job_on_postgres_let_one_run() {
+    let db = TestDb::postgres().await;
+    for _ in 0..5 {
+        let fresh = db.another().await;
+        exclusive_one_step_claims_race(fresh.url(), 4).await;
+    }
+}
+
+#[async_std::test]
+async fn concurrent_one_step_claims_of_a_non_parallel_job_on_sqlite_let_one_run() {
+    for _ in 0..5 {
+        let db = TestDb::sqlite().await;
+        exclusive_one_step_claims_race(db.url(), 4).await;
+    }
+}
+
 #[async_std::test]
 async fn concurrent_claims_of_a_non_parallel_job_on_postgres_let_one_run() {
     let db = TestDb::postgres().await;

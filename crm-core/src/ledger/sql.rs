@@ -457,7 +457,7 @@ mod postgres {
 
 /// The PostgreSQL advisory lock key of a job: FNV-1a of its code, so every process agrees.
 #[cfg(feature = "postgres")]
-fn lock_key(code: &str) -> i64 {
+pub(super) fn lock_key(code: &str) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in b"crm_jobs:".iter().chain(code.as_bytes()) {
         hash ^= u64::from(*byte);
@@ -471,6 +471,15 @@ impl RunLedger for Database {
     async fn claim(&self, run: &NewRun, exclusive: bool, now: DateTime<Utc>) -> Result<Claim> {
         validate_new_run(run)?;
         on_backend!(self, claim(run, exclusive, now))
+    }
+
+    async fn claim_if_clear(
+        &self,
+        run: &NewRun,
+        exclusive: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(JobRun, u32)>> {
+        super::claim_if_clear::claim_if_clear(self, run, exclusive, now).await
     }
 
     async fn record_skipped(&self, run: &NewRun, message: &str) -> Result<bool> {

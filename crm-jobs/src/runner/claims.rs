@@ -54,6 +54,31 @@ impl Runner {
         }
     }
 
+    /// Claims `tick` of `job` in one ledger step if nothing stands in its way
+    /// ([`RunLedger::claim_if_clear`]): the row and the job's failures in a row before it. `None`
+    /// sends the caller down the full path ([`Runner::claim`]), which also explains a refusal
+    /// (taken, busy) or a failing ledger.
+    ///
+    /// [`RunLedger::claim_if_clear`]: crm_core::ledger::RunLedger::claim_if_clear
+    pub(super) async fn claim_if_clear(
+        &self,
+        job: &Registered,
+        tick: DateTime<Utc>,
+        kind: RunKind,
+        attempt: u32,
+    ) -> Option<(JobRun, u32)> {
+        let exclusive = kind != RunKind::DryRun && !job.options.allow_parallel_runs;
+        let run = self.new_run(job, tick, kind, attempt);
+        match self.ledger.claim_if_clear(&run, exclusive, run.started_at).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                // The full path meets the same failure and reports it once.
+                tracing::debug!(job.code = %job.code, error = %e, "One-step claim failed; taking the full path");
+                None
+            }
+        }
+    }
+
     /// Claims `tick` of `job` in the ledger (exclusively unless the job allows parallel runs):
     /// the claimed row and its attempt, or the report of why it does not run (taken, busy, the
     /// ledger failing), built on `base`.

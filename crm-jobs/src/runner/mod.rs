@@ -277,8 +277,9 @@ impl Runner {
         attempt: u32,
     ) -> Result<RunReport, RunnerError> {
         let job = self.registered_job(code)?;
-        self.abandon_expired().await;
-        Ok(self.execute(job, micros(tick), kind, attempt.max(1)).await)
+        Ok(self
+            .execute_with(job, micros(tick), kind, attempt.max(1), true)
+            .await)
     }
 
     /// Records that the job `code`'s run for `tick` (as `kind`) did not happen, and why (a
@@ -354,23 +355,45 @@ impl Runner {
         kind: RunKind,
         attempt: u32,
     ) -> RunReport {
+        self.execute_with(job, tick, kind, attempt, false).await
+    }
+
+    /// [`Runner::execute`], marking expired claims abandoned first (`abandon_first`) unless the
+    /// one-step claim succeeds, which it only does when there are none.
+    async fn execute_with(
+        &self,
+        job: &Registered,
+        tick: DateTime<Utc>,
+        kind: RunKind,
+        attempt: u32,
+        abandon_first: bool,
+    ) -> RunReport {
         let counts = kind != RunKind::DryRun;
-        let prior_failures = if counts {
-            self.ledger
-                .consecutive_failures(&job.code)
-                .await
-                .unwrap_or(0)
-        } else {
-            0
-        };
         let base = RunReport {
             kind: Some(kind),
             attempt,
             ..RunReport::without_run(&job.code, RunStatus::Taken, Some(tick), String::new())
         };
-        let (row, attempt) = match self.claim(job, tick, kind, attempt, base.clone()).await {
-            Ok(claimed) => claimed,
-            Err(report) => return report,
+        let (row, attempt, prior_failures) = match self.claim_if_clear(job, tick, kind, attempt).await
+        {
+            Some((row, prior_failures)) => (row, attempt, prior_failures),
+            None => {
+                if abandon_first {
+                    self.abandon_expired().await;
+                }
+                let prior_failures = if counts {
+                    self.ledger
+                        .consecutive_failures(&job.code)
+                        .await
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                match self.claim(job, tick, kind, attempt, base.clone()).await {
+                    Ok((row, attempt)) => (row, attempt, prior_failures),
+                    Err(report) => return report,
+                }
+            }
         };
         let base = RunReport { attempt, ..base };
         let ctx = JobContext::new(tick, row.started_at, kind == RunKind::DryRun)
