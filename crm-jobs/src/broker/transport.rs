@@ -52,16 +52,27 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
 end
 return 0";
 
-/// Takes the next message (`KEYS[1..n-2]`: the queue, then its priority lists) and records it
-/// as unacknowledged (`KEYS[n-1]`: `unacked_index`, `KEYS[n]`: `unacked`) in one step, so a
+/// Takes the next message (`KEYS[1..n-3]`: the queue, then its priority lists) and records it
+/// as unacknowledged (`KEYS[n-2]`: `unacked_index`, `KEYS[n-1]`: `unacked`) in one step, so a
 /// worker killed -9 right after taking a message cannot lose it: it is either still queued or
 /// recorded, and restored after the visibility timeout. (kombu pops with BRPOP and records in
 /// a second round trip; a worker killed between the two loses the message for good. The kill -9
 /// tests hit that window.) `ARGV[1]`: now (Unix seconds), `ARGV[2]`: the default routing key.
 /// Answers `{raw, delivery_tag}` (`''` when the message has no tag: not recorded, malformed),
 /// or nil when every list is empty.
+///
+/// First, if `ARGV[3]` (a delivery tag) is not empty, the slot's previous task, which has
+/// finished, gets its result (`KEYS[n]`: its result key, `ARGV[4]`: the JSON, `ARGV[5]`: the
+/// expiry in seconds; also PUBLISHed) and is acknowledged: a worker pays one round trip per task
+/// instead of two, and the acknowledgement still comes after the run, never before.
 const TAKE: &str = r"
-for i = 1, #KEYS - 2 do
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[#KEYS], ARGV[4], 'EX', ARGV[5])
+  redis.call('PUBLISH', KEYS[#KEYS], ARGV[4])
+  redis.call('ZREM', KEYS[#KEYS - 2], ARGV[3])
+  redis.call('HDEL', KEYS[#KEYS - 1], ARGV[3])
+end
+for i = 1, #KEYS - 3 do
   local raw = redis.call('RPOP', KEYS[i])
   if raw then
     local ok, msg = pcall(cjson.decode, raw)
@@ -75,8 +86,8 @@ for i = 1, #KEYS - 2 do
         if type(info['routing_key']) == 'string' then routing_key = info['routing_key'] end
       end
       if routing_key == '' then routing_key = ARGV[2] end
-      redis.call('ZADD', KEYS[#KEYS - 1], ARGV[1], tag)
-      redis.call('HSET', KEYS[#KEYS], tag,
+      redis.call('ZADD', KEYS[#KEYS - 2], ARGV[1], tag)
+      redis.call('HSET', KEYS[#KEYS - 1], tag,
         '[' .. raw .. ',' .. cjson.encode(exchange) .. ',' .. cjson.encode(routing_key) .. ']')
       return {raw, tag}
     end
@@ -112,6 +123,18 @@ pub(crate) enum Delivery {
         /// record when it is dead-lettered.
         tag: Option<String>,
     },
+}
+
+/// A finished task's result, to be written and the task acknowledged in one step (with the
+/// worker's next take, or on its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Finished {
+    /// The task id (its result key).
+    id: String,
+    /// The result as Celery's backend stores it.
+    meta: String,
+    /// The message to acknowledge.
+    delivery_tag: String,
 }
 
 /// A connection to the broker with the layout above. Cheap to clone.
@@ -245,13 +268,16 @@ impl Broker {
 
     /// Waits up to `wait` for a message (on `conn`, which it blocks) and records it as
     /// unacknowledged, in the same step as it leaves the queue ([`TAKE`]). `None` if none came.
+    /// `finished`, the previous task's result, is written and that task acknowledged first, in
+    /// the same step (done once this returns `Ok`).
     pub(crate) async fn fetch(
         &self,
         conn: &mut MultiplexedConnection,
         wait: Duration,
+        finished: Option<&Finished>,
     ) -> Result<Option<Delivery>, BrokerError> {
         let queue = self.queue_key();
-        let mut taken = self.take(&queue).await?;
+        let mut taken = self.take(&queue, finished).await?;
         if taken.is_none() {
             // Blocks until the queue holds something without taking it (the list rotated onto
             // itself, last to last, is unchanged), then takes it atomically. A message only on
@@ -265,7 +291,7 @@ impl Broker {
                 .query_async(conn)
                 .await?;
             if arrived.is_some() {
-                taken = self.take(&queue).await?;
+                taken = self.take(&queue, None).await?;
             }
         }
         let Some((bytes, tag)) = taken else {
@@ -294,8 +320,16 @@ impl Broker {
         Ok(Some(Delivery::Message { message, raw }))
     }
 
-    /// Runs [`TAKE`] over the queue and its priority lists.
-    async fn take(&self, queue: &str) -> Result<Option<(Vec<u8>, String)>, BrokerError> {
+    /// Runs [`TAKE`] over the queue and its priority lists, `finished` first.
+    async fn take(
+        &self,
+        queue: &str,
+        finished: Option<&Finished>,
+    ) -> Result<Option<(Vec<u8>, String)>, BrokerError> {
+        let (result_key, tag, meta) = match finished {
+            Some(f) => (self.result_key(&f.id), f.delivery_tag.as_str(), f.meta.as_str()),
+            None => (self.result_key(""), "", ""),
+        };
         Ok(redis::Script::new(TAKE)
             .key(queue)
             .key(format!("{queue}{SEP}3"))
@@ -303,8 +337,12 @@ impl Broker {
             .key(format!("{queue}{SEP}9"))
             .key(self.key("unacked_index"))
             .key(self.key("unacked"))
+            .key(result_key)
             .arg(unix_now())
             .arg(&self.config.queue)
+            .arg(tag)
+            .arg(meta)
+            .arg(self.config.result_expires.as_secs().max(1))
             .invoke_async(&mut self.conn.clone())
             .await?)
     }
@@ -518,11 +556,32 @@ impl Broker {
         traceback: Option<&str>,
         delivery_tag: &str,
     ) -> Result<(), BrokerError> {
+        let finished = Self::finished(id, status, result, traceback, delivery_tag);
+        self.store_finished(&finished).await
+    }
+
+    /// What [`Broker::store_result_and_ack`] writes, to send later (with the next take).
+    pub(crate) fn finished(
+        id: &str,
+        status: &str,
+        result: Value,
+        traceback: Option<&str>,
+        delivery_tag: &str,
+    ) -> Finished {
+        Finished {
+            id: id.to_owned(),
+            meta: result_meta(id, status, result, traceback),
+            delivery_tag: delivery_tag.to_owned(),
+        }
+    }
+
+    /// Writes a finished task's result and acknowledges it, in one Redis step.
+    pub(crate) async fn store_finished(&self, finished: &Finished) -> Result<(), BrokerError> {
         let mut pipe = redis::pipe();
-        self.result_commands(&mut pipe, id, status, result, traceback);
-        pipe.zrem(self.key("unacked_index"), delivery_tag)
+        self.result_meta_commands(&mut pipe, &finished.id, &finished.meta);
+        pipe.zrem(self.key("unacked_index"), &finished.delivery_tag)
             .ignore()
-            .hdel(self.key("unacked"), delivery_tag)
+            .hdel(self.key("unacked"), &finished.delivery_tag)
             .ignore();
         let _: () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
@@ -536,20 +595,16 @@ impl Broker {
         result: Value,
         traceback: Option<&str>,
     ) {
-        let meta = json!({
-            "status": status,
-            "result": result,
-            "traceback": traceback,
-            "children": [],
-            "date_done": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, false),
-            "task_id": id,
-        })
-        .to_string();
+        let meta = result_meta(id, status, result, traceback);
+        self.result_meta_commands(pipe, id, &meta);
+    }
+
+    fn result_meta_commands(&self, pipe: &mut redis::Pipeline, id: &str, meta: &str) {
         let key = self.result_key(id);
         pipe.atomic()
-            .set_ex(&key, &meta, self.config.result_expires.as_secs().max(1))
+            .set_ex(&key, meta, self.config.result_expires.as_secs().max(1))
             .ignore()
-            .publish(&key, &meta)
+            .publish(&key, meta)
             .ignore();
     }
 
@@ -633,4 +688,17 @@ impl Broker {
         let n: usize = conn.del(&keys).await?;
         Ok(n)
     }
+}
+
+/// A task's result as Celery's Redis backend stores it (`celery-task-meta-<id>`).
+fn result_meta(id: &str, status: &str, result: Value, traceback: Option<&str>) -> String {
+    json!({
+        "status": status,
+        "result": result,
+        "traceback": traceback,
+        "children": [],
+        "date_done": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, false),
+        "task_id": id,
+    })
+    .to_string()
 }

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::beat::publish_lock;
 use super::events::{Events, HEARTBEAT_SECS};
-use super::transport::{Broker, Delivery};
+use super::transport::{Broker, Delivery, Finished};
 use super::{BrokerError, TaskMessage};
 use crate::runner::{RunReport, RunStatus, Runner, RunnerError};
 
@@ -320,6 +320,8 @@ impl Worker {
     async fn slot(&self, slot: usize) {
         let mut conn = None;
         let mut last_restore: Option<std::time::Instant> = None;
+        // The last task's result and acknowledgement, sent with the next take.
+        let mut finished = None;
         while !self.stop.load(Ordering::SeqCst) {
             if slot == 0 && last_restore.is_none_or(|t| t.elapsed() >= RESTORE_EVERY) {
                 last_restore = Some(std::time::Instant::now());
@@ -338,10 +340,20 @@ impl Worker {
                     }
                 },
             };
-            if let Err(e) = self.handle_next_on(c, POLL, true).await {
+            if let Err(e) = self.handle_next_on(c, POLL, Some(&mut finished)).await {
                 tracing::warn!(error = %e, "Broker command failed; reconnecting in 1 s");
                 conn = None;
                 rt::sleep(POLL).await;
+            }
+        }
+        // Stopping: the last task is acknowledged before the worker says it stopped.
+        while let Some(last) = &finished {
+            match self.broker.store_finished(last).await {
+                Ok(()) => finished = None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not acknowledge the last task; retrying in 1 s");
+                    async_std::task::sleep(POLL).await;
+                }
             }
         }
     }
@@ -350,18 +362,25 @@ impl Worker {
     /// [`Worker::run`]). `None` if no message came.
     pub async fn handle_next(&self, wait: Duration) -> Result<Option<Handled>, BrokerError> {
         let mut conn = self.broker.dedicated().await?;
-        self.handle_next_on(&mut conn, wait, false).await
+        self.handle_next_on(&mut conn, wait, None).await
     }
 
-    /// `hold`: a future-eta message is held by the worker's holder (only while [`Worker::run`]
-    /// runs one) rather than put back on the queue.
+    /// `finished`, given only while [`Worker::run`] runs: a task that ran leaves its result and
+    /// acknowledgement there, and they are sent with the next fetch (the one before is sent
+    /// first); a future-eta message is held by the worker's holder rather than put back on the
+    /// queue. Without it, each is sent at once.
     async fn handle_next_on(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         wait: Duration,
-        hold: bool,
+        mut finished: Option<&mut Option<Finished>>,
     ) -> Result<Option<Handled>, BrokerError> {
-        let Some(delivery) = self.broker.fetch(conn, wait).await? else {
+        let last = finished.as_deref().and_then(Option::as_ref);
+        let delivery = self.broker.fetch(conn, wait, last).await?;
+        if let Some(sent) = finished.as_deref_mut() {
+            *sent = None;
+        }
+        let Some(delivery) = delivery else {
             return Ok(None);
         };
         self.counters.received.fetch_add(1, Ordering::Relaxed);
@@ -378,7 +397,7 @@ impl Worker {
             }
             Delivery::Message { message, raw } => {
                 self.in_flight.fetch_add(1, Ordering::Relaxed);
-                let handled = self.handle_message(message, &raw, hold).await;
+                let handled = self.handle_message(message, &raw, finished).await;
                 self.in_flight.fetch_sub(1, Ordering::Relaxed);
                 handled?
             }
@@ -405,8 +424,9 @@ impl Worker {
         &self,
         message: TaskMessage,
         raw: &str,
-        hold: bool,
+        finished: Option<&mut Option<Finished>>,
     ) -> Result<Handled, BrokerError> {
+        let hold = finished.is_some();
         let id = message.id.clone();
         let known = message
             .job_code()
@@ -573,15 +593,17 @@ impl Worker {
         };
         match result {
             Some((status, value, traceback)) => {
-                self.broker
-                    .store_result_and_ack(
-                        &id,
-                        status,
-                        value,
-                        traceback.as_deref(),
-                        &message.delivery_tag,
-                    )
-                    .await?;
+                let done = Broker::finished(
+                    &id,
+                    status,
+                    value,
+                    traceback.as_deref(),
+                    &message.delivery_tag,
+                );
+                match finished {
+                    Some(next_fetch) => *next_fetch = Some(done),
+                    None => self.broker.store_finished(&done).await?,
+                }
             }
             None => self.broker.ack(&message.delivery_tag).await?,
         }
