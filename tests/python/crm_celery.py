@@ -17,12 +17,22 @@ Usage:
   python crm_celery.py events SECONDS        prints "ready" on stderr once subscribed, then
                                              the monitoring events seen in SECONDS
   python crm_celery.py bench-send N          sends N crm.tasks.noop tasks, prints the seconds
+  python crm_celery.py report-worker         a Celery worker whose crm.tasks.generate_crm_report
+                                             does what crm's does: asks CRM_GRAPHQL_URL for the
+                                             totals (one kept-alive connection per process) and
+                                             appends the report line to
+                                             CRM_LOG_DIR/crm_report_log.txt (the benchmark's
+                                             Python side)
 """
 
+import datetime
+import decimal
+import http.client
 import json
 import os
 import sys
 import time
+import urllib.parse
 
 from celery import Celery
 
@@ -70,6 +80,69 @@ def register(code):
     return run
 
 
+# The operation crm's GraphQL client sends for the report (cynic's rendering of it).
+REPORT_QUERY = "query Report {\n  totalCustomers\n  totalOrders\n  totalRevenue\n}\n"
+_graphql = None
+
+
+def graphql(query):
+    """POSTs one operation to CRM_GRAPHQL_URL on a connection kept alive across tasks (opened
+    again once if the server closed it), as crm's pooled client does; returns `data`."""
+    global _graphql
+    url = urllib.parse.urlsplit(os.environ.get("CRM_GRAPHQL_URL", "http://localhost:8000/graphql"))
+    body = json.dumps({"query": query})
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    token = os.environ.get("CRM_API_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    for attempt in (1, 2):
+        if _graphql is None:
+            _graphql = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=30)
+        try:
+            _graphql.request("POST", url.path or "/", body, headers)
+            response = _graphql.getresponse()
+            answer = json.loads(response.read())
+        except (http.client.HTTPException, OSError):
+            _graphql.close()
+            _graphql = None
+            if attempt == 2:
+                raise
+            continue
+        if response.status != 200 or answer.get("errors"):
+            raise RuntimeError(f"HTTP {response.status}: {answer.get('errors')}")
+        return answer["data"]
+
+
+def register_report():
+    log = os.path.join(os.environ.get("CRM_LOG_DIR", "/tmp"), "crm_report_log.txt")
+
+    @app.task(name="crm.tasks.generate_crm_report")
+    def generate_crm_report(*args, **kwargs):
+        data = graphql(REPORT_QUERY)
+        revenue = decimal.Decimal(str(data["totalRevenue"])).quantize(
+            decimal.Decimal("0.01"), rounding=decimal.ROUND_HALF_UP)
+        line = (f"Report: {data['totalCustomers']} customers, {data['totalOrders']} orders, "
+                f"{revenue} revenue.")
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{stamp} - {line}\n".encode())
+        finally:
+            os.close(fd)
+        return line
+
+    return generate_crm_report
+
+
+def run_worker():
+    concurrency = int(os.environ.get("CRM_CELERY_CONCURRENCY", "1"))
+    pool = "solo" if concurrency == 1 else "prefork"
+    app.worker_main(["worker", f"--pool={pool}", f"--concurrency={concurrency}",
+                     "--loglevel=" + os.environ.get("CRM_CELERY_LOGLEVEL", "INFO"),
+                     "--without-heartbeat", "--without-mingle", "--without-gossip",
+                     "-Q", queue])
+
+
 def main(argv):
     command = argv[1] if len(argv) > 1 else ""
     if command == "send":
@@ -87,12 +160,11 @@ def main(argv):
     if command == "worker":
         for code in argv[2:]:
             register(code)
-        concurrency = int(os.environ.get("CRM_CELERY_CONCURRENCY", "1"))
-        pool = "solo" if concurrency == 1 else "prefork"
-        app.worker_main(["worker", f"--pool={pool}", f"--concurrency={concurrency}",
-                         "--loglevel=" + os.environ.get("CRM_CELERY_LOGLEVEL", "INFO"),
-                         "--without-heartbeat", "--without-mingle", "--without-gossip",
-                         "-Q", queue])
+        run_worker()
+        return 0
+    if command == "report-worker":
+        register_report()
+        run_worker()
         return 0
     if command == "events":
         # Listens to Celery's monitoring events (what Flower reads) for SECONDS, then prints
