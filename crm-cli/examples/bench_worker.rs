@@ -262,16 +262,24 @@ impl Site {
     async fn close(mut self) {
         terminate(&mut self.server);
         if let Some((mut admin, name)) = self.pg_db.take() {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)")))
-                .execute(&mut admin)
-                .await
-                .expect("drop the bench database");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await
+            .expect("drop the bench database");
         }
     }
 }
 
 /// `crm worker` (binary `bin`) drains `n` report tasks; checks the report lines and the ledger.
-async fn crm_worker(bin: &Path, site: &Site, label: &str, n: u32, concurrency: usize) -> (f64, u64) {
+async fn crm_worker(
+    bin: &Path,
+    site: &Site,
+    label: &str,
+    n: u32,
+    concurrency: usize,
+) -> (f64, u64) {
     let logs = site.dir.path().join(label);
     std::fs::create_dir_all(&logs).expect("log dir");
     let prefix = format!("crm_bench_worker_{}_{label}:", std::process::id());
@@ -377,12 +385,18 @@ async fn count_succeeded(db_url: &str) -> i64 {
         let mut c = sqlx::SqliteConnection::connect(db_url)
             .await
             .expect("the ledger");
-        sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("count")
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
     } else {
         let mut c = sqlx::PgConnection::connect(db_url)
             .await
             .expect("the ledger");
-        sqlx::query_scalar(sql).fetch_one(&mut c).await.expect("count")
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
     }
 }
 

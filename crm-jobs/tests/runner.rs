@@ -487,7 +487,10 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
     // Once a claim's lease ended, no job claims in one step until it is marked abandoned.
     let after = t0 + TimeDelta::seconds(61);
     let other = new_run("job_b", after, after, 60);
-    assert_eq!(ledger.claim_if_clear(&other, true, after).await.unwrap(), None);
+    assert_eq!(
+        ledger.claim_if_clear(&other, true, after).await.unwrap(),
+        None
+    );
     assert_eq!(ledger.history(None, 10).await.unwrap().len(), 2);
     assert_eq!(ledger.abandon_expired(after).await.unwrap().len(), 2);
     ledger
@@ -503,7 +506,10 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
         .unwrap()
         .expect("nothing in the way any more");
     assert_eq!(failures, 2);
-    assert_eq!(failures, ledger.consecutive_failures("job_a").await.unwrap());
+    assert_eq!(
+        failures,
+        ledger.consecutive_failures("job_a").await.unwrap()
+    );
     ledger
         .finish(row.id, RunOutcome::Succeeded, after, "ok")
         .await

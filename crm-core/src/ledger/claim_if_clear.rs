@@ -62,9 +62,8 @@ pub(super) async fn claim_if_clear(
         }
         #[cfg(feature = "postgres")]
         Backend::Postgres(pool) => {
-            let attempt = i32::try_from(run.attempt).map_err(|_| {
-                crate::CoreError::validation("attempt", "too many attempts")
-            })?;
+            let attempt = i32::try_from(run.attempt)
+                .map_err(|_| crate::CoreError::validation("attempt", "too many attempts"))?;
             sqlx::query_as(include_str!("postgres/claim_if_clear.sql"))
                 .bind(&run.code)
                 .bind(run.tick)
@@ -81,5 +80,10 @@ pub(super) async fn claim_if_clear(
                 .await?
         }
     };
-    Ok(row.map(|(id, failures)| (claimed(run, id), u32::try_from(failures).unwrap_or(u32::MAX))))
+    Ok(row.map(|(id, failures)| {
+        (
+            claimed(run, id),
+            u32::try_from(failures).unwrap_or(u32::MAX),
+        )
+    }))
 }

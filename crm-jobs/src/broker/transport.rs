@@ -327,7 +327,11 @@ impl Broker {
         finished: Option<&Finished>,
     ) -> Result<Option<(Vec<u8>, String)>, BrokerError> {
         let (result_key, tag, meta) = match finished {
-            Some(f) => (self.result_key(&f.id), f.delivery_tag.as_str(), f.meta.as_str()),
+            Some(f) => (
+                self.result_key(&f.id),
+                f.delivery_tag.as_str(),
+                f.meta.as_str(),
+            ),
             None => (self.result_key(""), "", ""),
         };
         Ok(redis::Script::new(TAKE)

@@ -69,7 +69,11 @@ impl Runner {
     ) -> Option<(JobRun, u32)> {
         let exclusive = kind != RunKind::DryRun && !job.options.allow_parallel_runs;
         let run = self.new_run(job, tick, kind, attempt);
-        match self.ledger.claim_if_clear(&run, exclusive, run.started_at).await {
+        match self
+            .ledger
+            .claim_if_clear(&run, exclusive, run.started_at)
+            .await
+        {
             Ok(claimed) => claimed,
             Err(e) => {
                 // The full path meets the same failure and reports it once.

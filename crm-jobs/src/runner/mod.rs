@@ -374,27 +374,27 @@ impl Runner {
             attempt,
             ..RunReport::without_run(&job.code, RunStatus::Taken, Some(tick), String::new())
         };
-        let (row, attempt, prior_failures) = match self.claim_if_clear(job, tick, kind, attempt).await
-        {
-            Some((row, prior_failures)) => (row, attempt, prior_failures),
-            None => {
-                if abandon_first {
-                    self.abandon_expired().await;
+        let (row, attempt, prior_failures) =
+            match self.claim_if_clear(job, tick, kind, attempt).await {
+                Some((row, prior_failures)) => (row, attempt, prior_failures),
+                None => {
+                    if abandon_first {
+                        self.abandon_expired().await;
+                    }
+                    let prior_failures = if counts {
+                        self.ledger
+                            .consecutive_failures(&job.code)
+                            .await
+                            .unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    match self.claim(job, tick, kind, attempt, base.clone()).await {
+                        Ok((row, attempt)) => (row, attempt, prior_failures),
+                        Err(report) => return report,
+                    }
                 }
-                let prior_failures = if counts {
-                    self.ledger
-                        .consecutive_failures(&job.code)
-                        .await
-                        .unwrap_or(0)
-                } else {
-                    0
-                };
-                match self.claim(job, tick, kind, attempt, base.clone()).await {
-                    Ok((row, attempt)) => (row, attempt, prior_failures),
-                    Err(report) => return report,
-                }
-            }
-        };
+            };
         let base = RunReport { attempt, ..base };
         let ctx = JobContext::new(tick, row.started_at, kind == RunKind::DryRun)
             .with_run(row.id, attempt);
