@@ -261,6 +261,9 @@ async fn site(bin: &Path, backend: &str, label: &str) -> Site {
 impl Site {
     async fn close(mut self) {
         terminate(&mut self.server);
+        if std::env::var_os("CRM_BENCH_KEEP").is_some() {
+            println!("  kept {}", self.dir.keep().display());
+        }
         if let Some((mut admin, name)) = self.pg_db.take() {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE {name} WITH (FORCE)"
