@@ -352,7 +352,7 @@ impl Worker {
                 Ok(()) => finished = None,
                 Err(e) => {
                     tracing::warn!(error = %e, "Could not acknowledge the last task; retrying in 1 s");
-                    async_std::task::sleep(POLL).await;
+                    rt::sleep(POLL).await;
                 }
             }
         }
