@@ -55,9 +55,10 @@ impl Runner {
     }
 
     /// Claims `tick` of `job` in one ledger step if nothing stands in its way
-    /// ([`RunLedger::claim_if_clear`]): the row and the job's failures in a row before it. `None`
-    /// sends the caller down the full path ([`Runner::claim`]), which also explains a refusal
-    /// (taken, busy) or a failing ledger.
+    /// ([`RunLedger::claim_if_clear`]): the row and the job's failures in a row before it.
+    /// `Ok(None)` sends the caller down the full path ([`Runner::claim`]), which also explains
+    /// a refusal (taken, busy). A failing ledger is reported at once, built on `base`: going
+    /// down the full path as well would wait out a locked database's busy timeout twice.
     ///
     /// [`RunLedger::claim_if_clear`]: crm_core::ledger::RunLedger::claim_if_clear
     pub(super) async fn claim_if_clear(
@@ -66,21 +67,21 @@ impl Runner {
         tick: DateTime<Utc>,
         kind: RunKind,
         attempt: u32,
-    ) -> Option<(JobRun, u32)> {
+        base: &RunReport,
+    ) -> Result<Option<(JobRun, u32)>, RunReport> {
         let exclusive = kind != RunKind::DryRun && !job.options.allow_parallel_runs;
         let run = self.new_run(job, tick, kind, attempt);
-        match self
-            .ledger
+        self.ledger
             .claim_if_clear(&run, exclusive, run.started_at)
             .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                // The full path meets the same failure and reports it once.
-                tracing::debug!(job.code = %job.code, error = %e, "One-step claim failed; taking the full path");
-                None
-            }
-        }
+            .map_err(|e| {
+                tracing::error!(job.code = %job.code, error = %e, "Could not claim a run");
+                RunReport {
+                    status: RunStatus::LedgerError,
+                    message: e.to_string(),
+                    ..base.clone()
+                }
+            })
     }
 
     /// Claims `tick` of `job` in the ledger (exclusively unless the job allows parallel runs):

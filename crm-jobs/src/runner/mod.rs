@@ -375,9 +375,10 @@ impl Runner {
             ..RunReport::without_run(&job.code, RunStatus::Taken, Some(tick), String::new())
         };
         let (row, attempt, prior_failures) =
-            match self.claim_if_clear(job, tick, kind, attempt).await {
-                Some((row, prior_failures)) => (row, attempt, prior_failures),
-                None => {
+            match self.claim_if_clear(job, tick, kind, attempt, &base).await {
+                Err(report) => return report,
+                Ok(Some((row, prior_failures))) => (row, attempt, prior_failures),
+                Ok(None) => {
                     if abandon_first {
                         self.abandon_expired().await;
                     }
