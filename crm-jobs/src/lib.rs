@@ -72,4 +72,4 @@ pub use scheduler::{
     DEFAULT_OVERRIDE_POLL, DEFAULT_RETENTION, LEDGER_RETRY_AFTER, PRUNE_EVERY, Scheduler,
     SchedulerSummary, ShutdownHandle,
 };
-pub use upkeep::{SCHEDULE_CHECK_EVERY, prune_daily, watch_schedules};
+pub use upkeep::{SCHEDULE_CHECK_EVERY, prune_daily, upkeep, watch_schedules};

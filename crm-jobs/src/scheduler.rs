@@ -48,6 +48,7 @@ pub struct Scheduler {
     shutdown: Arc<Shutdown>,
     override_poll: Duration,
     retention: Option<Duration>,
+    watch_schedules: bool,
 }
 
 /// Asks a running [`Scheduler`] to stop. Cheap to clone; usable from a signal handler's task.
@@ -121,7 +122,20 @@ impl Scheduler {
             shutdown: Arc::default(),
             override_poll: DEFAULT_OVERRIDE_POLL,
             retention: Some(DEFAULT_RETENTION),
+            watch_schedules: false,
         }
+    }
+
+    /// Also checks the schedules every [`SCHEDULE_CHECK_EVERY`](crate::SCHEDULE_CHECK_EVERY)
+    /// and alerts each job that is late, missed a tick or is back on time
+    /// ([`watch_schedules`](crate::watch_schedules)), inside this scheduler's future. Off by
+    /// default: the runner's alert hook decides who hears of it, and only the app knows
+    /// whether another process (a second scheduler, a worker) watches already. Any number
+    /// may watch one ledger: each incident is alerted once.
+    #[must_use]
+    pub fn watch_schedules(mut self, on: bool) -> Self {
+        self.watch_schedules = on;
+        self
     }
 
     /// How long finished runs are kept (default [`DEFAULT_RETENTION`]); `None` keeps them all.
@@ -155,13 +169,41 @@ impl Scheduler {
     pub async fn run(self) -> SchedulerSummary {
         let (spawner, tasks) = mpsc::unbounded::<BoxFuture<'static, ()>>();
         let pool = tasks.for_each_concurrent(None, |task| task);
-        let rounds = self.run_rounds(Spawner(spawner));
+        let spawner = Spawner(spawner);
+        if self.watch_schedules {
+            // Never ends; not a round, so shutdown does not wait for it: it is dropped with
+            // the pool.
+            spawner.spawn(crate::watch_schedules(self.runner.clone()));
+        }
+        let rounds = self.run_rounds(spawner);
         futures::pin_mut!(pool, rounds);
         match future::select(rounds, pool).await {
             Either::Left((summary, _)) => summary,
             // The loop holds the sender until it ends, so the pool cannot end first; if it did,
             // the loop's own answer is still the one to give.
             Either::Right((_, rounds)) => rounds.await,
+        }
+    }
+
+    /// [`run`](Self::run) until `stop` resolves (a signal, a channel, a test's trigger), then
+    /// shuts down with `grace` ([`ShutdownHandle::shutdown`]): no new runs, the running ones
+    /// given at most `grace` to finish. What an app's `main` calls.
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> SchedulerSummary {
+        let handle = self.handle();
+        let stopper = async move {
+            stop.await;
+            handle.shutdown(grace);
+            future::pending::<()>().await;
+        };
+        let run = self.run();
+        futures::pin_mut!(stopper, run);
+        match future::select(run, stopper).await {
+            Either::Left((summary, _)) => summary,
+            Either::Right(((), run)) => run.await,
         }
     }
 

@@ -47,6 +47,20 @@ pub async fn prune_daily(runner: Arc<Runner>, retention: Duration) {
     }
 }
 
+/// Both of the above for a process that runs jobs without a [`Scheduler`](crate::Scheduler)
+/// (a broker worker, an app with its own loop): [`watch_schedules`], and [`prune_daily`] when
+/// `retention` is given (`None` keeps every run). One future to spawn beside the jobs and drop
+/// at shutdown; never returns.
+pub async fn upkeep(runner: Arc<Runner>, retention: Option<Duration>) {
+    let watch = watch_schedules(runner.clone());
+    match retention {
+        Some(keep) => {
+            futures::future::join(watch, prune_daily(runner, keep)).await;
+        }
+        None => watch.await,
+    }
+}
+
 /// Sleeps `period` by the runner's clock.
 async fn sleep_for(runner: &Runner, period: Duration) {
     let clock = runner.clock();

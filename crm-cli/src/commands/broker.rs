@@ -88,14 +88,6 @@ pub(crate) async fn worker(
     let worker = Worker::new(broker, runner.clone())
         .concurrency(concurrency)
         .task_events(args.events);
-    let handle = worker.handle();
-    async_std::task::spawn(async move {
-        let _ = stop.recv().await;
-        // Stop first, then say so, ignoring a closed stderr: `eprintln!` panics on a write
-        // error, which here left a worker whose stderr reader had gone deaf to SIGTERM.
-        handle.shutdown();
-        let _ = writeln!(std::io::stderr(), "Stopping: letting running tasks finish…");
-    });
     eprintln!(
         "Worker running {} from queue {:?}, concurrency {concurrency}",
         runner
@@ -107,17 +99,17 @@ pub(crate) async fn worker(
     );
     metrics::start(metrics, runner.clone());
     // Workers share the database's ledger: they watch for late and missed jobs (each incident
-    // is alerted once, however many workers watch).
-    let watch = async_std::task::spawn(crm_jobs::watch_schedules(runner.clone()));
-    // Workers record the runs, so they keep the history in bounds too (any number may).
-    let prune = settings
-        .retention()
-        .map(|keep| async_std::task::spawn(crm_jobs::prune_daily(runner.clone(), keep)));
-    let summary = worker.run().await;
-    watch.cancel().await;
-    if let Some(prune) = prune {
-        prune.cancel().await;
-    }
+    // is alerted once, however many workers watch), and keep the history in bounds (any
+    // number may).
+    let upkeep = async_std::task::spawn(crm_jobs::upkeep(runner.clone(), settings.retention()));
+    let summary = worker
+        .run_until(async move {
+            let _ = stop.recv().await;
+            // Not `eprintln!`: it panics on a closed stderr, which left a worker deaf to SIGTERM.
+            let _ = writeln!(std::io::stderr(), "Stopping: letting running tasks finish…");
+        })
+        .await;
+    upkeep.cancel().await;
     let _ = writeln!(
         std::io::stderr(),
         "Worker stopped: {} tasks received, {} succeeded, {} failed, {} dead-lettered, {} skipped (job paused)",

@@ -31,30 +31,29 @@ pub(crate) fn build(
     Ok(Arc::new(runner))
 }
 
-/// Runs the jobs of `runner` when due until `stop` resolves, then lets running jobs finish.
-/// Meanwhile checks the schedules every half minute, so a late or missed job is alerted, and
-/// prunes runs older than `retention` at start and daily.
+/// Runs the jobs of `runner` when due until `stop` resolves, then lets running jobs finish
+/// (for at most [`SHUTDOWN_GRACE`]). Meanwhile checks the schedules every half minute, so a
+/// late or missed job is alerted, and prunes runs older than `retention` at start and daily.
 pub(crate) async fn run_until(
     runner: Arc<Runner>,
     retention: Option<Duration>,
-    stop: impl Future<Output = ()> + Send + 'static,
+    stop: impl Future<Output = ()>,
 ) {
-    let scheduler = Scheduler::new(runner.clone()).retention(retention);
-    let handle = scheduler.handle();
-    async_std::task::spawn(async move {
+    let stop = async move {
         stop.await;
-        // Stop first, then say so, ignoring a closed stderr (`eprintln!` would panic here and
-        // leave the scheduler deaf to SIGTERM).
-        handle.shutdown(SHUTDOWN_GRACE);
+        // Not `eprintln!`: it panics on a closed stderr, which would leave the scheduler deaf
+        // to SIGTERM.
         let _ = writeln!(
             std::io::stderr(),
             "Stopping: letting running jobs finish (at most {} s)…",
             SHUTDOWN_GRACE.as_secs()
         );
-    });
-    let watch = async_std::task::spawn(crm_jobs::watch_schedules(runner));
-    let summary = scheduler.run().await;
-    watch.cancel().await;
+    };
+    let summary = Scheduler::new(runner)
+        .retention(retention)
+        .watch_schedules(true)
+        .run_until(stop, SHUTDOWN_GRACE)
+        .await;
     if summary.unfinished > 0 {
         tracing::warn!(
             unfinished = summary.unfinished,

@@ -266,6 +266,24 @@ impl Worker {
         }
     }
 
+    /// [`run`](Self::run) until `stop` resolves (a signal, a channel), then stops as
+    /// [`WorkerHandle::shutdown`] does: no new message, the running tasks finished and
+    /// acknowledged. What an app's `main` calls.
+    pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> WorkerSummary {
+        let handle = self.handle();
+        let stopper = async move {
+            stop.await;
+            handle.shutdown();
+            futures::future::pending::<()>().await;
+        };
+        let run = self.run();
+        futures::pin_mut!(stopper, run);
+        match futures::future::select(run, stopper).await {
+            futures::future::Either::Left((summary, _)) => summary,
+            futures::future::Either::Right(((), run)) => run.await,
+        }
+    }
+
     /// Consumes until stopped through a [`WorkerHandle`]; then lets the running tasks finish.
     /// Losing the broker is logged and retried, never fatal.
     pub async fn run(self) -> WorkerSummary {

@@ -19,18 +19,17 @@ const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
 /// Runs `runner`'s jobs when they are due until SIGINT or SIGTERM, then lets the running ones
 /// finish (at most [`SHUTDOWN_GRACE`]). Each round runs as a tokio task, so a long job never
-/// delays another job's tick; the runner's ledger keeps each tick to one run. Beside them, as
-/// tokio tasks, crm-jobs' upkeep: late and missed jobs are alerted
-/// ([`crm_jobs::watch_schedules`]) and runs older than [`crm_jobs::DEFAULT_RETENTION`] pruned
-/// daily ([`crm_jobs::prune_daily`]), so the ledger of an app that runs for months stays small.
+/// delays another job's tick; the runner's ledger keeps each tick to one run. Beside them, as a
+/// tokio task, crm-jobs' [`upkeep`](crm_jobs::upkeep): late and missed jobs are alerted and runs
+/// older than [`crm_jobs::DEFAULT_RETENTION`] pruned daily, so the ledger of an app that runs
+/// for months stays small.
 pub async fn run_until_signal(runner: Arc<Runner>) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("Failed to listen for SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("Failed to listen for SIGTERM")?;
     let mut rounds = JoinSet::new();
-    let watch = tokio::spawn(crm_jobs::watch_schedules(runner.clone()));
-    let prune = tokio::spawn(crm_jobs::prune_daily(
+    let upkeep = tokio::spawn(crm_jobs::upkeep(
         runner.clone(),
-        crm_jobs::DEFAULT_RETENTION,
+        Some(crm_jobs::DEFAULT_RETENTION),
     ));
     eprintln!(
         "Running {} on tokio until SIGINT/SIGTERM (times in {})",
@@ -66,8 +65,7 @@ pub async fn run_until_signal(runner: Arc<Runner>) -> anyhow::Result<()> {
             }
         }
     }
-    watch.abort();
-    prune.abort();
+    upkeep.abort();
     eprintln!(
         "Stopping: letting {} running rounds finish (at most {} s)",
         rounds.len(),
