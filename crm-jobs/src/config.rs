@@ -103,6 +103,12 @@ impl fmt::Debug for JobsConfig {
 }
 
 impl JobsConfig {
+    /// The log file `file_name` in [`log_dir`](Self::log_dir), its lines stamped in
+    /// [`time_zone`](Self::time_zone): where each job appends its line.
+    pub fn log_file(&self, file_name: &str) -> crate::LogFile {
+        crate::LogFile::new(&self.log_dir, file_name, self.time_zone)
+    }
+
     /// Reads the variables in the table above from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())

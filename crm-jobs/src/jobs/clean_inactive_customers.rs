@@ -27,11 +27,7 @@ impl CleanInactiveCustomers {
     pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
             crm: Arc::new(crm),
-            log: LogFile::new(
-                &config.log_dir,
-                file_names::CUSTOMER_CLEANUP,
-                config.time_zone,
-            ),
+            log: config.log_file(file_names::CUSTOMER_CLEANUP),
         }
     }
 }

@@ -26,7 +26,7 @@ impl GenerateCrmReport {
     pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
             crm: Arc::new(crm),
-            log: LogFile::new(&config.log_dir, file_names::CRM_REPORT, config.time_zone),
+            log: config.log_file(file_names::CRM_REPORT),
         }
     }
 }

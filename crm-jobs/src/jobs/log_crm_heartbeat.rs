@@ -27,7 +27,7 @@ impl LogCrmHeartbeat {
     pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
             crm: Arc::new(crm),
-            log: LogFile::new(&config.log_dir, file_names::HEARTBEAT, config.time_zone),
+            log: config.log_file(file_names::HEARTBEAT),
         }
     }
 }

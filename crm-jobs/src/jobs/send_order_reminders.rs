@@ -36,11 +36,7 @@ impl SendOrderReminders {
     pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
             crm: Arc::new(crm),
-            log: LogFile::new(
-                &config.log_dir,
-                file_names::ORDER_REMINDERS,
-                config.time_zone,
-            ),
+            log: config.log_file(file_names::ORDER_REMINDERS),
         }
     }
 }

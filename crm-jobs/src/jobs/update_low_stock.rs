@@ -27,11 +27,7 @@ impl UpdateLowStock {
     pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
         Self {
             crm: Arc::new(crm),
-            log: LogFile::new(
-                &config.log_dir,
-                file_names::LOW_STOCK_UPDATES,
-                config.time_zone,
-            ),
+            log: config.log_file(file_names::LOW_STOCK_UPDATES),
         }
     }
 }
