@@ -107,8 +107,10 @@ impl PartialEq for Schedule {
 
 impl Eq for Schedule {}
 
-/// The largest change of a zone's UTC offset at one transition is 2 hours (Antarctica/Troll);
-/// searching this far either side of a wall-clock time finds every instant that shows it.
+/// The largest change of a zone's UTC offset at one seasonal transition is 2 hours
+/// (Antarctica/Troll); searching this far either side of a wall-clock time finds every instant
+/// that shows it. (Zones that once skipped a whole day, Pacific/Apia in 2011, are handled where
+/// a search meets them.)
 const MAX_OFFSET_SHIFT: TimeDelta = TimeDelta::hours(3);
 
 impl Schedule {
@@ -447,23 +449,83 @@ fn whole_second(instant: DateTime<Utc>) -> DateTime<Utc> {
 /// croner's forward search, in `zone`. croner has had DST panics reported; a panic or a search
 /// error becomes "no tick" here rather than unwinding into the runner.
 fn cron_next(cron: &Cron, zone: Tz, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    croner_search(cron, zone, instant, Direction::Next, false).or_else(|| {
+        // croner gives up on a search that meets a day the zone skipped (Samoa went from
+        // 29 to 31 December 2011): no tick comes before the change, so look again from it.
+        let change = offset_change(zone, instant, Direction::Next)?;
+        croner_search(cron, zone, change, Direction::Next, true)
+    })
+}
+
+fn cron_previous(cron: &Cron, zone: Tz, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    croner_search(cron, zone, instant, Direction::Previous, true).or_else(|| {
+        let change = offset_change(zone, instant, Direction::Previous)?;
+        croner_search(
+            cron,
+            zone,
+            change - TimeDelta::seconds(1),
+            Direction::Previous,
+            true,
+        )
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Next,
+    Previous,
+}
+
+/// croner's search from `instant`'s wall time in `zone`; `None` when it fails or panics.
+fn croner_search(
+    cron: &Cron,
+    zone: Tz,
+    instant: DateTime<Utc>,
+    direction: Direction,
+    inclusive: bool,
+) -> Option<DateTime<Utc>> {
     let local = instant.with_timezone(&zone);
-    catch_unwind(AssertUnwindSafe(|| {
-        cron.find_next_occurrence(&local, false)
+    catch_unwind(AssertUnwindSafe(|| match direction {
+        Direction::Next => cron.find_next_occurrence(&local, inclusive),
+        Direction::Previous => cron.find_previous_occurrence(&local, inclusive),
     }))
     .ok()?
     .ok()
     .map(|t| t.with_timezone(&Utc))
 }
 
-fn cron_previous(cron: &Cron, zone: Tz, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let local = instant.with_timezone(&zone);
-    catch_unwind(AssertUnwindSafe(|| {
-        cron.find_previous_occurrence(&local, true)
-    }))
-    .ok()?
-    .ok()
-    .map(|t| t.with_timezone(&Utc))
+/// The nearest instant within two days after (or at or before) `instant` at which `zone`'s
+/// offset becomes (or became) the one it has from then on: the first second of the new offset.
+fn offset_change(zone: Tz, instant: DateTime<Utc>, direction: Direction) -> Option<DateTime<Utc>> {
+    use chrono::Offset;
+    let offset_at = |t: DateTime<Utc>| zone.offset_from_utc_datetime(&t.naive_utc()).fix();
+    let step = match direction {
+        Direction::Next => TimeDelta::minutes(30),
+        Direction::Previous => TimeDelta::minutes(-30),
+    };
+    let here = offset_at(instant);
+    let mut near = instant;
+    for _ in 0..96 {
+        let far = near.checked_add_signed(step)?;
+        if offset_at(far) != here {
+            // Narrow (near, far] down to the second: `near` keeps `here`, `far` does not.
+            let (mut near, mut far) = (near, far);
+            while (far - near).abs() > TimeDelta::seconds(1) {
+                let middle = near + (far - near) / 2;
+                if offset_at(middle) == here {
+                    near = middle;
+                } else {
+                    far = middle;
+                }
+            }
+            return Some(match direction {
+                Direction::Next => far,
+                Direction::Previous => near,
+            });
+        }
+        near = far;
+    }
+    None
 }
 
 /// Every instant whose wall clock in `zone` shows `naive`: none in a gap, two in an overlap.
@@ -997,5 +1059,26 @@ mod tests {
         let schedule = Schedule::cron("0 2 * * *").unwrap().in_time_zone(New_York);
         let from = local(New_York, 2025, 3, 9, 1, 30);
         assert_eq!(schedule.next_after(from), Some(utc(2025, 3, 9, 7, 0)));
+    }
+
+    /// Samoa skipped 30 December 2011 (UTC-10 to UTC+14 at midnight): croner gives up on a
+    /// search across that day, found by the clock-change property test.
+    #[test]
+    fn a_daily_time_is_found_across_a_day_the_zone_skipped_both_ways() {
+        let daily: Schedule = "at 13:32 in Pacific/Apia".parse().unwrap();
+        let utc = |d, h, m| Utc.with_ymd_and_hms(2011, 12, d, h, m, 0).unwrap();
+        // 29 December 22:53 in Apia (UTC-10): the next 13:32 is on the 31st (UTC+14).
+        assert_eq!(daily.next_after(utc(30, 8, 53)), Some(utc(30, 23, 32)));
+        // 31 December 13:00 in Apia: the latest 13:32 was on the 29th.
+        assert_eq!(
+            daily.latest_at_or_before(utc(30, 23, 0)),
+            Some(utc(29, 23, 32))
+        );
+        let hourly: Schedule = "0 * * * * in Pacific/Apia".parse().unwrap();
+        assert_eq!(hourly.next_after(utc(30, 9, 30)), Some(utc(30, 10, 0)));
+        assert_eq!(
+            hourly.latest_at_or_before(utc(30, 10, 30)),
+            Some(utc(30, 10, 0))
+        );
     }
 }
