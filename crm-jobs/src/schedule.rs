@@ -220,32 +220,40 @@ impl Schedule {
     /// The first tick strictly after `instant`, or `None` if there is none (a cron expression
     /// that can never match, such as `0 0 30 2 *`).
     pub fn next_after(&self, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let zone = self.time_zone();
-        let instant = whole_second(instant);
-        let found = match &self.kind {
-            Kind::Cron { cron, .. } => cron_next(cron, zone, instant),
-            Kind::EveryMinutes(n) => every_next(*n, zone, instant),
-            Kind::AtTimes(times) => times
-                .iter()
-                .filter_map(|(_, cron)| cron_next(cron, zone, instant))
-                .min(),
-        };
-        found.filter(|t| *t > instant)
+        self.nearest_tick(instant, Direction::Next)
     }
 
     /// The latest tick at or before `instant`, or `None` if there is none.
     pub fn latest_at_or_before(&self, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.nearest_tick(instant, Direction::Previous)
+    }
+
+    /// The tick nearest `instant` in `direction`: strictly after it, or at or before it.
+    fn nearest_tick(&self, instant: DateTime<Utc>, direction: Direction) -> Option<DateTime<Utc>> {
         let zone = self.time_zone();
         let instant = whole_second(instant);
-        let found = match &self.kind {
-            Kind::Cron { cron, .. } => cron_previous(cron, zone, instant),
-            Kind::EveryMinutes(n) => every_previous(*n, zone, instant),
-            Kind::AtTimes(times) => times
-                .iter()
-                .filter_map(|(_, cron)| cron_previous(cron, zone, instant))
-                .max(),
+        let from_cron = |cron: &Cron| match direction {
+            Direction::Next => cron_next(cron, zone, instant),
+            Direction::Previous => cron_previous(cron, zone, instant),
         };
-        found.filter(|t| *t <= instant)
+        let found = match &self.kind {
+            Kind::Cron { cron, .. } => from_cron(cron),
+            Kind::EveryMinutes(n) => match direction {
+                Direction::Next => every_next(*n, zone, instant),
+                Direction::Previous => every_previous(*n, zone, instant),
+            },
+            Kind::AtTimes(times) => {
+                let ticks = times.iter().filter_map(|(_, cron)| from_cron(cron));
+                match direction {
+                    Direction::Next => ticks.min(),
+                    Direction::Previous => ticks.max(),
+                }
+            }
+        };
+        found.filter(|t| match direction {
+            Direction::Next => *t > instant,
+            Direction::Previous => *t <= instant,
+        })
     }
 
     /// The ticks in `(after, until]`, oldest first.
