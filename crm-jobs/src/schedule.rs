@@ -107,11 +107,11 @@ impl PartialEq for Schedule {
 
 impl Eq for Schedule {}
 
-/// The largest change of a zone's UTC offset at one seasonal transition is 2 hours
-/// (Antarctica/Troll); searching this far either side of a wall-clock time finds every instant
-/// that shows it. (Zones that once skipped a whole day, Pacific/Apia in 2011, are handled where
-/// a search meets them.)
-const MAX_OFFSET_SHIFT: TimeDelta = TimeDelta::hours(3);
+/// More than the largest change of a zone's UTC offset at one transition: 24 hours, when
+/// Kwajalein (1993) and Samoa (2011) skipped a day; Antarctica/Vostok went back 7 hours in
+/// 1994. Searching this far either side of a wall-clock time finds every instant that shows
+/// it. It costs a wider scan only near a change of offset (`steady_offset`).
+const MAX_OFFSET_SHIFT: TimeDelta = TimeDelta::hours(25);
 
 impl Schedule {
     /// A standard 5-field cron expression (minute hour day-of-month month day-of-week), as in a
@@ -459,7 +459,8 @@ fn whole_second(instant: DateTime<Utc>) -> DateTime<Utc> {
 fn cron_next(cron: &Cron, zone: Tz, instant: DateTime<Utc>) -> Option<DateTime<Utc>> {
     croner_search(cron, zone, instant, Direction::Next, false).or_else(|| {
         // croner gives up on a search that meets a day the zone skipped (Samoa went from
-        // 29 to 31 December 2011): no tick comes before the change, so look again from it.
+        // 29 to 31 December 2011) or, with a fixed day of the week, a gap of several hours
+        // (Antarctica/Casey): no tick comes before the change, so look again from it.
         let change = offset_change(zone, instant, Direction::Next)?;
         croner_search(cron, zone, change, Direction::Next, true)
     })
@@ -502,8 +503,9 @@ fn croner_search(
     .map(|t| t.with_timezone(&Utc))
 }
 
-/// The nearest instant within two days after (or at or before) `instant` at which `zone`'s
+/// The nearest instant within a year after (or at or before) `instant` at which `zone`'s
 /// offset becomes (or became) the one it has from then on: the first second of the new offset.
+/// Called only when croner gave up, so the half-hourly probes cost nothing in the usual case.
 fn offset_change(zone: Tz, instant: DateTime<Utc>, direction: Direction) -> Option<DateTime<Utc>> {
     use chrono::Offset;
     let offset_at = |t: DateTime<Utc>| zone.offset_from_utc_datetime(&t.naive_utc()).fix();
@@ -513,7 +515,7 @@ fn offset_change(zone: Tz, instant: DateTime<Utc>, direction: Direction) -> Opti
     };
     let here = offset_at(instant);
     let mut near = instant;
-    for _ in 0..96 {
+    for _ in 0..(2 * 24 * 366) {
         let far = near.checked_add_signed(step)?;
         if offset_at(far) != here {
             // Narrow (near, far] down to the second: `near` keeps `here`, `far` does not.
@@ -1088,5 +1090,43 @@ mod tests {
             hourly.latest_at_or_before(utc(30, 10, 30)),
             Some(utc(30, 10, 0))
         );
+    }
+
+    /// Antarctica/Casey jumped from UTC+8 to UTC+11 at 02:00 on Sunday 18 October 2009; croner
+    /// gives up on a backward search of a weekly time across that gap.
+    #[test]
+    fn a_weekly_time_is_found_back_across_a_gap_of_three_hours() {
+        let weekly: Schedule = "30 2 * * 0 in Antarctica/Casey".parse().unwrap();
+        let utc = |d, h, m| Utc.with_ymd_and_hms(2009, 10, d, h, m, 0).unwrap();
+        let next = weekly.next_after(utc(16, 18, 0)).unwrap();
+        assert_eq!(next, utc(24, 15, 30), "Sunday 25 October 02:30 +11");
+        assert_eq!(
+            weekly.latest_at_or_before(next - TimeDelta::seconds(1)),
+            weekly.latest_at_or_before(utc(16, 18, 0)),
+            "nothing between the two"
+        );
+        assert_eq!(
+            weekly.latest_at_or_before(utc(16, 18, 0)),
+            Some(utc(10, 18, 30))
+        );
+    }
+
+    /// Antarctica/Vostok went back 7 hours (UTC+7 to UTC) on 31 January 1994: the wall-clock
+    /// scan of `every N minutes` must reach that far back.
+    #[test]
+    fn every_n_minutes_stays_consistent_across_a_seven_hour_fall_back() {
+        let every: Schedule = "every 7 minutes in Antarctica/Vostok".parse().unwrap();
+        let mut t = Utc.with_ymd_and_hms(1994, 1, 31, 12, 0, 0).unwrap();
+        while t < Utc.with_ymd_and_hms(1994, 2, 1, 0, 0, 0).unwrap() {
+            let next = every.next_after(t).expect("a next tick");
+            assert!(next > t);
+            assert_eq!(every.latest_at_or_before(next), Some(next), "at {t}");
+            assert_eq!(
+                every.latest_at_or_before(next - TimeDelta::seconds(1)),
+                every.latest_at_or_before(t),
+                "a tick between {t} and {next}"
+            );
+            t += TimeDelta::minutes(3);
+        }
     }
 }
