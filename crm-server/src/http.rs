@@ -275,31 +275,27 @@ async fn serve_connection(app: tide::Server<AppState>, stream: TcpStream) {
 ///   the connection: a client that announces a body and stalls, or trickles it, or keeps an
 ///   idle connection, no longer holds a task and a file descriptor for ever (async-h1 only
 ///   bounds the time to receive a request head, at 60 s).
+#[derive(Clone)]
 struct DiscardLimitedStream {
     stream: TcpStream,
     /// Bytes that may still be read; `u64::MAX` while a handler runs (no bound).
     budget: Arc<AtomicU64>,
     idle_timeout: std::time::Duration,
-    /// Since when a read of this handle has been waiting for the client; `None` while none
-    /// waits.
-    waiting_since: Option<Instant>,
-    /// Fires at or after `waiting_since + idle_timeout`. Armed once and moved forward only
-    /// when it fires early, not re-armed for every read: arming a timer wakes async-io's
-    /// reactor thread (a system call and a context switch), which at tens of thousands of
-    /// keep-alive requests a second cost CPU and tail latency.
-    idle: Option<async_io::Timer>,
+    /// Shared by the clones async-h1 makes of the connection (one to read each request), so
+    /// that the idle timer belongs to the connection, not to one request.
+    idle: Arc<std::sync::Mutex<IdleWait>>,
 }
 
-impl Clone for DiscardLimitedStream {
-    fn clone(&self) -> Self {
-        Self {
-            stream: self.stream.clone(),
-            budget: self.budget.clone(),
-            idle_timeout: self.idle_timeout,
-            waiting_since: None,
-            idle: None,
-        }
-    }
+/// A connection's wait for its client.
+#[derive(Default)]
+struct IdleWait {
+    /// Since when a read has been waiting for the client; `None` while none waits.
+    since: Option<Instant>,
+    /// Fires at or after `since + idle_timeout`. Armed once per connection and moved forward
+    /// only when it fires early, not re-armed for every read or request: arming a timer wakes
+    /// async-io's reactor thread (a system call and a context switch), which at tens of
+    /// thousands of keep-alive requests a second cost CPU and tail latency.
+    timer: Option<async_io::Timer>,
 }
 
 impl DiscardLimitedStream {
@@ -308,28 +304,36 @@ impl DiscardLimitedStream {
             stream,
             budget: Arc::new(AtomicU64::new(u64::MAX)),
             idle_timeout,
-            waiting_since: None,
-            idle: None,
+            idle: Arc::default(),
         }
     }
 
-    /// Whether the read waiting since `waiting_since` has waited past the idle timeout;
-    /// otherwise makes sure the timer will wake this task when it does.
-    fn idle_expired(&mut self, cx: &mut TaskContext<'_>) -> bool {
+    fn idle_wait(&self) -> std::sync::MutexGuard<'_, IdleWait> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the read waiting since `since` has waited past the idle timeout (which then
+    /// ends the wait); otherwise makes sure the timer will wake this task when it does.
+    fn idle_expired(&self, cx: &mut TaskContext<'_>) -> bool {
         use std::future::Future as _;
 
+        let mut wait = self.idle_wait();
         let now = Instant::now();
-        let deadline = *self.waiting_since.get_or_insert(now) + self.idle_timeout;
+        let deadline = *wait.since.get_or_insert(now) + self.idle_timeout;
         if now >= deadline {
+            *wait = IdleWait::default();
             return true;
         }
-        let timer = self
-            .idle
+        let timer = wait
+            .timer
             .get_or_insert_with(|| async_io::Timer::at(deadline));
         // An earlier wait's deadline that has passed (the timer fired, or is about to) is moved
         // to this wait's; one still ahead stays, and this wait is checked again when it fires.
         while Pin::new(&mut *timer).poll(cx).is_ready() {
             if Instant::now() >= deadline {
+                *wait = IdleWait::default();
                 return true;
             }
             timer.set_at(deadline);
@@ -355,8 +359,6 @@ impl AsyncRead for DiscardLimitedStream {
             Poll::Pending => {
                 if this.idle_expired(cx) {
                     let timeout = this.idle_timeout;
-                    this.waiting_since = None;
-                    this.idle = None;
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("the client sent nothing for {timeout:?}"),
@@ -364,7 +366,7 @@ impl AsyncRead for DiscardLimitedStream {
                 }
             }
             Poll::Ready(result) => {
-                this.waiting_since = None;
+                this.idle_wait().since = None;
                 if let Ok(n) = result
                     && budget != u64::MAX
                 {
