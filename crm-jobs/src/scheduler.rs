@@ -194,17 +194,7 @@ impl Scheduler {
         grace: Duration,
     ) -> SchedulerSummary {
         let handle = self.handle();
-        let stopper = async move {
-            stop.await;
-            handle.shutdown(grace);
-            future::pending::<()>().await;
-        };
-        let run = self.run();
-        futures::pin_mut!(stopper, run);
-        match future::select(run, stopper).await {
-            Either::Left((summary, _)) => summary,
-            Either::Right(((), run)) => run.await,
-        }
+        run_until_stopped(self.run(), stop, move || handle.shutdown(grace)).await
     }
 
     async fn run_rounds(&self, spawner: Spawner) -> SchedulerSummary {
@@ -360,6 +350,24 @@ impl Scheduler {
                 in_flight.drained.notify(usize::MAX);
             }
         });
+    }
+}
+
+/// Drives `work` to its end; when `stop` resolves first, calls `shut_down` (which asks `work`
+/// to wind down) and keeps driving it. What [`Scheduler::run_until`] and the broker's
+/// `Worker::run_until` share.
+pub(crate) async fn run_until_stopped<T>(
+    work: impl Future<Output = T>,
+    stop: impl Future<Output = ()>,
+    shut_down: impl FnOnce(),
+) -> T {
+    futures::pin_mut!(work, stop);
+    match future::select(work, stop).await {
+        Either::Left((output, _)) => output,
+        Either::Right(((), work)) => {
+            shut_down();
+            work.await
+        }
     }
 }
 

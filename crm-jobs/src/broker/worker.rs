@@ -271,17 +271,7 @@ impl Worker {
     /// acknowledged. What an app's `main` calls.
     pub async fn run_until(self, stop: impl std::future::Future<Output = ()>) -> WorkerSummary {
         let handle = self.handle();
-        let stopper = async move {
-            stop.await;
-            handle.shutdown();
-            futures::future::pending::<()>().await;
-        };
-        let run = self.run();
-        futures::pin_mut!(stopper, run);
-        match futures::future::select(run, stopper).await {
-            futures::future::Either::Left((summary, _)) => summary,
-            futures::future::Either::Right(((), run)) => run.await,
-        }
+        crate::scheduler::run_until_stopped(self.run(), stop, move || handle.shutdown()).await
     }
 
     /// Consumes until stopped through a [`WorkerHandle`]; then lets the running tasks finish.
