@@ -425,25 +425,45 @@ async fn ledger_suite(ledger: &dyn RunLedger) {
     assert_eq!(ledger.history(None, 100).await.unwrap().len(), 6);
 }
 
-/// `n` connections (as `n` processes) claim `n` different ticks of one non-parallel job at the
-/// same moment: exactly one may run, the others must see it busy.
-async fn exclusive_claims_race(url: &str, n: usize) {
+/// `n` connections (as `n` processes) on `url` each `claim` a different tick of one
+/// non-parallel job at the same moment (process `i` gets its own connection and run); their
+/// answers in process order.
+async fn race_to_claim<T, Claiming>(
+    url: &str,
+    n: usize,
+    claim: impl Fn(usize, Database, NewRun) -> Claiming,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    Claiming: Future<Output = T> + Send + 'static,
+{
     let t0 = utc(2026, 1, 5, 8, 0);
     let barrier = Arc::new(Barrier::new(n));
     let mut tasks = Vec::new();
     for i in 0..n {
         let db = Database::connect(url).await.unwrap();
+        let run = NewRun {
+            host: format!("process-{i}"),
+            ..new_run("exclusive", t0 + TimeDelta::minutes(i as i64), t0, 600)
+        };
+        let claiming = claim(i, db, run);
         let barrier = barrier.clone();
         tasks.push(async_std::task::spawn(async move {
-            let run = NewRun {
-                host: format!("process-{i}"),
-                ..new_run("exclusive", t0 + TimeDelta::minutes(i as i64), t0, 600)
-            };
             barrier.wait().await;
-            db.claim(&run, true, t0).await.unwrap()
+            claiming.await
         }));
     }
-    let claims = futures::future::join_all(tasks).await;
+    futures::future::join_all(tasks).await
+}
+
+/// `n` processes claim ticks of one non-parallel job at the same moment: exactly one may run,
+/// the others must see it busy.
+async fn exclusive_claims_race(url: &str, n: usize) {
+    let t0 = utc(2026, 1, 5, 8, 0);
+    let claims = race_to_claim(url, n, |_, db, run| async move {
+        db.claim(&run, true, t0).await.unwrap()
+    })
+    .await;
     let claimed = claims
         .iter()
         .filter(|c| matches!(c, Claim::Claimed(_)))
@@ -539,30 +559,15 @@ async fn the_postgres_ledger_claims_in_one_step_only_when_nothing_is_in_the_way(
 /// path: still exactly one claims.
 async fn exclusive_one_step_claims_race(url: &str, n: usize) {
     let t0 = utc(2026, 1, 5, 8, 0);
-    let barrier = Arc::new(Barrier::new(n));
-    let mut tasks = Vec::new();
-    for i in 0..n {
-        let db = Database::connect(url).await.unwrap();
-        let barrier = barrier.clone();
-        tasks.push(async_std::task::spawn(async move {
-            let run = NewRun {
-                host: format!("process-{i}"),
-                ..new_run("exclusive", t0 + TimeDelta::minutes(i as i64), t0, 600)
-            };
-            barrier.wait().await;
-            if i % 2 == 0 {
-                db.claim_if_clear(&run, true, t0).await.unwrap().is_some()
-            } else {
-                matches!(db.claim(&run, true, t0).await.unwrap(), Claim::Claimed(_))
-            }
-        }));
-    }
-    let claimed = futures::future::join_all(tasks)
-        .await
-        .into_iter()
-        .filter(|c| *c)
-        .count();
-    assert_eq!(claimed, 1);
+    let claims = race_to_claim(url, n, |i, db, run| async move {
+        if i % 2 == 0 {
+            db.claim_if_clear(&run, true, t0).await.unwrap().is_some()
+        } else {
+            matches!(db.claim(&run, true, t0).await.unwrap(), Claim::Claimed(_))
+        }
+    })
+    .await;
+    assert_eq!(claims.iter().filter(|claimed| **claimed).count(), 1);
     let db = Database::connect(url).await.unwrap();
     assert_eq!(db.running(Some("exclusive")).await.unwrap().len(), 1);
 }
