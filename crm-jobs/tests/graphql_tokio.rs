@@ -4,6 +4,8 @@
 //! CA this test makes, a real webhook receiver. The same contract lines and the same one-line
 //! reasons as over surf.
 
+#[path = "support/failed_heartbeat.rs"]
+mod failed_heartbeat;
 #[expect(
     dead_code,
     reason = "the shared helpers serve several test binaries; this one uses a few"
@@ -26,8 +28,9 @@ use crm_jobs::{
     jobs_with_access,
 };
 
+use failed_heartbeat::assert_heartbeat_failed_with;
 use helpers::{
-    Crm, assert_the_contracts_lines, closed_port_url, ctx_now, now, read_log, seed,
+    Crm, assert_the_contracts_lines, closed_port_url, ctx_now, now, orders_of_one_customer, seed,
     silent_endpoint, spawn_crm, spawn_crm_with,
 };
 use tls_server::{test_ca, tls_proxy};
@@ -55,25 +58,6 @@ async fn heartbeat(crm: &Crm, url: &str, ca_file: Option<PathBuf>) -> Result<Str
     job.run(&JobContext::new(at, at, false)).await
 }
 
-/// The heartbeat failed, its one log line naming `url` and containing `reason`.
-fn assert_heartbeat_failed_with(
-    crm: &Crm,
-    result: Result<String, JobError>,
-    url: &str,
-    reason: &str,
-) {
-    let err = result.expect_err("the run fails");
-    assert!(matches!(err, JobError::Endpoint(_)), "{err:?}");
-    let log = read_log(crm.logs.path(), "crm_heartbeat_log.txt");
-    assert!(
-        log.starts_with("01/01/2026-22:05:00 CRM is alive - GraphQL endpoint not responding: "),
-        "{log}"
-    );
-    assert!(log.contains(url), "{log}");
-    assert!(log.contains(reason), "{log}");
-    assert_eq!(log.lines().count(), 1, "{log}");
-}
-
 #[tokio::test]
 async fn all_five_jobs_write_the_contracts_lines_over_the_tokio_client() {
     let db = TestDb::sqlite().await;
@@ -98,27 +82,8 @@ async fn all_five_jobs_write_the_contracts_lines_over_the_tokio_client() {
 #[tokio::test]
 async fn reminders_over_tokio_follow_the_connection_through_every_page() {
     let db = TestDb::sqlite().await;
-    let store = db.database().clone();
-    let customer = crm_core::CrmStore::create_customer(
-        &store,
-        &crm_core::NewCustomer::new("Many", "many@example.com", None).unwrap(),
-    )
-    .await
-    .unwrap();
-    let product = crm_core::CrmStore::create_product(
-        &store,
-        &crm_core::NewProduct::new("Pen", rust_decimal::Decimal::new(150, 2), 5).unwrap(),
-    )
-    .await
-    .unwrap();
-    for i in 0..100 {
-        let date = now() - chrono::Duration::minutes(i);
-        let order = crm_core::NewOrder::new(customer.id, &[product.id], Some(date)).unwrap();
-        crm_core::CrmStore::create_order(&store, &order, now())
-            .await
-            .unwrap();
-    }
     // Three pages: one connection each.
+    orders_of_one_customer(&db, 100).await;
     let crm = spawn_crm_with(db, None, |server| server.max_page_size = 40).await;
 
     let orders = tokio_client(&crm.config)

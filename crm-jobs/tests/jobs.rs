@@ -17,7 +17,8 @@ use crm_jobs::{
 
 use helpers::{
     Crm, NOW_STAMP, assert_the_contracts_lines, closed_port_url, ctx_now, customer_ids, now,
-    offline_crm, read_log, seed, silent_endpoint, spawn_crm, spawn_crm_with,
+    offline_crm, orders_of_one_customer, read_log, seed, silent_endpoint, spawn_crm,
+    spawn_crm_with,
 };
 
 fn client(crm: &Crm) -> GraphqlClient {
@@ -99,28 +100,9 @@ async fn reminders_list_exactly_last_weeks_orders_with_their_customers_emails() 
 #[async_std::test]
 async fn reminders_follow_the_connection_through_every_page() {
     let db = TestDb::sqlite().await;
-    let store = db.database().clone();
-    let customer = crm_core::CrmStore::create_customer(
-        &store,
-        &crm_core::NewCustomer::new("Many", "many@example.com", None).unwrap(),
-    )
-    .await
-    .unwrap();
-    let product = crm_core::CrmStore::create_product(
-        &store,
-        &crm_core::NewProduct::new("Pen", rust_decimal::Decimal::new(150, 2), 5).unwrap(),
-    )
-    .await
-    .unwrap();
     // Seven pages of a server whose page size limit is 40 (a client asking for more than the
     // limit would be refused, so the client leaves the page size to the server).
-    for i in 0..250 {
-        let date = now() - chrono::Duration::minutes(i);
-        let order = crm_core::NewOrder::new(customer.id, &[product.id], Some(date)).unwrap();
-        crm_core::CrmStore::create_order(&store, &order, now())
-            .await
-            .unwrap();
-    }
+    orders_of_one_customer(&db, 250).await;
     let crm = spawn_crm_with(db, None, |server| server.max_page_size = 40).await;
 
     let orders = client(&crm)

@@ -4,6 +4,8 @@
 //! its contract line; untrusted, misnamed or silent, the run fails with a one-line reason, in
 //! time.
 
+#[path = "support/failed_heartbeat.rs"]
+mod failed_heartbeat;
 #[expect(
     dead_code,
     reason = "the shared helpers serve several test binaries; this one uses a few"
@@ -24,7 +26,8 @@ use crm_jobs::{
     WebhookAlert,
 };
 
-use helpers::{Crm, read_log, silent_endpoint, spawn_crm};
+use failed_heartbeat::assert_heartbeat_failed_with;
+use helpers::{Crm, silent_endpoint, spawn_crm};
 use tls_server::{test_ca, tls_proxy};
 use webhook::webhook_listener;
 
@@ -43,20 +46,6 @@ async fn heartbeat(config: &JobsConfig) -> Result<String, JobError> {
     let job = LogCrmHeartbeat::new(GraphqlClient::new(config).unwrap(), config);
     let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 5, 0).unwrap();
     job.run(&JobContext::new(at, at, false)).await
-}
-
-/// The heartbeat failed, its one log line naming the endpoint and containing `reason`.
-fn assert_failed_with(crm: &Crm, result: Result<String, JobError>, url: &str, reason: &str) {
-    let err = result.expect_err("the run fails");
-    assert!(matches!(err, JobError::Endpoint(_)), "{err:?}");
-    let log = read_log(crm.logs.path(), "crm_heartbeat_log.txt");
-    assert!(
-        log.starts_with("01/01/2026-22:05:00 CRM is alive - GraphQL endpoint not responding: "),
-        "{log}"
-    );
-    assert!(log.contains(url), "{log}");
-    assert!(log.contains(reason), "{log}");
-    assert_eq!(log.lines().count(), 1, "{log}");
 }
 
 #[async_std::test]
@@ -85,7 +74,7 @@ async fn without_the_private_ca_the_certificate_is_untrusted_and_the_run_fails()
 
     let result = heartbeat(&heartbeat_config(&crm, &url, None)).await;
 
-    assert_failed_with(
+    assert_heartbeat_failed_with(
         &crm,
         result,
         &url,
@@ -102,7 +91,7 @@ async fn a_certificate_for_another_host_name_fails_the_run_saying_so() {
 
     let result = heartbeat(&heartbeat_config(&crm, &url, Some(ca.ca_file.clone()))).await;
 
-    assert_failed_with(
+    assert_heartbeat_failed_with(
         &crm,
         result,
         &url,
@@ -124,7 +113,7 @@ async fn a_server_that_never_answers_the_handshake_fails_the_run_within_the_time
         "{:?}",
         started.elapsed()
     );
-    assert_failed_with(&crm, result, &url, "within 2s");
+    assert_heartbeat_failed_with(&crm, result, &url, "within 2s");
 }
 
 #[async_std::test]

@@ -294,3 +294,22 @@ pub(crate) async fn assert_the_contracts_lines(crm: &Crm, seeded: &Seeded) {
     kept.sort();
     assert_eq!(customer_ids(crm).await, kept);
 }
+
+/// `n` orders of one customer ("Many", `many@example.com`) for one product, a minute apart
+/// going back from [`now`]: a week that takes several pages to read.
+pub(crate) async fn orders_of_one_customer(db: &TestDb, n: i64) {
+    let store = db.database();
+    let customer = store
+        .create_customer(&NewCustomer::new("Many", "many@example.com", None).unwrap())
+        .await
+        .unwrap();
+    let product = store
+        .create_product(&NewProduct::new("Pen", Decimal::new(150, 2), 5).unwrap())
+        .await
+        .unwrap();
+    for i in 0..n {
+        let date = now() - Duration::minutes(i);
+        let order = NewOrder::new(customer.id, &[product.id], Some(date)).unwrap();
+        store.create_order(&order, now()).await.unwrap();
+    }
+}
