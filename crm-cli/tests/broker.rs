@@ -1,15 +1,16 @@
 //! `crm beat` and `crm worker` as an operator runs them: the real binary against the real Redis
 //! (127.0.0.1:6379, or `CRM_TEST_REDIS_URL`), each test under its own key prefix, killed the
-//! hard way. Without Redis these tests fail when `CI=true` and are skipped otherwise.
+//! hard way. Without Redis these tests fail, unless `redis` is named in `CRM_TESTS_LEAVE_OUT`.
 
 #[path = "support/process.rs"]
 mod process;
 #[path = "support/redis_prefix.rs"]
 mod redis_prefix;
+
+use crm_core::testing::promtool_problems;
 use process::{
-    KillOnDrop, away_from_a_heartbeat_tick, crm_in, exits_within, promtool_problems,
-    quiet_schedules, read_metrics_url, read_served_url, sample, scrape, sigterm, wait_until,
-    wait_until_some,
+    KillOnDrop, away_from_a_heartbeat_tick, crm_in, exits_within, quiet_schedules,
+    read_metrics_url, read_served_url, sample, scrape, sigterm, wait_until, wait_until_some,
 };
 use redis_prefix::{Prefix, redis_url};
 

@@ -6,9 +6,10 @@
 
 #[path = "support/process.rs"]
 mod process;
+use crm_core::testing::promtool_problems;
 use process::{
-    CRM, KillOnDrop, assert_exit, crm_in, promtool_problems, quiet_schedules, read_metrics_url,
-    read_served_url, sample, scrape, stderr, stdout, wait_for_line, wait_until_some,
+    CRM, KillOnDrop, assert_exit, crm_in, quiet_schedules, read_metrics_url, read_served_url,
+    sample, scrape, stderr, stdout, wait_for_line, wait_until_some,
 };
 
 use std::io::{BufReader, Read as _};

@@ -13,7 +13,9 @@
 use std::str::FromStr;
 
 mod needs;
+mod promtool;
 pub use needs::{LEAVE_OUT_ENV, LEFT_OUT_MARK, Need, left_out, missing, require, this_test};
+pub use promtool::promtool_problems;
 
 use chrono::{DateTime, Utc};
 use sqlx::Connection;

@@ -238,29 +238,3 @@ pub(crate) fn sample(exposition: &str, series: &str) -> Option<String> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(str::to_owned)
 }
-
-/// What Prometheus' own parser (`promtool check metrics`) finds wrong with `exposition`;
-/// `None` when it accepts it silently.
-pub(crate) fn promtool_problems(exposition: &str) -> Option<String> {
-    use std::io::Write as _;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (!out.status.success() || !said.trim().is_empty()).then_some(said)
-}

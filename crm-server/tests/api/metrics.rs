@@ -1,13 +1,12 @@
 //! `/metrics` over the real server: the run ledger's counts in Prometheus' text format, read
 //! back with Prometheus' own parser (`promtool check metrics`), on SQLite and PostgreSQL.
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use crm_core::testing::{Need, TestDb, require};
+use crm_core::testing::{Need, TestDb, promtool_problems, require};
 use crm_jobs::{
     CronJob, JobContext, JobError, ManualClock, Retention, RunLedger, RunOutcome, Runner, Schedule,
 };
@@ -41,30 +40,6 @@ fn sample(text: &str, series: &str) -> Option<String> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
         .map(str::to_owned)
-}
-
-/// `promtool check metrics` on `text`: its verdict (problems found, or none).
-fn promtool_problems(text: &str) -> Option<String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (!out.status.success() || !said.trim().is_empty()).then_some(said)
 }
 
 async fn scrape(app: &TestApp, token: Option<&str>) -> (u16, String, String) {
