@@ -286,6 +286,17 @@ pub struct NewRun {
     pub pid: u32,
 }
 
+/// How a run ended: what [`RunLedger::finish`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunEnd<'a> {
+    /// Succeeded, failed or timed out (not running, skipped or abandoned).
+    pub outcome: RunOutcome,
+    /// When it ended.
+    pub at: DateTime<Utc>,
+    /// What it said (clipped to [`MAX_MESSAGE_CHARS`] characters when stored).
+    pub message: &'a str,
+}
+
 /// One row of the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRun {
@@ -392,13 +403,7 @@ pub trait RunLedger: Send + Sync + fmt::Debug {
 
     /// Records how a run ended. A run marked abandoned meanwhile still gets its real outcome
     /// (the truth beats the guess); returns `false` in that case, `true` if it was running.
-    async fn finish(
-        &self,
-        id: RunId,
-        outcome: RunOutcome,
-        ended_at: DateTime<Utc>,
-        message: &str,
-    ) -> Result<bool>;
+    async fn finish(&self, id: RunId, end: RunEnd<'_>) -> Result<bool>;
 
     /// Marks every running claim (of any job) whose lease ended before `now` as abandoned, and
     /// returns them.

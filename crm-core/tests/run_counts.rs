@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use crm_core::ledger::{Claim, NewRun, Retention, RunKind, RunLedger, RunOutcome};
+use crm_core::ledger::{Claim, NewRun, Retention, RunEnd, RunKind, RunLedger, RunOutcome};
 use crm_core::testing::{TestDb, seed_finished_runs};
 
 fn at(day: u32, hour: u32) -> DateTime<Utc> {
@@ -61,17 +61,26 @@ async fn counts_follow_every_end_and_survive_a_prune(t: TestDb) {
     let ok = claimed(&t, &run("report", at(20, 1), RunKind::Manual)).await;
     db.finish(
         ok,
-        RunOutcome::Succeeded,
-        at(20, 1) + TimeDelta::seconds(3),
-        "done",
+        RunEnd {
+            outcome: RunOutcome::Succeeded,
+            at: at(20, 1) + TimeDelta::seconds(3),
+            message: "done",
+        },
     )
     .await
     .unwrap();
     claimed(&t, &run("heartbeat", at(20, 2), RunKind::Scheduled)).await;
     let dry = claimed(&t, &run("report", at(20, 3), RunKind::DryRun)).await;
-    db.finish(dry, RunOutcome::Succeeded, at(20, 3), "dry")
-        .await
-        .unwrap();
+    db.finish(
+        dry,
+        RunEnd {
+            outcome: RunOutcome::Succeeded,
+            at: at(20, 3),
+            message: "dry",
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         db.record_skipped(&run("report", at(20, 4), RunKind::Scheduled), "missed")
             .await
@@ -148,14 +157,28 @@ async fn the_memory_ledger_counts_like_the_database_and_a_prune_lowers_nothing()
         } else {
             RunOutcome::Succeeded
         };
-        l.finish(id, outcome, at(day, 1) + TimeDelta::seconds(2), "")
-            .await
-            .unwrap();
-    }
-    let dry = claim(run("report", at(4, 1), RunKind::DryRun)).await;
-    l.finish(dry, RunOutcome::Succeeded, at(4, 1), "dry")
+        l.finish(
+            id,
+            RunEnd {
+                outcome,
+                at: at(day, 1) + TimeDelta::seconds(2),
+                message: "",
+            },
+        )
         .await
         .unwrap();
+    }
+    let dry = claim(run("report", at(4, 1), RunKind::DryRun)).await;
+    l.finish(
+        dry,
+        RunEnd {
+            outcome: RunOutcome::Succeeded,
+            at: at(4, 1),
+            message: "dry",
+        },
+    )
+    .await
+    .unwrap();
     assert!(
         l.record_skipped(&run("report", at(5, 1), RunKind::Scheduled), "missed")
             .await
@@ -164,9 +187,16 @@ async fn the_memory_ledger_counts_like_the_database_and_a_prune_lowers_nothing()
     // Abandoned when its lease ran out, then its runner reports the truth: counted under both.
     let late = claim(run("cleanup", at(6, 1), RunKind::Scheduled)).await;
     assert_eq!(l.abandon_expired(at(6, 3)).await.unwrap().len(), 1);
-    l.finish(late, RunOutcome::Succeeded, at(6, 4), "late but done")
-        .await
-        .unwrap();
+    l.finish(
+        late,
+        RunEnd {
+            outcome: RunOutcome::Succeeded,
+            at: at(6, 4),
+            message: "late but done",
+        },
+    )
+    .await
+    .unwrap();
 
     let counts = |all: Vec<crm_core::ledger::RunCount>| {
         all.into_iter()

@@ -82,7 +82,7 @@ mod tests {
 
     use async_trait::async_trait;
     use chrono::TimeZone as _;
-    use crm_core::ledger::{Claim, MemoryLedger, NewRun, RunKind, RunLedger, RunOutcome};
+    use crm_core::ledger::{Claim, MemoryLedger, NewRun, RunEnd, RunKind, RunLedger, RunOutcome};
     use futures::future::{self, Either};
 
     use super::*;
@@ -218,7 +218,14 @@ mod tests {
                 panic!("{at} is free");
             };
             ledger
-                .finish(row.id, RunOutcome::Succeeded, at, "ran")
+                .finish(
+                    row.id,
+                    RunEnd {
+                        outcome: RunOutcome::Succeeded,
+                        at,
+                        message: "ran",
+                    },
+                )
                 .await
                 .unwrap();
         });

@@ -17,7 +17,7 @@ use crm_jobs::health::{HealthState, JobHealth, assess};
 use crm_jobs::{
     Alert, AlertError, AlertHook, AlertHooks, Claim, Clock as _, CronJob, JobContext,
     JobControl as _, JobError, JobOptions, LogAlert, ManualClock, MemoryLedger, MemoryOverrides,
-    NewRun, RunKind, RunLedger, Runner, Schedule, WebhookAlert,
+    NewRun, RunEnd, RunKind, RunLedger, Runner, Schedule, WebhookAlert,
 };
 use webhook::webhook_listener;
 
@@ -161,7 +161,14 @@ async fn timeline(ledger: Arc<dyn RunLedger>) {
     );
     let ended = utc(2026, 3, 2, 11, 3, 10);
     ledger
-        .finish(row.id, crm_jobs::RunOutcome::Succeeded, ended, "ok")
+        .finish(
+            row.id,
+            RunEnd {
+                outcome: crm_jobs::RunOutcome::Succeeded,
+                at: ended,
+                message: "ok",
+            },
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -298,7 +305,17 @@ async fn recent_runs_keep_the_landmarks(ledger: &dyn RunLedger) {
             let Claim::Claimed(row) = ledger.claim(&run, true, at).await.unwrap() else {
                 panic!("free tick");
             };
-            ledger.finish(row.id, outcome, at, "m").await.unwrap();
+            ledger
+                .finish(
+                    row.id,
+                    RunEnd {
+                        outcome,
+                        at,
+                        message: "m",
+                    },
+                )
+                .await
+                .unwrap();
             ids.push((code, i, row.id));
         }
     }
@@ -360,7 +377,17 @@ async fn recent_runs_pick_the_later_landmark(ledger: &dyn RunLedger) {
             panic!("free tick");
         };
         if let Some(outcome) = outcome {
-            ledger.finish(row.id, outcome, at, "m").await.unwrap();
+            ledger
+                .finish(
+                    row.id,
+                    RunEnd {
+                        outcome,
+                        at,
+                        message: "m",
+                    },
+                )
+                .await
+                .unwrap();
         }
         ids.push(row.id);
     }

@@ -15,8 +15,8 @@ use crm_core::testing::{TestDb, seed_finished_runs};
 use crm_jobs::health::assess;
 use crm_jobs::{
     Claim, CronJob, IncidentKind, JobContext, JobError, JobOptions, ManualClock, MemoryLedger,
-    NewRun, OverrideChange, OverrideStore, RunKind, RunLedger, RunOutcome, Runner, Schedule,
-    Scheduler,
+    NewRun, OverrideChange, OverrideStore, RunEnd, RunKind, RunLedger, RunOutcome, Runner,
+    Schedule, Scheduler,
 };
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
@@ -100,7 +100,14 @@ async fn ran(
         panic!("{code} at {tick} is free");
     };
     ledger
-        .finish(row.id, outcome, tick + TimeDelta::seconds(secs), "done")
+        .finish(
+            row.id,
+            RunEnd {
+                outcome,
+                at: tick + TimeDelta::seconds(secs),
+                message: "done",
+            },
+        )
         .await
         .unwrap();
 }
@@ -411,7 +418,17 @@ async fn prune_under_writes(t: TestDb, rows: u64) {
                 let run = new_run("writer", RunKind::Scheduled, tick);
                 match db.claim(&run, true, tick).await {
                     Ok(Claim::Claimed(row)) => {
-                        if let Err(e) = db.finish(row.id, RunOutcome::Succeeded, tick, "ok").await {
+                        if let Err(e) = db
+                            .finish(
+                                row.id,
+                                RunEnd {
+                                    outcome: RunOutcome::Succeeded,
+                                    at: tick,
+                                    message: "ok",
+                                },
+                            )
+                            .await
+                        {
                             errors.push(e.to_string());
                         }
                     }

@@ -21,8 +21,8 @@ use crm_core::Database;
 use crm_core::testing::TestDb;
 use crm_jobs::{
     Alert, AlertError, AlertHook, Claim, CronJob, JobContext, JobError, JobOptions, ManualClock,
-    MemoryLedger, MisfirePolicy, NewRun, RunKind, RunLedger, RunOutcome, RunReport, RunStatus,
-    Runner, RunnerError, Schedule, WebhookAlert, schedules,
+    MemoryLedger, MisfirePolicy, NewRun, RunEnd, RunKind, RunLedger, RunOutcome, RunReport,
+    RunStatus, Runner, RunnerError, Schedule, WebhookAlert, schedules,
 };
 use drive::drive;
 use futures::FutureExt;
@@ -275,7 +275,14 @@ async fn ledger_suite(ledger: &dyn RunLedger) {
     };
     assert!(
         ledger
-            .finish(parallel_row.id, RunOutcome::Succeeded, t0, "ok")
+            .finish(
+                parallel_row.id,
+                RunEnd {
+                    outcome: RunOutcome::Succeeded,
+                    at: t0,
+                    message: "ok"
+                }
+            )
             .await
             .unwrap()
     );
@@ -321,7 +328,14 @@ async fn ledger_suite(ledger: &dyn RunLedger) {
     );
     assert!(
         !ledger
-            .finish(first.id, RunOutcome::Failed, after, "late")
+            .finish(
+                first.id,
+                RunEnd {
+                    outcome: RunOutcome::Failed,
+                    at: after,
+                    message: "late"
+                }
+            )
             .await
             .unwrap()
     );
@@ -330,7 +344,14 @@ async fn ledger_suite(ledger: &dyn RunLedger) {
     let long = "x".repeat(5000);
     assert!(
         ledger
-            .finish(second.id, RunOutcome::Failed, after, &long)
+            .finish(
+                second.id,
+                RunEnd {
+                    outcome: RunOutcome::Failed,
+                    at: after,
+                    message: &long
+                }
+            )
             .await
             .unwrap()
     );
@@ -357,7 +378,14 @@ async fn ledger_suite(ledger: &dyn RunLedger) {
     );
     assert!(
         ledger
-            .finish(retried.id, RunOutcome::Succeeded, after, "fine")
+            .finish(
+                retried.id,
+                RunEnd {
+                    outcome: RunOutcome::Succeeded,
+                    at: after,
+                    message: "fine"
+                }
+            )
             .await
             .unwrap()
     );
@@ -514,7 +542,14 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
     assert_eq!(ledger.history(None, 10).await.unwrap().len(), 2);
     assert_eq!(ledger.abandon_expired(after).await.unwrap().len(), 2);
     ledger
-        .finish(parallel.id, RunOutcome::Failed, after, "boom")
+        .finish(
+            parallel.id,
+            RunEnd {
+                outcome: RunOutcome::Failed,
+                at: after,
+                message: "boom",
+            },
+        )
         .await
         .unwrap();
 
@@ -531,7 +566,14 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
         ledger.consecutive_failures("job_a").await.unwrap()
     );
     ledger
-        .finish(row.id, RunOutcome::Succeeded, after, "ok")
+        .finish(
+            row.id,
+            RunEnd {
+                outcome: RunOutcome::Succeeded,
+                at: after,
+                message: "ok",
+            },
+        )
         .await
         .unwrap();
     let fourth = new_run("job_a", t0 + TimeDelta::minutes(3), after, 60);

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunCount,
-    RunId, RunKind, RunLedger, RunOutcome, abandoned_message, clip_message, kept_ids,
+    RunEnd, RunId, RunKind, RunLedger, RunOutcome, abandoned_message, clip_message, kept_ids,
     validate_finish, validate_new_run,
 };
 use crate::error::Result;
@@ -160,13 +160,12 @@ impl RunLedger for MemoryLedger {
         }
     }
 
-    async fn finish(
-        &self,
-        id: RunId,
-        outcome: RunOutcome,
-        ended_at: DateTime<Utc>,
-        message: &str,
-    ) -> Result<bool> {
+    async fn finish(&self, id: RunId, end: RunEnd<'_>) -> Result<bool> {
+        let RunEnd {
+            outcome,
+            at: ended_at,
+            message,
+        } = end;
         validate_finish(outcome)?;
         let mut runs = self.runs();
         let Some(row) = runs.iter_mut().find(|r| {

@@ -17,7 +17,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunCount,
-    RunId, RunLedger, RunOutcome, clip_message, kept_ids, validate_finish, validate_new_run,
+    RunEnd, RunId, RunLedger, RunOutcome, clip_message, kept_ids, validate_finish,
+    validate_new_run,
 };
 use crate::database::{Backend, Database, on_backend};
 use crate::error::{CoreError, Result};
@@ -492,19 +493,13 @@ impl RunLedger for Database {
         on_backend!(self, renew(id, lease_until))
     }
 
-    async fn finish(
-        &self,
-        id: RunId,
-        outcome: RunOutcome,
-        ended_at: DateTime<Utc>,
-        message: &str,
-    ) -> Result<bool> {
-        validate_finish(outcome)?;
-        let message = clip_message(message);
+    async fn finish(&self, id: RunId, end: RunEnd<'_>) -> Result<bool> {
+        validate_finish(end.outcome)?;
+        let message = clip_message(end.message);
         // A run only moves running -> abandoned -> its real outcome, so two single-statement
         // updates tell which it was without a transaction.
         for from in [RunOutcome::Running, RunOutcome::Abandoned] {
-            if on_backend!(self, finish_from(id, from, outcome, ended_at, &message))? {
+            if on_backend!(self, finish_from(id, from, end.outcome, end.at, &message))? {
                 return Ok(from == RunOutcome::Running);
             }
         }

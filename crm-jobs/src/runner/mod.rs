@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use chrono_tz::Tz;
 use crm_core::CoreError;
-use crm_core::ledger::{JobRun, RunId, RunKind, RunLedger, RunOutcome};
+use crm_core::ledger::{JobRun, RunEnd, RunId, RunKind, RunLedger, RunOutcome};
 use crm_core::overrides::OverrideStore;
 use futures::future::{self, Either};
 
@@ -421,7 +421,14 @@ impl Runner {
         let mut report_message = message.clone();
         match self
             .ledger
-            .finish(row.id, outcome, ended_at, &message)
+            .finish(
+                row.id,
+                RunEnd {
+                    outcome,
+                    at: ended_at,
+                    message: &message,
+                },
+            )
             .await
         {
             Ok(true) => {}

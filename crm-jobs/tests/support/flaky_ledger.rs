@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_core::{CoreError, Result, StorageError};
 use crm_jobs::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunCount, RunId,
-    RunLedger, RunOutcome,
+    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunCount, RunEnd,
+    RunId, RunLedger,
 };
 
 /// A ledger in memory that fails every call while `down`, as a database that cannot be reached.
@@ -44,15 +44,9 @@ impl RunLedger for FlakyLedger {
         self.check()?;
         self.inner.renew(id, lease_until).await
     }
-    async fn finish(
-        &self,
-        id: RunId,
-        outcome: RunOutcome,
-        ended_at: DateTime<Utc>,
-        message: &str,
-    ) -> Result<bool> {
+    async fn finish(&self, id: RunId, end: RunEnd<'_>) -> Result<bool> {
         self.check()?;
-        self.inner.finish(id, outcome, ended_at, message).await
+        self.inner.finish(id, end).await
     }
     async fn abandon_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobRun>> {
         self.check()?;

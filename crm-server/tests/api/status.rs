@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use crm_core::testing::TestDb;
 use crm_jobs::{
-    Claim, CronJob, JobContext, JobError, ManualClock, NewRun, RunKind, RunLedger, RunOutcome,
-    Runner, Schedule,
+    Claim, CronJob, JobContext, JobError, ManualClock, NewRun, RunEnd, RunKind, RunLedger,
+    RunOutcome, Runner, Schedule,
 };
 use crm_server::ServerConfig;
 use serde_json::json;
@@ -72,7 +72,14 @@ pub(crate) async fn record(
     let ended = started + TimeDelta::milliseconds(millis);
     if outcome != RunOutcome::Running {
         ledger
-            .finish(row.id, outcome, ended, message)
+            .finish(
+                row.id,
+                RunEnd {
+                    outcome,
+                    at: ended,
+                    message,
+                },
+            )
             .await
             .unwrap();
     }
