@@ -107,6 +107,20 @@ impl OverrideChange {
     }
 }
 
+/// A change to one job, with who asks for it and when: what [`OverrideStore::apply`] writes
+/// (the job's new state, its audit row and the counter's increment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeRequest<'a> {
+    /// The job's code.
+    pub code: &'a str,
+    /// What changes.
+    pub change: &'a OverrideChange,
+    /// Who asks (`cli:alice`, `api`); clipped when stored.
+    pub actor: &'a str,
+    /// When (kept to whole microseconds).
+    pub at: DateTime<Utc>,
+}
+
 /// One row of the audit: who changed what, when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -144,13 +158,7 @@ pub trait OverrideStore: Send + Sync + fmt::Debug {
     /// Applies `change` to the job `code` in one transaction with its audit row and the
     /// counter's increment; returns the new counter. The caller validated the change (a known
     /// code, a schedule that parses); this refuses only what breaks the storage's own rules.
-    async fn apply(
-        &self,
-        code: &str,
-        change: &OverrideChange,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64>;
+    async fn apply(&self, request: ChangeRequest<'_>) -> Result<u64>;
 
     /// The change counter: 0 until the first change, then one more per change.
     async fn version(&self) -> Result<u64>;
@@ -282,14 +290,12 @@ pub(crate) fn clip_actor(actor: &str) -> String {
 /// What every implementation does first with a change: checks it ([`validate_change`]), and
 /// gives the actor as stored (clipped) and `now` as stored (whole microseconds, so the memory
 /// store keeps what the SQL stores would).
-pub(crate) fn accept_change(
-    code: &str,
-    change: &OverrideChange,
-    actor: &str,
-    now: DateTime<Utc>,
-) -> Result<(String, DateTime<Utc>)> {
-    validate_change(code, change, actor)?;
-    Ok((clip_actor(actor), crate::domain::truncate_to_micros(now)))
+pub(crate) fn accept_change(request: &ChangeRequest<'_>) -> Result<(String, DateTime<Utc>)> {
+    validate_change(request.code, request.change, request.actor)?;
+    Ok((
+        clip_actor(request.actor),
+        crate::domain::truncate_to_micros(request.at),
+    ))
 }
 
 #[cfg(test)]

@@ -45,8 +45,8 @@ pub use crm_core::ledger::{
     RunCount, RunEnd, RunId, RunKind, RunLedger, RunOutcome,
 };
 pub use crm_core::overrides::{
-    AuditEntry, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun, OverrideChange,
-    OverrideStore,
+    AuditEntry, ChangeRequest, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun,
+    OverrideChange, OverrideStore,
 };
 #[cfg(feature = "graphql")]
 pub use graphql::{GraphqlClient, GraphqlError, readable_id};

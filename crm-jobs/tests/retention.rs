@@ -14,9 +14,9 @@ use crm_core::ledger::Retention;
 use crm_core::testing::{TestDb, seed_finished_runs};
 use crm_jobs::health::assess;
 use crm_jobs::{
-    Claim, CronJob, IncidentKind, JobContext, JobError, JobOptions, ManualClock, MemoryLedger,
-    NewRun, OverrideChange, OverrideStore, RunEnd, RunKind, RunLedger, RunOutcome, Runner,
-    Schedule, Scheduler,
+    ChangeRequest, Claim, CronJob, IncidentKind, JobContext, JobError, JobOptions, ManualClock,
+    MemoryLedger, NewRun, OverrideChange, OverrideStore, RunEnd, RunKind, RunLedger, RunOutcome,
+    Runner, Schedule, Scheduler,
 };
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
@@ -293,20 +293,30 @@ async fn the_in_memory_ledger_prunes_old_runs_and_keeps_what_health_reads() {
 async fn sql_suite(t: TestDb) {
     let db = t.database().clone();
     let old = noon(100) + TimeDelta::minutes(30);
-    db.apply("daily", &OverrideChange::RunAt(old), "test", noon(101))
-        .await
-        .unwrap();
+    db.apply(ChangeRequest {
+        code: "daily",
+        change: &OverrideChange::RunAt(old),
+        actor: "test",
+        at: noon(101),
+    })
+    .await
+    .unwrap();
     ran(&db, "daily", RunKind::Manual, old, RunOutcome::Succeeded, 1).await;
     let pending_at = noon(95) + TimeDelta::minutes(30);
-    db.apply("dormant", &OverrideChange::Disable, "test", noon(96))
-        .await
-        .unwrap();
-    db.apply(
-        "dormant",
-        &OverrideChange::RunAt(pending_at),
-        "test",
-        noon(96),
-    )
+    db.apply(ChangeRequest {
+        code: "dormant",
+        change: &OverrideChange::Disable,
+        actor: "test",
+        at: noon(96),
+    })
+    .await
+    .unwrap();
+    db.apply(ChangeRequest {
+        code: "dormant",
+        change: &OverrideChange::RunAt(pending_at),
+        actor: "test",
+        at: noon(96),
+    })
     .await
     .unwrap();
     let pending_before = db.snapshot().await.unwrap().pending;

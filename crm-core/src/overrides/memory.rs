@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use super::{
-    AuditEntry, JobOverride, MAX_AUDIT_LIMIT, OneOffRun, OverrideChange, OverrideSnapshot,
-    OverrideStore, accept_change, next_override,
+    AuditEntry, ChangeRequest, JobOverride, MAX_AUDIT_LIMIT, OneOffRun, OverrideChange,
+    OverrideSnapshot, OverrideStore, accept_change, next_override,
 };
 use crate::domain::truncate_to_micros;
 use crate::error::Result;
@@ -41,14 +40,9 @@ impl MemoryOverrides {
 
 #[async_trait]
 impl OverrideStore for MemoryOverrides {
-    async fn apply(
-        &self,
-        code: &str,
-        change: &OverrideChange,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64> {
-        let (actor, now) = accept_change(code, change, actor, now)?;
+    async fn apply(&self, request: ChangeRequest<'_>) -> Result<u64> {
+        let (code, change) = (request.code, request.change);
+        let (actor, now) = accept_change(&request)?;
         let mut state = self.state();
         match change {
             OverrideChange::RunAt(at) => {

@@ -6,9 +6,8 @@
 //! in-memory store), written, and the audit row added.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
-use super::{AuditEntry, MAX_AUDIT_LIMIT, OverrideChange, OverrideSnapshot, OverrideStore};
+use super::{AuditEntry, ChangeRequest, MAX_AUDIT_LIMIT, OverrideSnapshot, OverrideStore};
 use crate::database::{Backend, Database, on_backend};
 use crate::error::{CoreError, Result};
 
@@ -26,15 +25,14 @@ fn version_u64(v: i64) -> Result<u64> {
 /// columns named alike with `AS`), and a function here running `statement!("NAME")`.
 macro_rules! override_store_on_sql {
     () => {
-        use chrono::{DateTime, Utc};
         use sqlx::Row as _;
 
         use super::version_u64;
         use crate::domain::truncate_to_micros;
         use crate::error::Result;
         use crate::overrides::{
-            AuditEntry, JobOverride, OneOffRun, OverrideChange, OverrideSnapshot, accept_change,
-            next_override,
+            AuditEntry, ChangeRequest, JobOverride, OneOffRun, OverrideChange, OverrideSnapshot,
+            accept_change, next_override,
         };
 
         fn job_override(row: &Row) -> Result<JobOverride> {
@@ -72,14 +70,9 @@ macro_rules! override_store_on_sql {
         /// One transaction: the counter first (on PostgreSQL its row lock queues concurrent
         /// changes), then the job's row read, the new state computed by the same code as the
         /// in-memory store and written, and the audit row added.
-        pub(super) async fn apply(
-            pool: &Pool,
-            code: &str,
-            change: &OverrideChange,
-            actor: &str,
-            now: DateTime<Utc>,
-        ) -> Result<u64> {
-            let (actor, now) = accept_change(code, change, actor, now)?;
+        pub(super) async fn apply(pool: &Pool, request: ChangeRequest<'_>) -> Result<u64> {
+            let (code, change) = (request.code, request.change);
+            let (actor, now) = accept_change(&request)?;
             let mut tx = begin_write(pool).await?;
             let version: i64 = sqlx::query_scalar(statement!("bump_version"))
                 .fetch_one(&mut *tx)
@@ -181,14 +174,8 @@ mod postgres {
 
 #[async_trait]
 impl OverrideStore for Database {
-    async fn apply(
-        &self,
-        code: &str,
-        change: &OverrideChange,
-        actor: &str,
-        now: DateTime<Utc>,
-    ) -> Result<u64> {
-        on_backend!(self, apply(code, change, actor, now))
+    async fn apply(&self, request: ChangeRequest<'_>) -> Result<u64> {
+        on_backend!(self, apply(request))
     }
 
     async fn version(&self) -> Result<u64> {

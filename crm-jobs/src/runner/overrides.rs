@@ -7,7 +7,9 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use crm_core::CoreError;
-use crm_core::overrides::{JobControl, JobState, OneOffRun, OverrideChange, OverrideStore};
+use crm_core::overrides::{
+    ChangeRequest, JobControl, JobState, OneOffRun, OverrideChange, OverrideStore,
+};
 
 use super::{Registered, Runner, RunnerError, micros};
 use crate::schedule::Schedule;
@@ -289,7 +291,14 @@ impl Runner {
     ) -> Result<JobState, CoreError> {
         let store = self.store_or_refuse()?;
         let now = micros(self.clock.now());
-        store.apply(code, &change, actor, now).await?;
+        store
+            .apply(ChangeRequest {
+                code,
+                change: &change,
+                actor,
+                at: now,
+            })
+            .await?;
         tracing::info!(job.code = %code, action = change.action(), detail = change.detail().as_deref().unwrap_or(""), actor,
             "Schedule override changed");
         self.refresh_overrides().await.map_err(|e| match e {
