@@ -253,6 +253,19 @@ pub struct Incident {
     pub resolved_at: Option<DateTime<Utc>>,
 }
 
+/// A late or missed tick as a watcher saw it: what [`RunLedger::open_incident`] records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenIncident<'a> {
+    /// The job's code.
+    pub code: &'a str,
+    /// How bad it is.
+    pub kind: IncidentKind,
+    /// The tick that is late or missed.
+    pub tick: DateTime<Utc>,
+    /// When it was seen.
+    pub at: DateTime<Utc>,
+}
+
 /// What [`RunLedger::open_incident`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -377,20 +390,16 @@ pub trait RunLedger: Send + Sync + fmt::Debug {
     /// The claim of a run with nothing in its way, in one step (one statement where the ledger
     /// is a database): inserts `run` as running and answers it with the job's
     /// [`consecutive_failures`](RunLedger::consecutive_failures) before it, provided that no
-    /// running claim of any job has a lease that ended before `now`, that `run`'s key is free,
-    /// and, if `exclusive`, that no other run of the job is running. Otherwise (or when the
+    /// running claim of any job has a lease that ended before `run.started_at` (the instant the
+    /// claim is judged at), that `run`'s key is free, and, if `exclusive`, that no other run of
+    /// the job is running. Otherwise (or when the
     /// ledger has no such step: the default) `None`, and nothing is written: the caller takes
     /// the full path ([`abandon_expired`](RunLedger::abandon_expired),
     /// [`consecutive_failures`](RunLedger::consecutive_failures), [`claim`](RunLedger::claim)),
     /// which decides the same as this step whenever this step claims, at a fraction of the
     /// statements: a broker worker pays it for every task.
-    async fn claim_if_clear(
-        &self,
-        run: &NewRun,
-        exclusive: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(JobRun, u32)>> {
-        let _ = (run, exclusive, now);
+    async fn claim_if_clear(&self, run: &NewRun, exclusive: bool) -> Result<Option<(JobRun, u32)>> {
+        let _ = (run, exclusive);
         Ok(None)
     }
 
@@ -436,13 +445,7 @@ pub trait RunLedger: Send + Sync + fmt::Debug {
     /// incident if none is open, escalates an open late one to missed, otherwise changes
     /// nothing. Atomic, so of several processes watching, exactly one hears `Opened` (or
     /// `Escalated`) and alerts.
-    async fn open_incident(
-        &self,
-        code: &str,
-        kind: IncidentKind,
-        tick: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<IncidentChange>;
+    async fn open_incident(&self, seen: SeenIncident<'_>) -> Result<IncidentChange>;
 
     /// Resolves the job's open incident at `now` and returns it; `None` if none was open (or
     /// another process resolved it first).

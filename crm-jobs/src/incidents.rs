@@ -2,7 +2,7 @@
 //! however many processes check, and its end (back on schedule).
 
 use chrono::{DateTime, Utc};
-use crm_core::ledger::{IncidentChange, IncidentKind};
+use crm_core::ledger::{IncidentChange, IncidentKind, SeenIncident};
 
 use crate::alert::Alert;
 use crate::health::HealthState;
@@ -25,7 +25,15 @@ impl Runner {
             };
             match trouble {
                 Some((kind, tick)) => {
-                    let change = self.ledger().open_incident(&code, kind, tick, now).await?;
+                    let change = self
+                        .ledger()
+                        .open_incident(SeenIncident {
+                            code: &code,
+                            kind,
+                            tick,
+                            at: now,
+                        })
+                        .await?;
                     if matches!(change, IncidentChange::Opened | IncidentChange::Escalated) {
                         alerts.push(match kind {
                             IncidentKind::Late => Alert::Late {

@@ -42,7 +42,7 @@ pub use crm_access::{
 };
 pub use crm_core::ledger::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, Pruned, Retention,
-    RunCount, RunEnd, RunId, RunKind, RunLedger, RunOutcome,
+    RunCount, RunEnd, RunId, RunKind, RunLedger, RunOutcome, SeenIncident,
 };
 pub use crm_core::overrides::{
     AuditEntry, ChangeRequest, JobControl, JobOverride, JobState, MemoryOverrides, OneOffRun,

@@ -16,7 +16,7 @@ use crm_jobs::health::assess;
 use crm_jobs::{
     ChangeRequest, Claim, CronJob, IncidentKind, JobContext, JobError, JobOptions, ManualClock,
     MemoryLedger, NewRun, OverrideChange, OverrideStore, RunEnd, RunKind, RunLedger, RunOutcome,
-    Runner, Schedule, Scheduler,
+    Runner, Schedule, Scheduler, SeenIncident,
 };
 
 fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
@@ -183,7 +183,12 @@ async fn history(ledger: &dyn RunLedger) {
         Claim::Claimed(_)
     ));
     ledger
-        .open_incident("daily", IncidentKind::Late, noon(100), noon(100))
+        .open_incident(SeenIncident {
+            code: "daily",
+            kind: IncidentKind::Late,
+            tick: noon(100),
+            at: noon(100),
+        })
         .await
         .unwrap();
     ledger
@@ -191,11 +196,21 @@ async fn history(ledger: &dyn RunLedger) {
         .await
         .unwrap();
     ledger
-        .open_incident("streak", IncidentKind::Missed, noon(95), noon(95))
+        .open_incident(SeenIncident {
+            code: "streak",
+            kind: IncidentKind::Missed,
+            tick: noon(95),
+            at: noon(95),
+        })
         .await
         .unwrap();
     ledger
-        .open_incident("dormant", IncidentKind::Late, noon(10), noon(10))
+        .open_incident(SeenIncident {
+            code: "dormant",
+            kind: IncidentKind::Late,
+            tick: noon(10),
+            at: noon(10),
+        })
         .await
         .unwrap();
     ledger.resolve_incident("dormant", noon(9)).await.unwrap();

@@ -510,7 +510,7 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
     let t0 = utc(2026, 1, 5, 8, 0);
     let run = new_run("job_a", t0, t0, 60);
     let (first, failures) = ledger
-        .claim_if_clear(&run, true, t0)
+        .claim_if_clear(&run, true)
         .await
         .unwrap()
         .expect("a free key of a job with nothing running is claimed");
@@ -520,14 +520,14 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
     assert_eq!(first.outcome, RunOutcome::Running);
 
     // The same key: not claimed, nothing written (the full path says Taken).
-    assert_eq!(ledger.claim_if_clear(&run, true, t0).await.unwrap(), None);
+    assert_eq!(ledger.claim_if_clear(&run, true).await.unwrap(), None);
     // Another tick of an exclusive job while it runs: not claimed (the full path says Busy);
     // of a job that runs in parallel: claimed.
     let later = new_run("job_a", t0 + TimeDelta::minutes(1), t0, 60);
-    assert_eq!(ledger.claim_if_clear(&later, true, t0).await.unwrap(), None);
+    assert_eq!(ledger.claim_if_clear(&later, true).await.unwrap(), None);
     assert_eq!(ledger.history(None, 10).await.unwrap().len(), 1);
     let (parallel, _) = ledger
-        .claim_if_clear(&later, false, t0)
+        .claim_if_clear(&later, false)
         .await
         .unwrap()
         .expect("a parallel run is claimed beside the running one");
@@ -535,10 +535,7 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
     // Once a claim's lease ended, no job claims in one step until it is marked abandoned.
     let after = t0 + TimeDelta::seconds(61);
     let other = new_run("job_b", after, after, 60);
-    assert_eq!(
-        ledger.claim_if_clear(&other, true, after).await.unwrap(),
-        None
-    );
+    assert_eq!(ledger.claim_if_clear(&other, true).await.unwrap(), None);
     assert_eq!(ledger.history(None, 10).await.unwrap().len(), 2);
     assert_eq!(ledger.abandon_expired(after).await.unwrap().len(), 2);
     ledger
@@ -556,7 +553,7 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
     // job_a: abandoned, failed; the failures in a row come with the claim.
     let third = new_run("job_a", t0 + TimeDelta::minutes(2), after, 60);
     let (row, failures) = ledger
-        .claim_if_clear(&third, true, after)
+        .claim_if_clear(&third, true)
         .await
         .unwrap()
         .expect("nothing in the way any more");
@@ -578,7 +575,7 @@ async fn claim_if_clear_suite(ledger: &dyn RunLedger) {
         .unwrap();
     let fourth = new_run("job_a", t0 + TimeDelta::minutes(3), after, 60);
     let (_, failures) = ledger
-        .claim_if_clear(&fourth, true, after)
+        .claim_if_clear(&fourth, true)
         .await
         .unwrap()
         .expect("claimed");
@@ -603,7 +600,7 @@ async fn exclusive_one_step_claims_race(url: &str, n: usize) {
     let t0 = utc(2026, 1, 5, 8, 0);
     let claims = race_to_claim(url, n, |i, db, run| async move {
         if i % 2 == 0 {
-            db.claim_if_clear(&run, true, t0).await.unwrap().is_some()
+            db.claim_if_clear(&run, true).await.unwrap().is_some()
         } else {
             matches!(db.claim(&run, true, t0).await.unwrap(), Claim::Claimed(_))
         }

@@ -11,8 +11,6 @@
 //! full claim serialises on, then inserts in a statement with a snapshot taken after the lock.
 //! The job's failures in a row before the run come back in the same statement.
 
-use chrono::{DateTime, Utc};
-
 use super::{JobRun, NewRun, RunId, RunOutcome, validate_new_run};
 use crate::database::{Backend, Database};
 use crate::error::Result;
@@ -40,7 +38,6 @@ pub(super) async fn claim_if_clear(
     db: &Database,
     run: &NewRun,
     exclusive: bool,
-    now: DateTime<Utc>,
 ) -> Result<Option<(JobRun, u32)>> {
     validate_new_run(run)?;
     let row: Option<(i64, i64)> = match db.backend() {
@@ -55,7 +52,7 @@ pub(super) async fn claim_if_clear(
                 .bind(run.lease_until.timestamp_micros())
                 .bind(&run.host)
                 .bind(i64::from(run.pid))
-                .bind(now.timestamp_micros())
+                .bind(run.started_at.timestamp_micros())
                 .bind(exclusive)
                 .fetch_optional(pool)
                 .await?
@@ -73,7 +70,7 @@ pub(super) async fn claim_if_clear(
                 .bind(run.lease_until)
                 .bind(&run.host)
                 .bind(i64::from(run.pid))
-                .bind(now)
+                .bind(run.started_at)
                 .bind(exclusive)
                 .bind(super::sql::lock_key(&run.code))
                 .fetch_optional(pool)

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunCount,
-    RunEnd, RunId, RunKind, RunLedger, RunOutcome, abandoned_message, clip_message, kept_ids,
-    validate_finish, validate_new_run,
+    RunEnd, RunId, RunKind, RunLedger, RunOutcome, SeenIncident, abandoned_message, clip_message,
+    kept_ids, validate_finish, validate_new_run,
 };
 use crate::error::Result;
 
@@ -287,13 +287,8 @@ impl RunLedger for MemoryLedger {
         Ok(kept)
     }
 
-    async fn open_incident(
-        &self,
-        code: &str,
-        kind: IncidentKind,
-        tick: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<IncidentChange> {
+    async fn open_incident(&self, seen: SeenIncident<'_>) -> Result<IncidentChange> {
+        let (code, kind, tick, now) = (seen.code, seen.kind, seen.tick, seen.at);
         let mut incidents = self.incidents();
         match incidents
             .iter_mut()

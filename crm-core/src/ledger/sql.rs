@@ -16,9 +16,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, NewRun, Pruned, Retention, RunCount,
-    RunEnd, RunId, RunLedger, RunOutcome, clip_message, kept_ids, validate_finish,
-    validate_new_run,
+    Claim, Incident, IncidentChange, JobRun, NewRun, Pruned, Retention, RunCount, RunEnd, RunId,
+    RunLedger, RunOutcome, SeenIncident, clip_message, kept_ids, validate_finish, validate_new_run,
 };
 use crate::database::{Backend, Database, on_backend};
 use crate::error::{CoreError, Result};
@@ -44,7 +43,9 @@ macro_rules! ledger_on_sql {
 
         use super::{decode_error, parse_word};
         use crate::error::Result;
-        use crate::ledger::{Incident, IncidentKind, JobRun, NewRun, RunCount, RunId, RunOutcome};
+        use crate::ledger::{
+            Incident, IncidentKind, JobRun, NewRun, RunCount, RunId, RunOutcome, SeenIncident,
+        };
 
         fn job_run(row: &Row) -> Result<JobRun> {
             Ok(JobRun {
@@ -257,11 +258,9 @@ macro_rules! ledger_on_sql {
         /// Whether the incident was opened, and if not whether an open one was escalated.
         pub(super) async fn open_incident(
             pool: &Pool,
-            code: &str,
-            kind: IncidentKind,
-            tick: DateTime<Utc>,
-            now: DateTime<Utc>,
+            seen: SeenIncident<'_>,
         ) -> Result<(bool, bool)> {
+            let (code, kind, tick, now) = (seen.code, seen.kind, seen.tick, seen.at);
             let opened = sqlx::query(statement!("open_incident"))
                 .bind(code)
                 .bind(kind.as_str())
@@ -474,13 +473,8 @@ impl RunLedger for Database {
         on_backend!(self, claim(run, exclusive, now))
     }
 
-    async fn claim_if_clear(
-        &self,
-        run: &NewRun,
-        exclusive: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(JobRun, u32)>> {
-        super::claim_if_clear::claim_if_clear(self, run, exclusive, now).await
+    async fn claim_if_clear(&self, run: &NewRun, exclusive: bool) -> Result<Option<(JobRun, u32)>> {
+        super::claim_if_clear::claim_if_clear(self, run, exclusive).await
     }
 
     async fn record_skipped(&self, run: &NewRun, message: &str) -> Result<bool> {
@@ -540,16 +534,10 @@ impl RunLedger for Database {
         on_backend!(self, recent_runs(per_job))
     }
 
-    async fn open_incident(
-        &self,
-        code: &str,
-        kind: IncidentKind,
-        tick: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<IncidentChange> {
+    async fn open_incident(&self, seen: SeenIncident<'_>) -> Result<IncidentChange> {
         // Each step is one statement, atomic on its own: the partial unique index lets one
         // insert win, and the escalation's `kind = 'late'` condition lets one update win.
-        let (opened, escalated) = on_backend!(self, open_incident(code, kind, tick, now))?;
+        let (opened, escalated) = on_backend!(self, open_incident(seen))?;
         Ok(if opened {
             IncidentChange::Opened
         } else if escalated {

@@ -72,7 +72,7 @@ impl Runner {
         let exclusive = kind != RunKind::DryRun && !job.options.allow_parallel_runs;
         let run = self.new_run(job, tick, kind, attempt);
         self.ledger
-            .claim_if_clear(&run, exclusive, run.started_at)
+            .claim_if_clear(&run, exclusive)
             .await
             .map_err(|e| {
                 tracing::error!(job.code = %job.code, error = %e, "Could not claim a run");

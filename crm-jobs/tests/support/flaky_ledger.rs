@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use crm_core::{CoreError, Result, StorageError};
 use crm_jobs::{
-    Claim, Incident, IncidentChange, IncidentKind, JobRun, MemoryLedger, NewRun, RunCount, RunEnd,
-    RunId, RunLedger,
+    Claim, Incident, IncidentChange, JobRun, MemoryLedger, NewRun, RunCount, RunEnd, RunId,
+    RunLedger, SeenIncident,
 };
 
 /// A ledger in memory that fails every call while `down`, as a database that cannot be reached.
@@ -80,15 +80,9 @@ impl RunLedger for FlakyLedger {
         self.check()?;
         self.inner.recent_runs(per_job).await
     }
-    async fn open_incident(
-        &self,
-        code: &str,
-        kind: IncidentKind,
-        tick: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<IncidentChange> {
+    async fn open_incident(&self, seen: SeenIncident<'_>) -> Result<IncidentChange> {
         self.check()?;
-        self.inner.open_incident(code, kind, tick, now).await
+        self.inner.open_incident(seen).await
     }
     async fn resolve_incident(&self, code: &str, now: DateTime<Utc>) -> Result<Option<Incident>> {
         self.check()?;
