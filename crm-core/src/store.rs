@@ -125,6 +125,36 @@ pub struct OrderReminder {
     pub order_date: DateTime<Utc>,
 }
 
+/// Where a page of [`CrmStore::orders_between`] starts and how long it is: the orders from
+/// `from` to `to` that come after `after` (the previous page's last order; from the start when
+/// `None`), at most `limit` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReminderPage<'a> {
+    /// The earliest order date (inclusive).
+    pub from: DateTime<Utc>,
+    /// The latest order date (inclusive).
+    pub to: DateTime<Utc>,
+    /// The previous page's last order; `None` for the first page.
+    pub after: Option<&'a OrderReminder>,
+    /// At most this many orders.
+    pub limit: u64,
+}
+
+impl ReminderPage<'static> {
+    /// The first page of the orders from `from` to `to`, `limit` long.
+    pub fn first(from: DateTime<Utc>, to: DateTime<Utc>, limit: u64) -> Self {
+        Self {
+            from,
+            to,
+            after: None,
+            limit,
+        }
+    }
+}
+
+/// [`CrmStore::orders_between_pages`]' answer: the pages as they are read.
+pub type ReminderPages<'a> = futures::stream::BoxStream<'a, Result<Vec<OrderReminder>>>;
+
 /// Totals for the weekly report, computed by the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Totals {
@@ -186,22 +216,24 @@ impl Restock {
 
 /// [`CrmStore::orders_between_pages`] over any store: each page from
 /// [`CrmStore::orders_between_page`] after the previous page's last order.
-pub(crate) fn keyset_pages<S: CrmStore + ?Sized>(
-    store: &S,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    page_size: u64,
-) -> futures::stream::BoxStream<'_, Result<Vec<OrderReminder>>> {
+pub(crate) fn keyset_pages<'s, S: CrmStore + ?Sized>(
+    store: &'s S,
+    first: ReminderPage<'_>,
+) -> ReminderPages<'s> {
     use futures::StreamExt as _;
-    let page_size = page_size.max(1);
-    let start: Option<Option<OrderReminder>> = Some(None);
+    let (from, to, page_size) = (first.from, first.to, first.limit.max(1));
+    let start: Option<Option<OrderReminder>> = Some(first.after.cloned());
     futures::stream::try_unfold(start, move |state| async move {
         let Some(after) = state else {
             return Ok::<_, crate::error::CoreError>(None);
         };
-        let rows = store
-            .orders_between_page(from, to, after.as_ref(), page_size)
-            .await?;
+        let page = ReminderPage {
+            from,
+            to,
+            after: after.as_ref(),
+            limit: page_size,
+        };
+        let rows = store.orders_between_page(page).await?;
         let next = match rows.last() {
             Some(last) if rows.len() as u64 >= page_size => Some(Some(last.clone())),
             _ => None,
@@ -278,31 +310,20 @@ pub trait CrmStore: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<OrderReminder>>;
-    /// One page of [`orders_between`](Self::orders_between): at most `limit` of its orders,
-    /// those after `after` (the previous page's last one; from the start when `None`) in its
-    /// order, oldest first and then by id (one joined query). A keyset page, not an offset: the
+    /// One page of [`orders_between`](Self::orders_between): at most `page.limit` of its
+    /// orders, those after `page.after` (the previous page's last one; from the start when
+    /// `None`) in its order, oldest first and then by id (one joined query). A keyset page, not an offset: the
     /// database seeks to the position, so the last page of a large week costs what the first
     /// does and a job can read any week in bounded memory; an order inserted or deleted before
     /// the position does not make a later page skip or repeat another.
-    async fn orders_between_page(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        after: Option<&OrderReminder>,
-        limit: u64,
-    ) -> Result<Vec<OrderReminder>>;
-    /// [`orders_between`](Self::orders_between) as a stream of pages of `page_size` (at least
-    /// 1), each from [`orders_between_page`](Self::orders_between_page) after the previous
-    /// page's last order, ending after the first page shorter than `page_size` (which may be
-    /// empty). A store may read them all on one connection (the SQLite store does, so a job
-    /// paging a large week warms one page cache, not one per pooled connection).
-    fn orders_between_pages(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        page_size: u64,
-    ) -> futures::stream::BoxStream<'_, Result<Vec<OrderReminder>>> {
-        keyset_pages(self, from, to, page_size)
+    async fn orders_between_page(&self, page: ReminderPage<'_>) -> Result<Vec<OrderReminder>>;
+    /// [`orders_between`](Self::orders_between) as a stream of pages from `first` on, each
+    /// `first.limit` long (at least 1) and from [`orders_between_page`](Self::orders_between_page)
+    /// after the previous page's last order, ending after the first page shorter than that
+    /// (which may be empty). A store may read them all on one connection (the SQLite store
+    /// does, so a job paging a large week warms one page cache, not one per pooled connection).
+    fn orders_between_pages(&self, first: ReminderPage<'_>) -> ReminderPages<'_> {
+        keyset_pages(self, first)
     }
     /// Atomically adds `amount` to the stock of every product whose stock is below
     /// `threshold`; returns the updated products, by id. Concurrent restocks never lose an

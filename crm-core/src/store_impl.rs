@@ -11,7 +11,8 @@ use crate::error::{CoreError, Result};
 use crate::sql::truncate_to_micros;
 use crate::store::{
     CrmStore, CustomerField, CustomerFilter, MAX_IDEMPOTENCY_KEY_LEN, OrderField, OrderFilter,
-    OrderReminder, PageRequest, ProductField, ProductFilter, Restock, Sort, Totals,
+    OrderReminder, PageRequest, ProductField, ProductFilter, ReminderPage, ReminderPages, Restock,
+    Sort, Totals,
 };
 #[cfg(feature = "postgres")]
 use crate::store_sql::postgres;
@@ -112,28 +113,18 @@ impl CrmStore for Database {
         on_backend!(self, orders_between(from, to))
     }
 
-    async fn orders_between_page(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        after: Option<&OrderReminder>,
-        limit: u64,
-    ) -> Result<Vec<OrderReminder>> {
+    async fn orders_between_page(&self, page: ReminderPage<'_>) -> Result<Vec<OrderReminder>> {
+        let (from, to, after, limit) = (page.from, page.to, page.after, page.limit);
         on_backend!(self, orders_between_page(from, to, after, limit))
     }
 
-    fn orders_between_pages(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        page_size: u64,
-    ) -> futures::stream::BoxStream<'_, Result<Vec<OrderReminder>>> {
+    fn orders_between_pages(&self, first: ReminderPage<'_>) -> ReminderPages<'_> {
         match self.backend() {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => sqlite::orders_between_pages(pool, from, to, page_size.max(1)),
+            Backend::Sqlite(pool) => sqlite::orders_between_pages(pool, first),
             // PostgreSQL's cache is the server's: any pooled connection will do.
             #[cfg(feature = "postgres")]
-            Backend::Postgres(_) => crate::store::keyset_pages(self, from, to, page_size),
+            Backend::Postgres(_) => crate::store::keyset_pages(self, first),
         }
     }
 

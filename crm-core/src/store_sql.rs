@@ -590,18 +590,17 @@ pub(crate) mod sqlite {
     /// connection has its own page cache (32 MiB), and pages taken by whichever connection is
     /// idle filled several of them (a job reading a week of a million orders in process grew
     /// to 108 MiB; on one connection it stays within one cache).
-    pub(crate) fn orders_between_pages(
-        pool: &Pool,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        limit: u64,
-    ) -> futures::stream::BoxStream<'_, Result<Vec<crate::store::OrderReminder>>> {
+    pub(crate) fn orders_between_pages<'p>(
+        pool: &'p Pool,
+        first: crate::store::ReminderPage<'_>,
+    ) -> crate::store::ReminderPages<'p> {
         use futures::StreamExt as _;
         type State = Option<(
             Option<sqlx::pool::PoolConnection<Db>>,
             Option<crate::store::OrderReminder>,
         )>;
-        let start: State = Some((None, None));
+        let (from, to, limit) = (first.from, first.to, first.limit.max(1));
+        let start: State = Some((None, first.after.cloned()));
         futures::stream::try_unfold(start, move |state| async move {
             let Some((conn, after)) = state else {
                 return Ok::<_, CoreError>(None);

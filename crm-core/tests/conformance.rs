@@ -9,7 +9,7 @@ use crm_core::testing::TestDb;
 use crm_core::{
     CoreError, CrmStore, Customer, CustomerField, CustomerFilter, Database, Keyset, Money,
     NewCustomer, NewOrder, NewProduct, Order, OrderField, OrderFilter, PageRequest, Product,
-    ProductField, ProductFilter, Sort,
+    ProductField, ProductFilter, ReminderPage, Sort,
 };
 use futures::TryStreamExt as _;
 use futures::future::{BoxFuture, join_all};
@@ -876,10 +876,13 @@ async fn page_through_orders(
     let mut pages = Vec::new();
     let mut after = None;
     loop {
-        let page = db
-            .orders_between_page(from, to, after.as_ref(), limit)
-            .await
-            .unwrap();
+        let at = ReminderPage {
+            from,
+            to,
+            after: after.as_ref(),
+            limit,
+        };
+        let page = db.orders_between_page(at).await.unwrap();
         assert!(page.len() as u64 <= limit, "a page longer than its limit");
         pages.push(page.iter().map(|r| r.order_id).collect());
         match page.last() {
@@ -918,7 +921,7 @@ async fn orders_between_pages_are_the_whole_list_in_order_ties_included(t: TestD
     }
     for limit in [1, 5, 14, 100] {
         let pages: Vec<Vec<crm_core::OrderReminder>> = db
-            .orders_between_pages(from, now(), limit)
+            .orders_between_pages(ReminderPage::first(from, now(), limit))
             .try_collect()
             .await
             .unwrap();
@@ -926,15 +929,21 @@ async fn orders_between_pages_are_the_whole_list_in_order_ties_included(t: TestD
         assert_eq!(pages.concat(), whole, "streamed pages of {limit}");
     }
     // The rows of a page carry what the whole list does, e-mail included.
-    let first = db.orders_between_page(from, now(), None, 2).await.unwrap();
+    let first = db
+        .orders_between_page(ReminderPage::first(from, now(), 2))
+        .await
+        .unwrap();
     assert_eq!(first, whole[..2]);
     let next = db
-        .orders_between_page(from, now(), first.last(), 100)
+        .orders_between_page(ReminderPage {
+            after: first.last(),
+            ..ReminderPage::first(from, now(), 100)
+        })
         .await
         .unwrap();
     assert_eq!(next, whole[2..]);
     assert!(
-        db.orders_between_page(now(), from, None, 10)
+        db.orders_between_page(ReminderPage::first(now(), from, 10))
             .await
             .unwrap()
             .is_empty()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use crm_core::CrmStore;
+use crm_core::{CrmStore, ReminderPage};
 use futures::stream::{BoxStream, StreamExt as _, TryStreamExt as _};
 use rust_decimal::Decimal;
 
@@ -276,7 +276,7 @@ impl CrmAccess for InProcessCrm {
     /// connection, so one page cache is warmed, not one per pooled connection).
     fn order_pages_between(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> OrderPages<'_> {
         self.store
-            .orders_between_pages(from, to, self.page_size)
+            .orders_between_pages(ReminderPage::first(from, to, self.page_size))
             .map_ok(|rows| {
                 rows.into_iter()
                     .map(|order| {

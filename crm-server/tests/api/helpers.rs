@@ -12,7 +12,7 @@ use crm_core::testing::TestDb;
 use crm_core::{
     CrmStore, Customer, CustomerField, CustomerFilter, CustomerId, Money, NewCustomer, NewOrder,
     NewProduct, Order, OrderField, OrderFilter, OrderId, OrderReminder, PageRequest, Product,
-    ProductField, ProductFilter, ProductId, Result, Sort, Totals,
+    ProductField, ProductFilter, ProductId, ReminderPage, Result, Sort, Totals,
 };
 use crm_server::{BoundServer, Clock, ServerConfig};
 use serde_json::{Value, json};
@@ -342,16 +342,8 @@ impl CrmStore for CountingStore {
     ) -> Result<Vec<OrderReminder>> {
         self.count().orders_between(from, to).await
     }
-    async fn orders_between_page(
-        &self,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        after: Option<&OrderReminder>,
-        limit: u64,
-    ) -> Result<Vec<OrderReminder>> {
-        self.count()
-            .orders_between_page(from, to, after, limit)
-            .await
+    async fn orders_between_page(&self, page: ReminderPage<'_>) -> Result<Vec<OrderReminder>> {
+        self.count().orders_between_page(page).await
     }
     async fn restock_low(&self, threshold: i32, amount: i32) -> Result<Vec<Product>> {
         self.count().restock_low(threshold, amount).await
