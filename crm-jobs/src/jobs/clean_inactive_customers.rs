@@ -1,47 +1,19 @@
 //! `clean_inactive_customers`: the original's `clean_inactive_customers.sh`.
 
-use std::sync::Arc;
-
-use async_trait::async_trait;
-
-use crate::config::JobsConfig;
 use crate::crm_access::CrmAccess;
-use crate::job::{CronJob, JobContext, JobError};
-use crate::log_file::{LogFile, file_names};
-use crate::schedule::Schedule;
+use crate::job::{JobContext, JobError};
 
-/// Deletes customers who have ordered nothing for a year and have been customers for longer,
-/// and logs how many.
-pub struct CleanInactiveCustomers {
-    crm: Arc<dyn CrmAccess>,
-    log: LogFile,
+contract_job! {
+    /// Deletes customers who have ordered nothing for a year and have been customers for longer,
+    /// and logs how many.
+    pub struct CleanInactiveCustomers {
+        code: "clean_inactive_customers",
+        schedule: CLEAN_INACTIVE_CUSTOMERS = "Sundays at 02:00",
+        log: CUSTOMER_CLEANUP = "customer_cleanup_log.txt",
+    }
 }
 
 impl CleanInactiveCustomers {
-    /// The job's code.
-    pub const CODE: &'static str = "clean_inactive_customers";
-    /// The contract's schedule: Sundays at 02:00.
-    pub const SCHEDULE: &'static str = crate::schedule::schedules::CLEAN_INACTIVE_CUSTOMERS;
-
-    /// The job asking `crm`, logging to `customer_cleanup_log.txt` in `config.log_dir`.
-    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
-        Self {
-            crm: Arc::new(crm),
-            log: config.log_file(file_names::CUSTOMER_CLEANUP),
-        }
-    }
-}
-
-#[async_trait]
-impl CronJob for CleanInactiveCustomers {
-    fn code(&self) -> &str {
-        Self::CODE
-    }
-
-    fn schedule(&self) -> Schedule {
-        super::contract_schedule(Self::SCHEDULE)
-    }
-
     /// Customers who stopped ordering a year ago are dead weight in every list and mailing;
     /// the store deletes them (and their orders) set-based, in one transaction, so a failure
     /// deletes nobody. The count is of customers only. A dry run counts and changes nothing,
@@ -50,7 +22,7 @@ impl CronJob for CleanInactiveCustomers {
     /// The log is opened before anything is deleted, so an unwritable log directory fails the
     /// run with every customer still there; a write that fails after the deletion (a full
     /// disk) fails the run with an error that says how many were deleted.
-    async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
+    async fn run_once(&self, ctx: &JobContext) -> Result<String, JobError> {
         if ctx.dry_run {
             let count = self
                 .crm

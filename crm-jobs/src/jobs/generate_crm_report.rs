@@ -1,33 +1,14 @@
 //! `generate_crm_report`: the original's Celery task `crm.tasks.generate_crm_report`.
 
-use async_trait::async_trait;
-
-use crate::config::JobsConfig;
-use std::sync::Arc;
-
 use crate::crm_access::{CrmAccess, ReportTotals};
-use crate::job::{CronJob, JobContext, JobError};
-use crate::log_file::{LogFile, file_names};
-use crate::schedule::Schedule;
+use crate::job::{JobContext, JobError};
 
-/// Logs the weekly totals: customers, orders and revenue, as the GraphQL endpoint counts them.
-pub struct GenerateCrmReport {
-    crm: Arc<dyn CrmAccess>,
-    log: LogFile,
-}
-
-impl GenerateCrmReport {
-    /// The job's code.
-    pub const CODE: &'static str = "generate_crm_report";
-    /// The contract's schedule: Mondays at 06:00.
-    pub const SCHEDULE: &'static str = crate::schedule::schedules::GENERATE_CRM_REPORT;
-
-    /// The job asking `crm`, logging to `crm_report_log.txt` in `config.log_dir`.
-    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
-        Self {
-            crm: Arc::new(crm),
-            log: config.log_file(file_names::CRM_REPORT),
-        }
+contract_job! {
+    /// Logs the weekly totals: customers, orders and revenue, as the GraphQL endpoint counts them.
+    pub struct GenerateCrmReport {
+        code: "generate_crm_report",
+        schedule: GENERATE_CRM_REPORT = "Mondays at 06:00",
+        log: CRM_REPORT = "crm_report_log.txt",
     }
 }
 
@@ -43,19 +24,10 @@ pub(crate) fn report_line(totals: &ReportTotals) -> String {
     )
 }
 
-#[async_trait]
-impl CronJob for GenerateCrmReport {
-    fn code(&self) -> &str {
-        Self::CODE
-    }
-
-    fn schedule(&self) -> Schedule {
-        super::contract_schedule(Self::SCHEDULE)
-    }
-
+impl GenerateCrmReport {
     /// A weekly line in a file is the cheapest dashboard there is; the totals are counted by
     /// the server's database, not by fetching every row. A dry run asks but logs nothing.
-    async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
+    async fn run_once(&self, ctx: &JobContext) -> Result<String, JobError> {
         let totals = self.crm.report_totals().await?;
         let line = report_line(&totals);
         if !ctx.dry_run {

@@ -1,5 +1,61 @@
 //! The CRM's five jobs, one file each, and the list of them an app registers.
 
+/// One of the contract's jobs, declared: the struct (the CRM access it asks and the log file it
+/// writes), its `CODE` and `SCHEDULE`, `new`, and the [`CronJob`] implementation, whose `run` is
+/// the job's own `run_once`. The five differ only in what they do, which is all each file holds.
+macro_rules! contract_job {
+    (
+        $(#[$doc:meta])*
+        pub struct $job:ident {
+            code: $code:literal,
+            schedule: $schedule:ident = $when:literal,
+            log: $log:ident = $file:literal,
+        }
+    ) => {
+        $(#[$doc])*
+        pub struct $job {
+            crm: std::sync::Arc<dyn $crate::crm_access::CrmAccess>,
+            log: $crate::log_file::LogFile,
+        }
+
+        impl $job {
+            /// The job's code.
+            pub const CODE: &'static str = $code;
+            #[doc = concat!("The contract's schedule: ", $when, ".")]
+            pub const SCHEDULE: &'static str = $crate::schedule::schedules::$schedule;
+
+            #[doc = concat!("The job asking `crm`, logging to `", $file, "` in `config.log_dir`.")]
+            pub fn new(
+                crm: impl $crate::crm_access::CrmAccess,
+                config: &$crate::config::JobsConfig,
+            ) -> Self {
+                Self {
+                    crm: std::sync::Arc::new(crm),
+                    log: config.log_file($crate::log_file::file_names::$log),
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::job::CronJob for $job {
+            fn code(&self) -> &str {
+                Self::CODE
+            }
+
+            fn schedule(&self) -> $crate::schedule::Schedule {
+                $crate::jobs::contract_schedule(Self::SCHEDULE)
+            }
+
+            async fn run(
+                &self,
+                ctx: &$crate::job::JobContext,
+            ) -> Result<String, $crate::job::JobError> {
+                self.run_once(ctx).await
+            }
+        }
+    };
+}
+
 mod clean_inactive_customers;
 mod generate_crm_report;
 mod log_crm_heartbeat;

@@ -1,17 +1,11 @@
 //! `send_order_reminders`: the original's `send_order_reminders.py`.
 
-use async_trait::async_trait;
 use chrono::Duration;
-
-use crate::config::JobsConfig;
-use std::sync::Arc;
-
 use futures::TryStreamExt as _;
 
 use crate::crm_access::{CrmAccess, OrderToRemind};
-use crate::job::{CronJob, JobContext, JobError};
-use crate::log_file::{LogFile, OpenLogFile, file_names};
-use crate::schedule::Schedule;
+use crate::job::{JobContext, JobError};
+use crate::log_file::OpenLogFile;
 
 /// What the command line prints after running [`SendOrderReminders`], as the original did.
 pub const ORDER_REMINDERS_PROCESSED: &str = "Order reminders processed!";
@@ -19,38 +13,17 @@ pub const ORDER_REMINDERS_PROCESSED: &str = "Order reminders processed!";
 /// How far back an order still gets a reminder.
 const REMINDER_WINDOW_DAYS: i64 = 7;
 
-/// Logs a reminder for every order placed in the last seven days, asking the GraphQL endpoint
-/// (not the database) which orders those are.
-pub struct SendOrderReminders {
-    crm: Arc<dyn CrmAccess>,
-    log: LogFile,
+contract_job! {
+    /// Logs a reminder for every order placed in the last seven days, asking the GraphQL endpoint
+    /// (not the database) which orders those are.
+    pub struct SendOrderReminders {
+        code: "send_order_reminders",
+        schedule: SEND_ORDER_REMINDERS = "every day at 08:00",
+        log: ORDER_REMINDERS = "order_reminders_log.txt",
+    }
 }
 
 impl SendOrderReminders {
-    /// The job's code.
-    pub const CODE: &'static str = "send_order_reminders";
-    /// The contract's schedule: every day at 08:00.
-    pub const SCHEDULE: &'static str = crate::schedule::schedules::SEND_ORDER_REMINDERS;
-
-    /// The job asking `crm`, logging to `order_reminders_log.txt` in `config.log_dir`.
-    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
-        Self {
-            crm: Arc::new(crm),
-            log: config.log_file(file_names::ORDER_REMINDERS),
-        }
-    }
-}
-
-#[async_trait]
-impl CronJob for SendOrderReminders {
-    fn code(&self) -> &str {
-        Self::CODE
-    }
-
-    fn schedule(&self) -> Schedule {
-        super::contract_schedule(Self::SCHEDULE)
-    }
-
     /// Recent orders are the ones worth a follow-up; the log (one line per order, with the
     /// customer's e-mail, so the file is owner-only) is what a mailer picks up. It goes through
     /// the API like any client would, so it works against a remote CRM. The window is the seven
@@ -60,7 +33,7 @@ impl CronJob for SendOrderReminders {
     /// go to the log in one append before the next page is asked for, so the run holds one page
     /// whatever the week's size (82,000 orders at a million). A failure part way leaves the
     /// pages already logged (whole lines), and the error says how many orders they held.
-    async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
+    async fn run_once(&self, ctx: &JobContext) -> Result<String, JobError> {
         let to = ctx.started_at;
         let from = to - Duration::days(REMINDER_WINDOW_DAYS);
         let mut pages = self.crm.order_pages_between(from, to);

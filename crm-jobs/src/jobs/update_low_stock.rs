@@ -1,47 +1,19 @@
 //! `update_low_stock`: the original's django-crontab `crm.cron.update_low_stock`.
 
-use async_trait::async_trait;
-
-use crate::config::JobsConfig;
-use std::sync::Arc;
-
 use crate::crm_access::{CrmAccess, LOW_STOCK_THRESHOLD};
-use crate::job::{CronJob, JobContext, JobError};
-use crate::log_file::{LogFile, file_names};
-use crate::schedule::Schedule;
+use crate::job::{JobContext, JobError};
 
-/// Restocks every product with fewer than 10 units (over GraphQL, the `updateLowStockProducts`
-/// mutation) and logs each product's new stock.
-pub struct UpdateLowStock {
-    crm: Arc<dyn CrmAccess>,
-    log: LogFile,
+contract_job! {
+    /// Restocks every product with fewer than 10 units (over GraphQL, the `updateLowStockProducts`
+    /// mutation) and logs each product's new stock.
+    pub struct UpdateLowStock {
+        code: "update_low_stock",
+        schedule: UPDATE_LOW_STOCK = "every twelve hours, at 00:00 and 12:00",
+        log: LOW_STOCK_UPDATES = "low_stock_updates_log.txt",
+    }
 }
 
 impl UpdateLowStock {
-    /// The job's code.
-    pub const CODE: &'static str = "update_low_stock";
-    /// The contract's schedule: every twelve hours, at 00:00 and 12:00.
-    pub const SCHEDULE: &'static str = crate::schedule::schedules::UPDATE_LOW_STOCK;
-
-    /// The job asking `crm`, logging to `low_stock_updates_log.txt` in `config.log_dir`.
-    pub fn new(crm: impl CrmAccess, config: &JobsConfig) -> Self {
-        Self {
-            crm: Arc::new(crm),
-            log: config.log_file(file_names::LOW_STOCK_UPDATES),
-        }
-    }
-}
-
-#[async_trait]
-impl CronJob for UpdateLowStock {
-    fn code(&self) -> &str {
-        Self::CODE
-    }
-
-    fn schedule(&self) -> Schedule {
-        super::contract_schedule(Self::SCHEDULE)
-    }
-
     /// Simulated restocking keeps products orderable; the server applies it atomically, so
     /// this job only asks and records what changed, one line per product. A dry run lists the
     /// products that would be restocked and changes nothing.
@@ -49,7 +21,7 @@ impl CronJob for UpdateLowStock {
     /// The log is opened before the mutation, so an unwritable log directory fails the run
     /// with no stock changed; a write that fails after it (a full disk) fails the run with an
     /// error that says how many products were restocked.
-    async fn run(&self, ctx: &JobContext) -> Result<String, JobError> {
+    async fn run_once(&self, ctx: &JobContext) -> Result<String, JobError> {
         if ctx.dry_run {
             let low = self.crm.products_below(LOW_STOCK_THRESHOLD).await?;
             return Ok(format!("Would restock {} products (dry run)", low.len()));
