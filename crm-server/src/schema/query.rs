@@ -43,13 +43,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<CustomerConnection, ApiError> {
-        let request = ListRequest {
-            filter,
-            order_by,
-            first,
-            after,
-        };
-        let (rows, page) = request
+        let (rows, page) = ListRequest::new(filter, order_by, first, after)
             .read(
                 context,
                 Kind::Customer,
@@ -69,13 +63,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<ProductConnection, ApiError> {
-        let request = ListRequest {
-            filter,
-            order_by,
-            first,
-            after,
-        };
-        let (rows, page) = request
+        let (rows, page) = ListRequest::new(filter, order_by, first, after)
             .read(
                 context,
                 Kind::Product,
@@ -97,13 +85,7 @@ impl Query {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<OrderConnection, ApiError> {
-        let request = ListRequest {
-            filter,
-            order_by,
-            first,
-            after,
-        };
-        let (rows, page) = request
+        let (rows, page) = ListRequest::new(filter, order_by, first, after)
             .read(
                 context,
                 Kind::Order,
@@ -184,6 +166,20 @@ struct ListRequest<Input> {
 }
 
 impl<Input: Default> ListRequest<Input> {
+    fn new(
+        filter: Option<Input>,
+        order_by: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Self {
+        Self {
+            filter,
+            order_by,
+            first,
+            after,
+        }
+    }
+
     /// Checks the arguments of list `kind` (sortable by `sorts`), charges the request for the
     /// page and reads it with `list`: one row more than asked for, to learn whether a next
     /// page exists, which is left out of the rows returned.
