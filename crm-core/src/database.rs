@@ -85,12 +85,6 @@ impl MigrationSource<'static> for EmbeddedSource {
 #[derive(Debug, Clone)]
 pub struct Database {
     backend: Backend,
-    /// SQLite lets one connection write at a time; two writers of this process that meet at
-    /// its lock would sleep in SQLite's busy handler (1, 2, 5 ms …) rather than queue. Writes
-    /// take this turn first (`on_backend!(write …)`), so they queue here, woken as soon as the
-    /// one before them ends. Shared by the clones; another process still meets the lock.
-    #[cfg(feature = "sqlite")]
-    sqlite_write_turn: std::sync::Arc<futures::lock::Mutex<()>>,
 }
 
 /// The pool of the backend in use. Crate-internal modules match on it to run their SQL.
@@ -105,20 +99,7 @@ pub(crate) enum Backend {
 /// Runs `sqlite::PATH(pool, ARGS)` or `postgres::PATH(pool, ARGS)` (modules in scope where it is
 /// used) on the backend of `$db`, and awaits it: how each store hands an operation written once
 /// for both backends (`crm_store_on_sql!`, `override_store_on_sql!`…) its pool.
-/// `on_backend!(write DB, …)` does the same for a statement that writes, after taking the
-/// process's SQLite write turn (see [`Database`]).
 macro_rules! on_backend {
-    (write $db:expr, $($path:ident).+ ($($arg:expr),*)) => {
-        match $db.backend() {
-            #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => {
-                let _turn = $db.sqlite_write_turn().await;
-                sqlite::$($path).+(pool $(, $arg)*).await
-            }
-            #[cfg(feature = "postgres")]
-            Backend::Postgres(pool) => postgres::$($path).+(pool $(, $arg)*).await,
-        }
-    };
     ($db:expr, $($path:ident).+ ($($arg:expr),*)) => {
         match $db.backend() {
             #[cfg(feature = "sqlite")]
@@ -161,11 +142,7 @@ impl Database {
                 )));
             }
         };
-        Ok(Self {
-            backend,
-            #[cfg(feature = "sqlite")]
-            sqlite_write_turn: Default::default(),
-        })
+        Ok(Self { backend })
     }
 
     /// Creates or upgrades the schema. Safe to run again, and from several processes at once.
@@ -206,12 +183,6 @@ impl Database {
 
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
-    }
-
-    /// This process's turn to write to the SQLite file (see [`Database`]); held until dropped.
-    #[cfg(feature = "sqlite")]
-    pub(crate) async fn sqlite_write_turn(&self) -> futures::lock::MutexGuard<'_, ()> {
-        self.sqlite_write_turn.lock().await
     }
 }
 

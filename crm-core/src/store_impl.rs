@@ -24,7 +24,7 @@ impl CrmStore for Database {
     /// The creation time is the wall clock's now (whole microseconds).
     async fn create_customer(&self, customer: &NewCustomer) -> Result<Customer> {
         let now = truncate_to_micros(Utc::now());
-        on_backend!(write self, create_customer(customer, now))
+        on_backend!(self, create_customer(customer, now))
     }
 
     async fn customers_by_ids(&self, ids: &[CustomerId]) -> Result<Vec<Customer>> {
@@ -45,7 +45,7 @@ impl CrmStore for Database {
     }
 
     async fn create_product(&self, product: &NewProduct) -> Result<Product> {
-        on_backend!(write self, create_product(product))
+        on_backend!(self, create_product(product))
     }
 
     async fn products_by_ids(&self, ids: &[ProductId]) -> Result<Vec<Product>> {
@@ -69,7 +69,7 @@ impl CrmStore for Database {
     /// the returned order equals what a later read gives.
     async fn create_order(&self, order: &NewOrder, now: DateTime<Utc>) -> Result<Order> {
         let order_date = truncate_to_micros(order.order_date().unwrap_or(now));
-        on_backend!(write self, create_order(order, order_date))
+        on_backend!(self, create_order(order, order_date))
     }
 
     async fn orders_by_ids(&self, ids: &[OrderId]) -> Result<Vec<Order>> {
@@ -102,7 +102,7 @@ impl CrmStore for Database {
     /// committed while the cleanup runs keeps its customer: SQLite holds the write lock
     /// throughout; PostgreSQL locks the candidates, then checks them again.
     async fn delete_inactive_customers(&self, as_of: DateTime<Utc>, dry_run: bool) -> Result<u64> {
-        on_backend!(write self, delete_inactive_customers(as_of, dry_run))
+        on_backend!(self, delete_inactive_customers(as_of, dry_run))
     }
 
     async fn orders_between(
@@ -134,7 +134,7 @@ impl CrmStore for Database {
         if amount < 1 {
             return Err(CoreError::validation("amount", "must be at least 1"));
         }
-        on_backend!(write self, restock_low(threshold, amount))
+        on_backend!(self, restock_low(threshold, amount))
     }
 
     async fn restock_low_once(&self, key: &str, threshold: i32, amount: i32) -> Result<Restock> {
@@ -149,7 +149,7 @@ impl CrmStore for Database {
             ));
         }
         let now = truncate_to_micros(Utc::now());
-        on_backend!(write self, restock_low_once(key, threshold, amount, now))
+        on_backend!(self, restock_low_once(key, threshold, amount, now))
     }
 
     async fn totals(&self) -> Result<Totals> {

@@ -43,7 +43,6 @@ pub(super) async fn claim_if_clear(
     let row: Option<(i64, i64)> = match db.backend() {
         #[cfg(feature = "sqlite")]
         Backend::Sqlite(pool) => {
-            let _turn = db.sqlite_write_turn().await;
             sqlx::query_as(include_str!("sqlite/claim_if_clear.sql"))
                 .bind(&run.code)
                 .bind(run.tick.timestamp_micros())

@@ -470,7 +470,7 @@ pub(super) fn lock_key(code: &str) -> i64 {
 impl RunLedger for Database {
     async fn claim(&self, run: &NewRun, exclusive: bool, now: DateTime<Utc>) -> Result<Claim> {
         validate_new_run(run)?;
-        on_backend!(write self, claim(run, exclusive, now))
+        on_backend!(self, claim(run, exclusive, now))
     }
 
     async fn claim_if_clear(&self, run: &NewRun, exclusive: bool) -> Result<Option<(JobRun, u32)>> {
@@ -480,11 +480,11 @@ impl RunLedger for Database {
     async fn record_skipped(&self, run: &NewRun, message: &str) -> Result<bool> {
         validate_new_run(run)?;
         let message = clip_message(message);
-        on_backend!(write self, record_skipped(run, &message))
+        on_backend!(self, record_skipped(run, &message))
     }
 
     async fn renew(&self, id: RunId, lease_until: DateTime<Utc>) -> Result<bool> {
-        on_backend!(write self, renew(id, lease_until))
+        on_backend!(self, renew(id, lease_until))
     }
 
     async fn finish(&self, id: RunId, end: RunEnd<'_>) -> Result<bool> {
@@ -493,7 +493,7 @@ impl RunLedger for Database {
         // A run only moves running -> abandoned -> its real outcome, so two single-statement
         // updates tell which it was without a transaction.
         for from in [RunOutcome::Running, RunOutcome::Abandoned] {
-            if on_backend!(write self, finish_from(id, from, end.outcome, end.at, &message))? {
+            if on_backend!(self, finish_from(id, from, end.outcome, end.at, &message))? {
                 return Ok(from == RunOutcome::Running);
             }
         }
@@ -501,7 +501,7 @@ impl RunLedger for Database {
     }
 
     async fn abandon_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobRun>> {
-        on_backend!(write self, abandon_expired(now))
+        on_backend!(self, abandon_expired(now))
     }
 
     async fn last_scheduled(&self, code: &str) -> Result<Option<JobRun>> {
@@ -537,7 +537,7 @@ impl RunLedger for Database {
     async fn open_incident(&self, seen: SeenIncident<'_>) -> Result<IncidentChange> {
         // Each step is one statement, atomic on its own: the partial unique index lets one
         // insert win, and the escalation's `kind = 'late'` condition lets one update win.
-        let (opened, escalated) = on_backend!(write self, open_incident(seen))?;
+        let (opened, escalated) = on_backend!(self, open_incident(seen))?;
         Ok(if opened {
             IncidentChange::Opened
         } else if escalated {
@@ -548,7 +548,7 @@ impl RunLedger for Database {
     }
 
     async fn resolve_incident(&self, code: &str, now: DateTime<Utc>) -> Result<Option<Incident>> {
-        on_backend!(write self, resolve_incident(code, now))
+        on_backend!(self, resolve_incident(code, now))
     }
 
     async fn open_incidents(&self) -> Result<Vec<Incident>> {
@@ -562,7 +562,7 @@ impl RunLedger for Database {
     async fn prune(&self, retention: &Retention) -> Result<Pruned> {
         let before = retention.before;
         // One-off runs first: once one is gone, its run is an ordinary run.
-        let one_off_runs = on_backend!(write self, prune_one_offs(before))?;
+        let one_off_runs = on_backend!(self, prune_one_offs(before))?;
         let mut pruned = Pruned {
             one_off_runs,
             ..Pruned::default()
@@ -576,7 +576,7 @@ impl RunLedger for Database {
         );
         loop {
             let began = std::time::Instant::now();
-            let deleted = on_backend!(write self, prune_runs(before, key, &kept, limit))?;
+            let deleted = on_backend!(self, prune_runs(before, key, &kept, limit))?;
             if deleted.is_empty() {
                 break;
             }
@@ -594,10 +594,10 @@ impl RunLedger for Database {
                 async_io::Timer::after(retention.pause.max(began.elapsed())).await;
             }
         }
-        pruned.incidents = on_backend!(write self, prune_incidents(before))?;
+        pruned.incidents = on_backend!(self, prune_incidents(before))?;
         // Not the ledger's, but in the same database and kept for the same reason (a tick's
         // re-runs), so the one daily prune keeps them in bounds too.
-        pruned.restock_keys = on_backend!(write self, prune_restock_keys(before))?;
+        pruned.restock_keys = on_backend!(self, prune_restock_keys(before))?;
         Ok(pruned)
     }
 }

@@ -175,7 +175,7 @@ mod postgres {
 #[async_trait]
 impl OverrideStore for Database {
     async fn apply(&self, request: ChangeRequest<'_>) -> Result<u64> {
-        on_backend!(write self, apply(request))
+        on_backend!(self, apply(request))
     }
 
     async fn version(&self) -> Result<u64> {
