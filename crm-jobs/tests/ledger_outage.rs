@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
 use chrono_tz::Tz;
 use crm_jobs::{
-    CronJob, JobContext, JobError, LEDGER_RETRY_AFTER, ManualClock, RunLedger, RunOutcome, Runner,
-    Schedule, Scheduler,
+    CronJob, JobContext, JobError, LEDGER_RETRY_AFTER, ManualClock, RunLedger, RunOutcome,
+    RunStatus, Runner, Schedule, Scheduler,
 };
 use flaky_ledger::FlakyLedger;
 
@@ -92,4 +92,48 @@ async fn a_tick_due_while_the_ledger_is_down_runs_once_soon_after_it_is_back() {
     handle.shutdown(Duration::from_secs(5));
     assert_eq!(task.await.unfinished, 0);
     eprintln!("ledger back: the tick ran {ran_after:?} later");
+}
+
+/// A run whose end meets a connection the server has just ended (the first attempt fails at
+/// once) is recorded on the second attempt: succeeded, as it did, not left "running" until its
+/// lease runs out and then counted as abandoned. Found by the PostgreSQL outage test (row O1),
+/// where a heartbeat due during the kills was never recorded as succeeded.
+#[async_std::test]
+async fn a_run_whose_end_meets_an_ended_connection_is_recorded_on_the_second_attempt() {
+    let ledger = Arc::new(FlakyLedger::default());
+    let runs = Arc::new(AtomicU32::new(0));
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 6, 4, 10, 0, 0).unwrap());
+    let runner = Runner::builder()
+        .ledger(ledger.clone())
+        .clock(Arc::new(clock.clone()))
+        .time_zone(Tz::UTC)
+        .job(Box::new(Heartbeat(runs.clone())))
+        .build()
+        .unwrap();
+
+    ledger.finishes_to_fail.store(1, Ordering::SeqCst);
+    let report = runner
+        .run_now("log_crm_heartbeat", true, false)
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Succeeded, "{}", report.message);
+    assert_eq!(ledger.refused.load(Ordering::SeqCst), 1);
+    let history = ledger.inner.history(None, 10).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].outcome, RunOutcome::Succeeded);
+
+    // Two failures in a row are an outage, not a dropped connection: reported, not hidden.
+    clock.advance(chrono::TimeDelta::minutes(1));
+    ledger.finishes_to_fail.store(2, Ordering::SeqCst);
+    let report = runner
+        .run_now("log_crm_heartbeat", true, false)
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::LedgerError);
+    assert!(
+        report.message.contains("not recorded"),
+        "{}",
+        report.message
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
 }

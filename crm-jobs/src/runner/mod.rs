@@ -419,18 +419,12 @@ impl Runner {
             ),
         }
         let mut report_message = message.clone();
-        match self
-            .ledger
-            .finish(
-                row.id,
-                RunEnd {
-                    outcome,
-                    at: ended_at,
-                    message: &message,
-                },
-            )
-            .await
-        {
+        let end = RunEnd {
+            outcome,
+            at: ended_at,
+            message: &message,
+        };
+        match self.record_end(job, row.id, end).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 job.code = %job.code, run.id = %row.id,
@@ -462,6 +456,28 @@ impl Runner {
             message: report_message,
             duration: Some(duration),
             ..base
+        }
+    }
+
+    /// Records how run `id` ended, once more on a fresh connection if the first attempt met an
+    /// unavailable database: a connection the server ended (PostgreSQL restarting,
+    /// `pg_terminate_backend`) fails the statement at once, and a run whose end is not recorded
+    /// stays "running" until its lease runs out and then counts as abandoned, though it ran. If
+    /// the first attempt was committed and only its answer lost, the second finds the run
+    /// finished already and changes nothing.
+    async fn record_end(
+        &self,
+        job: &Registered,
+        id: RunId,
+        end: RunEnd<'_>,
+    ) -> Result<bool, CoreError> {
+        match self.ledger.finish(id, end).await {
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(job.code = %job.code, run.id = %id, error = %e,
+                    "Could not record a run's end; trying once more");
+                self.ledger.finish(id, end).await
+            }
+            done => done,
         }
     }
 

@@ -16,6 +16,8 @@ pub(crate) struct FlakyLedger {
     pub(crate) inner: MemoryLedger,
     pub(crate) down: AtomicBool,
     pub(crate) refused: AtomicU32,
+    /// How many of the next `finish` calls fail, as on a connection the server just ended.
+    pub(crate) finishes_to_fail: AtomicU32,
 }
 
 impl FlakyLedger {
@@ -46,6 +48,15 @@ impl RunLedger for FlakyLedger {
     }
     async fn finish(&self, id: RunId, end: RunEnd<'_>) -> Result<bool> {
         self.check()?;
+        let fail = self
+            .finishes_to_fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if fail.is_ok() {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(CoreError::Storage(StorageError::unavailable(
+                "terminating connection due to administrator command",
+            )));
+        }
         self.inner.finish(id, end).await
     }
     async fn abandon_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobRun>> {
