@@ -2,7 +2,7 @@
 
 /// One of the contract's jobs, declared: the struct (the CRM access it asks and the log file it
 /// writes), its `CODE` and `SCHEDULE`, `new`, and the [`CronJob`] implementation, whose `run` is
-/// the job's own `run_once`. The five differ only in what they do, which is all each file holds.
+/// the job's own `run_once` (and whose `options`, if given, differ from the defaults). The five differ only in what they do, which is all each file holds.
 macro_rules! contract_job {
     (
         $(#[$doc:meta])*
@@ -10,6 +10,7 @@ macro_rules! contract_job {
             code: $code:literal,
             schedule: $schedule:ident = $when:literal,
             log: $log:ident = $file:literal,
+            $(options: $options:expr,)?
         }
     ) => {
         $(#[$doc])*
@@ -45,6 +46,12 @@ macro_rules! contract_job {
             fn schedule(&self) -> $crate::schedule::Schedule {
                 $crate::jobs::contract_schedule(Self::SCHEDULE)
             }
+
+            $(
+                fn options(&self) -> $crate::job::JobOptions {
+                    $options
+                }
+            )?
 
             async fn run(
                 &self,
@@ -217,6 +224,107 @@ mod tests {
             assert_eq!(
                 (paused[0].code.as_str(), paused[0].enabled),
                 (UpdateLowStock::CODE, false)
+            );
+        });
+    }
+
+    /// A CRM whose report totals answer only once two report runs are asking at the same
+    /// time (or after 5 s, with an error).
+    struct TwoAtOnce(std::sync::atomic::AtomicU32);
+
+    #[async_trait::async_trait]
+    impl CrmAccess for TwoAtOnce {
+        async fn hello(&self) -> Result<String, crate::job::JobError> {
+            unreachable!("the report asks only for totals")
+        }
+        fn order_pages_between(
+            &self,
+            _: chrono::DateTime<chrono::Utc>,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> crate::crm_access::OrderPages<'_> {
+            unreachable!("the report asks only for totals")
+        }
+        async fn products_below(
+            &self,
+            _: i32,
+        ) -> Result<Vec<crate::crm_access::ProductStockLevel>, crate::job::JobError> {
+            unreachable!("the report asks only for totals")
+        }
+        async fn restock_low_stock(
+            &self,
+            _: Option<&str>,
+        ) -> Result<crate::crm_access::RestockOutcome, crate::job::JobError> {
+            unreachable!("the report asks only for totals")
+        }
+        async fn report_totals(
+            &self,
+        ) -> Result<crate::crm_access::ReportTotals, crate::job::JobError> {
+            use std::sync::atomic::Ordering;
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let asked = std::time::Instant::now();
+            while self.0.load(Ordering::SeqCst) < 2 {
+                if asked.elapsed() > std::time::Duration::from_secs(5) {
+                    return Err(crate::job::JobError::Endpoint("alone for 5 s".to_owned()));
+                }
+                async_io::Timer::after(std::time::Duration::from_millis(5)).await;
+            }
+            Ok(crate::crm_access::ReportTotals {
+                customers: 1,
+                orders: 2,
+                revenue: rust_decimal::Decimal::new(300, 2),
+            })
+        }
+        async fn delete_inactive_customers(
+            &self,
+            _: chrono::DateTime<chrono::Utc>,
+            _: bool,
+        ) -> Result<u64, crate::job::JobError> {
+            unreachable!("the report asks only for totals")
+        }
+    }
+
+    /// A broker worker draining a backlog of weekly reports runs two ticks side by side, as
+    /// Celery does: the report's runs may overlap (each tick still runs once).
+    #[test]
+    fn two_ticks_of_the_report_run_side_by_side() {
+        use chrono::TimeZone as _;
+        use crm_core::ledger::{MemoryLedger, RunKind};
+
+        async_std::task::block_on(async {
+            let logs = tempfile::tempdir().unwrap();
+            let config = JobsConfig::from_lookup(|name| match name {
+                "CRM_LOG_DIR" => Some(logs.path().display().to_string()),
+                _ => None,
+            })
+            .unwrap();
+            let crm = Arc::new(TwoAtOnce(Default::default()));
+            let runner = crate::runner::Runner::builder()
+                .ledger(Arc::new(MemoryLedger::new()))
+                .clock(Arc::new(crate::clock::ManualClock::new(
+                    chrono::Utc.with_ymd_and_hms(2026, 6, 8, 6, 0, 0).unwrap(),
+                )))
+                .time_zone(chrono_tz::UTC)
+                .job(Box::new(GenerateCrmReport::new(crm, &config)))
+                .build()
+                .unwrap();
+            let monday = |day| chrono::Utc.with_ymd_and_hms(2026, 6, day, 6, 0, 0).unwrap();
+            let (first, second) = futures::join!(
+                runner.run_at(GenerateCrmReport::CODE, monday(1), RunKind::Scheduled, 1),
+                runner.run_at(GenerateCrmReport::CODE, monday(8), RunKind::Scheduled, 1),
+            );
+            for report in [first.unwrap(), second.unwrap()] {
+                assert_eq!(
+                    report.status,
+                    crate::runner::RunStatus::Succeeded,
+                    "{}",
+                    report.message
+                );
+            }
+            let log = std::fs::read_to_string(logs.path().join("crm_report_log.txt")).unwrap();
+            assert_eq!(
+                log.matches("Report: 1 customers, 2 orders, 3.00 revenue.")
+                    .count(),
+                2
             );
         });
     }
