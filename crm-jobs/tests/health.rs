@@ -302,21 +302,7 @@ async fn recent_runs_keep_the_landmarks(ledger: &dyn RunLedger) {
                 host: "h".to_owned(),
                 pid: 1,
             };
-            let Claim::Claimed(row) = ledger.claim(&run, true, at).await.unwrap() else {
-                panic!("free tick");
-            };
-            ledger
-                .finish(
-                    row.id,
-                    RunEnd {
-                        outcome,
-                        at,
-                        message: "m",
-                    },
-                )
-                .await
-                .unwrap();
-            ids.push((code, i, row.id));
+            ids.push((code, i, claimed(ledger, &run, Some(outcome)).await));
         }
     }
     let runs = ledger.recent_runs(1).await.unwrap();
@@ -373,23 +359,7 @@ async fn recent_runs_pick_the_later_landmark(ledger: &dyn RunLedger) {
             host: "h".to_owned(),
             pid: 1,
         };
-        let Claim::Claimed(row) = ledger.claim(&run, true, at).await.unwrap() else {
-            panic!("free tick");
-        };
-        if let Some(outcome) = outcome {
-            ledger
-                .finish(
-                    row.id,
-                    RunEnd {
-                        outcome,
-                        at,
-                        message: "m",
-                    },
-                )
-                .await
-                .unwrap();
-        }
-        ids.push(row.id);
+        ids.push(claimed(ledger, &run, outcome).await);
     }
     ledger
         .abandon_expired(at + TimeDelta::hours(1))
@@ -511,4 +481,24 @@ async fn a_paused_job_is_paused_not_late_and_resumes_without_counting_the_pause(
         "the first tick after resuming counts"
     );
     assert!(alerts.take().is_empty());
+}
+
+/// Claims `run` (a free tick) and, given an outcome, records it as ended at its start.
+async fn claimed(
+    ledger: &dyn RunLedger,
+    run: &NewRun,
+    outcome: Option<crm_jobs::RunOutcome>,
+) -> crm_jobs::RunId {
+    let Claim::Claimed(row) = ledger.claim(run, true, run.started_at).await.unwrap() else {
+        panic!("free tick");
+    };
+    if let Some(outcome) = outcome {
+        let end = RunEnd {
+            outcome,
+            at: run.started_at,
+            message: "m",
+        };
+        ledger.finish(row.id, end).await.unwrap();
+    }
+    row.id
 }

@@ -308,32 +308,11 @@ async fn the_in_memory_ledger_prunes_old_runs_and_keeps_what_health_reads() {
 async fn sql_suite(t: TestDb) {
     let db = t.database().clone();
     let old = noon(100) + TimeDelta::minutes(30);
-    db.apply(ChangeRequest {
-        code: "daily",
-        change: &OverrideChange::RunAt(old),
-        actor: "test",
-        at: noon(101),
-    })
-    .await
-    .unwrap();
+    change(&db, "daily", OverrideChange::RunAt(old), noon(101)).await;
     ran(&db, "daily", RunKind::Manual, old, RunOutcome::Succeeded, 1).await;
     let pending_at = noon(95) + TimeDelta::minutes(30);
-    db.apply(ChangeRequest {
-        code: "dormant",
-        change: &OverrideChange::Disable,
-        actor: "test",
-        at: noon(96),
-    })
-    .await
-    .unwrap();
-    db.apply(ChangeRequest {
-        code: "dormant",
-        change: &OverrideChange::RunAt(pending_at),
-        actor: "test",
-        at: noon(96),
-    })
-    .await
-    .unwrap();
+    change(&db, "dormant", OverrideChange::Disable, noon(96)).await;
+    change(&db, "dormant", OverrideChange::RunAt(pending_at), noon(96)).await;
     let pending_before = db.snapshot().await.unwrap().pending;
     assert_eq!(pending_before.len(), 1);
     assert_eq!(pending_before[0].at, pending_at);
@@ -564,4 +543,20 @@ async fn two_prunes_at_once_on_sqlite_delete_every_old_run_once() {
 #[async_std::test]
 async fn two_prunes_at_once_on_postgres_delete_every_old_run_once() {
     two_prunes_at_once(TestDb::postgres().await).await;
+}
+
+/// Applies `change` to the job `code` at `at`, as the test's operator.
+async fn change(
+    db: &crm_core::Database,
+    code: &str,
+    change: OverrideChange,
+    at: chrono::DateTime<Utc>,
+) {
+    let request = ChangeRequest {
+        code,
+        change: &change,
+        actor: "test",
+        at,
+    };
+    db.apply(request).await.unwrap();
 }
