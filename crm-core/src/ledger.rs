@@ -392,9 +392,9 @@ pub trait RunLedger: Send + Sync + fmt::Debug {
     /// [`consecutive_failures`](RunLedger::consecutive_failures) before it, provided that no
     /// running claim of any job has a lease that ended before `run.started_at` (the instant the
     /// claim is judged at), that `run`'s key is free, and, if `exclusive`, that no other run of
-    /// the job is running. Otherwise (or when the
-    /// ledger has no such step: the default) `None`, and nothing is written: the caller takes
-    /// the full path ([`abandon_expired`](RunLedger::abandon_expired),
+    /// the job is running. Otherwise (or when the ledger has no such step: the default)
+    /// `None`, and nothing is written: the caller takes the full path
+    /// ([`abandon_expired`](RunLedger::abandon_expired),
     /// [`consecutive_failures`](RunLedger::consecutive_failures), [`claim`](RunLedger::claim)),
     /// which decides the same as this step whenever this step claims, at a fraction of the
     /// statements: a broker worker pays it for every task.

@@ -312,10 +312,11 @@ pub trait CrmStore: Send + Sync + 'static {
     ) -> Result<Vec<OrderReminder>>;
     /// One page of [`orders_between`](Self::orders_between): at most `page.limit` of its
     /// orders, those after `page.after` (the previous page's last one; from the start when
-    /// `None`) in its order, oldest first and then by id (one joined query). A keyset page, not an offset: the
-    /// database seeks to the position, so the last page of a large week costs what the first
-    /// does and a job can read any week in bounded memory; an order inserted or deleted before
-    /// the position does not make a later page skip or repeat another.
+    /// `None`) in its order, oldest first and then by id (one joined query). A keyset page,
+    /// not an offset: the database seeks to the position, so the last page of a large week
+    /// costs what the first does and a job can read any week in bounded memory; an order
+    /// inserted or deleted before the position does not make a later page skip or repeat
+    /// another.
     async fn orders_between_page(&self, page: ReminderPage<'_>) -> Result<Vec<OrderReminder>>;
     /// [`orders_between`](Self::orders_between) as a stream of pages from `first` on, each
     /// `first.limit` long (at least 1) and from [`orders_between_page`](Self::orders_between_page)

@@ -2,7 +2,8 @@
 
 /// One of the contract's jobs, declared: the struct (the CRM access it asks and the log file it
 /// writes), its `CODE` and `SCHEDULE`, `new`, and the [`CronJob`] implementation, whose `run` is
-/// the job's own `run_once` (and whose `options`, if given, differ from the defaults). The five differ only in what they do, which is all each file holds.
+/// the job's own `run_once` (and whose `options`, if given, differ from the defaults). The five
+/// differ only in what they do, which is all each file holds.
 macro_rules! contract_job {
     (
         $(#[$doc:meta])*
