@@ -10,6 +10,7 @@ use crm_core::{CrmStore, Totals};
 
 use crate::config::{Clock, ServerConfig};
 use crate::error::ApiError;
+use crate::metrics::HttpStats;
 
 /// What every resolver of one request sees.
 pub struct Context {
@@ -20,6 +21,10 @@ pub struct Context {
     /// List rows this request may still ask for (see [`Context::charge_rows`]).
     rows_left: AtomicU64,
     totals: Mutex<Option<Totals>>,
+    /// Whether pages may be written straight to JSON (see [`Context::allow_prerender`]).
+    prerender: bool,
+    /// The server's request counters, where pages are counted.
+    stats: Arc<HttpStats>,
 }
 
 impl juniper::Context for Context {}
@@ -44,6 +49,7 @@ impl Context {
         store: Arc<dyn CrmStore>,
         write_access: WriteAccess,
         config: Arc<ServerConfig>,
+        stats: Arc<HttpStats>,
     ) -> Self {
         Self {
             store,
@@ -51,7 +57,25 @@ impl Context {
             rows_left: AtomicU64::new(config.max_rows_per_request),
             config,
             totals: Mutex::new(None),
+            prerender: false,
+            stats,
         }
+    }
+
+    /// Lets this request's pages be written straight to JSON: the document was checked
+    /// ([`crate::schema::document_can_prerender`]) and the server allows it.
+    pub(crate) fn allow_prerender(&mut self) {
+        self.prerender = self.config.prerender_pages;
+    }
+
+    /// Whether this request's pages may be written straight to JSON.
+    pub(crate) fn may_prerender(&self) -> bool {
+        self.prerender
+    }
+
+    /// Counts a page answered, `direct`ly written or not, for `/metrics`.
+    pub(crate) fn record_page(&self, direct: bool) {
+        self.stats.record_page(direct);
     }
 
     /// The scheduled jobs, if this server was given them.

@@ -27,7 +27,8 @@ use tide::{Body, Request, Response, StatusCode};
 use crate::config::ServerConfig;
 use crate::context::{Context, WriteAccess};
 use crate::error::ApiError;
-use crate::schema::{Mutation, Query, Schema};
+use crate::scalar_value::CrmScalar;
+use crate::schema::{Mutation, Query, Schema, document_can_prerender};
 
 /// Most operations one batched request may carry.
 const MAX_BATCH: usize = 16;
@@ -105,8 +106,8 @@ fn metrics_app(state: AppState) -> tide::Server<AppState> {
 
 /// The state [`app`] and [`metrics_app`] share.
 fn state(store: Arc<dyn CrmStore>, config: ServerConfig) -> AppState {
-    let schema =
-        RootNode::new(Query, Mutation, EmptySubscription::new()).limit_depth(config.max_depth);
+    let schema = RootNode::new_with_scalar_value(Query, Mutation, EmptySubscription::new())
+        .limit_depth(config.max_depth);
     AppState {
         schema: Arc::new(schema),
         store,
@@ -492,8 +493,11 @@ async fn graphql_get(request: Request<AppState>) -> tide::Result {
             )));
         }
     };
-    let batch =
-        GraphQLBatchRequest::Single(GraphQLRequest::new(query, params.operation_name, variables));
+    let batch = GraphQLBatchRequest::<CrmScalar>::Single(GraphQLRequest::new(
+        query,
+        params.operation_name,
+        variables,
+    ));
     execute(request.state(), batch, WriteAccess::ReadOnlyMethod).await
 }
 
@@ -522,11 +526,13 @@ async fn graphql_post(mut request: Request<AppState>) -> tide::Result {
         .is_some_and(|m| m.essence() == "application/graphql");
     let batch = if is_graphql_text {
         match String::from_utf8(body) {
-            Ok(query) => GraphQLBatchRequest::Single(GraphQLRequest::new(query, None, None)),
+            Ok(query) => {
+                GraphQLBatchRequest::<CrmScalar>::Single(GraphQLRequest::new(query, None, None))
+            }
             Err(_) => return Ok(bad_request("the body is not UTF-8 text")),
         }
     } else {
-        match serde_json::from_slice::<GraphQLBatchRequest>(&body) {
+        match serde_json::from_slice::<GraphQLBatchRequest<CrmScalar>>(&body) {
             Ok(batch) => batch,
             Err(e) => {
                 return Ok(bad_request(&format!(
@@ -597,10 +603,21 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// than [`REQUEST_TIMEOUT`].
 async fn execute(
     state: &AppState,
-    batch: GraphQLBatchRequest,
+    batch: GraphQLBatchRequest<CrmScalar>,
     write_access: WriteAccess,
 ) -> tide::Result {
-    let context = Context::new(state.store.clone(), write_access, state.config.clone());
+    let mut context = Context::new(
+        state.store.clone(),
+        write_access,
+        state.config.clone(),
+        state.http.clone(),
+    );
+    // A batch shares one context over several documents: it is answered by juniper alone.
+    if let GraphQLBatchRequest::Single(request) = &batch
+        && document_can_prerender(&request.query, &state.schema.schema)
+    {
+        context.allow_prerender();
+    }
     let executed = async_std::future::timeout(
         REQUEST_TIMEOUT,
         AssertUnwindSafe(batch.execute(&state.schema, &context)).catch_unwind(),

@@ -281,6 +281,8 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub(crate) struct HttpStats {
     answered: [[AtomicU64; CLASSES.len()]; PATHS.len()],
     micros: [AtomicU64; PATHS.len()],
+    /// Pages of lists answered: written straight to JSON, and left to juniper.
+    pages: [AtomicU64; 2],
 }
 
 impl HttpStats {
@@ -303,8 +305,14 @@ impl HttpStats {
         );
     }
 
-    /// `crm_http_requests_total` and `crm_http_request_duration_seconds`, paths with requests
-    /// only.
+    /// Counts one page of a list: its edges written straight to JSON (`direct`), or by juniper
+    /// field by field (the request's shape or a row's error needed it).
+    pub(crate) fn record_page(&self, direct: bool) {
+        self.pages[usize::from(!direct)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `crm_http_requests_total`, `crm_http_request_duration_seconds` (paths with requests
+    /// only) and `crm_graphql_pages_total`.
     pub(crate) fn render(&self, out: &mut String) {
         family(
             out,
@@ -342,6 +350,18 @@ impl HttpStats {
                      crm_http_request_duration_seconds_count{{path=\"{path}\"}} {n}"
                 );
             }
+        }
+        family(
+            out,
+            "crm_graphql_pages_total",
+            "counter",
+            "Pages of lists this server answered, by how their edges were written: `direct` \
+             (straight to JSON) or `juniper` (field by field, for a request shape or a row error \
+             the direct writer leaves to it) (since it started).",
+        );
+        for (i, written) in ["direct", "juniper"].iter().enumerate() {
+            let n = self.pages[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "crm_graphql_pages_total{{written=\"{written}\"}} {n}");
         }
     }
 }

@@ -83,7 +83,7 @@ pub struct Timestamp(pub DateTime<Utc>);
 
 impl Timestamp {
     fn output<S: ScalarValue>(v: &Self) -> S {
-        S::from(v.0.to_rfc3339_opts(SecondsFormat::AutoSi, false))
+        S::from(format_timestamp(v.0))
     }
 
     fn from_input(text: &str) -> Result<Self, Box<str>> {
@@ -96,6 +96,11 @@ impl Timestamp {
                 .into()
             })
     }
+}
+
+/// RFC 3339 with the offset spelled out (`+00:00`) and only the fraction of a second there is.
+pub(crate) fn format_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
 }
 
 fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {

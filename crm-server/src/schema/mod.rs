@@ -4,6 +4,7 @@
 mod filters;
 mod jobs;
 mod mutation;
+mod prerender;
 mod query;
 mod sync_resolve;
 mod types;
@@ -11,18 +12,20 @@ mod types;
 use juniper::{EmptySubscription, RootNode};
 
 pub use mutation::Mutation;
+pub(crate) use prerender::document_can_prerender;
 pub use query::Query;
 
 use crate::context::Context;
+use crate::scalar_value::CrmScalar;
 
 /// The juniper schema type of the CRM API.
-pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>>;
+pub type Schema = RootNode<Query, Mutation, EmptySubscription<Context>, CrmScalar>;
 
 /// The CRM's GraphQL schema, with juniper's default document limits. [`crate::app`] applies the
 /// configured depth limit on top. `schema().as_sdl()` is the SDL checked in as
 /// `crm-jobs/schema.graphql`.
 pub fn schema() -> Schema {
-    Schema::new(Query, Mutation, EmptySubscription::new())
+    Schema::new_with_scalar_value(Query, Mutation, EmptySubscription::new())
 }
 
 #[cfg(test)]

@@ -3,11 +3,12 @@
 
 use crm_core::overrides::JobState;
 use crm_core::{NewCustomer, NewOrder, NewProduct};
-use juniper::{Executor, GraphQLInputObject, GraphQLObject, ID, ScalarValue, graphql_object};
+use juniper::{Executor, GraphQLInputObject, GraphQLObject, ID, graphql_object};
 
 use crate::context::Context;
 use crate::error::ApiError;
 use crate::ids::{Kind, decode_id};
+use crate::scalar_value::CrmScalar;
 use crate::scalars::{Money, Timestamp};
 use crate::schema::types::{CustomerNode, OrderNode, ProductNode, Related};
 
@@ -114,7 +115,7 @@ pub(crate) struct UpdateLowStockProductsPayload {
 pub struct Mutation;
 
 #[graphql_object(context = Context)]
-#[graphql(scalar = S: ScalarValue)]
+#[graphql(scalar = CrmScalar)]
 impl Mutation {
     /// Creates a customer. An e-mail already used (in any letter case) is a `CONFLICT` error.
     async fn create_customer(
@@ -181,9 +182,9 @@ impl Mutation {
 
     /// Places an order, all or nothing: an unknown customer or product writes nothing. The
     /// total is computed from the products' current prices.
-    async fn create_order<S: ScalarValue>(
+    async fn create_order(
         context: &Context,
-        executor: &Executor<'_, '_, Context, S>,
+        executor: &Executor<'_, '_, Context, CrmScalar>,
         input: OrderInput,
     ) -> Result<CreateOrderPayload, ApiError> {
         context.require_write_access()?;

@@ -2,7 +2,7 @@
 
 use std::fmt::Debug;
 
-use juniper::{Executor, ID, ScalarValue, graphql_object};
+use juniper::{Executor, ID, graphql_object};
 
 use crm_core::{PageRequest, Sort, SortField};
 
@@ -10,6 +10,7 @@ use crate::context::Context;
 use crate::cursor::CursorScope;
 use crate::error::ApiError;
 use crate::ids::{Kind, decode_id};
+use crate::scalar_value::CrmScalar;
 use crate::scalars::Money;
 use crate::schema::filters::{
     CUSTOMER_SORTS, CustomerFilterInput, ORDER_SORTS, OrderFilterInput, PRODUCT_SORTS,
@@ -26,7 +27,7 @@ use crate::schema::types::{
 pub struct Query;
 
 #[graphql_object(context = Context)]
-#[graphql(scalar = S: ScalarValue)]
+#[graphql(scalar = CrmScalar)]
 impl Query {
     /// Answers `Hello, GraphQL!`: the liveness probe the heartbeat job uses.
     fn hello() -> &'static str {
@@ -77,9 +78,9 @@ impl Query {
 
     /// Orders, filtered and sorted, a page at a time; e.g. the last week's with
     /// `filter: {orderDateGte: "…"}`. Their customers and products cost one query each per page.
-    async fn all_orders<S: ScalarValue>(
+    async fn all_orders(
         context: &Context,
-        executor: &Executor<'_, '_, Context, S>,
+        executor: &Executor<'_, '_, Context, CrmScalar>,
         filter: Option<OrderFilterInput>,
         order_by: Option<String>,
         first: Option<i32>,
@@ -113,9 +114,9 @@ impl Query {
     }
 
     /// One order by ID (global or plain number); null when there is none.
-    async fn order<S: ScalarValue>(
+    async fn order(
         context: &Context,
-        executor: &Executor<'_, '_, Context, S>,
+        executor: &Executor<'_, '_, Context, CrmScalar>,
         id: ID,
     ) -> Result<Option<OrderNode>, ApiError> {
         let id = decode_id(Kind::Order, "id", &id)?;

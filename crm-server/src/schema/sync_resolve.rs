@@ -8,6 +8,9 @@
 //! anything, so [`Resolved`] hands its subtree to the synchronous executor, which calls the
 //! same resolvers directly.
 //!
+//! Before that, [`Resolved`] offers the value its selection set to write straight to JSON
+//! ([`Prerender`]); juniper's synchronous executor resolves what the value declines.
+//!
 //! Only wrap a value whose subtree has no `async fn` field: juniper's synchronous executor
 //! panics on one (the request then answers 500, the server goes on). The types wrapped today
 //! are the edges of the three connections, whose fields are all synchronous because
@@ -19,25 +22,33 @@ use juniper::marker::IsOutputType;
 use juniper::meta::MetaType;
 use juniper::{
     Arguments, BoxFuture, ExecutionResult, Executor, GraphQLType, GraphQLValue, GraphQLValueAsync,
-    Registry, ScalarValue, Selection, arcstr::ArcStr,
+    Registry, Selection, Value, arcstr::ArcStr,
 };
+
+use crate::context::Context;
+use crate::scalar_value::CrmScalar;
+use crate::schema::prerender::Prerender;
 
 /// `T`, resolved by juniper's synchronous executor; the same GraphQL type as `T` (the schema
 /// does not change).
 pub(crate) struct Resolved<T>(pub(crate) T);
 
-impl<S: ScalarValue, T: GraphQLType<S>> GraphQLType<S> for Resolved<T> {
+impl<T: GraphQLType<CrmScalar, Context = Context> + Prerender> GraphQLType<CrmScalar>
+    for Resolved<T>
+{
     fn name(info: &Self::TypeInfo) -> Option<ArcStr> {
         T::name(info)
     }
 
-    fn meta(info: &Self::TypeInfo, registry: &mut Registry<S>) -> MetaType<S> {
+    fn meta(info: &Self::TypeInfo, registry: &mut Registry<CrmScalar>) -> MetaType<CrmScalar> {
         T::meta(info, registry)
     }
 }
 
-impl<S: ScalarValue, T: GraphQLValue<S>> GraphQLValue<S> for Resolved<T> {
-    type Context = T::Context;
+impl<T: GraphQLValue<CrmScalar, Context = Context> + Prerender> GraphQLValue<CrmScalar>
+    for Resolved<T>
+{
+    type Context = Context;
     type TypeInfo = T::TypeInfo;
 
     fn type_name(&self, info: &Self::TypeInfo) -> Option<ArcStr> {
@@ -48,9 +59,9 @@ impl<S: ScalarValue, T: GraphQLValue<S>> GraphQLValue<S> for Resolved<T> {
         &self,
         info: &Self::TypeInfo,
         field: &str,
-        args: &Arguments<S>,
-        executor: &Executor<Self::Context, S>,
-    ) -> ExecutionResult<S> {
+        args: &Arguments<CrmScalar>,
+        executor: &Executor<Self::Context, CrmScalar>,
+    ) -> ExecutionResult<CrmScalar> {
         self.0.resolve_field(info, field, args, executor)
     }
 
@@ -58,9 +69,9 @@ impl<S: ScalarValue, T: GraphQLValue<S>> GraphQLValue<S> for Resolved<T> {
         &self,
         info: &Self::TypeInfo,
         name: &str,
-        selection_set: Option<&[Selection<S>]>,
-        executor: &Executor<Self::Context, S>,
-    ) -> ExecutionResult<S> {
+        selection_set: Option<&[Selection<CrmScalar>]>,
+        executor: &Executor<Self::Context, CrmScalar>,
+    ) -> ExecutionResult<CrmScalar> {
         self.0
             .resolve_into_type(info, name, selection_set, executor)
     }
@@ -72,27 +83,30 @@ impl<S: ScalarValue, T: GraphQLValue<S>> GraphQLValue<S> for Resolved<T> {
     fn resolve(
         &self,
         info: &Self::TypeInfo,
-        selection_set: Option<&[Selection<S>]>,
-        executor: &Executor<Self::Context, S>,
-    ) -> ExecutionResult<S> {
-        self.0.resolve(info, selection_set, executor)
+        selection_set: Option<&[Selection<CrmScalar>]>,
+        executor: &Executor<Self::Context, CrmScalar>,
+    ) -> ExecutionResult<CrmScalar> {
+        let prerendered = selection_set.and_then(|set| self.0.prerender(set, executor));
+        executor.context().record_page(prerendered.is_some());
+        match prerendered {
+            Some(json) => Ok(Value::Scalar(CrmScalar::Json(json))),
+            None => self.0.resolve(info, selection_set, executor),
+        }
     }
 }
 
-impl<S, T> GraphQLValueAsync<S> for Resolved<T>
+impl<T> GraphQLValueAsync<CrmScalar> for Resolved<T>
 where
-    S: ScalarValue + Send + Sync,
-    T: GraphQLValue<S> + Sync,
+    T: GraphQLValue<CrmScalar, Context = Context> + Prerender + Sync,
     T::TypeInfo: Sync,
-    T::Context: Sync,
 {
     fn resolve_async<'a>(
         &'a self,
         info: &'a Self::TypeInfo,
-        selection_set: Option<&'a [Selection<S>]>,
-        executor: &'a Executor<Self::Context, S>,
-    ) -> BoxFuture<'a, ExecutionResult<S>> {
-        Box::pin(std::future::ready(self.0.resolve(
+        selection_set: Option<&'a [Selection<CrmScalar>]>,
+        executor: &'a Executor<Self::Context, CrmScalar>,
+    ) -> BoxFuture<'a, ExecutionResult<CrmScalar>> {
+        Box::pin(std::future::ready(self.resolve(
             info,
             selection_set,
             executor,
@@ -100,7 +114,10 @@ where
     }
 }
 
-impl<S: ScalarValue, T: IsOutputType<S>> IsOutputType<S> for Resolved<T> {
+impl<T> IsOutputType<CrmScalar> for Resolved<T>
+where
+    T: IsOutputType<CrmScalar> + GraphQLType<CrmScalar, Context = Context> + Prerender,
+{
     fn mark() {
         T::mark()
     }

@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use crm_core::{Customer, CustomerId, Order, OrderId, Product};
 use juniper::{GraphQLObject, ID, LookAheadSelection, ScalarValue, graphql_object};
+use serde::ser::{Error as _, SerializeMap};
 
 use crate::context::Context;
 use crate::cursor::CursorScope;
 use crate::error::ApiError;
 use crate::ids::{Kind, encode_id};
-use crate::scalars::{Money, Timestamp};
+use crate::scalar_value::CrmScalar;
+use crate::scalars::{Money, Timestamp, format_money, format_timestamp};
+use crate::schema::prerender::{EdgeRow, NodePlan, ObjectPlan, Plan, PlanReader, Sel, WriteField};
 use crate::schema::sync_resolve::Resolved;
 
 /// A customer of the shop.
@@ -48,6 +51,53 @@ impl CustomerNode {
     }
 }
 
+/// The fields of [`CustomerNode`] a page writes straight to JSON (see
+/// [`crate::schema::prerender`]); each writes what the resolver of the same name answers.
+pub(crate) enum CustomerSelection {
+    Id,
+    Name,
+    Email,
+    Phone,
+    CreatedAt,
+}
+
+impl<'d> ObjectPlan<'d> for CustomerSelection {
+    const TYPE_NAME: &'static str = "CustomerType";
+
+    fn field(name: &str, _: Option<&'d [Sel<'d>]>, _: &PlanReader<'d>) -> Option<Self> {
+        Some(match name {
+            "id" => Self::Id,
+            "name" => Self::Name,
+            "email" => Self::Email,
+            "phone" => Self::Phone,
+            "createdAt" => Self::CreatedAt,
+            _ => return None,
+        })
+    }
+}
+
+impl NodePlan<'_> for CustomerSelection {
+    const EDGE_TYPE_NAME: &'static str = "CustomerTypeEdge";
+}
+
+impl WriteField<CustomerNode> for CustomerSelection {
+    fn write<M: SerializeMap>(
+        &self,
+        key: &str,
+        row: &CustomerNode,
+        map: &mut M,
+    ) -> Result<(), M::Error> {
+        let c = &row.0;
+        match self {
+            Self::Id => map.serialize_entry(key, &encode_id(Kind::Customer, c.id)),
+            Self::Name => map.serialize_entry(key, &c.name),
+            Self::Email => map.serialize_entry(key, &c.email),
+            Self::Phone => map.serialize_entry(key, &c.phone),
+            Self::CreatedAt => map.serialize_entry(key, &format_timestamp(c.created_at)),
+        }
+    }
+}
+
 /// A product for sale.
 pub(crate) struct ProductNode(pub(crate) Product);
 
@@ -76,6 +126,49 @@ impl ProductNode {
     /// Units in stock.
     fn stock(&self) -> i32 {
         self.0.stock
+    }
+}
+
+/// The fields of [`ProductNode`] a page writes straight to JSON.
+pub(crate) enum ProductSelection {
+    Id,
+    Name,
+    Price,
+    Stock,
+}
+
+impl<'d> ObjectPlan<'d> for ProductSelection {
+    const TYPE_NAME: &'static str = "ProductType";
+
+    fn field(name: &str, _: Option<&'d [Sel<'d>]>, _: &PlanReader<'d>) -> Option<Self> {
+        Some(match name {
+            "id" => Self::Id,
+            "name" => Self::Name,
+            "price" => Self::Price,
+            "stock" => Self::Stock,
+            _ => return None,
+        })
+    }
+}
+
+impl NodePlan<'_> for ProductSelection {
+    const EDGE_TYPE_NAME: &'static str = "ProductTypeEdge";
+}
+
+impl WriteField<ProductNode> for ProductSelection {
+    fn write<M: SerializeMap>(
+        &self,
+        key: &str,
+        row: &ProductNode,
+        map: &mut M,
+    ) -> Result<(), M::Error> {
+        let p = &row.0;
+        match self {
+            Self::Id => map.serialize_entry(key, &encode_id(Kind::Product, p.id)),
+            Self::Name => map.serialize_entry(key, &p.name),
+            Self::Price => map.serialize_entry(key, &format_money(p.price)),
+            Self::Stock => map.serialize_entry(key, &p.stock),
+        }
     }
 }
 
@@ -229,6 +322,60 @@ impl OrderNode {
     }
 }
 
+/// The fields of [`OrderNode`] a page writes straight to JSON.
+pub(crate) enum OrderSelection<'d> {
+    Id,
+    Customer(Plan<'d, CustomerSelection>),
+    Products(Plan<'d, ProductSelection>),
+    TotalAmount,
+    OrderDate,
+}
+
+impl<'d> ObjectPlan<'d> for OrderSelection<'d> {
+    const TYPE_NAME: &'static str = "OrderType";
+
+    fn field(name: &str, under: Option<&'d [Sel<'d>]>, reader: &PlanReader<'d>) -> Option<Self> {
+        Some(match name {
+            "id" => Self::Id,
+            "customer" => Self::Customer(reader.plan(under?)?),
+            "products" => Self::Products(reader.plan(under?)?),
+            "totalAmount" => Self::TotalAmount,
+            "orderDate" => Self::OrderDate,
+            _ => return None,
+        })
+    }
+}
+
+impl<'d> NodePlan<'d> for OrderSelection<'d> {
+    const EDGE_TYPE_NAME: &'static str = "OrderTypeEdge";
+}
+
+impl WriteField<OrderNode> for OrderSelection<'_> {
+    /// A customer or products not loaded, or a customer gone, is an error: juniper then
+    /// answers the page, with the error where the resolver puts it.
+    fn write<M: SerializeMap>(
+        &self,
+        key: &str,
+        row: &OrderNode,
+        map: &mut M,
+    ) -> Result<(), M::Error> {
+        let order = &row.order;
+        match self {
+            Self::Id => map.serialize_entry(key, &encode_id(Kind::Order, order.id)),
+            Self::Customer(plan) => match &row.customer {
+                Some(Some(customer)) => map.serialize_entry(key, &plan.row(&**customer)),
+                _ => Err(M::Error::custom("an order's customer is not at hand")),
+            },
+            Self::Products(plan) => match &row.products {
+                Some(products) => map.serialize_entry(key, &plan.rows(products)),
+                None => Err(M::Error::custom("an order's products are not at hand")),
+            },
+            Self::TotalAmount => map.serialize_entry(key, &format_money(order.total_amount)),
+            Self::OrderDate => map.serialize_entry(key, &format_timestamp(order.order_date)),
+        }
+    }
+}
+
 /// Where a page sits in its list (relay's `PageInfo`).
 #[derive(GraphQLObject)]
 pub(crate) struct PageInfo {
@@ -258,7 +405,8 @@ pub(crate) struct ListPage<F, Filter> {
 macro_rules! connection {
     (
         $connection:ident, $connection_name:literal, $edge:ident, $edge_name:literal,
-        $node:ident, $filter:ty, $field:ty, $count:ident, $page_doc:literal, $edge_doc:literal
+        $node:ident, $selection:ty, $filter:ty, $field:ty, $count:ident, $page_doc:literal,
+        $edge_doc:literal
     ) => {
         #[doc = $page_doc]
         pub(crate) struct $connection {
@@ -267,7 +415,7 @@ macro_rules! connection {
         }
 
         #[doc = $page_doc]
-        #[graphql_object(name = $connection_name, context = Context)]
+        #[graphql_object(name = $connection_name, context = Context, scalar = CrmScalar)]
         impl $connection {
             /// Position in the list.
             fn page_info(&self) -> PageInfo {
@@ -318,6 +466,19 @@ macro_rules! connection {
                 self.scope.encode(self.node.row())
             }
         }
+
+        impl EdgeRow for $edge<'_> {
+            type Node = $node;
+            type Fields<'d> = $selection;
+
+            fn node(&self) -> &$node {
+                self.node
+            }
+
+            fn cursor(&self) -> String {
+                self.scope.encode(self.node.row())
+            }
+        }
     };
 }
 
@@ -327,6 +488,7 @@ connection!(
     CustomerEdge,
     "CustomerTypeEdge",
     CustomerNode,
+    CustomerSelection,
     crm_core::CustomerFilter,
     crm_core::CustomerField,
     count_customers,
@@ -339,6 +501,7 @@ connection!(
     ProductEdge,
     "ProductTypeEdge",
     ProductNode,
+    ProductSelection,
     crm_core::ProductFilter,
     crm_core::ProductField,
     count_products,
@@ -351,6 +514,7 @@ connection!(
     OrderEdge,
     "OrderTypeEdge",
     OrderNode,
+    OrderSelection<'d>,
     crm_core::OrderFilter,
     crm_core::OrderField,
     count_orders,

@@ -24,7 +24,7 @@ pub(crate) fn now() -> DateTime<Utc> {
 
 /// A running server, the database under it, and a count of the store calls it made.
 pub(crate) struct TestApp {
-    pub(crate) db: TestDb,
+    pub(crate) db: Arc<TestDb>,
     pub(crate) address: std::net::SocketAddr,
     pub(crate) store: Arc<CountingStore>,
     token: Option<String>,
@@ -45,6 +45,11 @@ pub(crate) async fn spawn_app_over(
     store: Arc<dyn CrmStore>,
     config: ServerConfig,
 ) -> TestApp {
+    serve(Arc::new(db), store, config).await
+}
+
+/// A server on a free port over `store` (which reads `db`), at the tests' fixed instant.
+async fn serve(db: Arc<TestDb>, store: Arc<dyn CrmStore>, config: ServerConfig) -> TestApp {
     let store = Arc::new(CountingStore::new(store));
     let token = config.api_token.clone();
     let config = ServerConfig {
@@ -65,8 +70,6 @@ pub(crate) async fn spawn_app_over(
     }
 }
 
-/// Headless Chromium's flags for this machine (no sandbox as root, no GPU, no background
-/// traffic); each run also gets a fresh `--user-data-dir`.
 pub(crate) const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
@@ -93,7 +96,12 @@ impl HttpResponse {
 }
 
 impl TestApp {
-    /// Sends one HTTP/1.1 request on a new connection and reads the whole answer.
+    /// A second server over the same database, configured by `config`.
+    pub(crate) async fn twin(&self, config: ServerConfig) -> TestApp {
+        let store = Arc::new(self.database().clone());
+        serve(self.db.clone(), store, config).await
+    }
+
     pub(crate) async fn request(
         &self,
         method: &str,

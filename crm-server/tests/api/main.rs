@@ -5,6 +5,7 @@ mod graphiql;
 mod helpers;
 mod metrics;
 mod paging;
+mod prerender;
 mod probes;
 mod prop_input;
 mod security;
