@@ -28,7 +28,7 @@ impl CrmStore for Database {
     }
 
     async fn customers_by_ids(&self, ids: &[CustomerId]) -> Result<Vec<Customer>> {
-        on_backend!(self, CUSTOMERS.by_ids(ids))
+        on_backend!(self, customers_by_ids(ids))
     }
 
     async fn list_customers(
@@ -49,7 +49,7 @@ impl CrmStore for Database {
     }
 
     async fn products_by_ids(&self, ids: &[ProductId]) -> Result<Vec<Product>> {
-        on_backend!(self, PRODUCTS.by_ids(ids))
+        on_backend!(self, products_by_ids(ids))
     }
 
     async fn list_products(
@@ -73,7 +73,7 @@ impl CrmStore for Database {
     }
 
     async fn orders_by_ids(&self, ids: &[OrderId]) -> Result<Vec<Order>> {
-        on_backend!(self, ORDERS.by_ids(ids))
+        on_backend!(self, orders_by_ids(ids))
     }
 
     async fn list_orders(

@@ -228,7 +228,6 @@ macro_rules! crm_store_on_sql {
         pub(crate) struct Listing<T: 'static, F: 'static, Filter: 'static> {
             select: &'static str,
             count: &'static str,
-            by_ids: &'static str,
             /// Appends the filter's conditions after those `Where` has started.
             filter: fn(&mut QueryBuilder<Db>, &Filter, Where) -> Where,
             column: fn(F) -> &'static str,
@@ -239,7 +238,6 @@ macro_rules! crm_store_on_sql {
         pub(crate) const CUSTOMERS: Listing<Customer, CustomerField, CustomerFilter> = Listing {
             select: CUSTOMER_COLUMNS,
             count: "SELECT COUNT(*) FROM customers c",
-            by_ids: statement!("customers_by_ids"),
             filter: customer_where,
             column: customer_column,
             id: "c.id",
@@ -249,7 +247,6 @@ macro_rules! crm_store_on_sql {
         pub(crate) const PRODUCTS: Listing<Product, ProductField, ProductFilter> = Listing {
             select: PRODUCT_COLUMNS,
             count: "SELECT COUNT(*) FROM products p",
-            by_ids: statement!("products_by_ids"),
             filter: product_where,
             column: product_column,
             id: "p.id",
@@ -259,7 +256,6 @@ macro_rules! crm_store_on_sql {
         pub(crate) const ORDERS: Listing<Order, OrderField, OrderFilter> = Listing {
             select: ORDER_COLUMNS,
             count: "SELECT COUNT(*) FROM orders o",
-            by_ids: statement!("orders_by_ids"),
             filter: order_where,
             column: order_column,
             id: "o.id",
@@ -267,18 +263,6 @@ macro_rules! crm_store_on_sql {
         };
 
         impl<T, F: SortField, Filter> Listing<T, F, Filter> {
-            /// The rows with these ids that exist, in no particular order (one query).
-            pub(crate) async fn by_ids(&self, pool: &Pool, list: &[i64]) -> Result<Vec<T>> {
-                if list.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let found = sqlx::query(self.by_ids)
-                    .bind(ids(list))
-                    .fetch_all(pool)
-                    .await?;
-                rows(&found, self.read)
-            }
-
             /// A filtered, sorted page.
             pub(crate) async fn list(
                 &self,
@@ -386,23 +370,6 @@ macro_rules! crm_store_on_sql {
                 .await?;
             tx.commit().await?;
             Ok(created)
-        }
-
-        pub(crate) async fn order_products(
-            pool: &Pool,
-            order_ids: &[OrderId],
-        ) -> Result<Vec<(OrderId, Product)>> {
-            if order_ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            let found = sqlx::query(statement!("order_products"))
-                .bind(ids(order_ids))
-                .fetch_all(pool)
-                .await?;
-            found
-                .iter()
-                .map(|row| Ok((row.try_get("order_id")?, product(row)?)))
-                .collect()
         }
 
         pub(crate) async fn delete_inactive_customers(
@@ -517,7 +484,7 @@ macro_rules! crm_store_on_sql {
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite {
     use crate::dialect::sqlite::*;
-    use crate::sql::from_micros;
+    use crate::sql::{from_cents, from_micros};
 
     macro_rules! col {
         (created_at) => {
@@ -544,6 +511,100 @@ pub(crate) mod sqlite {
     }
 
     crm_store_on_sql!();
+
+    /// The rows of a statement that returns them as ONE JSON array (see `orders_between.sql`):
+    /// handing rows over one by one from SQLite's worker thread, each value copied, cost more
+    /// than the query; one text crosses instead. `list` is bound as the statement's JSON ids.
+    async fn json_rows<R: serde::de::DeserializeOwned>(
+        pool: &Pool,
+        statement: &'static str,
+        list: &[i64],
+    ) -> Result<Vec<R>> {
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let json: String = sqlx::query_scalar(statement)
+            .bind(ids(list))
+            .fetch_one(pool)
+            .await?;
+        serde_json::from_str(&json).map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))
+    }
+
+    /// The customers with these ids that exist, in no particular order.
+    pub(crate) async fn customers_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Customer>> {
+        let found: Vec<(i64, String, String, Option<String>, i64)> =
+            json_rows(pool, statement!("customers_by_ids"), list).await?;
+        found
+            .into_iter()
+            .map(|(id, name, email, phone, created_at)| {
+                let created_at = from_micros(created_at)?;
+                Ok(Customer {
+                    id,
+                    name,
+                    email,
+                    phone,
+                    created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// The products with these ids that exist, in no particular order.
+    pub(crate) async fn products_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Product>> {
+        let found: Vec<(i64, String, i64, i32)> =
+            json_rows(pool, statement!("products_by_ids"), list).await?;
+        Ok(found
+            .into_iter()
+            .map(|(id, name, cents, stock)| Product {
+                id,
+                name,
+                price: from_cents(cents),
+                stock,
+            })
+            .collect())
+    }
+
+    /// The orders with these ids that exist, in no particular order.
+    pub(crate) async fn orders_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Order>> {
+        let found: Vec<(i64, i64, i64, i64)> =
+            json_rows(pool, statement!("orders_by_ids"), list).await?;
+        found
+            .into_iter()
+            .map(|(id, customer_id, cents, date)| {
+                let (total_amount, order_date) = (from_cents(cents), from_micros(date)?);
+                Ok(Order {
+                    id,
+                    customer_id,
+                    total_amount,
+                    order_date,
+                })
+            })
+            .collect()
+    }
+
+    /// The products of these orders, by order then product id.
+    pub(crate) async fn order_products(
+        pool: &Pool,
+        order_ids: &[OrderId],
+    ) -> Result<Vec<(OrderId, Product)>> {
+        let mut found: Vec<(i64, i64, String, i64, i32)> =
+            json_rows(pool, statement!("order_products"), order_ids).await?;
+        found.sort_unstable_by_key(|(order, product, ..)| (*order, *product));
+        Ok(found
+            .into_iter()
+            .map(|(order, id, name, cents, stock)| {
+                (
+                    order,
+                    Product {
+                        id,
+                        name,
+                        price: from_cents(cents),
+                        stock,
+                    },
+                )
+            })
+            .collect())
+    }
 
     /// Orders with `from <= order_date <= to` and their customer's e-mail, oldest first. The
     /// rows come as one JSON array: handing them over one by one from SQLite's worker thread
@@ -671,6 +732,47 @@ pub(crate) mod postgres {
     }
 
     crm_store_on_sql!();
+
+    /// The rows a statement returns for the ids `list` (bound as one array), read by `read`.
+    async fn id_rows<T>(
+        pool: &Pool,
+        statement: &'static str,
+        list: &[i64],
+        read: fn(&Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        if list.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = sqlx::query(statement)
+            .bind(ids(list))
+            .fetch_all(pool)
+            .await?;
+        rows(&found, read)
+    }
+
+    /// The customers with these ids that exist, in no particular order.
+    pub(crate) async fn customers_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Customer>> {
+        id_rows(pool, statement!("customers_by_ids"), list, customer).await
+    }
+
+    /// The products with these ids that exist, in no particular order.
+    pub(crate) async fn products_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Product>> {
+        id_rows(pool, statement!("products_by_ids"), list, product).await
+    }
+
+    /// The orders with these ids that exist, in no particular order.
+    pub(crate) async fn orders_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Order>> {
+        id_rows(pool, statement!("orders_by_ids"), list, order).await
+    }
+
+    /// The products of these orders, by order then product id.
+    pub(crate) async fn order_products(
+        pool: &Pool,
+        order_ids: &[OrderId],
+    ) -> Result<Vec<(OrderId, Product)>> {
+        let read = |row: &Row| Ok((row.try_get("order_id")?, product(row)?));
+        id_rows(pool, statement!("order_products"), order_ids, read).await
+    }
 
     /// Orders with `from <= order_date <= to` and their customer's e-mail, oldest first.
     pub(crate) async fn orders_between(
