@@ -155,34 +155,33 @@ pub(crate) fn json_ids(ids: &[i64]) -> String {
     json
 }
 
-/// A list's ` ORDER BY …` clause: the deciding keys (`column` gives each field's SQL
-/// expression), then the id ascending unless an id key ended the sort, so the order is total
-/// and a keyset names one position.
-pub(crate) fn order_by<F: SortField>(
+/// Appends a list's `ORDER BY`: the deciding keys (`column` gives each field's SQL expression),
+/// then the id ascending unless an id key ended the sort, so the order is total and a keyset
+/// names one position.
+pub(crate) fn push_order_by<DB: sqlx::Database, F: SortField>(
+    qb: &mut QueryBuilder<DB>,
     sort: &[Sort<F>],
     column: fn(F) -> &'static str,
     id: &str,
-) -> String {
+) {
     let keys = effective_sort(sort);
-    let mut clause = String::from(" ORDER BY ");
+    qb.push(" ORDER BY ");
     for (i, key) in keys.iter().enumerate() {
         if i > 0 {
-            clause.push_str(", ");
+            qb.push(", ");
         }
-        clause.push_str(column(key.field));
-        clause.push_str(if key.descending { " DESC" } else { " ASC" });
+        qb.push(column(key.field))
+            .push(if key.descending { " DESC" } else { " ASC" });
     }
     if keys.last().is_none_or(|key| !key.field.is_id()) {
         if !keys.is_empty() {
-            clause.push_str(", ");
+            qb.push(", ");
         }
-        clause.push_str(id);
-        clause.push_str(" ASC");
+        qb.push(id).push(" ASC");
     }
-    clause
 }
 
-/// Appends the condition "after `after`" in the order [`order_by`] writes, to follow a
+/// Appends the condition "after `after`" in the order [`push_order_by`] writes, to follow a
 /// `WHERE` or `AND`: for keys `k1, k2` and the id,
 /// `k1 >= v1 AND (k1 > v1 OR (k1 = v1 AND (k2 > v2 OR (k2 = v2 AND id > i))))`, with `<` for a
 /// descending key. The leading bound repeats the first comparison so that both planners seek

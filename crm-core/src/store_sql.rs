@@ -20,8 +20,8 @@ macro_rules! crm_store_on_sql {
         use crate::error::{CoreError, Result};
         use crate::paging::{SortField, SortValue};
         use crate::sql::{
-            INACTIVITY, customer_insert_error, deletes_customers, first_missing, order_by,
-            page_bound, prefix_pattern, push_after, uses_parameter,
+            INACTIVITY, customer_insert_error, deletes_customers, first_missing, page_bound,
+            prefix_pattern, push_after, push_order_by, uses_parameter,
         };
         use crate::store::{
             CustomerField, CustomerFilter, OrderField, OrderFilter, PageRequest, ProductField,
@@ -270,13 +270,8 @@ macro_rules! crm_store_on_sql {
                 filter: &Filter,
                 sort: &[Sort<F>],
                 page: PageRequest,
-            ) -> Result<Vec<T>>
-            where
-                T: ListedRow,
-            {
-                let order_by = order_by(sort, self.column, self.id);
-                let mut qb = QueryBuilder::new(T::page_start(&order_by));
-                qb.push(self.select);
+            ) -> Result<Vec<T>> {
+                let mut qb = QueryBuilder::new(self.select);
                 let mut w = Where::new();
                 // The position comes before the filter: SQLite seeks with the first lower bound
                 // it finds on the sort's column, and a filter's bound on the same column (the
@@ -294,10 +289,10 @@ macro_rules! crm_store_on_sql {
                     )?;
                 }
                 let _ = (self.filter)(&mut qb, filter, w);
-                qb.push(&order_by);
+                push_order_by(&mut qb, sort, self.column, self.id);
                 qb.push(" LIMIT ").push_bind(page_bound(page.limit));
-                qb.push(T::PAGE_END);
-                read_page(qb, pool, self.read).await
+                let found = qb.build().fetch_all(pool).await?;
+                rows(&found, self.read)
             }
 
             /// How many rows match the filter.
@@ -517,93 +512,9 @@ pub(crate) mod sqlite {
 
     crm_store_on_sql!();
 
-    /// A row the API lists, as SQLite hands listed rows over: a page, or the rows of some ids,
-    /// come as ONE JSON array of the rows' columns (see `orders_between.sql`). Handing rows over
-    /// one by one from SQLite's worker thread, every value copied, cost more than the query.
-    pub(crate) trait ListedRow: Sized {
-        /// The columns, under the listing's table alias, in the order of `Columns`.
-        const JSON_COLUMNS: &'static str;
-        /// What follows a page's query: the alias it is read under.
-        const PAGE_END: &'static str;
-        type Columns: serde::de::DeserializeOwned;
-        fn from_columns(columns: Self::Columns) -> Result<Self>;
-
-        /// What precedes a page's query: the aggregate, in the page's order (`order_by`, as
-        /// the query sorts).
-        fn page_start(order_by: &str) -> String {
-            format!(
-                "SELECT json_group_array(json_array({}){order_by}) FROM (",
-                Self::JSON_COLUMNS
-            )
-        }
-    }
-
-    impl ListedRow for Customer {
-        const JSON_COLUMNS: &'static str = "c.id, c.name, c.email, c.phone, c.created_at_us";
-        const PAGE_END: &'static str = ") AS c";
-        type Columns = (i64, String, String, Option<String>, i64);
-        fn from_columns((id, name, email, phone, created_at): Self::Columns) -> Result<Self> {
-            let created_at = from_micros(created_at)?;
-            Ok(Customer {
-                id,
-                name,
-                email,
-                phone,
-                created_at,
-            })
-        }
-    }
-
-    impl ListedRow for Product {
-        const JSON_COLUMNS: &'static str = "p.id, p.name, p.price_cents, p.stock";
-        const PAGE_END: &'static str = ") AS p";
-        type Columns = (i64, String, i64, i32);
-        fn from_columns((id, name, cents, stock): Self::Columns) -> Result<Self> {
-            Ok(Product {
-                id,
-                name,
-                price: from_cents(cents),
-                stock,
-            })
-        }
-    }
-
-    impl ListedRow for Order {
-        const JSON_COLUMNS: &'static str =
-            "o.id, o.customer_id, o.total_amount_cents, o.order_date_us";
-        const PAGE_END: &'static str = ") AS o";
-        type Columns = (i64, i64, i64, i64);
-        fn from_columns((id, customer_id, cents, date): Self::Columns) -> Result<Self> {
-            let (total_amount, order_date) = (from_cents(cents), from_micros(date)?);
-            Ok(Order {
-                id,
-                customer_id,
-                total_amount,
-                order_date,
-            })
-        }
-    }
-
-    /// The JSON array a statement returns, as values of `R`.
-    fn from_json<R: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<R>> {
-        serde_json::from_str(json).map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))
-    }
-
-    /// A page of a listing, as the aggregate [`ListedRow::page_start`] wraps it in.
-    async fn read_page<T: ListedRow>(
-        mut query: QueryBuilder<Db>,
-        pool: &Pool,
-        _: fn(&Row) -> Result<T>,
-    ) -> Result<Vec<T>> {
-        let json: String = query.build_query_scalar().fetch_one(pool).await?;
-        from_json::<T::Columns>(&json)?
-            .into_iter()
-            .map(T::from_columns)
-            .collect()
-    }
-
-    /// The rows with the ids `list` (bound as one JSON array) that `statement` returns as one
-    /// JSON array of columns.
+    /// The rows of a statement that returns them as ONE JSON array (see `orders_between.sql`):
+    /// handing rows over one by one from SQLite's worker thread, each value copied, cost more
+    /// than the query; one text crosses instead. `list` is bound as the statement's JSON ids.
     async fn json_rows<R: serde::de::DeserializeOwned>(
         pool: &Pool,
         statement: &'static str,
@@ -616,29 +527,59 @@ pub(crate) mod sqlite {
             .bind(ids(list))
             .fetch_one(pool)
             .await?;
-        from_json(&json)
+        serde_json::from_str(&json).map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))
     }
 
-    /// The `T`s with these ids that exist, in no particular order.
-    async fn by_ids<T: ListedRow>(
-        pool: &Pool,
-        statement: &'static str,
-        list: &[i64],
-    ) -> Result<Vec<T>> {
-        let found: Vec<T::Columns> = json_rows(pool, statement, list).await?;
-        found.into_iter().map(T::from_columns).collect()
-    }
-
+    /// The customers with these ids that exist, in no particular order.
     pub(crate) async fn customers_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Customer>> {
-        by_ids(pool, statement!("customers_by_ids"), list).await
+        let found: Vec<(i64, String, String, Option<String>, i64)> =
+            json_rows(pool, statement!("customers_by_ids"), list).await?;
+        found
+            .into_iter()
+            .map(|(id, name, email, phone, created_at)| {
+                let created_at = from_micros(created_at)?;
+                Ok(Customer {
+                    id,
+                    name,
+                    email,
+                    phone,
+                    created_at,
+                })
+            })
+            .collect()
     }
 
+    /// The products with these ids that exist, in no particular order.
     pub(crate) async fn products_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Product>> {
-        by_ids(pool, statement!("products_by_ids"), list).await
+        let found: Vec<(i64, String, i64, i32)> =
+            json_rows(pool, statement!("products_by_ids"), list).await?;
+        Ok(found
+            .into_iter()
+            .map(|(id, name, cents, stock)| Product {
+                id,
+                name,
+                price: from_cents(cents),
+                stock,
+            })
+            .collect())
     }
 
+    /// The orders with these ids that exist, in no particular order.
     pub(crate) async fn orders_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Order>> {
-        by_ids(pool, statement!("orders_by_ids"), list).await
+        let found: Vec<(i64, i64, i64, i64)> =
+            json_rows(pool, statement!("orders_by_ids"), list).await?;
+        found
+            .into_iter()
+            .map(|(id, customer_id, cents, date)| {
+                let (total_amount, order_date) = (from_cents(cents), from_micros(date)?);
+                Ok(Order {
+                    id,
+                    customer_id,
+                    total_amount,
+                    order_date,
+                })
+            })
+            .collect()
     }
 
     /// The products of these orders, by order then product id.
@@ -649,12 +590,20 @@ pub(crate) mod sqlite {
         let mut found: Vec<(i64, i64, String, i64, i32)> =
             json_rows(pool, statement!("order_products"), order_ids).await?;
         found.sort_unstable_by_key(|(order, product, ..)| (*order, *product));
-        found
+        Ok(found
             .into_iter()
             .map(|(order, id, name, cents, stock)| {
-                Ok((order, Product::from_columns((id, name, cents, stock))?))
+                (
+                    order,
+                    Product {
+                        id,
+                        name,
+                        price: from_cents(cents),
+                        stock,
+                    },
+                )
             })
-            .collect()
+            .collect())
     }
 
     /// Orders with `from <= order_date <= to` and their customer's e-mail, oldest first. The
@@ -783,30 +732,6 @@ pub(crate) mod postgres {
     }
 
     crm_store_on_sql!();
-
-    /// A row the API lists: PostgreSQL hands a page over row by row, as `read` reads them.
-    pub(crate) trait ListedRow {
-        /// Nothing follows a page's query.
-        const PAGE_END: &'static str = "";
-        /// Nothing precedes it.
-        fn page_start(_order_by: &str) -> String {
-            String::new()
-        }
-    }
-
-    impl ListedRow for Customer {}
-    impl ListedRow for Product {}
-    impl ListedRow for Order {}
-
-    /// A page of a listing, each row read by `read`.
-    async fn read_page<T>(
-        mut query: QueryBuilder<Db>,
-        pool: &Pool,
-        read: fn(&Row) -> Result<T>,
-    ) -> Result<Vec<T>> {
-        let found = query.build().fetch_all(pool).await?;
-        rows(&found, read)
-    }
 
     /// The rows a statement returns for the ids `list` (bound as one array), read by `read`.
     async fn id_rows<T>(
