@@ -1,16 +1,18 @@
 //! The per-request context: the store, whether mutations are allowed, the limits, and the
 //! report's totals read once per request.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_std::sync::Mutex;
 use crm_core::overrides::JobControl;
 use crm_core::{CrmStore, Totals};
+use juniper::SchemaType;
 
 use crate::config::{Clock, ServerConfig};
 use crate::error::ApiError;
 use crate::metrics::HttpStats;
+use crate::scalar_value::CrmScalar;
 
 /// What every resolver of one request sees.
 pub struct Context {
@@ -21,8 +23,12 @@ pub struct Context {
     /// List rows this request may still ask for (see [`Context::charge_rows`]).
     rows_left: AtomicU64,
     totals: Mutex<Option<Totals>>,
-    /// Whether pages may be written straight to JSON (see [`Context::allow_prerender`]).
-    prerender: bool,
+    /// The request's document, when its pages may be written straight to JSON once it is
+    /// checked (see [`Context::allow_prerender`]).
+    document: Option<String>,
+    /// Whether they may: checked the first time a page asks, so a request without a page
+    /// never parses its document a second time.
+    prerender: OnceLock<bool>,
     /// The server's request counters, where pages are counted.
     stats: Arc<HttpStats>,
 }
@@ -57,20 +63,30 @@ impl Context {
             rows_left: AtomicU64::new(config.max_rows_per_request),
             config,
             totals: Mutex::new(None),
-            prerender: false,
+            document: None,
+            prerender: OnceLock::new(),
             stats,
         }
     }
 
-    /// Lets this request's pages be written straight to JSON: the document was checked
-    /// ([`crate::schema::document_can_prerender`]) and the server allows it.
-    pub(crate) fn allow_prerender(&mut self) {
-        self.prerender = self.config.prerender_pages;
+    /// Lets the pages of `document` (this request's one document) be written straight to JSON
+    /// if the server allows it and the document passes
+    /// [`crate::schema::document_can_prerender`].
+    pub(crate) fn allow_prerender(&mut self, document: &str) {
+        if self.config.prerender_pages {
+            self.document = Some(document.to_owned());
+        }
     }
 
-    /// Whether this request's pages may be written straight to JSON.
-    pub(crate) fn may_prerender(&self) -> bool {
-        self.prerender
+    /// Whether this request's pages may be written straight to JSON (`schema` parses the
+    /// document the first time).
+    pub(crate) fn may_prerender(&self, schema: &SchemaType<CrmScalar>) -> bool {
+        let Some(document) = &self.document else {
+            return false;
+        };
+        *self
+            .prerender
+            .get_or_init(|| crate::schema::document_can_prerender(document, schema))
     }
 
     /// Counts a page answered, `direct`ly written or not, for `/metrics`.

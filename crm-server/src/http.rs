@@ -28,7 +28,7 @@ use crate::config::ServerConfig;
 use crate::context::{Context, WriteAccess};
 use crate::error::ApiError;
 use crate::scalar_value::CrmScalar;
-use crate::schema::{Mutation, Query, Schema, document_can_prerender};
+use crate::schema::{Mutation, Query, Schema};
 
 /// Most operations one batched request may carry.
 const MAX_BATCH: usize = 16;
@@ -613,10 +613,8 @@ async fn execute(
         state.http.clone(),
     );
     // A batch shares one context over several documents: it is answered by juniper alone.
-    if let GraphQLBatchRequest::Single(request) = &batch
-        && document_can_prerender(&request.query, &state.schema.schema)
-    {
-        context.allow_prerender();
+    if let GraphQLBatchRequest::Single(request) = &batch {
+        context.allow_prerender(&request.query);
     }
     let executed = async_std::future::timeout(
         REQUEST_TIMEOUT,

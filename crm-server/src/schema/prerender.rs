@@ -116,7 +116,7 @@ impl<E: EdgeRow> Prerender for Vec<E> {
         selection_set: &[Sel<'_>],
         executor: &Executor<'_, '_, Context, CrmScalar>,
     ) -> Option<PrerenderedJson> {
-        if !executor.context().may_prerender() {
+        if !executor.context().may_prerender(executor.schema()) {
             return None;
         }
         let reader = PlanReader { executor };
@@ -305,8 +305,8 @@ impl<'d> PlanReader<'d> {
     }
 }
 
-/// Whether a single request's document may have its pages written by [`Prerender`]: it
-/// parses, and no selection set of it (fragments expanded) has one response key twice where
+/// Whether a single request's document may have its pages written by [`Prerender`] (asked
+/// once per request, when its first page is about to be written): it parses, and no selection set of it (fragments expanded) has one response key twice where
 /// either occurrence has a sub-selection. Juniper resolves each occurrence of a key and merges
 /// the results; a page written whole would keep the first occurrence's fields only. Clients
 /// rarely send such documents; they are answered by juniper alone.
@@ -330,29 +330,28 @@ pub(crate) fn document_can_prerender(query: &str, schema: &SchemaType<CrmScalar>
     })
 }
 
-/// A document nests no deeper than this many fragment spreads (juniper's validation rejects
-/// cycles, but this check runs on a document not validated yet).
+/// Fragment spreads nest no deeper than this here: juniper's validation has already refused
+/// cycles when a page asks, but this walk does not rely on it.
 const MAX_SPREAD_DEPTH: usize = 32;
 
+/// Whether no response key of `set` (fragments expanded) repeats where either occurrence has a
+/// sub-selection, here or below.
 fn no_merged_keys(set: &[Sel<'_>], fragments: &HashMap<&str, &[Sel<'_>]>) -> bool {
-    let mut keys: Vec<(&str, bool)> = Vec::new();
     let mut fields = Vec::new();
     if !flatten(set, fragments, &mut fields, 0) {
         return false;
     }
-    for field in fields {
-        let (key, has_under) = field;
-        if let Some(seen) = keys.iter().find(|(k, _)| *k == key) {
-            if seen.1 || has_under.is_some() {
+    let mut seen: Vec<(&str, bool)> = Vec::new();
+    for (key, under) in fields {
+        if let Some((_, seen_under)) = seen.iter().find(|(k, _)| *k == key) {
+            if *seen_under || under.is_some() {
                 return false;
             }
             continue;
         }
-        keys.push((key, has_under.is_some()));
-        if let Some(under) = has_under {
-            if !no_merged_keys(under, fragments) {
-                return false;
-            }
+        seen.push((key, under.is_some()));
+        if under.is_some_and(|under| !no_merged_keys(under, fragments)) {
+            return false;
         }
     }
     true
