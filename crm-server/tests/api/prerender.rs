@@ -35,6 +35,18 @@ async fn shop() -> TestApp {
     app
 }
 
+/// [`shop`] served twice: writing pages directly, and by juniper alone.
+async fn two_servers() -> (TestApp, TestApp) {
+    let direct = shop().await;
+    let juniper = direct
+        .twin(ServerConfig {
+            prerender_pages: false,
+            ..ServerConfig::default()
+        })
+        .await;
+    (direct, juniper)
+}
+
 /// `crm_graphql_pages_total` by how the edges were written: (direct, juniper).
 async fn pages(app: &TestApp) -> (u64, u64) {
     let body = app.request("GET", "/metrics", &[], b"").await.body;
@@ -134,13 +146,7 @@ const DIRECT: &[(&str, &str)] = &[
 
 #[async_std::test]
 async fn pages_written_straight_to_json_are_juniper_s_answers_byte_for_byte() {
-    let direct = shop().await;
-    let juniper = direct
-        .twin(ServerConfig {
-            prerender_pages: false,
-            ..ServerConfig::default()
-        })
-        .await;
+    let (direct, juniper) = two_servers().await;
     for (what, query) in DIRECT {
         let before = pages(&direct).await;
         let answer = same_answer(&direct, &juniper, &json!({ "query": query })).await;
@@ -157,13 +163,7 @@ async fn pages_written_straight_to_json_are_juniper_s_answers_byte_for_byte() {
 
 #[async_std::test]
 async fn skip_and_include_read_their_variables() {
-    let direct = shop().await;
-    let juniper = direct
-        .twin(ServerConfig {
-            prerender_pages: false,
-            ..ServerConfig::default()
-        })
-        .await;
+    let (direct, juniper) = two_servers().await;
     let query = "query($withCustomer: Boolean!, $noCursor: Boolean!) { allOrders(first: 8) { \
                  edges { cursor @skip(if: $noCursor) node { id customer @include(if: \
                  $withCustomer) { name } } } } }";
@@ -188,13 +188,7 @@ async fn skip_and_include_read_their_variables() {
 /// documents, and batches, are answered by juniper alone, still correctly.
 #[async_std::test]
 async fn documents_that_merge_selections_are_left_to_juniper_and_answered_right() {
-    let direct = shop().await;
-    let juniper = direct
-        .twin(ServerConfig {
-            prerender_pages: false,
-            ..ServerConfig::default()
-        })
-        .await;
+    let (direct, juniper) = two_servers().await;
     let merged = [
         "{ allOrders(first: 3) { edges { node { id } } edges { cursor } } }",
         "{ a: allOrders(first: 3) { edges { cursor } } a: allOrders(first: 3) { edges { node { \
