@@ -530,6 +530,16 @@ pub(crate) mod sqlite {
         serde_json::from_str(&json).map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))
     }
 
+    /// A product as SQLite's JSON statements list its columns: `[id, name, price_cents, stock]`.
+    fn product_from((id, name, cents, stock): (i64, String, i64, i32)) -> Product {
+        Product {
+            id,
+            name,
+            price: from_cents(cents),
+            stock,
+        }
+    }
+
     /// The customers with these ids that exist, in no particular order.
     pub(crate) async fn customers_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Customer>> {
         let found: Vec<(i64, String, String, Option<String>, i64)> =
@@ -551,17 +561,8 @@ pub(crate) mod sqlite {
 
     /// The products with these ids that exist, in no particular order.
     pub(crate) async fn products_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Product>> {
-        let found: Vec<(i64, String, i64, i32)> =
-            json_rows(pool, statement!("products_by_ids"), list).await?;
-        Ok(found
-            .into_iter()
-            .map(|(id, name, cents, stock)| Product {
-                id,
-                name,
-                price: from_cents(cents),
-                stock,
-            })
-            .collect())
+        let found = json_rows(pool, statement!("products_by_ids"), list).await?;
+        Ok(found.into_iter().map(product_from).collect())
     }
 
     /// The orders with these ids that exist, in no particular order.
@@ -592,17 +593,7 @@ pub(crate) mod sqlite {
         found.sort_unstable_by_key(|(order, product, ..)| (*order, *product));
         Ok(found
             .into_iter()
-            .map(|(order, id, name, cents, stock)| {
-                (
-                    order,
-                    Product {
-                        id,
-                        name,
-                        price: from_cents(cents),
-                        stock,
-                    },
-                )
-            })
+            .map(|(order, id, name, cents, stock)| (order, product_from((id, name, cents, stock))))
             .collect())
     }
 
