@@ -95,7 +95,8 @@ pub struct ServerConfig {
     /// mutations answer that job control is not configured. Default none.
     pub job_control: Option<Arc<dyn JobControl>>,
     /// Write a page's edges straight to JSON rather than through juniper's executor field by
-    /// field (about half the CPU of a 100-order page). Default `true`. `false` answers every
+    /// field (a 100-order page took 6.5 M instructions instead of 10.6 M; BENCHMARKS.md).
+    /// Default `true`. `false` answers every
     /// request through juniper alone: the same answers, slower; the tests compare the two.
     pub prerender_pages: bool,
 }

@@ -458,12 +458,12 @@ macro_rules! connection {
         impl<'a> $edge<'a> {
             /// The row.
             fn node(&self) -> &$node {
-                self.node
+                EdgeRow::node(self)
             }
             /// Opaque position of the row (its sort values and id); pass it as `after` with
             /// the same `orderBy` and `filter` to read on from here.
             fn cursor(&self) -> String {
-                self.scope.encode(self.node.row())
+                EdgeRow::cursor(self)
             }
         }
 
