@@ -11,13 +11,14 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, now, spawn_app};
 
+/// A name that JSON must escape (quotes, a backslash) or carry as it is (non-ASCII, an emoji).
+const ZOE: &str = "Zoë \"Z\" O'Brien \\ </script> \u{1F600}";
+
 /// A database with customers whose names and e-mails need escaping, phones present and absent,
 /// and seeded orders.
 async fn shop() -> TestApp {
     let app = spawn_app().await;
-    let quoted = app
-        .customer("Zoë \"Z\" O'Brien \\ </script> \u{1F600}", "zoe@shop.com")
-        .await;
+    let quoted = app.customer(ZOE, "zoe@shop.com").await;
     let plain = app.customer("Bob", "bob@shop.com").await;
     let pen = app.product("Pen \"fine\"", "1.50", 10).await;
     let ink = app.product("Ink", "12.00", 0).await;
@@ -222,4 +223,26 @@ async fn documents_that_merge_selections_are_left_to_juniper_and_answered_right(
     assert_eq!(answers.as_array().map(Vec::len), Some(2));
     // Juniper resolves each occurrence of a repeated key: 2 + 2 + 1 + 2 pages, and the batch's 2.
     assert_eq!(pages(&direct).await, (0, 9));
+}
+
+/// The rows SQLite hands over as one JSON array, and the edges written straight to JSON,
+/// carry names that need escaping exactly as they were stored.
+#[async_std::test]
+async fn names_that_need_escaping_read_back_exactly() {
+    let (direct, juniper) = two_servers().await;
+    let page = json!({ "query": "{ allOrders(first: 100) { edges { node { customer { name \
+                                 email } products { name } } } } }" });
+    let answer = same_answer(&direct, &juniper, &page).await;
+    let edges = answer["data"]["allOrders"]["edges"].as_array().unwrap();
+    let zoe = edges
+        .iter()
+        .map(|edge| &edge["node"])
+        .find(|node| node["customer"]["email"] == "zoe@shop.com")
+        .unwrap_or_else(|| panic!("no order of zoe@shop.com: {answer}"));
+    assert_eq!(zoe["customer"]["name"], ZOE);
+    assert_eq!(
+        zoe["products"],
+        json!([{"name": "Pen \"fine\""}, {"name": "Ink"}])
+    );
+    assert_eq!(pages(&direct).await, (1, 0));
 }
