@@ -260,7 +260,12 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
         } else {
             Some(Duration::from_secs(3600))
         })
-        .acquire_timeout(Duration::from_secs(30));
+        .acquire_timeout(Duration::from_secs(30))
+        // sqlx pings a connection before lending it, which is a round trip to the
+        // connection's worker thread before every statement: a third of a page's thread
+        // hand-offs. A connection to a file it opened itself cannot go stale the way a
+        // network connection does, and a worker that died fails the statement with an error.
+        .test_before_acquire(false);
     // The first connection to a new file switches it to WAL, which needs the file to itself for
     // a moment; SQLite answers "database is locked" at once, without waiting the busy timeout,
     // when another process is opening the same new file (`crm serve` and `crm worker` started
