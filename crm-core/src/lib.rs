@@ -53,7 +53,7 @@ pub use paging::{Keyset, SortField, SortValue, ValueKind, effective_sort};
 pub use seed::{SeedConfig, SeedProgress, SeedStage, SeedSummary, seed, seed_if_empty};
 pub use store::{
     CrmStore, CustomerField, CustomerFilter, MAX_IDEMPOTENCY_KEY_LEN, OrderField, OrderFilter,
-    OrderReminder, PageRequest, ProductField, ProductFilter, ReminderPage, ReminderPages, Restock,
-    Sort, Totals,
+    OrderRelations, OrderReminder, PageRequest, ProductField, ProductFilter, ReminderPage,
+    ReminderPages, Restock, Sort, Totals,
 };
 pub use url::{DEFAULT_DATABASE_URL, UrlScheme, redact_password};

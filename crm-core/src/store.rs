@@ -166,6 +166,16 @@ pub struct Totals {
     pub revenue: Money,
 }
 
+/// [`CrmStore::order_relations`]' answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderRelations {
+    /// The customers asked for that exist, in no particular order.
+    pub customers: Vec<Customer>,
+    /// The products of the orders asked for, as `(order, product)` pairs, by order then
+    /// product id.
+    pub products: Vec<(OrderId, Product)>,
+}
+
 /// What [`CrmStore::restock_low_once`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -298,6 +308,29 @@ pub trait CrmStore: Send + Sync + 'static {
     /// The products of each of these orders, as `(order, product)` pairs (one query), so a
     /// page of orders costs a fixed number of queries.
     async fn order_products(&self, order_ids: &[OrderId]) -> Result<Vec<(OrderId, Product)>>;
+    /// A page of orders' customers (`customers_by_ids(customer_ids)`) and products
+    /// (`order_products(order_ids)`) together; an empty list asks for nothing. A backend that
+    /// can answers both in one statement (SQLite: one hand-over to its worker thread).
+    async fn order_relations(
+        &self,
+        customer_ids: &[CustomerId],
+        order_ids: &[OrderId],
+    ) -> Result<OrderRelations> {
+        let customers = if customer_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.customers_by_ids(customer_ids).await?
+        };
+        let products = if order_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.order_products(order_ids).await?
+        };
+        Ok(OrderRelations {
+            customers,
+            products,
+        })
+    }
 
     /// Deletes, in one transaction, every customer created more than 365 days before `as_of`
     /// who has no order dated within the 365 days before `as_of`, with their orders; returns

@@ -11,8 +11,8 @@ use crate::error::{CoreError, Result};
 use crate::sql::truncate_to_micros;
 use crate::store::{
     CrmStore, CustomerField, CustomerFilter, MAX_IDEMPOTENCY_KEY_LEN, OrderField, OrderFilter,
-    OrderReminder, PageRequest, ProductField, ProductFilter, ReminderPage, ReminderPages, Restock,
-    Sort, Totals,
+    OrderRelations, OrderReminder, PageRequest, ProductField, ProductFilter, ReminderPage,
+    ReminderPages, Restock, Sort, Totals,
 };
 #[cfg(feature = "postgres")]
 use crate::store_sql::postgres;
@@ -91,6 +91,14 @@ impl CrmStore for Database {
 
     async fn order_products(&self, order_ids: &[OrderId]) -> Result<Vec<(OrderId, Product)>> {
         on_backend!(self, order_products(order_ids))
+    }
+
+    async fn order_relations(
+        &self,
+        customer_ids: &[CustomerId],
+        order_ids: &[OrderId],
+    ) -> Result<OrderRelations> {
+        on_backend!(self, order_relations(customer_ids, order_ids))
     }
 
     /// The boundary, to the microsecond: with `cutoff = as_of - 365 days`, a customer is

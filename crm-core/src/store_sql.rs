@@ -484,7 +484,9 @@ macro_rules! crm_store_on_sql {
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite {
     use crate::dialect::sqlite::*;
+    use crate::domain::CustomerId;
     use crate::sql::{from_cents, from_micros};
+    use crate::store::OrderRelations;
 
     macro_rules! col {
         (created_at) => {
@@ -527,7 +529,12 @@ pub(crate) mod sqlite {
             .bind(ids(list))
             .fetch_one(pool)
             .await?;
-        serde_json::from_str(&json).map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))
+        from_json(&json)
+    }
+
+    /// The rows of one JSON array a statement returned.
+    fn from_json<R: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<R>> {
+        serde_json::from_str(json).map_err(|e| CoreError::from(sqlx::Error::Decode(Box::new(e))))
     }
 
     /// A product as SQLite's JSON statements list its columns: `[id, name, price_cents, stock]`.
@@ -540,10 +547,11 @@ pub(crate) mod sqlite {
         }
     }
 
-    /// The customers with these ids that exist, in no particular order.
-    pub(crate) async fn customers_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Customer>> {
-        let found: Vec<(i64, String, String, Option<String>, i64)> =
-            json_rows(pool, statement!("customers_by_ids"), list).await?;
+    /// A customer as SQLite's JSON statements list its columns: `[id, name, email, phone,
+    /// created_at_us]`.
+    type CustomerColumns = (i64, String, String, Option<String>, i64);
+
+    fn customers_from(found: Vec<CustomerColumns>) -> Result<Vec<Customer>> {
         found
             .into_iter()
             .map(|(id, name, email, phone, created_at)| {
@@ -557,6 +565,24 @@ pub(crate) mod sqlite {
                 })
             })
             .collect()
+    }
+
+    /// An order's product as SQLite's JSON statements list it: `[order_id, product_id, name,
+    /// price_cents, stock]`.
+    type OrderProductColumns = (i64, i64, String, i64, i32);
+
+    /// The pairs by order, then product id.
+    fn order_products_from(mut found: Vec<OrderProductColumns>) -> Vec<(OrderId, Product)> {
+        found.sort_unstable_by_key(|(order, product, ..)| (*order, *product));
+        found
+            .into_iter()
+            .map(|(order, id, name, cents, stock)| (order, product_from((id, name, cents, stock))))
+            .collect()
+    }
+
+    /// The customers with these ids that exist, in no particular order.
+    pub(crate) async fn customers_by_ids(pool: &Pool, list: &[i64]) -> Result<Vec<Customer>> {
+        customers_from(json_rows(pool, statement!("customers_by_ids"), list).await?)
     }
 
     /// The products with these ids that exist, in no particular order.
@@ -588,13 +614,29 @@ pub(crate) mod sqlite {
         pool: &Pool,
         order_ids: &[OrderId],
     ) -> Result<Vec<(OrderId, Product)>> {
-        let mut found: Vec<(i64, i64, String, i64, i32)> =
-            json_rows(pool, statement!("order_products"), order_ids).await?;
-        found.sort_unstable_by_key(|(order, product, ..)| (*order, *product));
-        Ok(found
-            .into_iter()
-            .map(|(order, id, name, cents, stock)| (order, product_from((id, name, cents, stock))))
-            .collect())
+        let found = json_rows(pool, statement!("order_products"), order_ids).await?;
+        Ok(order_products_from(found))
+    }
+
+    /// Both in one statement: a page's customers and products cross from SQLite's worker
+    /// thread together. An empty list binds `[]`, which SQLite answers with no rows at once.
+    pub(crate) async fn order_relations(
+        pool: &Pool,
+        customer_ids: &[CustomerId],
+        order_ids: &[OrderId],
+    ) -> Result<OrderRelations> {
+        if customer_ids.is_empty() && order_ids.is_empty() {
+            return Ok(OrderRelations::default());
+        }
+        let (customers, products): (String, String) = sqlx::query_as(statement!("order_relations"))
+            .bind(ids(customer_ids))
+            .bind(ids(order_ids))
+            .fetch_one(pool)
+            .await?;
+        Ok(OrderRelations {
+            customers: customers_from(from_json(&customers)?)?,
+            products: order_products_from(from_json(&products)?),
+        })
     }
 
     /// Orders with `from <= order_date <= to` and their customer's e-mail, oldest first. The
@@ -709,6 +751,8 @@ pub(crate) mod sqlite {
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres {
     use crate::dialect::postgres::*;
+    use crate::domain::CustomerId;
+    use crate::store::OrderRelations;
 
     /// PostgreSQL's columns have the names of the fields they hold.
     macro_rules! col {
@@ -763,6 +807,19 @@ pub(crate) mod postgres {
     ) -> Result<Vec<(OrderId, Product)>> {
         let read = |row: &Row| Ok((row.try_get("order_id")?, product(row)?));
         id_rows(pool, statement!("order_products"), order_ids, read).await
+    }
+
+    /// The two statements one after the other: PostgreSQL reads rows on the caller's task,
+    /// with no worker thread to hand them over from, so joining them would gain little.
+    pub(crate) async fn order_relations(
+        pool: &Pool,
+        customer_ids: &[CustomerId],
+        order_ids: &[OrderId],
+    ) -> Result<OrderRelations> {
+        Ok(OrderRelations {
+            customers: customers_by_ids(pool, customer_ids).await?,
+            products: order_products(pool, order_ids).await?,
+        })
     }
 
     /// Orders with `from <= order_date <= to` and their customer's e-mail, oldest first.

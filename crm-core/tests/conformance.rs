@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use crm_core::testing::TestDb;
 use crm_core::{
     CoreError, CrmStore, Customer, CustomerField, CustomerFilter, Database, Keyset, Money,
-    NewCustomer, NewOrder, NewProduct, Order, OrderField, OrderFilter, PageRequest, Product,
-    ProductField, ProductFilter, ReminderPage, Sort,
+    NewCustomer, NewOrder, NewProduct, Order, OrderField, OrderFilter, OrderRelations, PageRequest,
+    Product, ProductField, ProductFilter, ReminderPage, Sort,
 };
 use futures::TryStreamExt as _;
 use futures::future::{BoxFuture, join_all};
@@ -52,6 +52,7 @@ conformance!(
     order_filters_select_by_customer_products_dates_and_totals,
     orders_sort_by_date_and_total,
     lookups_by_id_return_only_existing_rows,
+    a_pages_customers_and_products_come_together_as_each_lookup_gives_them,
     cleanup_deletes_only_customers_inactive_past_the_boundary,
     a_customer_created_yesterday_without_orders_is_not_deleted,
     cleanup_dry_run_counts_without_deleting,
@@ -680,6 +681,47 @@ async fn lookups_by_id_return_only_existing_rows(t: TestDb) {
     assert!(db.products_by_ids(&[]).await.unwrap().is_empty());
     assert!(db.orders_by_ids(&[]).await.unwrap().is_empty());
     assert!(db.order_products(&[]).await.unwrap().is_empty());
+}
+
+async fn a_pages_customers_and_products_come_together_as_each_lookup_gives_them(t: TestDb) {
+    let db = t.database();
+    let alice = customer(db, "Alice \"Al\" O'Neil \\ 🦀", "alice@example.com").await;
+    let bob = customer(db, "Bob", "bob@example.com").await;
+    let pen = product(db, "Pen", "1.25", 5).await;
+    let ink = product(db, "Ink \"blue\"", "19.99", 7).await;
+    let o1 = order(db, &alice, &[&ink, &pen], now()).await;
+    let o2 = order(db, &bob, &[&pen], now()).await;
+    let both = db
+        .order_relations(&[bob.id, alice.id, 999], &[o2.id, 999, o1.id])
+        .await
+        .unwrap();
+    let mut customers = both.customers.clone();
+    customers.sort_by_key(|c| c.id);
+    assert_eq!(customers, vec![alice.clone(), bob.clone()]);
+    assert_eq!(
+        both.products,
+        vec![
+            (o1.id, pen.clone()),
+            (o1.id, ink.clone()),
+            (o2.id, pen.clone())
+        ],
+        "by order, then product id"
+    );
+    assert_eq!(
+        both.products,
+        db.order_products(&[o1.id, o2.id]).await.unwrap()
+    );
+    // Either list may be empty: only what is asked for comes back.
+    let customers_only = db.order_relations(&[alice.id], &[]).await.unwrap();
+    assert_eq!(customers_only.customers, vec![alice]);
+    assert!(customers_only.products.is_empty());
+    let products_only = db.order_relations(&[], &[o2.id]).await.unwrap();
+    assert!(products_only.customers.is_empty());
+    assert_eq!(products_only.products, vec![(o2.id, pen)]);
+    assert_eq!(
+        db.order_relations(&[], &[]).await.unwrap(),
+        OrderRelations::default()
+    );
 }
 
 /// Customers around the cleanup's boundary, as of `now()`; returns them by role.

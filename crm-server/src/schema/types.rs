@@ -223,44 +223,49 @@ impl Related {
 }
 
 impl OrderNode {
-    /// `orders` with the customers and products `related` asks for: one store call each for
-    /// all of them, however many orders (no query per order).
+    /// `orders` with the customers and products `related` asks for: one store call for all of
+    /// them, however many orders (no query per order).
     pub(crate) async fn load(
         context: &Context,
         orders: Vec<Order>,
         related: Related,
     ) -> Result<Vec<Self>, ApiError> {
-        let store = context.store();
-        let mut customers: Option<HashMap<CustomerId, Arc<CustomerNode>>> = None;
-        if related.customer && !orders.is_empty() {
-            let mut ids: Vec<CustomerId> = orders.iter().map(|o| o.customer_id).collect();
+        let ids_of = |wanted: bool, id: fn(&Order) -> i64| {
+            let mut ids: Vec<i64> = if wanted {
+                orders.iter().map(id).collect()
+            } else {
+                Vec::new()
+            };
             ids.sort_unstable();
             ids.dedup();
-            let found = store.customers_by_ids(&ids).await?;
-            customers = Some(
+            ids
+        };
+        let customer_ids: Vec<CustomerId> = ids_of(related.customer, |o| o.customer_id);
+        let order_ids: Vec<OrderId> = ids_of(related.products, |o| o.id);
+        let found = context
+            .store()
+            .order_relations(&customer_ids, &order_ids)
+            .await?;
+        let customers: Option<HashMap<CustomerId, Arc<CustomerNode>>> =
+            related.customer.then(|| {
                 found
+                    .customers
                     .into_iter()
                     .map(|c| (c.id, Arc::new(CustomerNode(c))))
-                    .collect(),
-            );
-        }
-        let mut products: Option<HashMap<OrderId, Vec<ProductNode>>> = None;
-        if related.products && !orders.is_empty() {
-            let mut ids: Vec<OrderId> = orders.iter().map(|o| o.id).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let mut by_order: HashMap<OrderId, Vec<ProductNode>> = HashMap::new();
-            for (order_id, product) in store.order_products(&ids).await? {
+                    .collect()
+            });
+        let mut products: Option<HashMap<OrderId, Vec<ProductNode>>> =
+            related.products.then(|| {
+                // The pairs come by order, then product id: each order's list is in id order.
+                let mut by_order: HashMap<OrderId, Vec<ProductNode>> = HashMap::new();
+                for (order_id, product) in found.products {
+                    by_order
+                        .entry(order_id)
+                        .or_default()
+                        .push(ProductNode(product));
+                }
                 by_order
-                    .entry(order_id)
-                    .or_default()
-                    .push(ProductNode(product));
-            }
-            for list in by_order.values_mut() {
-                list.sort_by_key(|p| p.0.id);
-            }
-            products = Some(by_order);
-        }
+            });
         Ok(orders
             .into_iter()
             .map(|order| Self {

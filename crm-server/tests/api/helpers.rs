@@ -11,8 +11,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use crm_core::testing::TestDb;
 use crm_core::{
     CrmStore, Customer, CustomerField, CustomerFilter, CustomerId, Money, NewCustomer, NewOrder,
-    NewProduct, Order, OrderField, OrderFilter, OrderId, OrderReminder, PageRequest, Product,
-    ProductField, ProductFilter, ProductId, ReminderPage, Result, Sort, Totals,
+    NewProduct, Order, OrderField, OrderFilter, OrderId, OrderRelations, OrderReminder,
+    PageRequest, Product, ProductField, ProductFilter, ProductId, ReminderPage, Result, Sort,
+    Totals,
 };
 use crm_server::{BoundServer, Clock, ServerConfig};
 use serde_json::{Value, json};
@@ -339,6 +340,13 @@ impl CrmStore for CountingStore {
     }
     async fn order_products(&self, order_ids: &[OrderId]) -> Result<Vec<(OrderId, Product)>> {
         self.count().order_products(order_ids).await
+    }
+    async fn order_relations(
+        &self,
+        customer_ids: &[CustomerId],
+        order_ids: &[OrderId],
+    ) -> Result<OrderRelations> {
+        self.count().order_relations(customer_ids, order_ids).await
     }
     async fn delete_inactive_customers(&self, as_of: DateTime<Utc>, dry_run: bool) -> Result<u64> {
         self.count().delete_inactive_customers(as_of, dry_run).await
