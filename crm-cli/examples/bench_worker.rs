@@ -351,6 +351,63 @@ async fn celery_worker(site: &Site, backend: &str, n: u32, concurrency: usize) -
     (rate, drained.peak_kib)
 }
 
+/// wrk's Lua hooks that count the answers that are not a GraphQL success (a status other than
+/// 200, no `data`, or `errors`) and print "GraphQL errors: N" at the end.
+const COUNT_GRAPHQL_ERRORS: &str = r#"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) errors = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not body:find('"data"', 1, true) or body:find('"errors"', 1, true) then
+    errors = errors + 1
+  end
+end
+function done(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("errors") end
+  io.write("GraphQL errors: " .. n .. "\n")
+end
+"#;
+
+/// The report's GraphQL request with nothing around it, `concurrency` at a time on kept-alive
+/// connections (wrk, 3 s): the ceiling of a worker's rate against this server on this machine.
+/// `None`, said on stdout, without wrk.
+fn request_alone(site: &Site, concurrency: usize) -> Option<f64> {
+    let script = site.dir.path().join("report.lua");
+    // A long bracket string: Lua reads it as is, so the JSON's `\n` escapes stay escapes.
+    let body =
+        r#"{"query":"query Report {\n  totalCustomers\n  totalOrders\n  totalRevenue\n}\n"}"#;
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+             wrk.body = [[{body}]]\n{COUNT_GRAPHQL_ERRORS}"
+        ),
+    )
+    .expect("wrk script");
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{concurrency}"), "-d3s", "-s"])
+        .arg(&script)
+        .arg(&site.graphql)
+        .output();
+    let text = match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        _ => {
+            println!("  (wrk not found or failed: the request alone not measured)");
+            return None;
+        }
+    };
+    if text.contains("Non-2xx") || !text.contains("GraphQL errors: 0\n") {
+        println!(
+            "  (wrk saw answers other than 200 or with GraphQL errors: the request alone not measured)"
+        );
+        return None;
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 async fn bench(backend: &str, n: u32, concurrency: usize) {
     println!(
         "{backend} ledger, concurrency {concurrency}, load average before: {}",
@@ -373,6 +430,14 @@ async fn bench(backend: &str, n: u32, concurrency: usize) {
                     "  {label}: {:.2}x Celery's throughput at 1/{:.1} of its memory",
                     our_rate / rate,
                     kib as f64 / (*our_kib).max(1) as f64,
+                );
+            }
+            if let Some(alone) = request_alone(&site, concurrency) {
+                println!(
+                    "  the report's GraphQL request alone (wrk, {concurrency} connections): \
+                     {alone:.0} requests/s = {:.2}x Celery's rate, the most any worker that \
+                     makes it could reach here",
+                    alone / rate
                 );
             }
         }
