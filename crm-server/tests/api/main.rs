@@ -809,7 +809,7 @@ async fn orders_filter_by_date_customer_and_total() {
 }
 
 #[async_std::test]
-async fn a_page_of_orders_costs_three_store_calls_however_long() {
+async fn a_page_of_orders_costs_two_store_calls_however_long() {
     let app = spawn_app().await;
     let mut customers = Vec::new();
     for i in 0..5 {
