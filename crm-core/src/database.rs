@@ -85,6 +85,10 @@ impl MigrationSource<'static> for EmbeddedSource {
 #[derive(Debug, Clone)]
 pub struct Database {
     backend: Backend,
+    /// The ledger's claims and ends made at the same moment in this process, committed together
+    /// (SQLite's one writer at a time; see [`crate::ledger`]'s `group_commit`).
+    #[cfg(feature = "sqlite")]
+    group_commit: std::sync::Arc<crate::ledger::GroupCommit>,
 }
 
 /// The pool of the backend in use. Crate-internal modules match on it to run their SQL.
@@ -142,7 +146,11 @@ impl Database {
                 )));
             }
         };
-        Ok(Self { backend })
+        Ok(Self {
+            backend,
+            #[cfg(feature = "sqlite")]
+            group_commit: std::sync::Arc::default(),
+        })
     }
 
     /// Creates or upgrades the schema. Safe to run again, and from several processes at once.
@@ -183,6 +191,11 @@ impl Database {
 
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn group_commit(&self) -> &crate::ledger::GroupCommit {
+        &self.group_commit
     }
 }
 

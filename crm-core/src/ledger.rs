@@ -26,10 +26,14 @@ use crate::error::Result;
 
 #[cfg(feature = "_store")]
 mod claim_if_clear;
+#[cfg(feature = "sqlite")]
+mod group_commit;
 mod memory;
 #[cfg(feature = "_store")]
 mod sql;
 
+#[cfg(feature = "sqlite")]
+pub(crate) use group_commit::GroupCommit;
 pub use memory::MemoryLedger;
 
 /// Messages longer than this many characters are cut (a job's error can be a whole page).

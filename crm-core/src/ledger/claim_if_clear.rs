@@ -9,7 +9,9 @@
 //! takes the write lock for the whole statement, and on PostgreSQL the function
 //! `job_runs_claim_if_clear` (migration 0011) first takes the job's advisory lock, the one the
 //! full claim serialises on, then inserts in a statement with a snapshot taken after the lock.
-//! The job's failures in a row before the run come back in the same statement.
+//! The job's failures in a row before the run come back in the same statement. On SQLite the
+//! claims and ends made at the same moment in one process share a transaction
+//! ([`group_commit`](super::group_commit)), each statement seeing the ones before it.
 
 use super::{JobRun, NewRun, RunId, RunOutcome, validate_new_run};
 use crate::database::{Backend, Database};
@@ -42,21 +44,7 @@ pub(super) async fn claim_if_clear(
     validate_new_run(run)?;
     let row: Option<(i64, i64)> = match db.backend() {
         #[cfg(feature = "sqlite")]
-        Backend::Sqlite(pool) => {
-            sqlx::query_as(include_str!("sqlite/claim_if_clear.sql"))
-                .bind(&run.code)
-                .bind(run.tick.timestamp_micros())
-                .bind(run.kind.as_str())
-                .bind(i64::from(run.attempt))
-                .bind(run.started_at.timestamp_micros())
-                .bind(run.lease_until.timestamp_micros())
-                .bind(&run.host)
-                .bind(i64::from(run.pid))
-                .bind(run.started_at.timestamp_micros())
-                .bind(exclusive)
-                .fetch_optional(pool)
-                .await?
-        }
+        Backend::Sqlite(pool) => db.group_commit().claim(pool, run, exclusive).await?,
         #[cfg(feature = "postgres")]
         Backend::Postgres(pool) => {
             let attempt = i32::try_from(run.attempt)

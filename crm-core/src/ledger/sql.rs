@@ -44,7 +44,7 @@ macro_rules! ledger_on_sql {
         use super::{decode_error, parse_word};
         use crate::error::Result;
         use crate::ledger::{
-            Incident, IncidentKind, JobRun, NewRun, RunCount, RunId, RunOutcome, SeenIncident,
+            Incident, IncidentKind, JobRun, NewRun, RunCount, RunId, SeenIncident,
         };
 
         fn job_run(row: &Row) -> Result<JobRun> {
@@ -162,27 +162,6 @@ macro_rules! ledger_on_sql {
             let updated = sqlx::query(statement!("renew"))
                 .bind(at(lease_until))
                 .bind(id.0)
-                .execute(pool)
-                .await?
-                .rows_affected();
-            Ok(updated == 1)
-        }
-
-        /// Ends run `id` with `outcome` if its outcome is still `from`; whether it was.
-        pub(super) async fn finish_from(
-            pool: &Pool,
-            id: RunId,
-            from: RunOutcome,
-            outcome: RunOutcome,
-            ended_at: DateTime<Utc>,
-            message: &str,
-        ) -> Result<bool> {
-            let updated = sqlx::query(statement!("finish"))
-                .bind(outcome.as_str())
-                .bind(at(ended_at))
-                .bind(message)
-                .bind(id.0)
-                .bind(from.as_str())
                 .execute(pool)
                 .await?
                 .rows_affected();
@@ -453,6 +432,30 @@ mod postgres {
     }
 
     ledger_on_sql!();
+
+    use crate::ledger::RunOutcome;
+
+    /// Ends run `id` with `outcome` if its outcome is still `from`; whether it was. (SQLite's
+    /// ends go through `group_commit`.)
+    pub(super) async fn finish_from(
+        pool: &Pool,
+        id: RunId,
+        from: RunOutcome,
+        outcome: RunOutcome,
+        ended_at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<bool> {
+        let updated = sqlx::query(statement!("finish"))
+            .bind(outcome.as_str())
+            .bind(at(ended_at))
+            .bind(message)
+            .bind(id.0)
+            .bind(from.as_str())
+            .execute(pool)
+            .await?
+            .rows_affected();
+        Ok(updated == 1)
+    }
 }
 
 /// The PostgreSQL advisory lock key of a job: FNV-1a of its code, so every process agrees.
@@ -490,14 +493,31 @@ impl RunLedger for Database {
     async fn finish(&self, id: RunId, end: RunEnd<'_>) -> Result<bool> {
         validate_finish(end.outcome)?;
         let message = clip_message(end.message);
-        // A run only moves running -> abandoned -> its real outcome, so two single-statement
-        // updates tell which it was without a transaction.
-        for from in [RunOutcome::Running, RunOutcome::Abandoned] {
-            if on_backend!(self, finish_from(id, from, end.outcome, end.at, &message))? {
-                return Ok(from == RunOutcome::Running);
+        let end = RunEnd {
+            message: &message,
+            ..end
+        };
+        match self.backend() {
+            // With the claims and ends made meanwhile, in one transaction (`group_commit`).
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => {
+                let from = self.group_commit().finish(pool, id, end).await?;
+                Ok(from == Some(RunOutcome::Running))
+            }
+            // A run only moves running -> abandoned -> its real outcome, so two
+            // single-statement updates tell which it was without a transaction.
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => {
+                for from in [RunOutcome::Running, RunOutcome::Abandoned] {
+                    if postgres::finish_from(pool, id, from, end.outcome, end.at, end.message)
+                        .await?
+                    {
+                        return Ok(from == RunOutcome::Running);
+                    }
+                }
+                Ok(false)
             }
         }
-        Ok(false)
     }
 
     async fn abandon_expired(&self, now: DateTime<Utc>) -> Result<Vec<JobRun>> {

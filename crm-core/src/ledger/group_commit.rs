@@ -1,0 +1,382 @@
+//! Group commit of the ledger's two hot writes on SQLite: a run's claim
+//! ([`RunLedger::claim_if_clear`](super::RunLedger::claim_if_clear)) and its end
+//! ([`RunLedger::finish`](super::RunLedger::finish)).
+//!
+//! SQLite has one writer at a time, and each commit appends every page it changed to the WAL (a
+//! run's row, four or five index leaves, the runs' counts). A broker worker makes two such
+//! commits a task, and with several slots they queued for the write lock in SQLite's busy
+//! handler, which sleeps 1, 2, 5… ms between tries: at 8 slots, 3.5 ms of a task's 4.5 ms went
+//! to waiting there (`bench_worker`, BENCHMARKS.md). Here the writes that callers in one process
+//! make at the same moment share a transaction instead. The first caller to find no batch
+//! running leads: it takes every write waiting, its own included, runs them one after the other
+//! in one `BEGIN IMMEDIATE` … `COMMIT` and answers each; the others wait for their answer, or
+//! lead the next batch. A write alone runs on its own, as before.
+//!
+//! What callers see does not change:
+//! - An answer comes only once its write is committed, so nothing is less durable than before.
+//! - Each statement sees the ones before it in the batch as if they had been committed one at
+//!   a time, so a claim's conditions (key free, no other run of an exclusive job) hold as they
+//!   did. The batch is in one process; other processes queue on SQLite's lock as before.
+//! - A write that fails fails alone: the batch is rolled back and each write is run again on
+//!   its own, so the others are committed and the failing one reports its own error.
+//! - A leader whose caller is cancelled before its `COMMIT` was sent (a caller's timeout) lets
+//!   the others go again, as the transaction is rolled back; after, the outcome is unknown,
+//!   as when a connection breaks during a commit, and they get an "unavailable" error.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, Utc};
+use futures::channel::oneshot;
+use sqlx::SqliteConnection;
+use sqlx::sqlite::SqlitePool;
+
+use super::{NewRun, RunEnd, RunId, RunOutcome};
+use crate::error::{CoreError, Result, StorageError};
+
+/// A write that may share a transaction with others.
+#[derive(Debug, Clone)]
+enum Write {
+    /// `claim_if_clear.sql`: the run inserted as running if nothing stands in its way.
+    Claim { run: NewRun, exclusive: bool },
+    /// `finish.sql`: the run ended, if it is still running or was marked abandoned.
+    Finish {
+        id: RunId,
+        outcome: RunOutcome,
+        at: DateTime<Utc>,
+        message: String,
+    },
+}
+
+/// What a [`Write`] found.
+#[derive(Debug, Clone, Copy)]
+enum Written {
+    /// The claimed run's id and the job's failures in a row before it; `None` if not clear.
+    Claim(Option<(i64, i64)>),
+    /// The outcome the run was finished from (running or abandoned); `None` if neither.
+    Finish(Option<RunOutcome>),
+}
+
+/// The writes of one process waiting for a batch, and the lead of the batch running.
+#[derive(Debug, Default)]
+pub(crate) struct GroupCommit {
+    waiting: Mutex<Vec<Queued>>,
+    lead: futures::lock::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    write: Write,
+    answer: oneshot::Sender<Answer>,
+}
+
+#[derive(Debug)]
+enum Answer {
+    Done(Result<Written>),
+    /// The batch was dropped before its commit was sent: nothing was written, submit again.
+    NotRun,
+}
+
+impl GroupCommit {
+    fn waiting(&self) -> MutexGuard<'_, Vec<Queued>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `claim_if_clear.sql` for `run`: its id and the job's failures in a row before it, or
+    /// `None` if something stands in its way.
+    pub(crate) async fn claim(
+        &self,
+        pool: &SqlitePool,
+        run: &NewRun,
+        exclusive: bool,
+    ) -> Result<Option<(i64, i64)>> {
+        let write = Write::Claim {
+            run: run.clone(),
+            exclusive,
+        };
+        match self.submit(pool, write).await? {
+            Written::Claim(row) => Ok(row),
+            Written::Finish(_) => Err(mismatched()),
+        }
+    }
+
+    /// `finish.sql` for run `id`: the outcome it was finished from (running, or abandoned by
+    /// another runner meanwhile), `None` if it was neither.
+    pub(crate) async fn finish(
+        &self,
+        pool: &SqlitePool,
+        id: RunId,
+        end: RunEnd<'_>,
+    ) -> Result<Option<RunOutcome>> {
+        let write = Write::Finish {
+            id,
+            outcome: end.outcome,
+            at: end.at,
+            message: end.message.to_owned(),
+        };
+        match self.submit(pool, write).await? {
+            Written::Finish(from) => Ok(from),
+            Written::Claim(_) => Err(mismatched()),
+        }
+    }
+
+    /// Runs `write` on `pool`, in a transaction with the writes other callers submit meanwhile;
+    /// answers once it is committed.
+    async fn submit(&self, pool: &SqlitePool, write: Write) -> Result<Written> {
+        loop {
+            let (answer, mut answered) = oneshot::channel();
+            self.waiting().push(Queued {
+                write: write.clone(),
+                answer,
+            });
+            let lead = self.lead.lock().await;
+            // No batch runs while this holds the lead, so a batch that took the write has
+            // answered it; if none has, it is still waiting, and this caller runs the batch.
+            let answer = match answered.try_recv() {
+                Ok(Some(answer)) => answer,
+                Ok(None) => {
+                    let batch = Batch::new(std::mem::take(&mut *self.waiting()));
+                    batch.run(pool).await;
+                    drop(lead);
+                    answered
+                        .await
+                        .unwrap_or_else(|_| Answer::Done(Err(interrupted())))
+                }
+                Err(oneshot::Canceled) => Answer::Done(Err(interrupted())),
+            };
+            match answer {
+                Answer::Done(result) => return result,
+                Answer::NotRun => continue,
+            }
+        }
+    }
+}
+
+/// The writes a leader took. Dropped before it answered them (its caller cancelled), it tells
+/// each whether its write may have been committed.
+struct Batch {
+    queued: Vec<Queued>,
+    commit_sent: bool,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        for queued in self.queued.drain(..) {
+            let answer = if self.commit_sent {
+                Answer::Done(Err(interrupted()))
+            } else {
+                Answer::NotRun
+            };
+            let _ = queued.answer.send(answer);
+        }
+    }
+}
+
+impl Batch {
+    fn new(queued: Vec<Queued>) -> Self {
+        Self {
+            queued,
+            commit_sent: false,
+        }
+    }
+
+    /// Runs the writes and answers each.
+    async fn run(mut self, pool: &SqlitePool) {
+        if self.queued.len() > 1 {
+            match self.together(pool).await {
+                Ok(written) => {
+                    for (queued, written) in self.queued.drain(..).zip(written) {
+                        let _ = queued.answer.send(Answer::Done(Ok(written)));
+                    }
+                    return;
+                }
+                Err(Failed::Commit(e)) => {
+                    for queued in self.queued.drain(..) {
+                        let _ = queued.answer.send(Answer::Done(Err(copy(&e))));
+                    }
+                    return;
+                }
+                // Rolled back: each goes again on its own.
+                Err(Failed::Statement) => {}
+            }
+        }
+        // Taken out before it runs: if this is dropped meanwhile, its caller learns that the
+        // outcome is unknown (its answer dropped), the ones after it that theirs did not run.
+        while !self.queued.is_empty() {
+            let queued = self.queued.remove(0);
+            let result = alone(pool, &queued.write).await;
+            let _ = queued.answer.send(Answer::Done(result));
+        }
+    }
+
+    /// The writes in one transaction, in order.
+    async fn together(&mut self, pool: &SqlitePool) -> std::result::Result<Vec<Written>, Failed> {
+        let mut tx = crate::dialect::sqlite::begin_write(pool)
+            .await
+            .map_err(Failed::Commit)?;
+        let mut written = Vec::with_capacity(self.queued.len());
+        for queued in &self.queued {
+            match apply(&mut tx, &queued.write).await {
+                Ok(w) => written.push(w),
+                Err(_) => {
+                    let _ = tx.rollback().await;
+                    return Err(Failed::Statement);
+                }
+            }
+        }
+        self.commit_sent = true;
+        tx.commit().await.map_err(|e| Failed::Commit(e.into()))?;
+        Ok(written)
+    }
+}
+
+/// Why a batch was not committed.
+enum Failed {
+    /// Its transaction could not begin or commit: every write of it fails with this.
+    Commit(CoreError),
+    /// One of its statements failed: rolled back.
+    Statement,
+}
+
+/// `write` in a transaction of its own (each statement commits itself).
+async fn alone(pool: &SqlitePool, write: &Write) -> Result<Written> {
+    let mut conn = pool.acquire().await?;
+    apply(&mut conn, write).await
+}
+
+async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written> {
+    match write {
+        Write::Claim { run, exclusive } => {
+            let row: Option<(i64, i64)> = sqlx::query_as(include_str!("sqlite/claim_if_clear.sql"))
+                .bind(&run.code)
+                .bind(run.tick.timestamp_micros())
+                .bind(run.kind.as_str())
+                .bind(i64::from(run.attempt))
+                .bind(run.started_at.timestamp_micros())
+                .bind(run.lease_until.timestamp_micros())
+                .bind(&run.host)
+                .bind(i64::from(run.pid))
+                .bind(run.started_at.timestamp_micros())
+                .bind(*exclusive)
+                .fetch_optional(&mut *conn)
+                .await?;
+            Ok(Written::Claim(row))
+        }
+        Write::Finish {
+            id,
+            outcome,
+            at,
+            message,
+        } => {
+            // A run only moves running -> abandoned -> its real outcome.
+            for from in [RunOutcome::Running, RunOutcome::Abandoned] {
+                let updated = sqlx::query(include_str!("sqlite/finish.sql"))
+                    .bind(outcome.as_str())
+                    .bind(at.timestamp_micros())
+                    .bind(message.as_str())
+                    .bind(id.0)
+                    .bind(from.as_str())
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if updated == 1 {
+                    return Ok(Written::Finish(Some(from)));
+                }
+            }
+            Ok(Written::Finish(None))
+        }
+    }
+}
+
+/// The error a batch's transaction met, for each of its writes.
+fn copy(error: &CoreError) -> CoreError {
+    CoreError::Storage(match error {
+        CoreError::Storage(cause) if cause.is_unavailable() => {
+            StorageError::unavailable(cause.to_string())
+        }
+        CoreError::Storage(cause) => StorageError::new(cause.to_string()),
+        other => StorageError::new(other.to_string()),
+    })
+}
+
+fn interrupted() -> CoreError {
+    CoreError::Storage(StorageError::unavailable(
+        "the transaction holding this write was interrupted while committing; \
+         whether it was recorded is unknown",
+    ))
+}
+
+/// An answer of the other kind than its write's: `apply` cannot give one.
+fn mismatched() -> CoreError {
+    CoreError::Storage(StorageError::new(
+        "the ledger's batch answered a write with another's answer",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+    use sqlx::{Connection, SqliteConnection};
+
+    use super::*;
+    use crate::database::{Backend, Database};
+
+    fn run(minute: u32) -> NewRun {
+        let tick = Utc.with_ymd_and_hms(2026, 3, 2, 6, minute, 0).unwrap();
+        NewRun {
+            code: "report".to_owned(),
+            tick,
+            kind: super::super::RunKind::Scheduled,
+            attempt: 1,
+            started_at: tick,
+            lease_until: tick + chrono::TimeDelta::hours(1),
+            host: "test".to_owned(),
+            pid: 1,
+        }
+    }
+
+    #[async_std::test]
+    async fn a_batch_dropped_before_its_commit_tells_its_writers_to_go_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        let Backend::Sqlite(pool) = db.backend() else {
+            unreachable!("a sqlite URL")
+        };
+        // Another connection holds the write lock: the batch waits at its BEGIN.
+        let mut holder = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let mut answers = Vec::new();
+        let mut queued = Vec::new();
+        for minute in 0..2 {
+            let (answer, answered) = oneshot::channel();
+            queued.push(Queued {
+                write: Write::Claim {
+                    run: run(minute),
+                    exclusive: false,
+                },
+                answer,
+            });
+            answers.push(answered);
+        }
+        let cut_short =
+            async_std::future::timeout(Duration::from_millis(200), Batch::new(queued).run(pool))
+                .await;
+        assert!(cut_short.is_err(), "the batch waited for the lock");
+        sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+        for answered in answers {
+            assert!(matches!(answered.await, Ok(Answer::NotRun)));
+        }
+        assert!(
+            crate::ledger::RunLedger::history(&db, None, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "nothing was written"
+        );
+    }
+}
