@@ -67,6 +67,27 @@ fn tree(pid: u32) -> Vec<u32> {
     pids
 }
 
+/// CPU time the processes have used (user and system), in milliseconds.
+fn cpu_ms(pids: &[u32]) -> f64 {
+    // `/proc/PID/stat` counts in clock ticks, 100 a second on Linux.
+    let ticks: u64 = pids
+        .iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // After the command's name, which may hold spaces: utime and stime are fields 14, 15.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            fields
+                .get(11..13)
+                .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+                .unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 * 10.0
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -141,11 +162,14 @@ async fn publish(broker: &Broker, n: u32) {
 struct Drained {
     seconds: f64,
     peak_kib: u64,
+    /// CPU time the worker (its whole tree) and the server used while it drained.
+    worker_cpu_ms: f64,
+    server_cpu_ms: f64,
 }
 
 /// Times `child` draining `n` tasks from `broker`'s queue: from the first task taken (start-up
 /// not counted) until none is queued or unacknowledged, sampling its tree's resident set.
-async fn drain(broker: &Broker, child: &mut Child, n: u32) -> Drained {
+async fn drain(broker: &Broker, child: &mut Child, server: u32, n: u32) -> Drained {
     let started = Instant::now();
     while broker.queue_len().await.expect("queue length") == n as usize {
         assert!(
@@ -159,6 +183,7 @@ async fn drain(broker: &Broker, child: &mut Child, n: u32) -> Drained {
         async_std::task::sleep(Duration::from_millis(2)).await;
     }
     let start = Instant::now();
+    let (worker_cpu, server_cpu) = (cpu_ms(&tree(child.id())), cpu_ms(&[server]));
     let mut peak_kib = 0;
     loop {
         let rss: u64 = tree(child.id())
@@ -180,6 +205,8 @@ async fn drain(broker: &Broker, child: &mut Child, n: u32) -> Drained {
     Drained {
         seconds: start.elapsed().as_secs_f64(),
         peak_kib,
+        worker_cpu_ms: cpu_ms(&tree(child.id())) - worker_cpu,
+        server_cpu_ms: cpu_ms(&[server]) - server_cpu,
     }
 }
 
@@ -200,9 +227,12 @@ async fn broker(prefix: &str) -> Broker {
 fn report(side: &str, n: u32, d: &Drained) -> f64 {
     let rate = f64::from(n) / d.seconds;
     println!(
-        "  {side:<28} {n} tasks in {:6.2} s = {rate:6.0} tasks/s, peak RSS {:5.1} MiB",
+        "  {side:<28} {n} tasks in {:6.2} s = {rate:6.0} tasks/s, peak RSS {:5.1} MiB, \
+         CPU a task: worker {:4.0} µs, server {:4.0} µs",
         d.seconds,
-        d.peak_kib as f64 / 1024.0
+        d.peak_kib as f64 / 1024.0,
+        d.worker_cpu_ms * 1000.0 / f64::from(n),
+        d.server_cpu_ms * 1000.0 / f64::from(n),
     );
     rate
 }
@@ -302,7 +332,7 @@ async fn crm_worker(
     .stderr(std::fs::File::create(logs.join("worker.log")).expect("worker.log"))
     .spawn()
     .expect("crm worker starts");
-    let drained = drain(&queue, &mut worker, n).await;
+    let drained = drain(&queue, &mut worker, site.server.id(), n).await;
     terminate(&mut worker);
     queue.delete_prefixed_keys().await.expect("clean up");
     assert_eq!(
@@ -339,7 +369,7 @@ async fn celery_worker(site: &Site, backend: &str, n: u32, concurrency: usize) -
         .stderr(std::fs::File::create(logs.join("celery.log")).expect("celery.log"))
         .spawn()
         .expect("python starts");
-    let drained = drain(&queue, &mut celery, n).await;
+    let drained = drain(&queue, &mut celery, site.server.id(), n).await;
     terminate(&mut celery);
     queue.delete_prefixed_keys().await.expect("clean up");
     assert_eq!(
