@@ -146,10 +146,19 @@ impl Database {
                 )));
             }
         };
+        #[cfg(feature = "sqlite")]
+        let group_commit = std::sync::Arc::new(match &backend {
+            Backend::Sqlite(pool) if !sqlite_in_memory(url) => {
+                crate::ledger::GroupCommit::with_own_connection(pool)
+            }
+            // An in-memory database lives in the pool's one connection (PostgreSQL does not
+            // use it).
+            _ => crate::ledger::GroupCommit::on_pool(),
+        });
         Ok(Self {
             backend,
             #[cfg(feature = "sqlite")]
-            group_commit: std::sync::Arc::default(),
+            group_commit,
         })
     }
 
@@ -183,7 +192,10 @@ impl Database {
     pub async fn close(&self) {
         match &self.backend {
             #[cfg(feature = "sqlite")]
-            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Sqlite(pool) => {
+                self.group_commit.close().await;
+                pool.close().await;
+            }
             #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => pool.close().await,
         }
@@ -239,6 +251,12 @@ async fn open_postgres(url: &str) -> Result<PgPool> {
     Ok(pool)
 }
 
+/// Whether a SQLite URL names an in-memory database, which lives in one connection.
+#[cfg(feature = "sqlite")]
+fn sqlite_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
 #[cfg(feature = "sqlite")]
 async fn open_sqlite(url: &str) -> Result<SqlitePool> {
     let options = SqliteConnectOptions::from_str(url)
@@ -254,7 +272,7 @@ async fn open_sqlite(url: &str) -> Result<SqlitePool> {
         // Rows cross from SQLite's worker thread in batches of this many; the default (50)
         // costs a thread hand-off every 50 rows of a large result such as the reminders'.
         .row_buffer_size(1024);
-    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let in_memory = sqlite_in_memory(url);
     if !in_memory {
         create_private_file(options.get_filename())?;
     }

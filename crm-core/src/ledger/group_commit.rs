@@ -12,6 +12,11 @@
 //! in one `BEGIN IMMEDIATE` … `COMMIT` and answers each; the others wait for their answer, or
 //! lead the next batch. A write alone runs on its own, as before.
 //!
+//! The batches of a database on a file have a connection of their own, outside the pool: the
+//! pool pings a connection's thread each time one is handed back, a thread hand-off a batch,
+//! and spreads statements over its connections, each of which re-reads from the file the pages
+//! another one wrote. Of an in-memory database there is only the pool's one connection.
+//!
 //! What callers see does not change:
 //! - An answer comes only once its write is committed, so nothing is less durable than before.
 //! - Each statement sees the ones before it in the batch as if they had been committed one at
@@ -27,8 +32,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use futures::channel::oneshot;
-use sqlx::SqliteConnection;
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use sqlx::{Connection as _, SqliteConnection};
 
 use super::{NewRun, RunEnd, RunId, RunOutcome};
 use crate::error::{CoreError, Result, StorageError};
@@ -57,10 +62,14 @@ enum Written {
 }
 
 /// The writes of one process waiting for a batch, and the lead of the batch running.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GroupCommit {
     waiting: Mutex<Vec<Queued>>,
-    lead: futures::lock::Mutex<()>,
+    /// Held by the leader of the batch running, with the batches' own connection once opened.
+    lead: futures::lock::Mutex<Option<SqliteConnection>>,
+    /// How to open that connection; `None` for an in-memory database, whose batches borrow the
+    /// pool's connection (another would open another database).
+    own_connection: Option<SqliteConnectOptions>,
 }
 
 #[derive(Debug)]
@@ -77,6 +86,30 @@ enum Answer {
 }
 
 impl GroupCommit {
+    /// Batches on a connection of their own to the file `pool` opens.
+    pub(crate) fn with_own_connection(pool: &SqlitePool) -> Self {
+        Self {
+            own_connection: Some((*pool.connect_options()).clone()),
+            ..Self::on_pool()
+        }
+    }
+
+    /// Batches on a connection of the pool they are given.
+    pub(crate) fn on_pool() -> Self {
+        Self {
+            waiting: Mutex::default(),
+            lead: futures::lock::Mutex::new(None),
+            own_connection: None,
+        }
+    }
+
+    /// Closes the batches' own connection (a batch after this opens it again).
+    pub(crate) async fn close(&self) {
+        if let Some(conn) = self.lead.lock().await.take() {
+            let _ = conn.close().await;
+        }
+    }
+
     fn waiting(&self) -> MutexGuard<'_, Vec<Queued>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -128,14 +161,14 @@ impl GroupCommit {
                 write: write.clone(),
                 answer,
             });
-            let lead = self.lead.lock().await;
+            let mut lead = self.lead.lock().await;
             // No batch runs while this holds the lead, so a batch that took the write has
             // answered it; if none has, it is still waiting, and this caller runs the batch.
             let answer = match answered.try_recv() {
                 Ok(Some(answer)) => answer,
                 Ok(None) => {
                     let batch = Batch::new(std::mem::take(&mut *self.waiting()));
-                    batch.run(pool).await;
+                    self.run(batch, pool, &mut lead).await;
                     drop(lead);
                     answered
                         .await
@@ -147,6 +180,36 @@ impl GroupCommit {
                 Answer::Done(result) => return result,
                 Answer::NotRun => continue,
             }
+        }
+    }
+}
+
+impl GroupCommit {
+    /// Runs `batch` on the batches' own connection (opened first if it is not), or on one of
+    /// `pool`'s for an in-memory database. A connection that failed is closed; the next batch
+    /// opens a new one.
+    async fn run(&self, batch: Batch, pool: &SqlitePool, own: &mut Option<SqliteConnection>) {
+        let Some(options) = &self.own_connection else {
+            // The pool checks its connection when it is handed back.
+            match pool.acquire().await {
+                Ok(mut conn) => {
+                    batch.run(&mut conn).await;
+                }
+                Err(e) => batch.fail(&e.into()),
+            }
+            return;
+        };
+        let conn = match own {
+            Some(conn) => conn,
+            None => match SqliteConnection::connect_with(options).await {
+                Ok(conn) => own.insert(conn),
+                Err(e) => return batch.fail(&e.into()),
+            },
+        };
+        if !batch.run(conn).await
+            && let Some(conn) = own.take()
+        {
+            let _ = conn.close().await;
         }
     }
 }
@@ -179,40 +242,54 @@ impl Batch {
         }
     }
 
-    /// Runs the writes and answers each.
-    async fn run(mut self, pool: &SqlitePool) {
+    /// Every write fails with `error`.
+    fn fail(mut self, error: &CoreError) {
+        for queued in self.queued.drain(..) {
+            let _ = queued.answer.send(Answer::Done(Err(copy(error))));
+        }
+    }
+
+    /// Runs the writes on `conn` and answers each; `false` if the connection looks broken (a
+    /// write met an unavailable database).
+    async fn run(mut self, conn: &mut SqliteConnection) -> bool {
         if self.queued.len() > 1 {
-            match self.together(pool).await {
+            match self.together(conn).await {
                 Ok(written) => {
                     for (queued, written) in self.queued.drain(..).zip(written) {
                         let _ = queued.answer.send(Answer::Done(Ok(written)));
                     }
-                    return;
+                    return true;
                 }
                 Err(Failed::Commit(e)) => {
-                    for queued in self.queued.drain(..) {
-                        let _ = queued.answer.send(Answer::Done(Err(copy(&e))));
-                    }
-                    return;
+                    let healthy = !e.is_unavailable();
+                    self.fail(&e);
+                    return healthy;
                 }
                 // Rolled back: each goes again on its own.
                 Err(Failed::Statement) => {}
             }
         }
+        let mut healthy = true;
         // Taken out before it runs: if this is dropped meanwhile, its caller learns that the
         // outcome is unknown (its answer dropped), the ones after it that theirs did not run.
         while !self.queued.is_empty() {
             let queued = self.queued.remove(0);
-            let result = alone(pool, &queued.write).await;
+            let result = apply(conn, &queued.write).await;
+            healthy &= !result.as_ref().is_err_and(CoreError::is_unavailable);
             let _ = queued.answer.send(Answer::Done(result));
         }
+        healthy
     }
 
     /// The writes in one transaction, in order.
-    async fn together(&mut self, pool: &SqlitePool) -> std::result::Result<Vec<Written>, Failed> {
-        let mut tx = crate::dialect::sqlite::begin_write(pool)
+    async fn together(
+        &mut self,
+        conn: &mut SqliteConnection,
+    ) -> std::result::Result<Vec<Written>, Failed> {
+        let mut tx = conn
+            .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(Failed::Commit)?;
+            .map_err(|e| Failed::Commit(e.into()))?;
         let mut written = Vec::with_capacity(self.queued.len());
         for queued in &self.queued {
             match apply(&mut tx, &queued.write).await {
@@ -235,12 +312,6 @@ enum Failed {
     Commit(CoreError),
     /// One of its statements failed: rolled back.
     Statement,
-}
-
-/// `write` in a transaction of its own (each statement commits itself).
-async fn alone(pool: &SqlitePool, write: &Write) -> Result<Written> {
-    let mut conn = pool.acquire().await?;
-    apply(&mut conn, write).await
 }
 
 async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written> {
@@ -363,9 +434,9 @@ mod tests {
             });
             answers.push(answered);
         }
-        let cut_short =
-            async_std::future::timeout(Duration::from_millis(200), Batch::new(queued).run(pool))
-                .await;
+        let mut own = None;
+        let batch = db.group_commit().run(Batch::new(queued), pool, &mut own);
+        let cut_short = async_std::future::timeout(Duration::from_millis(200), batch).await;
         assert!(cut_short.is_err(), "the batch waited for the lock");
         sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
         for answered in answers {
