@@ -82,6 +82,9 @@ impl MigrationSource<'static> for EmbeddedSource {
 /// A connection pool to the CRM's database: SQLite (the embedded default) or PostgreSQL.
 ///
 /// Cheap to clone (the pools are reference-counted). [`crate::CrmStore`] is implemented on it.
+/// On a SQLite file it also opens, at the first claim or end of a run, one connection beside
+/// the pool, on which the run ledger commits the claims and ends its clones make at the same
+/// moment together (SQLite takes one writer at a time).
 #[derive(Debug, Clone)]
 pub struct Database {
     backend: Backend,
