@@ -7,8 +7,10 @@
 //! (it would be [`Claim::Taken`](super::Claim::Taken)), no other running run of an exclusive
 //! job ([`Claim::Busy`](super::Claim::Busy)). The check and the insert are atomic: SQLite
 //! takes the write lock for the whole statement, and on PostgreSQL the function
-//! `job_runs_claim_if_clear` (migration 0011) first takes the job's advisory lock, the one the
-//! full claim serialises on, then inserts in a statement with a snapshot taken after the lock.
+//! `job_runs_claim_if_clear` (migrations 0011, 0012) first takes the job's advisory lock, the one
+//! the full claim serialises on, then inserts in a statement with a snapshot taken after the
+//! lock. It takes the lock only for an exclusive claim: one that may run beside others has no
+//! sibling to check, and the lock queued a job's claimants behind each other's commits.
 //! The job's failures in a row before the run come back in the same statement. On SQLite the
 //! claims and ends made at the same moment in one process share a transaction
 //! ([`group_commit`](super::group_commit)), each statement seeing the ones before it.

@@ -1,7 +1,7 @@
--- RunLedger::claim_if_clear: the run inserted as running by job_runs_claim_if_clear (migration
--- 0011, under the job's advisory lock $11), unless a running claim of any job has a lease that
--- ended before $9, the key is taken, or ($10: exclusive) another run of the job is running;
--- answers its id and the job's failures in a row before it (consecutive_failures).
+-- RunLedger::claim_if_clear: the run inserted as running by job_runs_claim_if_clear (migrations
+-- 0011 and 0012; under the job's advisory lock $11 if exclusive), unless a running claim of any
+-- job has a lease that ended before $9, the key is taken, or ($10: exclusive) another run of the
+-- job is running; answers its id and the job's failures in a row before it (consecutive_failures).
 SELECT c.id, (
     SELECT count(*) FROM job_runs AS f
     WHERE f.code = $1 AND f.kind <> 'dry_run' AND f.outcome IN ('failed', 'abandoned')
