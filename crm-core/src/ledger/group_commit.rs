@@ -27,6 +27,8 @@
 //! - A leader whose caller is cancelled before its `COMMIT` was sent (a caller's timeout) lets
 //!   the others go again, as the transaction is rolled back; after, the outcome is unknown,
 //!   as when a connection breaks during a commit, and they get an "unavailable" error.
+//! - A caller that stops waiting (cancelled) before its batch begins has its write dropped, as
+//!   a statement never sent is never run; once its batch has begun, the write is made.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -188,7 +190,13 @@ impl GroupCommit {
     /// Runs `batch` on the batches' own connection (opened first if it is not), or on one of
     /// `pool`'s for an in-memory database. A connection that failed is closed; the next batch
     /// opens a new one.
-    async fn run(&self, batch: Batch, pool: &SqlitePool, own: &mut Option<SqliteConnection>) {
+    async fn run(&self, mut batch: Batch, pool: &SqlitePool, own: &mut Option<SqliteConnection>) {
+        // A caller that stopped waiting (cancelled) before its batch began does not get its
+        // write made later behind its back, as a statement never sent is not run.
+        batch.queued.retain(|queued| !queued.answer.is_canceled());
+        if batch.queued.is_empty() {
+            return;
+        }
         let Some(options) = &self.own_connection else {
             // The pool checks its connection when it is handed back.
             match pool.acquire().await {
@@ -405,6 +413,49 @@ mod tests {
             host: "test".to_owned(),
             pid: 1,
         }
+    }
+
+    #[async_std::test]
+    async fn a_write_whose_caller_stopped_waiting_before_its_batch_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        let Backend::Sqlite(pool) = db.backend() else {
+            unreachable!("a sqlite URL")
+        };
+        let mut queued = Vec::new();
+        let mut answers = Vec::new();
+        for minute in 0..3 {
+            let (answer, answered) = oneshot::channel();
+            queued.push(Queued {
+                write: Write::Claim {
+                    run: run(minute),
+                    exclusive: false,
+                },
+                answer,
+            });
+            answers.push(answered);
+        }
+        // The caller of the second write has gone.
+        drop(answers.remove(1));
+        let mut own = None;
+        db.group_commit()
+            .run(Batch::new(queued), pool, &mut own)
+            .await;
+        for answered in answers {
+            assert!(matches!(
+                answered.await,
+                Ok(Answer::Done(Ok(Written::Claim(Some(_)))))
+            ));
+        }
+        let ticks: Vec<_> = crate::ledger::RunLedger::history(&db, None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.tick)
+            .collect();
+        assert_eq!(ticks.len(), 2, "{ticks:?}");
+        assert!(!ticks.contains(&run(1).tick));
     }
 
     #[async_std::test]
