@@ -415,32 +415,44 @@ mod tests {
         }
     }
 
+    /// A migrated database in a file of `dir`, and its URL.
+    async fn file_database(dir: &tempfile::TempDir) -> (Database, String) {
+        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
+        (Database::connect(&url).await.unwrap(), url)
+    }
+
+    fn pool(db: &Database) -> &SqlitePool {
+        match db.backend() {
+            Backend::Sqlite(pool) => pool,
+            #[allow(unreachable_patterns)]
+            _ => unreachable!("a sqlite URL"),
+        }
+    }
+
+    /// Claims of the runs at `minutes`, as a batch would take them, and where each is answered.
+    fn claims(minutes: std::ops::Range<u32>) -> (Vec<Queued>, Vec<oneshot::Receiver<Answer>>) {
+        minutes
+            .map(|minute| {
+                let (answer, answered) = oneshot::channel();
+                let write = Write::Claim {
+                    run: run(minute),
+                    exclusive: false,
+                };
+                (Queued { write, answer }, answered)
+            })
+            .unzip()
+    }
+
     #[async_std::test]
     async fn a_write_whose_caller_stopped_waiting_before_its_batch_is_not_made() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
-        let db = Database::connect(&url).await.unwrap();
-        let Backend::Sqlite(pool) = db.backend() else {
-            unreachable!("a sqlite URL")
-        };
-        let mut queued = Vec::new();
-        let mut answers = Vec::new();
-        for minute in 0..3 {
-            let (answer, answered) = oneshot::channel();
-            queued.push(Queued {
-                write: Write::Claim {
-                    run: run(minute),
-                    exclusive: false,
-                },
-                answer,
-            });
-            answers.push(answered);
-        }
+        let (db, _) = file_database(&dir).await;
+        let (queued, mut answers) = claims(0..3);
         // The caller of the second write has gone.
         drop(answers.remove(1));
         let mut own = None;
         db.group_commit()
-            .run(Batch::new(queued), pool, &mut own)
+            .run(Batch::new(queued), pool(&db), &mut own)
             .await;
         for answered in answers {
             assert!(matches!(
@@ -461,32 +473,18 @@ mod tests {
     #[async_std::test]
     async fn a_batch_dropped_before_its_commit_tells_its_writers_to_go_again() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("crm.db").display());
-        let db = Database::connect(&url).await.unwrap();
-        let Backend::Sqlite(pool) = db.backend() else {
-            unreachable!("a sqlite URL")
-        };
+        let (db, url) = file_database(&dir).await;
         // Another connection holds the write lock: the batch waits at its BEGIN.
         let mut holder = SqliteConnection::connect(&url).await.unwrap();
         sqlx::raw_sql("BEGIN IMMEDIATE")
             .execute(&mut holder)
             .await
             .unwrap();
-        let mut answers = Vec::new();
-        let mut queued = Vec::new();
-        for minute in 0..2 {
-            let (answer, answered) = oneshot::channel();
-            queued.push(Queued {
-                write: Write::Claim {
-                    run: run(minute),
-                    exclusive: false,
-                },
-                answer,
-            });
-            answers.push(answered);
-        }
+        let (queued, answers) = claims(0..2);
         let mut own = None;
-        let batch = db.group_commit().run(Batch::new(queued), pool, &mut own);
+        let batch = db
+            .group_commit()
+            .run(Batch::new(queued), pool(&db), &mut own);
         let cut_short = async_std::future::timeout(Duration::from_millis(200), batch).await;
         assert!(cut_short.is_err(), "the batch waited for the lock");
         sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
