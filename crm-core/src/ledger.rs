@@ -540,6 +540,12 @@ pub(crate) fn validate_new_run(run: &NewRun) -> Result<()> {
     Ok(())
 }
 
+/// The outcomes a run can end from, in the order an end tries them: a run only moves running ->
+/// abandoned (its lease ran out) -> its real outcome, so two single-statement updates tell
+/// which it was without a transaction.
+#[cfg(feature = "_store")]
+pub(crate) const ENDS_FROM: [RunOutcome; 2] = [RunOutcome::Running, RunOutcome::Abandoned];
+
 /// Checks the outcome [`RunLedger::finish`] records: a finished run cannot be running.
 pub(crate) fn validate_finish(outcome: RunOutcome) -> Result<()> {
     if outcome == RunOutcome::Running {

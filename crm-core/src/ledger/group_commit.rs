@@ -41,7 +41,7 @@ use super::{NewRun, RunEnd, RunId, RunOutcome};
 use crate::error::{CoreError, Result, StorageError};
 
 /// A write that may share a transaction with others.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Write {
     /// `claim_if_clear.sql`: the run inserted as running if nothing stands in its way.
     Claim { run: NewRun, exclusive: bool },
@@ -83,8 +83,8 @@ struct Queued {
 #[derive(Debug)]
 enum Answer {
     Done(Result<Written>),
-    /// The batch was dropped before its commit was sent: nothing was written, submit again.
-    NotRun,
+    /// The batch was dropped before its commit was sent: nothing was written, submit it again.
+    NotRun(Write),
 }
 
 impl GroupCommit {
@@ -156,13 +156,10 @@ impl GroupCommit {
 
     /// Runs `write` on `pool`, in a transaction with the writes other callers submit meanwhile;
     /// answers once it is committed.
-    async fn submit(&self, pool: &SqlitePool, write: Write) -> Result<Written> {
+    async fn submit(&self, pool: &SqlitePool, mut write: Write) -> Result<Written> {
         loop {
             let (answer, mut answered) = oneshot::channel();
-            self.waiting().push(Queued {
-                write: write.clone(),
-                answer,
-            });
+            self.waiting().push(Queued { write, answer });
             let mut lead = self.lead.lock().await;
             // No batch runs while this holds the lead, so a batch that took the write has
             // answered it; if none has, it is still waiting, and this caller runs the batch.
@@ -180,13 +177,11 @@ impl GroupCommit {
             };
             match answer {
                 Answer::Done(result) => return result,
-                Answer::NotRun => continue,
+                Answer::NotRun(again) => write = again,
             }
         }
     }
-}
 
-impl GroupCommit {
     /// Runs `batch` on the batches' own connection (opened first if it is not), or on one of
     /// `pool`'s for an in-memory database. A connection that failed is closed; the next batch
     /// opens a new one.
@@ -235,7 +230,7 @@ impl Drop for Batch {
             let answer = if self.commit_sent {
                 Answer::Done(Err(interrupted()))
             } else {
-                Answer::NotRun
+                Answer::NotRun(queued.write)
             };
             let _ = queued.answer.send(answer);
         }
@@ -346,8 +341,7 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written> {
             at,
             message,
         } => {
-            // A run only moves running -> abandoned -> its real outcome.
-            for from in [RunOutcome::Running, RunOutcome::Abandoned] {
+            for from in super::ENDS_FROM {
                 let updated = sqlx::query(include_str!("sqlite/finish.sql"))
                     .bind(outcome.as_str())
                     .bind(at.timestamp_micros())
@@ -489,7 +483,10 @@ mod tests {
         assert!(cut_short.is_err(), "the batch waited for the lock");
         sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
         for answered in answers {
-            assert!(matches!(answered.await, Ok(Answer::NotRun)));
+            assert!(matches!(
+                answered.await,
+                Ok(Answer::NotRun(Write::Claim { .. }))
+            ));
         }
         assert!(
             crate::ledger::RunLedger::history(&db, None, 10)

@@ -504,11 +504,9 @@ impl RunLedger for Database {
                 let from = self.group_commit().finish(pool, id, end).await?;
                 Ok(from == Some(RunOutcome::Running))
             }
-            // A run only moves running -> abandoned -> its real outcome, so two
-            // single-statement updates tell which it was without a transaction.
             #[cfg(feature = "postgres")]
             Backend::Postgres(pool) => {
-                for from in [RunOutcome::Running, RunOutcome::Abandoned] {
+                for from in super::ENDS_FROM {
                     if postgres::finish_from(pool, id, from, end.outcome, end.at, end.message)
                         .await?
                     {
