@@ -12,10 +12,17 @@
 //! in one `BEGIN IMMEDIATE` … `COMMIT` and answers each; the others wait for their answer, or
 //! lead the next batch. A write alone runs on its own, as before.
 //!
+//! sqlx runs each SQLite connection on a thread of its own and hands it every statement, a
+//! round trip between threads each (two futex wake-ups, on two cores two context switches).
+//! A batch's writes and its `COMMIT` therefore go as one command of several statements, after
+//! its `BEGIN IMMEDIATE`: two round trips a batch instead of two plus one a statement.
+//!
 //! The batches of a database on a file have a connection of their own, outside the pool: the
 //! pool pings a connection's thread each time one is handed back, a thread hand-off a batch,
 //! and spreads statements over its connections, each of which re-reads from the file the pages
-//! another one wrote. Of an in-memory database there is only the pool's one connection.
+//! another one wrote. The overrides' change counter, which a broker worker reads before each
+//! task, is read here too, beside the writes. Of an in-memory database there is only the
+//! pool's one connection, and its writes run one at a time.
 //!
 //! What callers see does not change:
 //! - An answer comes only once its write is committed, so nothing is less durable than before.
@@ -30,12 +37,13 @@
 //! - A caller that stops waiting (cancelled) before its batch begins has its write dropped, as
 //!   a statement never sent is never run; once its batch has begun, the write is made.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use futures::channel::oneshot;
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-use sqlx::{Connection as _, SqliteConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqliteRow};
+use sqlx::{Connection as _, Either, Executor as _, Row as _, SqliteConnection};
 
 use super::{NewRun, RunEnd, RunId, RunOutcome};
 use crate::error::{CoreError, Result, StorageError};
@@ -52,6 +60,11 @@ enum Write {
         at: DateTime<Utc>,
         message: String,
     },
+    /// `overrides/sqlite/version.sql`, a read: the overrides' change counter, which a broker
+    /// worker reads before each task. On the pool each read costs two round trips to a
+    /// connection's thread, the statement and the ping sqlx sends as the connection goes
+    /// back; here it rides along with the batch's writes.
+    OverridesVersion,
 }
 
 /// What a [`Write`] found.
@@ -61,6 +74,8 @@ enum Written {
     Claim(Option<(i64, i64)>),
     /// The outcome the run was finished from (running or abandoned); `None` if neither.
     Finish(Option<RunOutcome>),
+    /// The overrides' change counter; `None` until read.
+    OverridesVersion(Option<i64>),
 }
 
 /// The writes of one process waiting for a batch, and the lead of the batch running.
@@ -130,7 +145,7 @@ impl GroupCommit {
         };
         match self.submit(pool, write).await? {
             Written::Claim(row) => Ok(row),
-            Written::Finish(_) => Err(mismatched()),
+            _ => Err(mismatched()),
         }
     }
 
@@ -150,7 +165,19 @@ impl GroupCommit {
         };
         match self.submit(pool, write).await? {
             Written::Finish(from) => Ok(from),
-            Written::Claim(_) => Err(mismatched()),
+            _ => Err(mismatched()),
+        }
+    }
+
+    /// The overrides' change counter (`overrides/sqlite/version.sql`), read on the batches'
+    /// connection.
+    pub(crate) async fn overrides_version(&self, pool: &SqlitePool) -> Result<i64> {
+        match self.submit(pool, Write::OverridesVersion).await? {
+            Written::OverridesVersion(Some(version)) => Ok(version),
+            Written::OverridesVersion(None) => Err(CoreError::Storage(StorageError::new(
+                "job_override_version has no row",
+            ))),
+            _ => Err(mismatched()),
         }
     }
 
@@ -193,25 +220,29 @@ impl GroupCommit {
             return;
         }
         let Some(options) = &self.own_connection else {
-            // The pool checks its connection when it is handed back.
+            // The pool's only connection: each write alone, as sqlx's pool knows nothing of a
+            // transaction begun by a statement and would lend the connection on inside it if
+            // this were cancelled meanwhile.
             match pool.acquire().await {
                 Ok(mut conn) => {
-                    batch.run(&mut conn).await;
+                    batch.alone(&mut conn).await;
                 }
                 Err(e) => batch.fail(&e.into()),
             }
             return;
         };
-        let conn = match own {
+        // Out of `own` while the batch runs: if this is cancelled, the connection is dropped
+        // and closed, which rolls back a transaction left open.
+        let mut conn = match own.take() {
             Some(conn) => conn,
             None => match SqliteConnection::connect_with(options).await {
-                Ok(conn) => own.insert(conn),
+                Ok(conn) => conn,
                 Err(e) => return batch.fail(&e.into()),
             },
         };
-        if !batch.run(conn).await
-            && let Some(conn) = own.take()
-        {
+        if batch.run(&mut conn).await {
+            *own = Some(conn);
+        } else {
             let _ = conn.close().await;
         }
     }
@@ -252,26 +283,38 @@ impl Batch {
         }
     }
 
-    /// Runs the writes on `conn` and answers each; `false` if the connection looks broken (a
-    /// write met an unavailable database).
+    /// Runs the writes on `conn` in one transaction (a lone write as it is) and answers each;
+    /// `false` if the connection is not to be used again (a transaction may be left open on
+    /// it, or a write met an unavailable database).
     async fn run(mut self, conn: &mut SqliteConnection) -> bool {
-        if self.queued.len() > 1 {
-            match self.together(conn).await {
-                Ok(written) => {
-                    for (queued, written) in self.queued.drain(..).zip(written) {
-                        let _ = queued.answer.send(Answer::Done(Ok(written)));
-                    }
-                    return true;
+        if self.queued.len() == 1 {
+            return self.alone(conn).await;
+        }
+        match self.together(conn).await {
+            Ok(written) => {
+                for (queued, written) in self.queued.drain(..).zip(written) {
+                    let _ = queued.answer.send(Answer::Done(Ok(written)));
                 }
-                Err(Failed::Commit(e)) => {
-                    let healthy = !e.is_unavailable();
-                    self.fail(&e);
-                    return healthy;
+                true
+            }
+            Err(Failed::Commit(e)) => {
+                self.fail(&e);
+                false
+            }
+            // Rolled back: each goes again on its own.
+            Err(Failed::Statement) => {
+                if let Err(e) = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await {
+                    self.fail(&e.into());
+                    return false;
                 }
-                // Rolled back: each goes again on its own.
-                Err(Failed::Statement) => {}
+                self.alone(conn).await
             }
         }
+    }
+
+    /// Runs the writes on `conn` one at a time, each committed on its own, and answers each;
+    /// `false` if one met an unavailable database.
+    async fn alone(mut self, conn: &mut SqliteConnection) -> bool {
         let mut healthy = true;
         // Taken out before it runs: if this is dropped meanwhile, its caller learns that the
         // outcome is unknown (its answer dropped), the ones after it that theirs did not run.
@@ -284,27 +327,65 @@ impl Batch {
         healthy
     }
 
-    /// The writes in one transaction, in order.
+    /// The writes in one transaction: `BEGIN IMMEDIATE`, then every write and the `COMMIT` in
+    /// one command, so that the connection's thread is handed the batch twice rather than
+    /// once per statement. Ends go first: an end can only clear the way for a claim, and the
+    /// writes of one batch were all waiting at once, so any order is one they could have
+    /// come in.
     async fn together(
         &mut self,
         conn: &mut SqliteConnection,
     ) -> std::result::Result<Vec<Written>, Failed> {
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
+        self.queued.sort_by_key(|queued| match queued.write {
+            Write::OverridesVersion => 0,
+            Write::Finish { .. } => 1,
+            Write::Claim { .. } => 2,
+        });
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
             .await
             .map_err(|e| Failed::Commit(e.into()))?;
-        let mut written = Vec::with_capacity(self.queued.len());
-        for queued in &self.queued {
-            match apply(&mut tx, &queued.write).await {
-                Ok(w) => written.push(w),
-                Err(_) => {
-                    let _ = tx.rollback().await;
+        let (query, steps) = batch_query(&self.queued);
+        let mut written: Vec<Written> = (self.queued.iter())
+            .map(|queued| match queued.write {
+                Write::Claim { .. } => Written::Claim(None),
+                Write::Finish { .. } => Written::Finish(None),
+                Write::OverridesVersion => Written::OverridesVersion(None),
+            })
+            .collect();
+        self.commit_sent = true;
+        let mut results = conn.fetch_many(query);
+        let mut step = 0;
+        while let Some(result) = results.next().await {
+            match (result, steps.get(step)) {
+                (Ok(Either::Right(row)), Some(Step::Write(i, _))) => {
+                    match read_row(&row, &self.queued[*i].write) {
+                        Ok(Some(read)) => written[*i] = read,
+                        Ok(None) => {}
+                        Err(e) => return Err(Failed::Commit(e.into())),
+                    }
+                }
+                (Ok(Either::Right(_)), _) => {}
+                (Ok(Either::Left(done)), Some(Step::Write(i, Some(from)))) => {
+                    if done.rows_affected() == 1 && matches!(written[*i], Written::Finish(None)) {
+                        written[*i] = Written::Finish(Some(*from));
+                    }
+                    step += 1;
+                }
+                (Ok(Either::Left(_)), _) => step += 1,
+                // The statements after a failed one are not run: the COMMIT neither.
+                (Err(_), Some(Step::Write(..))) => {
+                    self.commit_sent = false;
                     return Err(Failed::Statement);
                 }
+                (Err(e), _) => return Err(Failed::Commit(e.into())),
             }
         }
-        self.commit_sent = true;
-        tx.commit().await.map_err(|e| Failed::Commit(e.into()))?;
+        if step != steps.len() {
+            return Err(Failed::Commit(CoreError::Storage(StorageError::new(
+                "the ledger's batch ended before its COMMIT",
+            ))));
+        }
         Ok(written)
     }
 }
@@ -317,37 +398,176 @@ enum Failed {
     Statement,
 }
 
-async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written> {
-    match write {
-        Write::Claim { run, exclusive } => {
-            let row: Option<(i64, i64)> = sqlx::query_as(include_str!("sqlite/claim_if_clear.sql"))
-                .bind(&run.code)
-                .bind(run.tick.timestamp_micros())
-                .bind(run.kind.as_str())
-                .bind(i64::from(run.attempt))
-                .bind(run.started_at.timestamp_micros())
-                .bind(run.lease_until.timestamp_micros())
-                .bind(&run.host)
-                .bind(i64::from(run.pid))
-                .bind(run.started_at.timestamp_micros())
-                .bind(*exclusive)
-                .fetch_optional(&mut *conn)
-                .await?;
-            Ok(Written::Claim(row))
+/// What a statement of a batch's command is for: write `i` of the batch (an end's statement
+/// for the outcome it ends from), or the `COMMIT`.
+enum Step {
+    Write(usize, Option<RunOutcome>),
+    Commit,
+}
+
+/// What a row a write's statement answered says (`None`: an end's, which answer none).
+fn read_row(row: &SqliteRow, write: &Write) -> std::result::Result<Option<Written>, sqlx::Error> {
+    Ok(match write {
+        Write::Claim { .. } => Some(Written::Claim(Some((row.try_get(0)?, row.try_get(1)?)))),
+        Write::OverridesVersion => Some(Written::OverridesVersion(Some(row.try_get(0)?))),
+        Write::Finish { .. } => None,
+    })
+}
+
+/// The text of a batch's command, each write's statement in [`Positional`] form (an end's
+/// once per outcome it may end from, in [`ENDS_FROM`](super::ENDS_FROM)'s order: the first
+/// that changes the run wins), then `COMMIT`; the statements in order; and the query with
+/// every statement's parameters bound.
+fn batch_query(queued: &[Queued]) -> (Query<'_>, Vec<Step>) {
+    let mut text = String::new();
+    let mut steps = Vec::new();
+    let mut values = Vec::new();
+    for (i, queued) in queued.iter().enumerate() {
+        match &queued.write {
+            Write::Claim { run, exclusive } => {
+                text.push_str(&CLAIM_POSITIONAL.text);
+                values.extend(CLAIM_POSITIONAL.values(&claim_params(run, *exclusive)));
+                steps.push(Step::Write(i, None));
+            }
+            Write::OverridesVersion => {
+                text.push_str(OVERRIDES_VERSION);
+                text.push_str(";\n");
+                steps.push(Step::Write(i, None));
+            }
+            Write::Finish { .. } => {
+                for from in super::ENDS_FROM {
+                    text.push_str(&FINISH_POSITIONAL.text);
+                    let params = finish_params(&queued.write, from);
+                    values.extend(FINISH_POSITIONAL.values(&params));
+                    steps.push(Step::Write(i, Some(from)));
+                }
+            }
         }
+    }
+    text.push_str("COMMIT;\n");
+    steps.push(Step::Commit);
+    let query = values
+        .into_iter()
+        .fold(sqlx::query(sqlx::AssertSqlSafe(text)), bind);
+    (query, steps)
+}
+
+/// A statement whose `?N` parameters are written `?`, for a command of several statements:
+/// sqlx binds a `?N` by its number in the whole command's arguments, and a statement whose
+/// numbers do not start at 1 has unnamed slots below them that it fills from those arguments
+/// in turn, running past their end after a few statements. A `?` takes the next argument.
+struct Positional {
+    /// The statement and its closing `;`.
+    text: String,
+    /// The `N` of each parameter, in the order they appear.
+    order: Vec<usize>,
+}
+
+impl Positional {
+    fn new(sql: &str) -> Self {
+        // Comments first: a `?N` in one is no parameter.
+        let sql: String = sql
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut text = String::new();
+        let mut order = Vec::new();
+        let mut rest = sql.as_str();
+        while let Some(at) = rest.find('?') {
+            text.push_str(&rest[..=at]);
+            rest = &rest[at + 1..];
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            order.push(rest[..digits].parse().expect("parameters are written ?N"));
+            rest = &rest[digits..];
+        }
+        text.push_str(rest);
+        text.push_str(";\n");
+        Self { text, order }
+    }
+
+    /// The values to bind, in the order the statement takes them, from its `?1`, `?2`, ….
+    fn values<'q>(&self, params: &[Param<'q>]) -> impl Iterator<Item = Param<'q>> {
+        self.order.iter().map(|n| params[n - 1])
+    }
+}
+
+static CLAIM_POSITIONAL: LazyLock<Positional> = LazyLock::new(|| Positional::new(CLAIM));
+static FINISH_POSITIONAL: LazyLock<Positional> = LazyLock::new(|| Positional::new(FINISH));
+
+const CLAIM: &str = include_str!("sqlite/claim_if_clear.sql");
+const FINISH: &str = include_str!("sqlite/finish.sql");
+const OVERRIDES_VERSION: &str = include_str!("../overrides/sqlite/version.sql");
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// A statement's parameter.
+#[derive(Clone, Copy)]
+enum Param<'q> {
+    Text(&'q str),
+    Int(i64),
+}
+
+fn bind<'q>(query: Query<'q>, value: Param<'q>) -> Query<'q> {
+    match value {
+        Param::Text(text) => query.bind(text),
+        Param::Int(n) => query.bind(n),
+    }
+}
+
+/// `claim_if_clear.sql`'s `?1` … `?10`.
+fn claim_params(run: &NewRun, exclusive: bool) -> [Param<'_>; 10] {
+    [
+        Param::Text(&run.code),
+        Param::Int(run.tick.timestamp_micros()),
+        Param::Text(run.kind.as_str()),
+        Param::Int(i64::from(run.attempt)),
+        Param::Int(run.started_at.timestamp_micros()),
+        Param::Int(run.lease_until.timestamp_micros()),
+        Param::Text(&run.host),
+        Param::Int(i64::from(run.pid)),
+        Param::Int(run.started_at.timestamp_micros()),
+        Param::Int(i64::from(exclusive)),
+    ]
+}
+
+/// `finish.sql`'s `?1` … `?5`, for an end from `from` (none for another write).
+fn finish_params(write: &Write, from: RunOutcome) -> Vec<Param<'_>> {
+    match write {
         Write::Finish {
             id,
             outcome,
             at,
             message,
-        } => {
+        } => vec![
+            Param::Text(outcome.as_str()),
+            Param::Int(at.timestamp_micros()),
+            Param::Text(message),
+            Param::Int(id.0),
+            Param::Text(from.as_str()),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written> {
+    match write {
+        Write::Claim { run, exclusive } => {
+            let row = claim_params(run, *exclusive)
+                .into_iter()
+                .fold(sqlx::query(CLAIM), bind)
+                .fetch_optional(&mut *conn)
+                .await?;
+            let claimed = row
+                .map(|row| Ok::<_, sqlx::Error>((row.try_get(0)?, row.try_get(1)?)))
+                .transpose()?;
+            Ok(Written::Claim(claimed))
+        }
+        Write::Finish { .. } => {
             for from in super::ENDS_FROM {
-                let updated = sqlx::query(include_str!("sqlite/finish.sql"))
-                    .bind(outcome.as_str())
-                    .bind(at.timestamp_micros())
-                    .bind(message.as_str())
-                    .bind(id.0)
-                    .bind(from.as_str())
+                let updated = finish_params(write, from)
+                    .into_iter()
+                    .fold(sqlx::query(FINISH), bind)
                     .execute(&mut *conn)
                     .await?
                     .rows_affected();
@@ -356,6 +576,12 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written> {
                 }
             }
             Ok(Written::Finish(None))
+        }
+        Write::OverridesVersion => {
+            let version = sqlx::query_scalar(OVERRIDES_VERSION)
+                .fetch_optional(&mut *conn)
+                .await?;
+            Ok(Written::OverridesVersion(version))
         }
     }
 }
@@ -495,5 +721,78 @@ mod tests {
                 .is_empty(),
             "nothing was written"
         );
+    }
+
+    #[async_std::test]
+    async fn a_batch_answers_each_write_as_if_it_ran_alone() {
+        use crate::ledger::{RunLedger, RunOutcome};
+        use crate::overrides::OverrideStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = file_database(&dir).await;
+        let (claimed, _) = db.claim_if_clear(&run(0), false).await.unwrap().unwrap();
+        // Its lease ran out: marked abandoned, it may still report its end.
+        let later = run(0).lease_until + chrono::TimeDelta::minutes(1);
+        assert_eq!(db.abandon_expired(later).await.unwrap().len(), 1);
+        let version = OverrideStore::version(&db).await.unwrap();
+
+        let end = |id: i64| Write::Finish {
+            id: RunId(id),
+            outcome: RunOutcome::Succeeded,
+            at: later,
+            message: "done".to_owned(),
+        };
+        let writes = vec![
+            Write::Claim {
+                run: run(5),
+                exclusive: true,
+            },
+            end(claimed.id.0),
+            Write::OverridesVersion,
+            end(claimed.id.0 + 1_000),
+        ];
+        let (queued, answers): (Vec<_>, Vec<_>) = writes
+            .into_iter()
+            .map(|write| {
+                let (answer, answered) = oneshot::channel();
+                (Queued { write, answer }, answered)
+            })
+            .unzip();
+        let mut own = None;
+        db.group_commit()
+            .run(Batch::new(queued), pool(&db), &mut own)
+            .await;
+        assert!(own.is_some(), "the connection is kept for the next batch");
+        let mut answers = futures::future::join_all(answers).await.into_iter();
+        let mut next = || match answers.next() {
+            Some(Ok(Answer::Done(Ok(written)))) => written,
+            other => panic!("not answered: {other:?}"),
+        };
+        let Written::Claim(Some((new_id, prior_failures))) = next() else {
+            panic!("the claim was not made");
+        };
+        // Ends go first: the run had succeeded by the time the claim counted failures.
+        assert_eq!(prior_failures, 0, "ends go before claims");
+        assert!(matches!(
+            next(),
+            Written::Finish(Some(RunOutcome::Abandoned))
+        ));
+        assert!(matches!(
+            next(),
+            Written::OverridesVersion(Some(v)) if u64::try_from(v).unwrap() == version
+        ));
+        assert!(matches!(next(), Written::Finish(None)), "no such run");
+        let history = db.history(None, 10).await.unwrap();
+        let outcome = |id: i64| history.iter().find(|r| r.id.0 == id).map(|r| r.outcome);
+        assert_eq!(outcome(claimed.id.0), Some(RunOutcome::Succeeded));
+        assert_eq!(outcome(new_id), Some(RunOutcome::Running));
+    }
+
+    #[test]
+    fn a_statement_for_a_batch_takes_its_parameters_in_turn() {
+        let statement =
+            Positional::new("-- ?9 in a comment\nSELECT ?2, ?1\nWHERE x = ?10 OR y = ?2");
+        assert_eq!(statement.text, "SELECT ?, ?\nWHERE x = ? OR y = ?;\n");
+        assert_eq!(statement.order, [2, 1, 10, 2]);
     }
 }

@@ -115,13 +115,6 @@ macro_rules! override_store_on_sql {
             version_u64(version)
         }
 
-        pub(super) async fn version(pool: &Pool) -> Result<u64> {
-            let version: i64 = sqlx::query_scalar(statement!("version"))
-                .fetch_one(pool)
-                .await?;
-            version_u64(version)
-        }
-
         /// The overrides and the pending one-off runs, after `version` was read.
         pub(super) async fn snapshot(pool: &Pool, version: u64) -> Result<OverrideSnapshot> {
             let overrides = sqlx::query(statement!("overrides"))
@@ -170,6 +163,14 @@ mod sqlite {
 mod postgres {
     use crate::dialect::postgres::*;
     override_store_on_sql!();
+
+    /// On SQLite the counter is read on the ledger's batches' connection (`group_commit`).
+    pub(super) async fn version(pool: &Pool) -> Result<u64> {
+        let version: i64 = sqlx::query_scalar(statement!("version"))
+            .fetch_one(pool)
+            .await?;
+        version_u64(version)
+    }
 }
 
 #[async_trait]
@@ -179,7 +180,16 @@ impl OverrideStore for Database {
     }
 
     async fn version(&self) -> Result<u64> {
-        on_backend!(self, version())
+        match self.backend() {
+            // Beside the ledger's claims and ends (`group_commit`): a broker worker reads it
+            // before each task.
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => {
+                version_u64(self.group_commit().overrides_version(pool).await?)
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => postgres::version(pool).await,
+        }
     }
 
     async fn snapshot(&self) -> Result<OverrideSnapshot> {
