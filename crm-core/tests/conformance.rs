@@ -69,6 +69,7 @@ conformance!(
     an_empty_or_overlong_idempotency_key_is_rejected,
     revenue_sums_that_floats_would_get_wrong_are_exact,
     totals_of_an_empty_store_are_zero,
+    totals_follow_customers_and_orders_as_they_come_and_go,
     seeding_gives_every_job_work_with_consistent_totals,
     seeding_is_deterministic_and_can_run_again,
     seeding_orders_without_products_writes_nothing,
@@ -1253,6 +1254,39 @@ async fn revenue_sums_that_floats_would_get_wrong_are_exact(t: TestDb) {
     assert_eq!(totals.customers, 1);
     assert_eq!(totals.orders, n);
     assert_eq!(totals.revenue.to_string(), "30.00");
+}
+
+/// SQLite keeps the totals as rows change (migration 0011); they must stay what counting
+/// gives, through the cleanup's deletes too.
+async fn totals_follow_customers_and_orders_as_they_come_and_go(t: TestDb) {
+    let db = t.database();
+    let counted = async || {
+        let customers = db
+            .count_customers(&CustomerFilter::default())
+            .await
+            .unwrap();
+        let orders = db.count_orders(&OrderFilter::default()).await.unwrap();
+        (customers, orders)
+    };
+    cleanup_fixture(&t).await;
+    let totals = db.totals().await.unwrap();
+    assert_eq!((totals.customers, totals.orders), counted().await);
+    // Every order of the fixture is one 1.00 pen.
+    assert_eq!(totals.revenue, money(&totals.orders.to_string()));
+    assert_eq!(db.delete_inactive_customers(now(), false).await.unwrap(), 3);
+    let after = db.totals().await.unwrap();
+    assert!(after.orders < totals.orders, "the cleanup deleted orders");
+    assert_eq!((after.customers, after.orders), counted().await);
+    assert_eq!(after.revenue, money(&after.orders.to_string()));
+    let c = customer(db, "Later", "later@example.com").await;
+    let pen = product(db, "Pen 2", "2.50", 5).await;
+    order(db, &c, &[&pen], now()).await;
+    let last = db.totals().await.unwrap();
+    assert_eq!(
+        (last.customers, last.orders),
+        (after.customers + 1, after.orders + 1)
+    );
+    assert_eq!(last.revenue.to_string(), format!("{}.50", after.orders + 2));
 }
 
 async fn totals_of_an_empty_store_are_zero(t: TestDb) {

@@ -99,11 +99,17 @@ async fn opens_and_keeps_its_data(url: &str) {
     let kept = db.customers_by_ids(&[1]).await.unwrap();
     assert_eq!(kept.len(), 1, "the crm 0.1 customer is gone");
     assert_eq!(kept[0].email, "old@example.com");
+    assert_eq!(
+        db.totals().await.unwrap().customers,
+        1,
+        "the totals count it"
+    );
     let new = db
         .create_customer(&NewCustomer::new("New", "new@example.com", None).unwrap())
         .await
         .unwrap();
     assert!(new.id > 1);
+    assert_eq!(db.totals().await.unwrap().customers, 2);
     db.close().await;
 }
 
