@@ -28,6 +28,10 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const POSTGRES_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[cfg(feature = "postgres")]
+/// How long a pooled PostgreSQL connection sits idle before it is pinged when lent again.
+const POSTGRES_PING_IDLE_AFTER: Duration = Duration::from_secs(1);
+
+#[cfg(feature = "postgres")]
 /// How long the one direct connection attempt made after the pool timed out at start may take.
 const DIRECT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -221,6 +225,19 @@ async fn open_postgres(url: &str) -> Result<PgPool> {
     let pool = match PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(POSTGRES_ACQUIRE_TIMEOUT)
+        // sqlx pings a connection before lending it: a round trip to the server before every
+        // statement. Under load a connection comes back and goes out again within
+        // microseconds, so only one idle long enough for the server to have dropped it (a
+        // restart, an administrator's pg_terminate_backend) is pinged first.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= POSTGRES_PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options.clone())
         .await
     {
