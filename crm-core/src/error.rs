@@ -144,7 +144,7 @@ impl From<sqlx::migrate::MigrateError> for CoreError {
 /// Whether sqlx's error says the database is out of reach or busy (see
 /// [`StorageError::is_unavailable`]).
 #[cfg(feature = "_store")]
-fn sqlx_unavailable(error: &sqlx::Error) -> bool {
+pub(crate) fn sqlx_unavailable(error: &sqlx::Error) -> bool {
     match error {
         // Not `PoolClosed`: that is this process shutting its own pool, not an outage.
         sqlx::Error::PoolTimedOut

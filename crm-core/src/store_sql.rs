@@ -472,11 +472,6 @@ macro_rules! crm_store_on_sql {
                 revenue: read_cash(row, col!(revenue))?,
             })
         }
-
-        pub(crate) async fn ping(pool: &Pool) -> Result<()> {
-            sqlx::query(statement!("ping")).execute(pool).await?;
-            Ok(())
-        }
     };
 }
 
@@ -513,6 +508,12 @@ pub(crate) mod sqlite {
     }
 
     crm_store_on_sql!();
+
+    /// Readiness: the cheapest statement on a connection of the pool.
+    pub(crate) async fn ping(pool: &Pool) -> Result<()> {
+        sqlx::query(statement!("ping")).execute(pool).await?;
+        Ok(())
+    }
 
     /// Migration 0011's row of totals, which triggers keep.
     pub(crate) async fn totals(pool: &Pool) -> Result<Totals> {
@@ -772,6 +773,26 @@ pub(crate) mod postgres {
     }
 
     crm_store_on_sql!();
+
+    /// Readiness: the cheapest statement, on a connection that works now. The pool lends a
+    /// connection used within the last second without pinging it first (`database.rs`), so one
+    /// the server ended meanwhile (a restart, `DROP DATABASE … WITH (FORCE)`) fails its first
+    /// statement. Readiness asks about the database, not about that connection: the ended one
+    /// is closed and another tried, at most once per connection the pool holds.
+    pub(crate) async fn ping(pool: &Pool) -> Result<()> {
+        let mut others = pool.size();
+        loop {
+            let mut conn = pool.acquire().await?;
+            match sqlx::query(statement!("ping")).execute(&mut *conn).await {
+                Ok(_) => return Ok(()),
+                Err(e) if others > 0 && crate::error::sqlx_unavailable(&e) => {
+                    conn.close_on_drop();
+                    others -= 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
 
     /// Past this many rows of changes, the totals' reader folds them into one (migration 0013):
     /// a fold is a write, rare enough here that the read stays a read.
