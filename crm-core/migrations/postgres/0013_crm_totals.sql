@@ -39,28 +39,25 @@ CREATE TRIGGER crm_totals_customers_removed AFTER DELETE ON customers
 REFERENCING OLD TABLE AS removed
 FOR EACH STATEMENT EXECUTE FUNCTION crm_totals_customers_changed();
 
-CREATE FUNCTION crm_totals_orders_added() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION crm_totals_orders_added_or_removed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO crm_totals_delta (customers, orders, revenue)
-    SELECT 0, count(*), coalesce(sum(total_amount), 0) FROM added HAVING count(*) > 0;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO crm_totals_delta (customers, orders, revenue)
+        SELECT 0, count(*), coalesce(sum(total_amount), 0) FROM added HAVING count(*) > 0;
+    ELSE
+        INSERT INTO crm_totals_delta (customers, orders, revenue)
+        SELECT 0, -count(*), -coalesce(sum(total_amount), 0) FROM removed HAVING count(*) > 0;
+    END IF;
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER crm_totals_orders_added AFTER INSERT ON orders
 REFERENCING NEW TABLE AS added
-FOR EACH STATEMENT EXECUTE FUNCTION crm_totals_orders_added();
-
+FOR EACH STATEMENT EXECUTE FUNCTION crm_totals_orders_added_or_removed();
 -- Also fires for the orders `ON DELETE CASCADE` removes with their customer.
-CREATE FUNCTION crm_totals_orders_removed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO crm_totals_delta (customers, orders, revenue)
-    SELECT 0, -count(*), -coalesce(sum(total_amount), 0) FROM removed HAVING count(*) > 0;
-    RETURN NULL;
-END
-$$;
 CREATE TRIGGER crm_totals_orders_removed AFTER DELETE ON orders
 REFERENCING OLD TABLE AS removed
-FOR EACH STATEMENT EXECUTE FUNCTION crm_totals_orders_removed();
+FOR EACH STATEMENT EXECUTE FUNCTION crm_totals_orders_added_or_removed();
 
 CREATE FUNCTION crm_totals_orders_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
