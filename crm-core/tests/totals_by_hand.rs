@@ -7,11 +7,12 @@ use crm_core::testing::TestDb;
 use crm_core::{CrmStore as _, Money, NewCustomer, NewOrder, NewProduct};
 use sqlx::Connection as _;
 
-/// Runs `sql` with `id` bound, on its own connection, as an operator's console would.
+/// Runs `sql` with `id` bound as `$1` (both backends read it), on its own connection, as an
+/// operator's console would.
 async fn by_hand(t: &TestDb, sql: &str, id: i64) {
     if t.url().starts_with("sqlite") {
         let mut conn = sqlx::SqliteConnection::connect(t.url()).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql.replace('$', "?")))
+        sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .execute(&mut conn)
             .await

@@ -434,10 +434,15 @@ fn batch_query(queued: &[Queued]) -> (Query<'_>, Vec<Step>) {
                 text.push_str(";\n");
                 steps.push(Step::Write(i, None));
             }
-            Write::Finish { .. } => {
+            Write::Finish {
+                id,
+                outcome,
+                at,
+                message,
+            } => {
                 for from in super::ENDS_FROM {
                     text.push_str(&FINISH_POSITIONAL.text);
-                    let params = finish_params(&queued.write, from);
+                    let params = finish_params(*id, *outcome, *at, message, from);
                     values.extend(FINISH_POSITIONAL.values(&params));
                     steps.push(Step::Write(i, Some(from)));
                 }
@@ -531,23 +536,21 @@ fn claim_params(run: &NewRun, exclusive: bool) -> [Param<'_>; 10] {
     ]
 }
 
-/// `finish.sql`'s `?1` … `?5`, for an end from `from` (none for another write).
-fn finish_params(write: &Write, from: RunOutcome) -> Vec<Param<'_>> {
-    match write {
-        Write::Finish {
-            id,
-            outcome,
-            at,
-            message,
-        } => vec![
-            Param::Text(outcome.as_str()),
-            Param::Int(at.timestamp_micros()),
-            Param::Text(message),
-            Param::Int(id.0),
-            Param::Text(from.as_str()),
-        ],
-        _ => Vec::new(),
-    }
+/// `finish.sql`'s `?1` … `?5`: run `id` ends with `outcome` at `at`, if it is still `from`.
+fn finish_params(
+    id: RunId,
+    outcome: RunOutcome,
+    at: DateTime<Utc>,
+    message: &str,
+    from: RunOutcome,
+) -> [Param<'_>; 5] {
+    [
+        Param::Text(outcome.as_str()),
+        Param::Int(at.timestamp_micros()),
+        Param::Text(message),
+        Param::Int(id.0),
+        Param::Text(from.as_str()),
+    ]
 }
 
 async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written> {
@@ -563,9 +566,14 @@ async fn apply(conn: &mut SqliteConnection, write: &Write) -> Result<Written> {
                 .transpose()?;
             Ok(Written::Claim(claimed))
         }
-        Write::Finish { .. } => {
+        Write::Finish {
+            id,
+            outcome,
+            at,
+            message,
+        } => {
             for from in super::ENDS_FROM {
-                let updated = finish_params(write, from)
+                let updated = finish_params(*id, *outcome, *at, message, from)
                     .into_iter()
                     .fold(sqlx::query(FINISH), bind)
                     .execute(&mut *conn)
