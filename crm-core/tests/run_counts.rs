@@ -229,3 +229,63 @@ async fn the_memory_ledger_counts_like_the_database_and_a_prune_lowers_nothing()
     assert!(pruned.runs > 0, "{pruned:?}");
     assert_eq!(counts(l.run_counts().await.unwrap()), expected);
 }
+
+/// Rows in PostgreSQL's `job_run_counts` (migration 0014 appends one a run's end).
+async fn count_rows(t: &TestDb) -> i64 {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(t.url())
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT count(*) FROM job_run_counts")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Claims and ends `n` runs of `code` from hour `first` on, each a second long.
+async fn end_runs(t: &TestDb, code: &str, first: u32, n: u32) {
+    for i in 0..n {
+        let tick = at(1, 0) + TimeDelta::hours(i64::from(first + i));
+        let id = claimed(t, &run(code, tick, RunKind::Scheduled)).await;
+        let end = RunEnd {
+            outcome: RunOutcome::Succeeded,
+            at: tick + TimeDelta::seconds(1),
+            message: "done",
+        };
+        assert!(t.database().finish(id, end).await.unwrap());
+    }
+}
+
+/// On PostgreSQL each end appends a row (no end waits on another's row lock) and a read folds
+/// them once they are many: reads that fold at once, while runs keep ending, lose no run and
+/// count none twice.
+#[async_std::test]
+async fn postgres_counts_read_while_runs_end_fold_their_rows_and_lose_none() {
+    let t = TestDb::postgres().await;
+    let db = t.database();
+    end_runs(&t, "report", 0, 100).await;
+    assert_eq!(count_rows(&t).await, 100, "a row an end");
+    assert_eq!(
+        counts(&t).await,
+        vec![("report".to_owned(), RunOutcome::Succeeded, 100, 100)]
+    );
+    assert_eq!(count_rows(&t).await, 1, "the read folded them into one");
+
+    end_runs(&t, "report", 100, 70).await;
+    let readers = futures::future::join_all((0..6).map(|_| db.run_counts()));
+    let (read, ()) = futures::join!(readers, end_runs(&t, "report", 170, 30));
+    for counts in read {
+        let runs = counts.unwrap()[0].runs;
+        assert!((170..=200).contains(&runs), "{runs}");
+    }
+    assert_eq!(
+        counts(&t).await,
+        vec![("report".to_owned(), RunOutcome::Succeeded, 200, 200)]
+    );
+
+    // A prune folds them too, for a ledger nobody scrapes.
+    end_runs(&t, "heartbeat", 0, 65).await;
+    db.prune(&Retention::before(at(1, 0)).pause(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(count_rows(&t).await, 2);
+}

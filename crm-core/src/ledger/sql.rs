@@ -399,6 +399,12 @@ mod sqlite {
     }
 
     ledger_on_sql!();
+
+    /// Nothing to fold: SQLite keeps one row per job and outcome, updated in place (one
+    /// writer at a time, so no end waits on another's row lock).
+    pub(super) async fn fold_run_counts(_pool: &Pool) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// PostgreSQL (see [`crate::dialect::postgres`]).
@@ -455,6 +461,19 @@ mod postgres {
             .await?
             .rows_affected();
         Ok(updated == 1)
+    }
+
+    /// Past this many rows in `job_run_counts`, they are folded into one per job and outcome
+    /// (migration 0014): a fold is a write, rare enough that a scrape stays a read.
+    const FOLD_RUN_COUNTS_PAST: i64 = 64;
+
+    /// Folds the rows the runs' ends appended to `job_run_counts`, if there are many.
+    pub(super) async fn fold_run_counts(pool: &Pool) -> Result<()> {
+        sqlx::query(statement!("fold_run_counts"))
+            .bind(FOLD_RUN_COUNTS_PAST)
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -616,6 +635,10 @@ impl RunLedger for Database {
         // Not the ledger's, but in the same database and kept for the same reason (a tick's
         // re-runs), so the one daily prune keeps them in bounds too.
         pruned.restock_keys = on_backend!(self, prune_restock_keys(before))?;
+        // A ledger nobody scrapes still has its counts' rows folded once a day.
+        if let Err(e) = on_backend!(self, fold_run_counts()) {
+            tracing::warn!(error = %e, "Could not fold the run counts' rows");
+        }
         Ok(pruned)
     }
 }
@@ -625,10 +648,16 @@ impl Database {
     /// prune deleted), with their summed durations and the latest end of such a run still in
     /// the ledger: what a Prometheus scrape reads (`crm_job_runs_total`, the last success and
     /// failure). One statement over `job_run_counts` (migration 0009), whose rows triggers
-    /// keep as runs finish, and an index walk per row (`job_runs_outcome_end_idx`); its cost
-    /// does not grow with the ledger.
+    /// keep as runs finish, and an index walk per job and outcome (`job_runs_outcome_end_idx`);
+    /// its cost does not grow with the ledger. On PostgreSQL the ends append rows (migration
+    /// 0014), folded here once there are many.
     pub async fn run_counts(&self) -> Result<Vec<RunCount>> {
-        on_backend!(self, run_counts())
+        let counts = on_backend!(self, run_counts())?;
+        if let Err(e) = on_backend!(self, fold_run_counts()) {
+            // The counts read are right; the next read tries again.
+            tracing::warn!(error = %e, "Could not fold the run counts' rows");
+        }
+        Ok(counts)
     }
 }
 
