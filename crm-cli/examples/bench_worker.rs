@@ -4,7 +4,9 @@
 //! report line), then the same N tasks drained by a Celery 5.5 worker of the same concurrency
 //! whose task does the same (tests/python/crm_celery.py `report-worker`), on the same Redis and
 //! against the same server; for SQLite, then PostgreSQL. Prints tasks per second and the peak
-//! resident memory of each worker (all of Celery's pool processes summed).
+//! resident memory of each worker (all of Celery's pool processes summed), then two ceilings
+//! of a worker's rate here: the report's request alone (wrk) and the ledger's claim and end of
+//! a run alone (crm-core, in this process).
 //!
 //! ```text
 //! tests/python/setup.sh
@@ -24,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{TimeDelta, TimeZone as _, Utc};
+use crm_core::ledger::{NewRun, RunEnd, RunKind, RunLedger as _, RunOutcome};
 use crm_jobs::broker::{Broker, BrokerConfig, scheduled_envelope};
 use sqlx::Connection as _;
 
@@ -438,6 +441,53 @@ fn request_alone(site: &Site, concurrency: usize) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The ledger's two writes a task with nothing around them, `concurrency` at a time: a report
+/// run claimed (`claim_if_clear`, as `crm worker` claims one) and ended, `n` times, through
+/// crm-core on the site's database: the ceiling of a worker's rate on this ledger here.
+async fn ledger_alone(site: &Site, n: u32, concurrency: usize) -> f64 {
+    let db = crm_core::Database::connect(&site.db_url)
+        .await
+        .expect("the ledger");
+    // Ticks of their own, far from the ones the workers ran.
+    let first = Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).unwrap();
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let start = Instant::now();
+    let slot = || async {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n {
+                break;
+            }
+            let now = Utc::now();
+            let run = NewRun {
+                code: CODE.to_owned(),
+                tick: first + TimeDelta::seconds(i64::from(i)),
+                kind: RunKind::Scheduled,
+                attempt: 1,
+                started_at: now,
+                lease_until: now + TimeDelta::minutes(10),
+                host: "bench".to_owned(),
+                pid: std::process::id(),
+            };
+            let (claimed, _) = db
+                .claim_if_clear(&run, false)
+                .await
+                .expect("claim")
+                .expect("nothing in the way of a claim");
+            let end = RunEnd {
+                outcome: RunOutcome::Succeeded,
+                at: Utc::now(),
+                message: "ledger alone",
+            };
+            assert!(db.finish(claimed.id, end).await.expect("end"));
+        }
+    };
+    futures::future::join_all((0..concurrency).map(|_| slot())).await;
+    let rate = f64::from(n) / start.elapsed().as_secs_f64();
+    db.close().await;
+    rate
+}
+
 async fn bench(backend: &str, n: u32, concurrency: usize) {
     println!(
         "{backend} ledger, concurrency {concurrency}, load average before: {}",
@@ -470,6 +520,13 @@ async fn bench(backend: &str, n: u32, concurrency: usize) {
                     alone / rate
                 );
             }
+            let ledger = ledger_alone(&site, n, concurrency).await;
+            println!(
+                "  the ledger's claim and end alone (crm-core, {concurrency} at once): \
+                 {ledger:.0} runs/s = {:.2}x Celery's rate, the most any worker that records \
+                 its runs there could reach here",
+                ledger / rate
+            );
         }
         site.close().await;
     }
