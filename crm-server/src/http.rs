@@ -236,46 +236,86 @@ impl BoundServer {
     }
 }
 
+/// Longest a client may take to send a request's head, as async-h1's own bound.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Answers the HTTP/1.1 requests of one connection until the client closes it.
+///
+/// async-h1's parser and writer, in a loop of our own rather than `async_h1::accept`: that one
+/// bounds the time to read each request's head with a timer of async-io 1, whose reactor is
+/// not async-std's (async-io 2), so every request woke a thread of its own on the way in (a
+/// system call and a context switch; 14 % of the `{ hello }` rate and half its p99 on two
+/// cores). The head's time is bounded here by the connection's stream instead
+/// ([`DiscardLimitedStream`]), with no timer a request. Upgrades (HTTP 101) are not served, as
+/// no route answers one.
 async fn serve_connection(app: tide::Server<AppState>, stream: TcpStream) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
     let local_addr = stream.local_addr().ok();
     let peer_addr = stream.peer_addr().ok();
-    let stream = DiscardLimitedStream::new(stream, app.state().config.idle_timeout);
-    let budget = stream.budget.clone();
+    let mut stream = DiscardLimitedStream::new(stream, app.state().config.idle_timeout);
     let discard_limit = MAX_DISCARDED_BODY_BYTES.max(2 * app.state().config.max_body_bytes as u64);
-    let served = async_h1::accept(stream, |mut request| {
-        request.set_local_addr(local_addr);
-        request.set_peer_addr(peer_addr);
-        let app = app.clone();
-        let budget = budget.clone();
-        async move {
-            // The handler reads as much of the body as it wants (itself bounded by
-            // `max_body_bytes`); what it left unread may only be discarded up to a bound.
-            budget.store(u64::MAX, Ordering::SeqCst);
-            let response = app.respond(request).await;
-            budget.store(discard_limit, Ordering::SeqCst);
-            response
+    loop {
+        match serve_request(&app, &mut stream, discard_limit, local_addr, peer_addr).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                tracing::debug!(%error, "connection ended with an HTTP error");
+                break;
+            }
         }
-    })
-    .await;
-    if let Err(error) = served {
-        tracing::debug!(%error, "connection ended with an HTTP error");
     }
 }
 
-/// The connection as async-h1 reads it, with two bounds async-h1 lacks:
+/// Reads one request from `stream`, answers it and throws away what the handler left of its
+/// body: whether the connection stays open for another.
+async fn serve_request(
+    app: &tide::Server<AppState>,
+    stream: &mut DiscardLimitedStream,
+    discard_limit: u64,
+    local_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+) -> tide::http::Result<bool> {
+    use futures::AsyncWriteExt as _;
+
+    stream.idle_wait().head_since = Some(Instant::now());
+    let decoded = async_h1::server::decode(stream.clone()).await;
+    stream.idle_wait().head_since = None;
+    let Some((mut request, mut unread)) = decoded? else {
+        return Ok(false);
+    };
+    request.set_local_addr(local_addr);
+    request.set_peer_addr(peer_addr);
+    let closes = |connection: Option<&tide::http::headers::HeaderValues>| {
+        connection.is_some_and(|c| c.as_str().eq_ignore_ascii_case("close"))
+    };
+    let mut keep_alive = !closes(request.header("Connection"));
+    let method = request.method();
+    // The handler reads as much of the body as it wants (itself bounded by `max_body_bytes`);
+    // what it left unread may only be discarded up to a bound.
+    stream.budget.store(u64::MAX, Ordering::SeqCst);
+    let response: tide::http::Response = app.respond(request).await?;
+    stream.budget.store(discard_limit, Ordering::SeqCst);
+    keep_alive &= !closes(response.header("Connection"));
+    let mut encoder = async_h1::server::Encoder::new(response, method);
+    futures::io::copy(&mut encoder, stream).await?;
+    stream.flush().await?;
+    futures::io::copy(&mut unread, &mut futures::io::sink()).await?;
+    Ok(keep_alive)
+}
+
+/// The connection as async-h1 reads it, with the bounds a connection of [`serve_connection`]
+/// keeps:
 ///
 /// - between the moment a response is ready and the start of the next request's handler (that
-///   is, while async-h1 discards an unread body and reads the next request's head), at most
-///   `budget` bytes are read; then the stream reads as ended, and async-h1 closes the
-///   connection. Writes are untouched, so the response still goes out;
+///   is, while the unread body is discarded and the next request's head read), at most
+///   `budget` bytes are read; then the stream reads as ended, and the connection closes.
+///   Writes are untouched, so the response still goes out;
 /// - a read that waits longer than `idle_timeout` for the client fails (`TimedOut`), which ends
 ///   the connection: a client that announces a body and stalls, or trickles it, or keeps an
-///   idle connection, no longer holds a task and a file descriptor for ever (async-h1 only
-///   bounds the time to receive a request head, at 60 s).
+///   idle connection, no longer holds a task and a file descriptor for ever;
+/// - a request's head that takes longer than [`HEAD_TIMEOUT`] fails at its next piece.
 #[derive(Clone)]
 struct DiscardLimitedStream {
     stream: TcpStream,
@@ -297,6 +337,8 @@ struct IdleWait {
     /// async-io's reactor thread (a system call and a context switch), which at tens of
     /// thousands of keep-alive requests a second cost CPU and tail latency.
     timer: Option<async_io::Timer>,
+    /// Since when the connection has been reading a request's head; `None` between heads.
+    head_since: Option<Instant>,
 }
 
 impl DiscardLimitedStream {
@@ -367,7 +409,17 @@ impl AsyncRead for DiscardLimitedStream {
                 }
             }
             Poll::Ready(result) => {
-                this.idle_wait().since = None;
+                let mut wait = this.idle_wait();
+                wait.since = None;
+                // Checked as each piece of a head comes, so a client that sends its head a
+                // byte at a time, each within the idle timeout, is still cut off.
+                if result.is_ok() && wait.head_since.is_some_and(|t| t.elapsed() >= HEAD_TIMEOUT) {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client took over {HEAD_TIMEOUT:?} to send a request's head"),
+                    )));
+                }
+                drop(wait);
                 if let Ok(n) = result
                     && budget != u64::MAX
                 {
