@@ -244,8 +244,8 @@ const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// async-h1's parser and writer, in a loop of our own rather than `async_h1::accept`: that one
 /// bounds the time to read each request's head with a timer of async-io 1, whose reactor is
 /// not async-std's (async-io 2), so every request woke a thread of its own on the way in (a
-/// system call and a context switch; 14 % of the `{ hello }` rate and half its p99 on two
-/// cores). The head's time is bounded here by the connection's stream instead
+/// system call and a context switch; without it `{ hello }` is served 8–25 % faster on two
+/// cores, BENCHMARKS.md). The head's time is bounded here by the connection's stream instead
 /// ([`DiscardLimitedStream`]), with no timer a request. Upgrades (HTTP 101) are not served, as
 /// no route answers one.
 async fn serve_connection(app: tide::Server<AppState>, stream: TcpStream) {
