@@ -147,6 +147,30 @@ impl TestDb {
         Ok(())
     }
 
+    /// How many rows `table` holds: for tests of tables the store keeps but does not show,
+    /// such as the rows of changes folded by their readers.
+    pub async fn rows_in(&self, table: &str) -> Result<i64> {
+        assert!(
+            table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "not a table name: {table}"
+        );
+        let sql = format!("SELECT count(*) FROM {table}");
+        Ok(match self.database.backend() {
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(pool)
+                    .await?
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pool) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(pool)
+                    .await?
+            }
+        })
+    }
+
     /// Sets when a restock idempotency key was taken, which the store otherwise takes from the
     /// wall clock: tests of its retention need keys months old.
     pub async fn set_restock_key_created_at(&self, key: &str, at: DateTime<Utc>) -> Result<()> {

@@ -8,13 +8,7 @@ use crm_core::{CrmStore, Database, Money, NewCustomer, NewOrder, NewProduct};
 use futures::future::join_all;
 
 async fn delta_rows(t: &TestDb) -> i64 {
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(t.url())
-        .await
-        .unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM crm_totals_delta")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
+    t.rows_in("crm_totals_delta").await.unwrap()
 }
 
 async fn add_orders(db: &Database, customer: i64, product: i64, n: usize) {

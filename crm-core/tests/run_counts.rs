@@ -232,13 +232,7 @@ async fn the_memory_ledger_counts_like_the_database_and_a_prune_lowers_nothing()
 
 /// Rows in PostgreSQL's `job_run_counts` (migration 0014 appends one a run's end).
 async fn count_rows(t: &TestDb) -> i64 {
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(t.url())
-        .await
-        .unwrap();
-    sqlx::query_scalar("SELECT count(*) FROM job_run_counts")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap()
+    t.rows_in("job_run_counts").await.unwrap()
 }
 
 /// Claims and ends `n` runs of `code` from hour `first` on, each a second long.
