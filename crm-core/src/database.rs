@@ -228,11 +228,17 @@ async fn open_postgres(url: &str) -> Result<PgPool> {
         // sqlx pings a connection before lending it: a round trip to the server before every
         // statement. Under load a connection comes back and goes out again within
         // microseconds, so only one idle long enough for the server to have dropped it (a
-        // restart, an administrator's pg_terminate_backend) is pinged first.
+        // restart, an administrator's pg_terminate_backend) is pinged first, and so is one
+        // idle since a statement of this process met an ended connection: whatever ended that
+        // one may have ended it too, and a statement tried again (a run's end) must get one
+        // that works.
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if meta.idle_for >= POSTGRES_PING_IDLE_AFTER {
+                let idle_since = std::time::Instant::now().checked_sub(meta.idle_for);
+                if meta.idle_for >= POSTGRES_PING_IDLE_AFTER
+                    || idle_since.is_none_or(crate::error::unavailable_met_since)
+                {
                     conn.ping().await?;
                 }
                 Ok(true)

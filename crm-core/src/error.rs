@@ -120,10 +120,42 @@ impl std::error::Error for StorageError {
 #[cfg(feature = "_store")]
 impl From<sqlx::Error> for StorageError {
     fn from(error: sqlx::Error) -> Self {
+        let unavailable = sqlx_unavailable(&error);
+        if unavailable {
+            note_unavailable();
+        }
         Self {
-            unavailable: sqlx_unavailable(&error),
+            unavailable,
             cause: Box::new(error),
         }
+    }
+}
+
+/// Since when [`UNAVAILABLE_AT`] counts.
+#[cfg(feature = "_store")]
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// When this process last met a database out of reach, in nanoseconds after [`EPOCH`], plus
+/// one (0: never). Process-wide because errors become [`StorageError`]s far from their pool; a
+/// false alarm costs no more than a ping.
+#[cfg(feature = "_store")]
+static UNAVAILABLE_AT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Records that a database was just found out of reach (see [`unavailable_met_since`]).
+#[cfg(feature = "_store")]
+pub(crate) fn note_unavailable() {
+    let now = u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+    UNAVAILABLE_AT.fetch_max(now + 1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether this process has met a database out of reach at or after `since`: what ended one
+/// connection (a restart, `pg_terminate_backend`) may have ended the others idle since then.
+#[cfg(feature = "_store")]
+pub(crate) fn unavailable_met_since(since: std::time::Instant) -> bool {
+    match UNAVAILABLE_AT.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => false,
+        at => *EPOCH + std::time::Duration::from_nanos(at - 1) >= since,
     }
 }
 

@@ -786,6 +786,7 @@ pub(crate) mod postgres {
             match sqlx::query(statement!("ping")).execute(&mut *conn).await {
                 Ok(_) => return Ok(()),
                 Err(e) if others > 0 && crate::error::sqlx_unavailable(&e) => {
+                    crate::error::note_unavailable();
                     conn.close_on_drop();
                     others -= 1;
                 }
